@@ -1,0 +1,169 @@
+//! The node-to-node envelope on the Redis bus, encoded as MessagePack with named
+//! fields (`rmp_serde::to_vec_named`), so two versions of the node can share the bus
+//! during a rolling upgrade: unknown fields are ignored, and `v` changes only when the
+//! meaning of an existing field does.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DisplayName, NodeId, PeerId, Role, RoomId, SignalKind};
+use crate::native::LeftReason;
+use crate::payload::Payload;
+
+/// The bus format version this build writes and reads.
+pub const ENVELOPE_VERSION: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub v: u8,
+    pub from_node: NodeId,
+    /// W3C `traceparent` of the span that sent it, so one trace follows a signal
+    /// across nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    pub event: BusEvent,
+}
+
+/// A member of a room as the cluster stores it (in Redis and on the bus) and as clients
+/// see it in `joined`, `peer-joined` and `peer-updated`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub peer: PeerId,
+    pub name: DisplayName,
+    pub role: Role,
+    pub meta: Payload,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusEvent {
+    /// To one peer, on the inbox channel of the node that serves it.
+    Signal { room: RoomId, from: PeerId, to: PeerId, kind: SignalKind, data: Payload },
+    /// On the room channel: `member` joined. `nonce` lets the joining node find its own
+    /// announcement in the channel (everything after it is news to the new member);
+    /// 0 for a membership written back after Redis lost it.
+    Joined { room: RoomId, member: MemberInfo, nonce: u64 },
+    /// On the room channel: `peer` is no longer a member.
+    Left { room: RoomId, peer: PeerId, reason: LeftReason },
+    /// On the room channel: `member` changed its metadata.
+    Updated { room: RoomId, member: MemberInfo },
+    /// On the room channel: to every member but the sender.
+    Broadcast { room: RoomId, from: PeerId, kind: SignalKind, data: Payload },
+    /// On the room channel: the point at which a node read the member list for a
+    /// resynchronisation; events after it are newer than that list.
+    Marker { room: RoomId, nonce: u64 },
+    /// On a node's own inbox: proves its subscription still delivers.
+    Probe { nonce: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("envelope is not valid MessagePack for this version: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error("envelope version {0} is newer than this node understands ({ENVELOPE_VERSION})")]
+    Version(u8),
+}
+
+impl Envelope {
+    pub fn new(from_node: NodeId, event: BusEvent) -> Self {
+        Self { v: ENVELOPE_VERSION, from_node, traceparent: None, event }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising plain data with string keys cannot fail.
+        rmp_serde::to_vec_named(self).expect("envelope serialises")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        let env: Envelope = rmp_serde::from_slice(bytes)?;
+        if env.v > ENVELOPE_VERSION {
+            return Err(EnvelopeError::Version(env.v));
+        }
+        Ok(env)
+    }
+}
+
+impl MemberInfo {
+    /// Storage form in Redis: the same MessagePack as on the bus.
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(self).expect("member serialises")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        Ok(rmp_serde::from_slice(bytes)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member() -> MemberInfo {
+        let node = NodeId::parse("n1").unwrap();
+        MemberInfo {
+            peer: PeerId::new_on(&node),
+            name: DisplayName::parse("Ada").unwrap(),
+            role: Role::parse("host").unwrap(),
+            meta: Payload::from_json(r#"{"video":true}"#.into()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn every_event_round_trips_through_messagepack() {
+        let m = member();
+        let room = RoomId::parse("r1").unwrap();
+        let data = Payload::from_json(r#"{"sdp":"v=0"}"#.into()).unwrap();
+        let kind = SignalKind::parse("offer").unwrap();
+        let events = vec![
+            BusEvent::Signal {
+                room: room.clone(),
+                from: m.peer.clone(),
+                to: m.peer.clone(),
+                kind: kind.clone(),
+                data: data.clone(),
+            },
+            BusEvent::Joined { room: room.clone(), member: m.clone(), nonce: 7 },
+            BusEvent::Left { room: room.clone(), peer: m.peer.clone(), reason: LeftReason::NodeLost },
+            BusEvent::Updated { room: room.clone(), member: m.clone() },
+            BusEvent::Broadcast { room: room.clone(), from: m.peer.clone(), kind, data },
+            BusEvent::Marker { room, nonce: 9 },
+            BusEvent::Probe { nonce: 1 },
+        ];
+        for event in events {
+            let mut env = Envelope::new(NodeId::parse("n1").unwrap(), event);
+            env.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+            assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
+        }
+    }
+
+    #[test]
+    fn unknown_fields_from_a_newer_node_are_ignored() {
+        #[derive(Serialize)]
+        struct Newer<'a> {
+            v: u8,
+            from_node: &'a str,
+            shiny_new_field: u32,
+            event: BusEvent,
+        }
+        let bytes = rmp_serde::to_vec_named(&Newer {
+            v: 1,
+            from_node: "n2",
+            shiny_new_field: 5,
+            event: BusEvent::Probe { nonce: 3 },
+        })
+        .unwrap();
+        let env = Envelope::decode(&bytes).unwrap();
+        assert_eq!(env.event, BusEvent::Probe { nonce: 3 });
+    }
+
+    #[test]
+    fn a_newer_envelope_version_is_refused_not_misread() {
+        let mut env = Envelope::new(NodeId::parse("n1").unwrap(), BusEvent::Probe { nonce: 1 });
+        env.v = ENVELOPE_VERSION + 1;
+        assert!(matches!(Envelope::decode(&env.encode()), Err(EnvelopeError::Version(_))));
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error() {
+        assert!(Envelope::decode(b"\xc1\xff not msgpack").is_err());
+    }
+}

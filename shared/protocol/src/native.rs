@@ -1,0 +1,412 @@
+//! Native protocol v1: JSON text frames between a client and its node at `/ws`.
+//! docs/protocol.md is the reference for clients; this module is its source of truth.
+//!
+//! Decoding takes two steps: read `type` (and `id`), then the variant's own struct.
+//! `serde_json`'s `RawValue` cannot sit inside `#[serde(tag)]` enums, and `data` must
+//! stay raw (see [`Payload`]).
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::envelope::MemberInfo;
+use crate::ids::{DisplayName, IdError, NodeId, PeerId, Role, RoomId, SignalKind};
+use crate::payload::Payload;
+
+/// Size limits applied at the edge. Defaults match docs/protocol.md.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted text frame, in bytes.
+    pub frame_bytes: usize,
+    pub room_id_chars: usize,
+    pub name_chars: usize,
+    /// Largest `meta` object on join/update, in bytes of JSON text.
+    pub meta_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            frame_bytes: 64 * 1024,
+            room_id_chars: RoomId::DEFAULT_MAX_CHARS,
+            name_chars: DisplayName::DEFAULT_MAX_CHARS,
+            meta_bytes: 4 * 1024,
+        }
+    }
+}
+
+/// A request id chosen by the client, echoed on the reply or error to that request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    Num(serde_json::Number),
+    Str(String),
+}
+
+/// One decoded client frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: Option<RequestId>,
+    pub msg: ClientMsg,
+}
+
+/// What a client asks of its node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMsg {
+    Join { room: RoomId, name: DisplayName, role: Role, token: Option<String>, meta: Payload },
+    Leave { room: RoomId },
+    Signal { room: RoomId, to: PeerId, kind: SignalKind, data: Payload },
+    Broadcast { room: RoomId, kind: SignalKind, data: Payload },
+    Update { room: RoomId, meta: Payload },
+    Ping,
+}
+
+impl ClientMsg {
+    /// The wire `type`, for logs and metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMsg::Join { .. } => "join",
+            ClientMsg::Leave { .. } => "leave",
+            ClientMsg::Signal { .. } => "signal",
+            ClientMsg::Broadcast { .. } => "broadcast",
+            ClientMsg::Update { .. } => "update",
+            ClientMsg::Ping => "ping",
+        }
+    }
+
+    pub fn room(&self) -> Option<&RoomId> {
+        match self {
+            ClientMsg::Join { room, .. }
+            | ClientMsg::Leave { room }
+            | ClientMsg::Signal { room, .. }
+            | ClientMsg::Broadcast { room, .. }
+            | ClientMsg::Update { room, .. } => Some(room),
+            ClientMsg::Ping => None,
+        }
+    }
+}
+
+/// Protocol error codes; also the `code` label of error metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    BadRequest,
+    TooLarge,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    RoomFull,
+    RoomExpired,
+    NotInRoom,
+    PeerUnavailable,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::RoomFull => "room-full",
+            ErrorCode::RoomExpired => "room-expired",
+            ErrorCode::NotInRoom => "not-in-room",
+            ErrorCode::PeerUnavailable => "peer-unavailable",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// Why a member left a room, as `peer-left` tells the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeftReason {
+    /// It sent `leave`.
+    Left,
+    /// Its connection closed.
+    Disconnected,
+    /// The node serving it stopped heartbeating.
+    NodeLost,
+}
+
+/// A frame the node could not accept. `id` is echoed when the frame had a readable one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub id: Option<RequestId>,
+}
+
+impl DecodeError {
+    fn bad(message: impl Into<String>, id: Option<RequestId>) -> Self {
+        Self { code: ErrorCode::BadRequest, message: message.into(), id }
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self {
+            code: ErrorCode::TooLarge,
+            message: format!("frame exceeds the limit of {limit} bytes"),
+            id: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Head {
+    #[serde(rename = "type")]
+    ty: Option<String>,
+    #[serde(default)]
+    id: Option<RequestId>,
+}
+
+#[derive(Deserialize)]
+struct JoinWire {
+    room: String,
+    name: Option<String>,
+    role: Option<String>,
+    token: Option<String>,
+    meta: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct RoomWire {
+    room: String,
+}
+
+#[derive(Deserialize)]
+struct SignalWire {
+    room: String,
+    to: String,
+    kind: String,
+    data: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+struct BroadcastWire {
+    room: String,
+    kind: String,
+    data: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+struct UpdateWire {
+    room: String,
+    meta: Box<RawValue>,
+}
+
+/// Longest token a client may present on join.
+pub const TOKEN_MAX_BYTES: usize = 512;
+pub const DEFAULT_NAME: &str = "guest";
+pub const DEFAULT_ROLE: &str = "participant";
+
+impl Request {
+    /// Decodes and validates one text frame. Every refusal names the offending field.
+    pub fn decode(text: &str, limits: &Limits) -> Result<Request, DecodeError> {
+        if text.len() > limits.frame_bytes {
+            return Err(DecodeError::too_large(limits.frame_bytes));
+        }
+        let head: Head = serde_json::from_str(text)
+            .map_err(|e| DecodeError::bad(format!("not a JSON object with a type: {e}"), None))?;
+        let id = head.id;
+        let ty = head.ty.ok_or_else(|| DecodeError::bad("missing field `type`", id.clone()))?;
+        let field = |e: IdError| DecodeError::bad(e.to_string(), id.clone());
+        let parse = |e: serde_json::Error| DecodeError::bad(format!("{ty}: {e}"), id.clone());
+        let room = |s: &str| RoomId::parse_with_max(s, limits.room_id_chars).map_err(field);
+        let msg = match ty.as_str() {
+            "join" => {
+                let w: JoinWire = serde_json::from_str(text).map_err(parse)?;
+                if w.token.as_ref().is_some_and(|t| t.len() > TOKEN_MAX_BYTES) {
+                    return Err(DecodeError::bad("token is too long", id));
+                }
+                ClientMsg::Join {
+                    room: room(&w.room)?,
+                    name: DisplayName::parse_with_max(w.name.as_deref().unwrap_or(DEFAULT_NAME), limits.name_chars)
+                        .map_err(field)?,
+                    role: Role::parse(w.role.as_deref().unwrap_or(DEFAULT_ROLE)).map_err(field)?,
+                    token: w.token,
+                    meta: match w.meta {
+                        Some(raw) => meta(raw, limits, &id)?,
+                        None => Payload::empty_object(),
+                    },
+                }
+            }
+            "leave" => {
+                let w: RoomWire = serde_json::from_str(text).map_err(parse)?;
+                ClientMsg::Leave { room: room(&w.room)? }
+            }
+            "signal" => {
+                let w: SignalWire = serde_json::from_str(text).map_err(parse)?;
+                ClientMsg::Signal {
+                    room: room(&w.room)?,
+                    to: PeerId::parse(&w.to).map_err(field)?,
+                    kind: SignalKind::parse(&w.kind).map_err(field)?,
+                    data: Payload::from_raw(w.data),
+                }
+            }
+            "broadcast" => {
+                let w: BroadcastWire = serde_json::from_str(text).map_err(parse)?;
+                ClientMsg::Broadcast {
+                    room: room(&w.room)?,
+                    kind: SignalKind::parse(&w.kind).map_err(field)?,
+                    data: Payload::from_raw(w.data),
+                }
+            }
+            "update" => {
+                let w: UpdateWire = serde_json::from_str(text).map_err(parse)?;
+                ClientMsg::Update { room: room(&w.room)?, meta: meta(w.meta, limits, &id)? }
+            }
+            "ping" => ClientMsg::Ping,
+            other => {
+                let shown: String = other.chars().take(32).collect();
+                return Err(DecodeError::bad(format!("unknown type `{shown}`"), id));
+            }
+        };
+        Ok(Request { id, msg })
+    }
+}
+
+fn meta(raw: Box<RawValue>, limits: &Limits, id: &Option<RequestId>) -> Result<Payload, DecodeError> {
+    let meta = Payload::from_raw(raw);
+    if !meta.is_object() {
+        return Err(DecodeError::bad("meta must be a JSON object", id.clone()));
+    }
+    if meta.get().len() > limits.meta_bytes {
+        return Err(DecodeError {
+            code: ErrorCode::TooLarge,
+            message: format!("meta exceeds {} bytes", limits.meta_bytes),
+            id: id.clone(),
+        });
+    }
+    Ok(meta)
+}
+
+/// What a node tells a client. Serialises to the wire form with `type` first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMsg {
+    Welcome(Welcome),
+    Joined(Joined),
+    PeerJoined(PeerJoined),
+    Left(RoomReply),
+    PeerLeft(PeerLeft),
+    Signal(Relayed),
+    Broadcast(Relayed),
+    Updated(RoomReply),
+    PeerUpdated(PeerJoined),
+    Pong(Pong),
+    Error(ErrorMsg),
+    Reconnect(Reconnect),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub peer: PeerId,
+    pub node: NodeId,
+    pub heartbeat_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Joined {
+    pub room: RoomId,
+    /// The others already there, not the joiner.
+    pub peers: Vec<MemberInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+}
+
+/// `peer-joined` and `peer-updated`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerJoined {
+    pub room: RoomId,
+    pub peer: MemberInfo,
+}
+
+/// `left` and `updated`: the acknowledgement of a request about one room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomReply {
+    pub room: RoomId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerLeft {
+    pub room: RoomId,
+    pub peer: PeerId,
+    pub reason: LeftReason,
+}
+
+/// `signal` and `broadcast` as the receiver sees them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Relayed {
+    pub room: RoomId,
+    pub from: PeerId,
+    pub kind: SignalKind,
+    pub data: Payload,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pong {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorMsg {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reconnect {
+    pub after_ms: u64,
+    pub reason: String,
+}
+
+impl ServerMsg {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server messages serialise")
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>, id: Option<RequestId>) -> Self {
+        ServerMsg::Error(ErrorMsg { code, message: message.into(), id })
+    }
+
+    /// Reads a server frame (clients, tests and the load-test harness use this).
+    pub fn decode(text: &str) -> Result<ServerMsg, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Type {
+            #[serde(rename = "type")]
+            ty: String,
+        }
+        let t: Type = serde_json::from_str(text)?;
+        Ok(match t.ty.as_str() {
+            "welcome" => ServerMsg::Welcome(serde_json::from_str(text)?),
+            "joined" => ServerMsg::Joined(serde_json::from_str(text)?),
+            "peer-joined" => ServerMsg::PeerJoined(serde_json::from_str(text)?),
+            "left" => ServerMsg::Left(serde_json::from_str(text)?),
+            "peer-left" => ServerMsg::PeerLeft(serde_json::from_str(text)?),
+            "signal" => ServerMsg::Signal(serde_json::from_str(text)?),
+            "broadcast" => ServerMsg::Broadcast(serde_json::from_str(text)?),
+            "updated" => ServerMsg::Updated(serde_json::from_str(text)?),
+            "peer-updated" => ServerMsg::PeerUpdated(serde_json::from_str(text)?),
+            "pong" => ServerMsg::Pong(serde_json::from_str(text)?),
+            "error" => ServerMsg::Error(serde_json::from_str(text)?),
+            "reconnect" => ServerMsg::Reconnect(serde_json::from_str(text)?),
+            other => {
+                return Err(serde::de::Error::custom(format!("unknown server message type {other}")));
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
