@@ -1,1 +1,137 @@
+//! Shared state and node-to-node messaging behind one small trait, [`Backend`].
+//!
+//! Two implementations run the same protocol tests: [`RedisBackend`] (fred; standalone,
+//! Sentinel or Cluster) for a cluster, and [`MemoryBackend`] for a single node with no
+//! Redis. Methods name what the cluster needs, not Redis commands. The backend applies
+//! conditions the core hands it (capacity, token hash) atomically, but decides no room
+//! rule itself; every key and channel name comes from [`keys`].
+//!
+//! Room-changing calls (`join`, `leave`, `update`, `restore`, `snapshot`) publish their
+//! announcement on the room channel in the same atomic step as the change, so the
+//! order of a room channel is the order of that room's changes. The core's join
+//! handshake relies on this (see `signal::core::rooms`).
 
+mod keys;
+mod memory;
+mod redis;
+mod scripts;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use protocol::{NodeId, PeerId, RoomId};
+use tokio::sync::mpsc;
+
+pub use keys::*;
+pub use memory::MemoryBackend;
+pub use redis::{RedisBackend, RedisOptions};
+
+/// A bus failure. Every variant means "Redis could not do it now"; clients see
+/// `unavailable`, and `/readyz` reflects it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    #[error("redis replied with an unexpected shape: {0}")]
+    Protocol(String),
+}
+
+/// What the bus delivers to a node.
+#[derive(Debug)]
+pub enum Inbound {
+    /// An envelope published on this node's inbox or on a room channel it follows.
+    Message(Bytes),
+    /// The subscription was re-established (after a reconnect), or messages were lost
+    /// because the node fell behind: the node must resynchronise its rooms.
+    Resync(&'static str),
+}
+
+/// The outcome of the atomic join step.
+#[derive(Debug)]
+pub enum JoinOutcome {
+    /// Added. `others` are the stored member records of everyone else in the room;
+    /// `token_hash` is the room's lock, if it has one.
+    Joined { others: Vec<Bytes>, token_hash: Option<String> },
+    Full,
+    BadToken,
+}
+
+/// One member write: the member's stored record and the announcement to publish.
+#[derive(Debug, Clone)]
+pub struct MemberWrite<'a> {
+    pub room: &'a RoomId,
+    pub peer: &'a PeerId,
+    pub record: Bytes,
+    pub announcement: Bytes,
+}
+
+/// What the heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// The node's liveness key was still there.
+    Continued,
+    /// The key was missing: this is the first beat, or Redis lost it (restart,
+    /// FLUSHALL, or this node was cut off long enough to be declared dead).
+    Fresh,
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Takes the node's inbound stream. Call once, before subscribing.
+    fn take_inbox(&self) -> Option<mpsc::Receiver<Inbound>>;
+
+    /// Round trip to the store.
+    async fn ping(&self) -> Result<(), BackendError>;
+
+    /// Adds a member if the room has room (`capacity`) and the token matches the
+    /// room's lock (the first joiner with a token sets it); publishes the announcement.
+    async fn join(
+        &self,
+        write: MemberWrite<'_>,
+        capacity: usize,
+        token_hash: Option<&str>,
+    ) -> Result<JoinOutcome, BackendError>;
+
+    /// Writes a member back if it is missing (after Redis lost it), publishing the
+    /// announcement only if it was missing. Ignores capacity. Returns whether it wrote.
+    async fn restore(&self, write: MemberWrite<'_>, token_hash: Option<&str>) -> Result<bool, BackendError>;
+
+    /// Removes a member, publishing the announcement only if it was there.
+    async fn leave(&self, room: &RoomId, peer: &PeerId, announcement: Bytes) -> Result<bool, BackendError>;
+
+    /// Replaces a member's record if it is a member, publishing the announcement.
+    async fn update(&self, write: MemberWrite<'_>) -> Result<bool, BackendError>;
+
+    /// Reads every member record and publishes `marker` in the same step.
+    async fn snapshot(&self, room: &RoomId, marker: Bytes) -> Result<Vec<Bytes>, BackendError>;
+
+    /// Reads every member record.
+    async fn members(&self, room: &RoomId) -> Result<Vec<Bytes>, BackendError>;
+
+    /// Publishes to the inbox of `node`; returns how many subscribers received it
+    /// (0 means no node is serving that inbox).
+    async fn publish_node(&self, node: &NodeId, msg: Bytes) -> Result<u64, BackendError>;
+
+    /// Publishes to a room channel; returns how many nodes received it.
+    async fn publish_room(&self, room: &RoomId, msg: Bytes) -> Result<u64, BackendError>;
+
+    async fn subscribe_node(&self, node: &NodeId) -> Result<(), BackendError>;
+    async fn subscribe_room(&self, room: &RoomId) -> Result<(), BackendError>;
+    async fn unsubscribe_room(&self, room: &RoomId) -> Result<(), BackendError>;
+
+    /// Marks `node` alive for `ttl_ms` and registers it.
+    async fn heartbeat(&self, node: &NodeId, ttl_ms: u64) -> Result<Heartbeat, BackendError>;
+
+    /// Records that `node` has members in `room` (so a reaper can find them).
+    async fn note_room(&self, node: &NodeId, room: &RoomId) -> Result<(), BackendError>;
+    async fn forget_room(&self, node: &NodeId, room: &RoomId) -> Result<(), BackendError>;
+    async fn node_rooms(&self, node: &NodeId) -> Result<Vec<RoomId>, BackendError>;
+
+    /// Registered nodes whose liveness key has expired.
+    async fn dead_nodes(&self, me: &NodeId) -> Result<Vec<NodeId>, BackendError>;
+
+    /// Claims the clean-up of a dead node for `ttl_ms`; false if another node has it.
+    async fn claim_reap(&self, dead: &NodeId, me: &NodeId, ttl_ms: u64) -> Result<bool, BackendError>;
+
+    /// Removes a node's liveness key, room index and registration.
+    async fn forget_node(&self, node: &NodeId) -> Result<(), BackendError>;
+}

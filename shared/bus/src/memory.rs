@@ -1,0 +1,201 @@
+//! The embedded backend: one node, no Redis. It keeps the same promises as Redis
+//! (atomic member changes, announcements in change order, receiver counts) so the
+//! core behaves identically and the protocol suite runs against both.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex as StdMutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use protocol::{NodeId, PeerId, RoomId};
+use tokio::sync::{mpsc, Mutex};
+
+use crate::{keys, Backend, BackendError, Heartbeat, Inbound, JoinOutcome, MemberWrite};
+
+/// Inbound queue length. Publishing waits when it is full (the node's dispatcher
+/// never calls the backend, so this cannot deadlock).
+const INBOX_CAPACITY: usize = 16 * 1024;
+
+#[derive(Default)]
+struct Room {
+    members: HashMap<PeerId, Bytes>,
+    token_hash: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    rooms: HashMap<RoomId, Room>,
+    subscriptions: HashSet<String>,
+    alive: HashSet<NodeId>,
+}
+
+pub struct MemoryBackend {
+    /// A tokio mutex because publishing happens inside the critical section: that is
+    /// what keeps announcements in the order of the changes they describe.
+    state: Mutex<State>,
+    inbox_tx: mpsc::Sender<Inbound>,
+    inbox_rx: StdMutex<Option<mpsc::Receiver<Inbound>>>,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
+        Self { state: Mutex::new(State::default()), inbox_tx, inbox_rx: StdMutex::new(Some(inbox_rx)) }
+    }
+}
+
+impl MemoryBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    async fn publish_locked(&self, state: &State, channel: &str, msg: Bytes) -> u64 {
+        if !state.subscriptions.contains(channel) {
+            return 0;
+        }
+        match self.inbox_tx.send(Inbound::Message(msg)).await {
+            Ok(()) => 1,
+            Err(_) => 0, // the node is gone
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn take_inbox(&self) -> Option<mpsc::Receiver<Inbound>> {
+        self.inbox_rx.lock().expect("inbox lock").take()
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn join(
+        &self,
+        w: MemberWrite<'_>,
+        capacity: usize,
+        token_hash: Option<&str>,
+    ) -> Result<JoinOutcome, BackendError> {
+        let mut state = self.state.lock().await;
+        let room = state.rooms.entry(w.room.clone()).or_default();
+        if room.token_hash.is_some() && room.token_hash.as_deref() != token_hash {
+            return Ok(JoinOutcome::BadToken);
+        }
+        if !room.members.contains_key(w.peer) && room.members.len() >= capacity {
+            return Ok(JoinOutcome::Full);
+        }
+        if room.token_hash.is_none() {
+            room.token_hash = token_hash.map(str::to_owned);
+        }
+        room.members.insert(w.peer.clone(), w.record);
+        let others = room.members.iter().filter(|(p, _)| *p != w.peer).map(|(_, r)| r.clone()).collect();
+        let token_hash = room.token_hash.clone();
+        self.publish_locked(&state, &keys::room_channel(w.room), w.announcement).await;
+        Ok(JoinOutcome::Joined { others, token_hash })
+    }
+
+    async fn restore(&self, w: MemberWrite<'_>, token_hash: Option<&str>) -> Result<bool, BackendError> {
+        let mut state = self.state.lock().await;
+        let room = state.rooms.entry(w.room.clone()).or_default();
+        if room.token_hash.is_none() {
+            room.token_hash = token_hash.map(str::to_owned);
+        }
+        if room.members.contains_key(w.peer) {
+            return Ok(false);
+        }
+        room.members.insert(w.peer.clone(), w.record);
+        self.publish_locked(&state, &keys::room_channel(w.room), w.announcement).await;
+        Ok(true)
+    }
+
+    async fn leave(&self, room: &RoomId, peer: &PeerId, announcement: Bytes) -> Result<bool, BackendError> {
+        let mut state = self.state.lock().await;
+        let Some(r) = state.rooms.get_mut(room) else { return Ok(false) };
+        if r.members.remove(peer).is_none() {
+            return Ok(false);
+        }
+        if r.members.is_empty() {
+            state.rooms.remove(room);
+        }
+        self.publish_locked(&state, &keys::room_channel(room), announcement).await;
+        Ok(true)
+    }
+
+    async fn update(&self, w: MemberWrite<'_>) -> Result<bool, BackendError> {
+        let mut state = self.state.lock().await;
+        let Some(record) = state.rooms.get_mut(w.room).and_then(|r| r.members.get_mut(w.peer)) else {
+            return Ok(false);
+        };
+        *record = w.record;
+        self.publish_locked(&state, &keys::room_channel(w.room), w.announcement).await;
+        Ok(true)
+    }
+
+    async fn snapshot(&self, room: &RoomId, marker: Bytes) -> Result<Vec<Bytes>, BackendError> {
+        let state = self.state.lock().await;
+        let records = state.rooms.get(room).map(|r| r.members.values().cloned().collect()).unwrap_or_default();
+        self.publish_locked(&state, &keys::room_channel(room), marker).await;
+        Ok(records)
+    }
+
+    async fn members(&self, room: &RoomId) -> Result<Vec<Bytes>, BackendError> {
+        let state = self.state.lock().await;
+        Ok(state.rooms.get(room).map(|r| r.members.values().cloned().collect()).unwrap_or_default())
+    }
+
+    async fn publish_node(&self, node: &NodeId, msg: Bytes) -> Result<u64, BackendError> {
+        let state = self.state.lock().await;
+        Ok(self.publish_locked(&state, &keys::node_channel(node), msg).await)
+    }
+
+    async fn publish_room(&self, room: &RoomId, msg: Bytes) -> Result<u64, BackendError> {
+        let state = self.state.lock().await;
+        Ok(self.publish_locked(&state, &keys::room_channel(room), msg).await)
+    }
+
+    async fn subscribe_node(&self, node: &NodeId) -> Result<(), BackendError> {
+        self.state.lock().await.subscriptions.insert(keys::node_channel(node));
+        Ok(())
+    }
+
+    async fn subscribe_room(&self, room: &RoomId) -> Result<(), BackendError> {
+        self.state.lock().await.subscriptions.insert(keys::room_channel(room));
+        Ok(())
+    }
+
+    async fn unsubscribe_room(&self, room: &RoomId) -> Result<(), BackendError> {
+        self.state.lock().await.subscriptions.remove(&keys::room_channel(room));
+        Ok(())
+    }
+
+    async fn heartbeat(&self, node: &NodeId, _ttl_ms: u64) -> Result<Heartbeat, BackendError> {
+        // One process: the node cannot outlive its own store, so it never expires.
+        let fresh = self.state.lock().await.alive.insert(node.clone());
+        Ok(if fresh { Heartbeat::Fresh } else { Heartbeat::Continued })
+    }
+
+    async fn note_room(&self, _node: &NodeId, _room: &RoomId) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn forget_room(&self, _node: &NodeId, _room: &RoomId) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn node_rooms(&self, _node: &NodeId) -> Result<Vec<RoomId>, BackendError> {
+        Ok(Vec::new())
+    }
+
+    async fn dead_nodes(&self, _me: &NodeId) -> Result<Vec<NodeId>, BackendError> {
+        Ok(Vec::new())
+    }
+
+    async fn claim_reap(&self, _dead: &NodeId, _me: &NodeId, _ttl_ms: u64) -> Result<bool, BackendError> {
+        Ok(false)
+    }
+
+    async fn forget_node(&self, node: &NodeId) -> Result<(), BackendError> {
+        self.state.lock().await.alive.remove(node);
+        Ok(())
+    }
+}

@@ -1,0 +1,357 @@
+//! The Redis backend (fred): standalone, Sentinel or Cluster, chosen by the URL scheme
+//! (`redis://`, `redis-sentinel://`, `redis-cluster://`, and `rediss` variants).
+//!
+//! Two clients: one for commands and publishes (a single multiplexed connection per
+//! server, so publishes from one sender leave in order) and one subscriber. On Cluster,
+//! channels are shard channels (SSUBSCRIBE/SPUBLISH): a classic PUBLISH would be copied
+//! to every Cluster node.
+
+use std::sync::Mutex as StdMutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use fred::types::config::{ReconnectPolicy, ServerConfig};
+use fred::types::{Expiration, SetOptions};
+use protocol::{NodeId, PeerId, RoomId};
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::{keys, scripts, Backend, BackendError, Heartbeat, Inbound, JoinOutcome, MemberWrite};
+
+/// Connection tuning. Defaults suit a node; tests shorten nothing here.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// A command that takes longer fails with `unavailable` instead of hanging.
+    pub command_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Messages fred may buffer for the node's dispatcher before it counts as lagging
+    /// (a lag triggers a resynchronisation, never silent loss).
+    pub subscriber_buffer: usize,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            command_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            subscriber_buffer: 64 * 1024,
+        }
+    }
+}
+
+/// Inbound queue between fred's subscriber and the node's dispatcher. When full, the
+/// forwarder waits; fred's own buffer then fills and reports a lag (-> resync).
+const INBOX_CAPACITY: usize = 16 * 1024;
+
+pub struct RedisBackend {
+    client: Client,
+    subscriber: SubscriberClient,
+    sharded: bool,
+    inbox_rx: StdMutex<Option<mpsc::Receiver<Inbound>>>,
+    stop: CancellationToken,
+}
+
+fn unavailable(e: fred::error::Error) -> BackendError {
+    BackendError::Unavailable(e.to_string())
+}
+
+impl RedisBackend {
+    /// Connects both clients; fails if Redis cannot be reached now.
+    pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, BackendError> {
+        let config = Config::from_url(url).map_err(|e| BackendError::Unavailable(format!("bad REDIS_URL: {e}")))?;
+        let sharded = matches!(config.server, ServerConfig::Clustered { .. });
+        let mut builder = Builder::from_config(config);
+        builder
+            .with_performance_config(|p| {
+                p.default_command_timeout = options.command_timeout;
+                p.broadcast_channel_capacity = options.subscriber_buffer;
+            })
+            .with_connection_config(|c| {
+                c.connection_timeout = options.connect_timeout;
+                c.internal_command_timeout = options.command_timeout;
+                c.max_command_attempts = 2;
+            })
+            // Retry forever: a node outlives a Redis restart.
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 1_000, 2));
+        let client = builder.build().map_err(unavailable)?;
+        let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
+        client.init().await.map_err(unavailable)?;
+        subscriber.init().await.map_err(unavailable)?;
+
+        let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+        let stop = CancellationToken::new();
+        // Detached on purpose: it ends when `stop` is cancelled (on drop) or the node's
+        // inbox closes; it owns no state that needs a drain.
+        tokio::spawn(forward(subscriber.clone(), tx, stop.clone()));
+        Ok(Self { client, subscriber, sharded, inbox_rx: StdMutex::new(Some(rx)), stop })
+    }
+
+    fn publish_command(&self) -> &'static str {
+        if self.sharded {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    async fn publish(&self, channel: String, msg: Bytes) -> Result<u64, BackendError> {
+        let n: i64 = if self.sharded {
+            self.client.spublish(channel, msg).await
+        } else {
+            self.client.publish(channel, msg).await
+        }
+        .map_err(unavailable)?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn subscribe(&self, channel: String) -> Result<(), BackendError> {
+        if self.sharded {
+            self.subscriber.ssubscribe(channel).await
+        } else {
+            self.subscriber.subscribe(channel).await
+        }
+        .map_err(unavailable)
+    }
+}
+
+impl Drop for RedisBackend {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Moves fred's pub/sub messages into the node's inbox, and turns reconnects and lags
+/// into resynchronisation requests. Resubscribes before asking for a resync, so the
+/// resync's snapshots happen after the subscription is live again.
+async fn forward(subscriber: SubscriberClient, tx: mpsc::Sender<Inbound>, stop: CancellationToken) {
+    let mut messages = subscriber.message_rx();
+    let mut reconnects = subscriber.reconnect_rx();
+    let mut connected_once = false;
+    loop {
+        let inbound = tokio::select! {
+            _ = stop.cancelled() => return,
+            msg = messages.recv() => match msg {
+                Ok(msg) => match msg.value.into_bytes() {
+                    Some(bytes) => Inbound::Message(bytes),
+                    None => continue,
+                },
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(lost = n, "bus subscriber fell behind; resynchronising");
+                    Inbound::Resync("lagged")
+                }
+                Err(RecvError::Closed) => return,
+            },
+            server = reconnects.recv() => match server {
+                Ok(server) => {
+                    if let Err(e) = subscriber.resubscribe_all().await {
+                        tracing::warn!(error = %e, "resubscribe failed; fred retries on the next reconnect");
+                    }
+                    if !connected_once {
+                        connected_once = true;
+                        continue;
+                    }
+                    tracing::info!(%server, "bus subscription re-established");
+                    Inbound::Resync("reconnected")
+                }
+                Err(RecvError::Lagged(_)) => Inbound::Resync("reconnected"),
+                Err(RecvError::Closed) => return,
+            },
+        };
+        if tx.send(inbound).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn records(values: Vec<Value>) -> Vec<Bytes> {
+    values.into_iter().filter_map(Value::into_bytes).collect()
+}
+
+fn opt_str(token_hash: Option<&str>) -> String {
+    token_hash.unwrap_or_default().to_owned()
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    fn take_inbox(&self) -> Option<mpsc::Receiver<Inbound>> {
+        self.inbox_rx.lock().expect("inbox lock").take()
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        let _: String = self.client.ping(None).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn join(
+        &self,
+        w: MemberWrite<'_>,
+        capacity: usize,
+        token_hash: Option<&str>,
+    ) -> Result<JoinOutcome, BackendError> {
+        let keys = vec![keys::room_members(w.room), keys::room_meta(w.room)];
+        let args: Vec<Value> = vec![
+            w.peer.as_str().into(),
+            w.record.into(),
+            (capacity as i64).into(),
+            opt_str(token_hash).into(),
+            keys::room_channel(w.room).into(),
+            w.announcement.into(),
+            self.publish_command().into(),
+        ];
+        let reply: Vec<Value> = self.client.eval(scripts::JOIN, keys, args).await.map_err(unavailable)?;
+        let mut reply = reply.into_iter();
+        let status = reply.next().and_then(|v| v.as_string()).unwrap_or_default();
+        match status.as_str() {
+            "ok" => {
+                let token = reply.next().and_then(|v| v.as_string()).filter(|t| !t.is_empty());
+                Ok(JoinOutcome::Joined { others: records(reply.collect()), token_hash: token })
+            }
+            "full" => Ok(JoinOutcome::Full),
+            "token" => Ok(JoinOutcome::BadToken),
+            other => Err(BackendError::Protocol(format!("join script said {other:?}"))),
+        }
+    }
+
+    async fn restore(&self, w: MemberWrite<'_>, token_hash: Option<&str>) -> Result<bool, BackendError> {
+        let keys = vec![keys::room_members(w.room), keys::room_meta(w.room)];
+        let args: Vec<Value> = vec![
+            w.peer.as_str().into(),
+            w.record.into(),
+            opt_str(token_hash).into(),
+            keys::room_channel(w.room).into(),
+            w.announcement.into(),
+            self.publish_command().into(),
+        ];
+        let written: i64 = self.client.eval(scripts::RESTORE, keys, args).await.map_err(unavailable)?;
+        Ok(written == 1)
+    }
+
+    async fn leave(&self, room: &RoomId, peer: &PeerId, announcement: Bytes) -> Result<bool, BackendError> {
+        let keys = vec![keys::room_members(room), keys::room_meta(room)];
+        let args: Vec<Value> = vec![
+            peer.as_str().into(),
+            keys::room_channel(room).into(),
+            announcement.into(),
+            self.publish_command().into(),
+        ];
+        let removed: i64 = self.client.eval(scripts::LEAVE, keys, args).await.map_err(unavailable)?;
+        Ok(removed == 1)
+    }
+
+    async fn update(&self, w: MemberWrite<'_>) -> Result<bool, BackendError> {
+        let args: Vec<Value> = vec![
+            w.peer.as_str().into(),
+            w.record.into(),
+            keys::room_channel(w.room).into(),
+            w.announcement.into(),
+            self.publish_command().into(),
+        ];
+        let updated: i64 =
+            self.client.eval(scripts::UPDATE, keys::room_members(w.room), args).await.map_err(unavailable)?;
+        Ok(updated == 1)
+    }
+
+    async fn snapshot(&self, room: &RoomId, marker: Bytes) -> Result<Vec<Bytes>, BackendError> {
+        let args: Vec<Value> =
+            vec![keys::room_channel(room).into(), marker.into(), self.publish_command().into()];
+        let reply: Vec<Value> =
+            self.client.eval(scripts::SNAPSHOT, keys::room_members(room), args).await.map_err(unavailable)?;
+        Ok(records(reply))
+    }
+
+    async fn members(&self, room: &RoomId) -> Result<Vec<Bytes>, BackendError> {
+        let reply: Vec<Value> = self.client.hvals(keys::room_members(room)).await.map_err(unavailable)?;
+        Ok(records(reply))
+    }
+
+    async fn publish_node(&self, node: &NodeId, msg: Bytes) -> Result<u64, BackendError> {
+        self.publish(keys::node_channel(node), msg).await
+    }
+
+    async fn publish_room(&self, room: &RoomId, msg: Bytes) -> Result<u64, BackendError> {
+        self.publish(keys::room_channel(room), msg).await
+    }
+
+    async fn subscribe_node(&self, node: &NodeId) -> Result<(), BackendError> {
+        self.subscribe(keys::node_channel(node)).await
+    }
+
+    async fn subscribe_room(&self, room: &RoomId) -> Result<(), BackendError> {
+        self.subscribe(keys::room_channel(room)).await
+    }
+
+    async fn unsubscribe_room(&self, room: &RoomId) -> Result<(), BackendError> {
+        let channel = keys::room_channel(room);
+        if self.sharded {
+            self.subscriber.sunsubscribe(channel).await
+        } else {
+            self.subscriber.unsubscribe(channel).await
+        }
+        .map_err(unavailable)
+    }
+
+    async fn heartbeat(&self, node: &NodeId, ttl_ms: u64) -> Result<Heartbeat, BackendError> {
+        let previous: Option<String> = self
+            .client
+            .set(keys::node_alive(node), "1", Some(Expiration::PX(ttl_ms as i64)), None, true)
+            .await
+            .map_err(unavailable)?;
+        let _: i64 = self.client.sadd(keys::NODES, node.as_str()).await.map_err(unavailable)?;
+        Ok(if previous.is_some() { Heartbeat::Continued } else { Heartbeat::Fresh })
+    }
+
+    async fn note_room(&self, node: &NodeId, room: &RoomId) -> Result<(), BackendError> {
+        let _: i64 = self.client.sadd(keys::node_rooms(node), room.as_str()).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn forget_room(&self, node: &NodeId, room: &RoomId) -> Result<(), BackendError> {
+        let _: i64 = self.client.srem(keys::node_rooms(node), room.as_str()).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn node_rooms(&self, node: &NodeId) -> Result<Vec<RoomId>, BackendError> {
+        let names: Vec<String> = self.client.smembers(keys::node_rooms(node)).await.map_err(unavailable)?;
+        Ok(names.iter().filter_map(|n| RoomId::parse_with_max(n, usize::MAX).ok()).collect())
+    }
+
+    async fn dead_nodes(&self, me: &NodeId) -> Result<Vec<NodeId>, BackendError> {
+        let names: Vec<String> = self.client.smembers(keys::NODES).await.map_err(unavailable)?;
+        let mut dead = Vec::new();
+        for node in names.iter().filter_map(|n| NodeId::parse(n).ok()) {
+            if &node == me {
+                continue;
+            }
+            let alive: i64 = self.client.exists(keys::node_alive(&node)).await.map_err(unavailable)?;
+            if alive == 0 {
+                dead.push(node);
+            }
+        }
+        Ok(dead)
+    }
+
+    async fn claim_reap(&self, dead: &NodeId, me: &NodeId, ttl_ms: u64) -> Result<bool, BackendError> {
+        let set: Option<String> = self
+            .client
+            .set(
+                keys::node_reaper(dead),
+                me.as_str(),
+                Some(Expiration::PX(ttl_ms as i64)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+
+    async fn forget_node(&self, node: &NodeId) -> Result<(), BackendError> {
+        let _: i64 = self.client.del(vec![keys::node_alive(node)]).await.map_err(unavailable)?;
+        let _: i64 = self.client.del(vec![keys::node_rooms(node)]).await.map_err(unavailable)?;
+        let _: i64 = self.client.srem(keys::NODES, node.as_str()).await.map_err(unavailable)?;
+        Ok(())
+    }
+}

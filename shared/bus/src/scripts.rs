@@ -1,0 +1,62 @@
+//! Lua scripts for the atomic room changes. Each touches only one room's keys (one
+//! hash tag, one Cluster slot) and publishes its announcement in the same step, with
+//! PUBLISH or, on Cluster, SPUBLISH (passed in as the last argument).
+
+/// KEYS: members, meta. ARGV: peer, record, capacity, token hash or "", channel,
+/// announcement, publish command. Returns {"ok", token hash or "", other records...},
+/// {"full"} or {"token"}.
+pub const JOIN: &str = r#"
+local stored = redis.call('HGET', KEYS[2], 'token')
+if stored and stored ~= ARGV[4] then return {'token'} end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return {'full'}
+end
+if not stored and ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[2], 'token', ARGV[4])
+  stored = ARGV[4]
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local all = redis.call('HGETALL', KEYS[1])
+local out = {'ok', stored or ''}
+for i = 1, #all, 2 do
+  if all[i] ~= ARGV[1] then out[#out + 1] = all[i + 1] end
+end
+redis.call(ARGV[7], ARGV[5], ARGV[6])
+return out
+"#;
+
+/// KEYS: members, meta. ARGV: peer, record, token hash or "", channel, announcement,
+/// publish command. Writes the member back only if missing. Returns 1 if written.
+pub const RESTORE: &str = r#"
+if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[2], 'token', ARGV[3]) end
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call(ARGV[6], ARGV[4], ARGV[5])
+  return 1
+end
+return 0
+"#;
+
+/// KEYS: members, meta. ARGV: peer, channel, announcement, publish command.
+/// Returns 1 if the peer was a member. An emptied room loses its metadata (its lock).
+pub const LEAVE: &str = r#"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+redis.call(ARGV[4], ARGV[2], ARGV[3])
+return 1
+"#;
+
+/// KEYS: members. ARGV: peer, record, channel, announcement, publish command.
+/// Returns 1 if the peer was a member.
+pub const UPDATE: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call(ARGV[5], ARGV[3], ARGV[4])
+return 1
+"#;
+
+/// KEYS: members. ARGV: channel, marker, publish command. Returns every record.
+pub const SNAPSHOT: &str = r#"
+local records = redis.call('HVALS', KEYS[1])
+redis.call(ARGV[3], ARGV[1], ARGV[2])
+return records
+"#;
