@@ -115,6 +115,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn publish_room(&self, room: &RoomId, msg: Bytes) -> Result<u64, BackendError>;
 
     async fn subscribe_node(&self, node: &NodeId) -> Result<(), BackendError>;
+
+    /// Re-establishes the subscription connection (when probes stop coming back); the
+    /// inbox then yields [`Inbound::Resync`].
+    async fn resubscribe(&self) -> Result<(), BackendError>;
     async fn subscribe_room(&self, room: &RoomId) -> Result<(), BackendError>;
     async fn unsubscribe_room(&self, room: &RoomId) -> Result<(), BackendError>;
 

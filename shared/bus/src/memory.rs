@@ -158,6 +158,10 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    async fn resubscribe(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     async fn subscribe_room(&self, room: &RoomId) -> Result<(), BackendError> {
         self.state.lock().await.subscriptions.insert(keys::room_channel(room));
         Ok(())

@@ -279,6 +279,10 @@ impl Backend for RedisBackend {
         self.subscribe(keys::node_channel(node)).await
     }
 
+    async fn resubscribe(&self) -> Result<(), BackendError> {
+        self.subscriber.force_reconnection().await.map_err(unavailable)
+    }
+
     async fn subscribe_room(&self, room: &RoomId) -> Result<(), BackendError> {
         self.subscribe(keys::room_channel(room)).await
     }

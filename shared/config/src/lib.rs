@@ -1,1 +1,152 @@
+//! Environment-first configuration: each service describes its settings by name, this
+//! crate reads them from a source (the process environment, or a map in tests), and
+//! collects every problem instead of stopping at the first, so an operator fixes a bad
+//! deployment in one round.
 
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// Every problem found, one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+/// Exit status for bad configuration (EX_USAGE).
+pub const EXIT_USAGE: i32 = 64;
+
+/// A value that must never be printed: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Reads named settings from a source, remembering every problem.
+pub struct Settings {
+    vars: HashMap<String, String>,
+    problems: Vec<String>,
+}
+
+impl Settings {
+    /// The process environment.
+    pub fn from_env() -> Self {
+        Self::from_source(std::env::vars())
+    }
+
+    /// Any set of name/value pairs (tests pass a map).
+    pub fn from_source(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self { vars: vars.into_iter().collect(), problems: Vec::new() }
+    }
+
+    /// A non-empty string, if set.
+    pub fn string(&self, name: &str) -> Option<String> {
+        self.vars.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    pub fn secret(&self, name: &str) -> Option<Secret> {
+        self.string(name).map(Secret::new)
+    }
+
+    /// A parsed value, or `default` when unset. A value that does not parse is a problem.
+    pub fn parse<T: FromStr>(&mut self, name: &str, default: T) -> T
+    where
+        T::Err: fmt::Display,
+    {
+        match self.string(name) {
+            None => default,
+            Some(raw) => match raw.parse() {
+                Ok(v) => v,
+                Err(e) => {
+                    self.problems.push(format!("{name}={raw:?}: {e}"));
+                    default
+                }
+            },
+        }
+    }
+
+    /// Like [`Settings::parse`], and the value must lie in `min..=max`.
+    pub fn ranged<T>(&mut self, name: &str, default: T, min: T, max: T) -> T
+    where
+        T: FromStr + PartialOrd + fmt::Display + Copy,
+        T::Err: fmt::Display,
+    {
+        let v = self.parse(name, default);
+        if v < min || v > max {
+            self.problems.push(format!("{name}={v}: must be between {min} and {max}"));
+            return default;
+        }
+        v
+    }
+
+    /// Records a problem found by the caller's own validation.
+    pub fn problem(&mut self, problem: impl Into<String>) {
+        self.problems.push(problem.into());
+    }
+
+    /// Ok if nothing was wrong.
+    pub fn finish(self) -> Result<(), ConfigError> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems: self.problems })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        Settings::from_source(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_just_the_first() {
+        let mut s = settings(&[("PORT", "eighty"), ("LIMIT", "0")]);
+        let port: u16 = s.parse("PORT", 8080);
+        let limit: u32 = s.ranged("LIMIT", 10, 1, 100);
+        assert_eq!((port, limit), (8080, 10));
+        let err = s.finish().unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(err.to_string().contains("PORT=\"eighty\""));
+        assert!(err.to_string().contains("LIMIT=0: must be between 1 and 100"));
+    }
+
+    #[test]
+    fn unset_and_blank_values_take_the_default() {
+        let mut s = settings(&[("A", "  ")]);
+        assert_eq!(s.parse("A", 5u8), 5);
+        assert_eq!(s.parse("B", 6u8), 6);
+        assert!(s.finish().is_ok());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?} {s}"), "*** ***");
+        assert_eq!(s.expose(), "hunter2");
+    }
+}

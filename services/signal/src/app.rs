@@ -1,0 +1,128 @@
+//! Build → bind → serve → drain: the one place that connects the parts.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bus::{Backend, MemoryBackend, RedisBackend, RedisOptions};
+use protocol::NodeId;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::SignalConfig;
+use crate::core::{Core, CoreSettings};
+use crate::http::{router, AppState};
+use crate::session::SessionLimits;
+use crate::transport::native::NativeSettings;
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    background: TaskTracker,
+    background_stop: CancellationToken,
+}
+
+impl App {
+    /// Connects to Redis (or starts the embedded backend), subscribes, registers the
+    /// node and binds the port. Fails with context if any of it is impossible.
+    pub async fn build(config: SignalConfig) -> anyhow::Result<App> {
+        let backend: Arc<dyn Backend> = match &config.redis_url {
+            None => Arc::new(MemoryBackend::new()),
+            Some(url) => Arc::new(
+                RedisBackend::connect(url.expose(), RedisOptions::default())
+                    .await
+                    .context("connecting to REDIS_URL")?,
+            ),
+        };
+        let settings = CoreSettings {
+            room_capacity: config.room_capacity,
+            rooms_per_peer: config.rooms_per_peer,
+            heartbeat_interval: config.heartbeat_interval,
+            node_ttl: config.node_ttl,
+            join_timeout: Duration::from_secs(5),
+        };
+        let core = Core::new(config.node_id.clone(), backend, settings);
+        let mut inbox = core.start().await.context("subscribing to this node's inbox")?;
+
+        let background = TaskTracker::new();
+        let background_stop = CancellationToken::new();
+        let dispatcher = core.clone();
+        background.spawn(async move {
+            while let Some(inbound) = inbox.recv().await {
+                dispatcher.dispatch(inbound);
+            }
+        });
+        background.spawn(core.clone().run_liveness(background_stop.clone()));
+
+        let listener = TcpListener::bind((config.host, config.port))
+            .await
+            .with_context(|| format!("binding {}:{}", config.host, config.port))?;
+        let native = NativeSettings {
+            limits: config.limits.clone(),
+            session: SessionLimits {
+                rate_per_sec: config.rate_per_sec,
+                rate_burst: config.rate_burst,
+                strikes: 20,
+                strike_window: Duration::from_secs(10),
+            },
+            outbound_queue: config.outbound_queue,
+            client_heartbeat: config.client_heartbeat,
+            reconnect_after: config.reconnect_after,
+        };
+        let state = AppState {
+            core,
+            config: Arc::new(config),
+            native: Arc::new(native),
+            sessions: TaskTracker::new(),
+            sessions_stop: CancellationToken::new(),
+        };
+        Ok(App { listener, state, background, background_stop })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn node_id(&self) -> &NodeId {
+        self.state.core.node()
+    }
+
+    /// Serves until `shutdown` resolves, then drains, each step bounded:
+    /// 1. /readyz fails and the listener stops accepting;
+    /// 2. every session sends `reconnect` and closes, leaving its rooms (others hear
+    ///    `peer-left` at once);
+    /// 3. sessions get `drain_timeout` to finish;
+    /// 4. the node leaves the cluster registry; background tasks stop.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let App { listener, state, background, background_stop } = self;
+        let core = state.core.clone();
+        let (sessions, sessions_stop) = (state.sessions.clone(), state.sessions_stop.clone());
+        let drain_timeout = state.config.drain_timeout;
+        let draining = core.clone();
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                draining.health.set_draining();
+                info!("draining: no new connections");
+            })
+            .await
+            .context("serving HTTP")?;
+
+        let open = core.sessions.len();
+        sessions_stop.cancel();
+        sessions.close();
+        if tokio::time::timeout(drain_timeout, sessions.wait()).await.is_err() {
+            warn!(open = core.sessions.len(), "drain timeout: some sessions did not close in time");
+        }
+        core.leave_cluster().await;
+        background_stop.cancel();
+        background.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), background.wait()).await;
+        info!(sessions = open, "drained");
+        Ok(())
+    }
+}

@@ -1,0 +1,168 @@
+//! The node's settings, read from the environment (names in README.md's table),
+//! validated before anything binds a port.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use config::{ConfigError, Secret, Settings};
+use protocol::{Limits, NodeId};
+use telemetry::LogFormat;
+
+#[derive(Debug, Clone)]
+pub struct SignalConfig {
+    /// HOST; default 0.0.0.0.
+    pub host: IpAddr,
+    /// PORT; 0 = any free port (tests). Default 8080.
+    pub port: u16,
+    /// REDIS_URL; None = the in-process backend (a single node).
+    pub redis_url: Option<Secret>,
+    /// NODE_ID; default random. Must be unique in the cluster.
+    pub node_id: NodeId,
+    pub limits: Limits,
+    /// ROOM_CAPACITY: most members in one room.
+    pub room_capacity: usize,
+    /// ROOMS_PER_PEER: most rooms one connection may be in.
+    pub rooms_per_peer: usize,
+    /// OUTBOUND_QUEUE: events queued for one connection before it counts as too slow
+    /// and is disconnected.
+    pub outbound_queue: usize,
+    /// RATE_LIMIT_PER_SEC / RATE_LIMIT_BURST: client messages per connection.
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+    /// CLIENT_HEARTBEAT_MS: what `welcome` asks clients to ping at; a connection silent
+    /// for twice this is closed.
+    pub client_heartbeat: Duration,
+    /// HEARTBEAT_INTERVAL_MS / NODE_TTL_MS: node liveness in Redis. A dead node's peers
+    /// are announced as lost at most TTL + one interval after it stops.
+    pub heartbeat_interval: Duration,
+    pub node_ttl: Duration,
+    /// DRAIN_TIMEOUT_MS: how long a stopping node waits for its sessions to close.
+    pub drain_timeout: Duration,
+    /// RECONNECT_AFTER_MS: the delay `reconnect` suggests to clients of a draining node.
+    pub reconnect_after: Duration,
+    /// ALLOWED_ORIGINS: comma-separated browser origins allowed to open /ws; `*` = any.
+    pub allowed_origins: Vec<String>,
+    /// LOG_FORMAT: text (default) or json.
+    pub log_format: LogFormat,
+}
+
+impl SignalConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_settings(Settings::from_env())
+    }
+
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        Self::from_settings(Settings::from_source(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))))
+    }
+
+    fn from_settings(mut s: Settings) -> Result<Self, ConfigError> {
+        let defaults = Limits::default();
+        let ms = |v: u64| Duration::from_millis(v);
+        let node_id = match s.string("NODE_ID") {
+            None => NodeId::random(),
+            Some(raw) => NodeId::parse(&raw).unwrap_or_else(|e| {
+                s.problem(format!("NODE_ID={raw:?}: {e}"));
+                NodeId::random()
+            }),
+        };
+        let redis_url = s.secret("REDIS_URL");
+        if let Some(url) = &redis_url {
+            let scheme_ok = ["redis://", "rediss://", "redis-cluster://", "rediss-cluster://", "redis-sentinel://", "rediss-sentinel://", "redis+unix://"]
+                .iter()
+                .any(|p| url.expose().starts_with(p));
+            if !scheme_ok {
+                s.problem("REDIS_URL: must start with redis://, rediss://, redis-cluster://, redis-sentinel:// or redis+unix://");
+            }
+        }
+        let config = SignalConfig {
+            host: s.parse("HOST", IpAddr::from([0, 0, 0, 0])),
+            port: s.parse("PORT", 8080),
+            redis_url,
+            node_id,
+            limits: Limits {
+                frame_bytes: s.ranged("FRAME_BYTES", defaults.frame_bytes, 1024, 16 * 1024 * 1024),
+                room_id_chars: s.ranged("ROOM_ID_CHARS", defaults.room_id_chars, 1, 1000),
+                name_chars: s.ranged("NAME_CHARS", defaults.name_chars, 1, 1000),
+                meta_bytes: s.ranged("META_BYTES", defaults.meta_bytes, 2, 1024 * 1024),
+            },
+            room_capacity: s.ranged("ROOM_CAPACITY", 1000, 2, 100_000),
+            rooms_per_peer: s.ranged("ROOMS_PER_PEER", 16, 1, 1000),
+            outbound_queue: s.ranged("OUTBOUND_QUEUE", 1024, 8, 1_000_000),
+            rate_per_sec: s.ranged("RATE_LIMIT_PER_SEC", 1000, 1, 1_000_000),
+            rate_burst: s.ranged("RATE_LIMIT_BURST", 2000, 1, 1_000_000),
+            client_heartbeat: ms(s.ranged("CLIENT_HEARTBEAT_MS", 25_000, 1_000, 600_000)),
+            heartbeat_interval: ms(s.ranged("HEARTBEAT_INTERVAL_MS", 2_000, 100, 60_000)),
+            node_ttl: ms(s.ranged("NODE_TTL_MS", 6_000, 300, 600_000)),
+            drain_timeout: ms(s.ranged("DRAIN_TIMEOUT_MS", 10_000, 0, 600_000)),
+            reconnect_after: ms(s.ranged("RECONNECT_AFTER_MS", 1_000, 0, 600_000)),
+            allowed_origins: s
+                .string("ALLOWED_ORIGINS")
+                .unwrap_or_else(|| "*".into())
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            log_format: s.parse("LOG_FORMAT", LogFormat::Text),
+        };
+        if config.node_ttl < config.heartbeat_interval * 2 {
+            s.problem("NODE_TTL_MS must be at least twice HEARTBEAT_INTERVAL_MS, or a slow beat looks like a dead node");
+        }
+        s.finish()?;
+        Ok(config)
+    }
+
+    /// Whether a browser `Origin` header may open a WebSocket. Non-browser clients
+    /// send no Origin and are always allowed.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match origin {
+            None => true,
+            Some(o) => self.allowed_origins.iter().any(|a| a == "*" || a == o.trim_end_matches('/')),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_environment() {
+        let c = SignalConfig::from_pairs(&[]).unwrap();
+        assert_eq!(c.port, 8080);
+        assert!(c.redis_url.is_none());
+        assert_eq!(c.limits, Limits::default());
+        assert!(c.origin_allowed(Some("https://anything.example")));
+    }
+
+    #[test]
+    fn every_bad_setting_is_reported_at_once() {
+        let err = SignalConfig::from_pairs(&[
+            ("PORT", "http"),
+            ("NODE_ID", "has.dot"),
+            ("REDIS_URL", "localhost:6379"),
+            ("FRAME_BYTES", "1"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn the_redis_url_never_shows_in_debug_output() {
+        let c = SignalConfig::from_pairs(&[("REDIS_URL", "redis://:s3cret@127.0.0.1:6379")]).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn origins_are_matched_exactly_when_listed() {
+        let c = SignalConfig::from_pairs(&[("ALLOWED_ORIGINS", "https://a.example, https://b.example/")]).unwrap();
+        assert!(c.origin_allowed(Some("https://b.example")));
+        assert!(!c.origin_allowed(Some("https://evil.example")));
+        assert!(c.origin_allowed(None));
+    }
+
+    #[test]
+    fn a_ttl_shorter_than_two_beats_is_refused() {
+        let err = SignalConfig::from_pairs(&[("HEARTBEAT_INTERVAL_MS", "1000"), ("NODE_TTL_MS", "1500")]).unwrap_err();
+        assert!(err.to_string().contains("NODE_TTL_MS"));
+    }
+}

@@ -1,0 +1,26 @@
+//! What the core tells a session. Dialect-free: each transport renders these in its
+//! own wire format. Shared by every local recipient of a room event, hence `Arc`.
+
+use std::sync::Arc;
+
+use protocol::{LeftReason, MemberInfo, Payload, PeerId, RoomId, SignalKind};
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    PeerJoined { room: RoomId, member: Arc<MemberInfo> },
+    PeerLeft { room: RoomId, peer: PeerId, reason: LeftReason },
+    PeerUpdated { room: RoomId, member: Arc<MemberInfo> },
+    Signal { room: RoomId, from: PeerId, kind: SignalKind, data: Payload },
+    Broadcast { room: RoomId, from: PeerId, kind: SignalKind, data: Payload },
+}
+
+impl Event {
+    /// The peer an event is about; it is never sent to that peer itself.
+    pub fn subject(&self) -> &PeerId {
+        match self {
+            Event::PeerJoined { member, .. } | Event::PeerUpdated { member, .. } => &member.peer,
+            Event::PeerLeft { peer, .. } => peer,
+            Event::Signal { from, .. } | Event::Broadcast { from, .. } => from,
+        }
+    }
+}

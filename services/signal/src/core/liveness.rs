@@ -1,0 +1,275 @@
+//! Keeping the node honest about its health and the cluster clean:
+//! - a heartbeat key with a TTL marks the node alive; a missing key on a later beat
+//!   means Redis lost data (restart, FLUSHALL) or declared us dead, and triggers a
+//!   resync that writes our peers and memberships back;
+//! - a probe published to our own inbox must come back, or the subscription is
+//!   considered dead: /readyz fails and the subscriber reconnects;
+//! - nodes whose heartbeat expired are reaped: their peers leave their rooms with
+//!   reason `node-lost` (one node claims each clean-up; the leave script publishes
+//!   only for members it actually removed, so nobody hears it twice).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use protocol::{BusEvent, Envelope, LeftReason, MemberInfo, NodeId};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::Core;
+
+/// How long a reaper's claim on a dead node lasts.
+const REAP_CLAIM_MS: u64 = 30_000;
+
+#[derive(Default)]
+struct Probe {
+    outstanding: Option<(u64, Instant)>,
+    last_ok: Option<Instant>,
+}
+
+/// What /readyz reports.
+pub struct Health {
+    interval: Duration,
+    redis_ok: AtomicBool,
+    draining: AtomicBool,
+    resync_pending: AtomicBool,
+    probe: Mutex<Probe>,
+}
+
+impl Health {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            redis_ok: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            resync_pending: AtomicBool::new(false),
+            probe: Mutex::new(Probe::default()),
+        }
+    }
+
+    pub fn set_redis(&self, ok: bool) {
+        self.redis_ok.store(ok, Ordering::Relaxed);
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn probe_returned(&self, nonce: u64) {
+        let mut probe = self.probe.lock().expect("probe lock");
+        if probe.outstanding.is_some_and(|(n, _)| n == nonce) {
+            probe.outstanding = None;
+            probe.last_ok = Some(Instant::now());
+        }
+    }
+
+    /// A join never saw its own announcement: treat the subscription as doubtful.
+    pub fn subscription_suspect(&self) {
+        self.probe.lock().expect("probe lock").last_ok = None;
+    }
+
+    /// Ok, or why the node must not receive traffic.
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if self.is_draining() {
+            return Err("draining");
+        }
+        if !self.redis_ok.load(Ordering::Relaxed) {
+            return Err("redis unreachable");
+        }
+        let probe = self.probe.lock().expect("probe lock");
+        match probe.last_ok {
+            Some(t) if t.elapsed() <= self.interval * 3 => Ok(()),
+            _ => Err("bus subscription not proven alive"),
+        }
+    }
+
+    /// Starts a probe if none is outstanding; returns its nonce, or None when the
+    /// previous one is still out. Reports true in `.1` if the previous probe is overdue.
+    fn next_probe(&self) -> (Option<u64>, bool) {
+        let mut probe = self.probe.lock().expect("probe lock");
+        match probe.outstanding {
+            Some((_, sent)) if sent.elapsed() < self.interval * 2 => (None, false),
+            Some(_) => {
+                let nonce = rand::random();
+                probe.outstanding = Some((nonce, Instant::now()));
+                (Some(nonce), true)
+            }
+            None => {
+                let nonce = rand::random();
+                probe.outstanding = Some((nonce, Instant::now()));
+                (Some(nonce), false)
+            }
+        }
+    }
+}
+
+impl Core {
+    /// Runs heartbeat, probe, reaper and resync until `stop`.
+    pub async fn run_liveness(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.settings.heartbeat_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => self.tick().await,
+                _ = self.resync_wanted.notified() => self.resync("requested").await,
+            }
+        }
+    }
+
+    async fn tick(&self) {
+        let ttl_ms = self.settings.node_ttl.as_millis() as u64;
+        match self.backend.heartbeat(&self.node, ttl_ms).await {
+            Ok(beat) => {
+                self.health.set_redis(true);
+                if beat == bus::Heartbeat::Fresh {
+                    warn!("heartbeat key was missing: Redis lost data or declared this node dead; resyncing");
+                    self.resync("heartbeat key missing").await;
+                } else if self.health.resync_pending.load(Ordering::Relaxed) {
+                    self.resync("retry").await;
+                }
+            }
+            Err(e) => {
+                if self.health.redis_ok.swap(false, Ordering::Relaxed) {
+                    warn!(error = %e, "redis unreachable; node not ready");
+                }
+                return;
+            }
+        }
+        self.probe().await;
+        self.reap_dead_nodes().await;
+        self.settle_suspects().await;
+    }
+
+    async fn probe(&self) {
+        let (nonce, overdue) = self.health.next_probe();
+        if overdue {
+            warn!("bus subscription did not deliver our probe; reconnecting the subscriber");
+            if let Err(e) = self.backend.resubscribe().await {
+                warn!(error = %e, "subscriber reconnect failed");
+            }
+        }
+        if let Some(nonce) = nonce {
+            let msg = Bytes::from(Envelope::new(self.node.clone(), BusEvent::Probe { nonce }).encode());
+            if let Err(e) = self.backend.publish_node(&self.node, msg).await {
+                debug!(error = %e, "probe publish failed");
+            }
+        }
+    }
+
+    /// Writes this node's peers back into Redis and re-reads every room it mirrors.
+    async fn resync(&self, why: &'static str) {
+        self.health.resync_pending.store(true, Ordering::Relaxed);
+        let locals = self.rooms.active_locals();
+        let rooms = self.rooms.synced_rooms();
+        info!(why, peers = locals.len(), rooms = rooms.len(), "resynchronising with redis");
+        let mut restored = 0usize;
+        for local in &locals {
+            let announcement = self.envelope(BusEvent::Joined {
+                room: local.room.clone(),
+                member: (*local.record).clone(),
+                nonce: 0,
+            });
+            let write = bus::MemberWrite {
+                room: &local.room,
+                peer: &local.record.peer,
+                record: Bytes::from(local.record.encode()),
+                announcement,
+            };
+            let result = async {
+                self.backend.note_room(&self.node, &local.room).await?;
+                self.backend.restore(write, local.token_hash.as_deref()).await
+            }
+            .await;
+            match result {
+                Ok(true) => restored += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(error = %e, "resync failed; retrying on the next heartbeat");
+                    return;
+                }
+            }
+        }
+        let grace = Instant::now() + self.settings.node_ttl;
+        for room in rooms {
+            let nonce = rand::random::<u64>() | 1;
+            self.rooms.begin_resync(&room, nonce);
+            let marker = self.envelope(BusEvent::Marker { room: room.clone(), nonce });
+            match self.backend.snapshot(&room, marker).await {
+                Ok(records) => {
+                    let members = records.iter().filter_map(|r| self.decode_member(r)).collect();
+                    self.rooms.resync_snapshot(&room, nonce, members, grace);
+                }
+                Err(e) => {
+                    warn!(error = %e, "resync failed; retrying on the next heartbeat");
+                    return;
+                }
+            }
+        }
+        self.health.resync_pending.store(false, Ordering::Relaxed);
+        info!(restored, "resync complete");
+    }
+
+    async fn reap_dead_nodes(&self) {
+        let dead = match self.backend.dead_nodes(&self.node).await {
+            Ok(dead) => dead,
+            Err(e) => return debug!(error = %e, "dead-node scan failed"),
+        };
+        for node in dead {
+            match self.backend.claim_reap(&node, &self.node, REAP_CLAIM_MS).await {
+                Ok(true) => match self.reap(&node).await {
+                    Ok(peers) => info!(%node, peers, "reaped a dead node"),
+                    Err(e) => warn!(%node, error = %e, "reaping a dead node failed; another node retries"),
+                },
+                Ok(false) => {}
+                Err(e) => debug!(error = %e, "reap claim failed"),
+            }
+        }
+    }
+
+    /// Removes a dead node's peers from their rooms; returns how many were removed.
+    async fn reap(&self, dead: &NodeId) -> Result<usize, bus::BackendError> {
+        let mut removed = 0;
+        for room in self.backend.node_rooms(dead).await? {
+            for record in self.backend.members(&room).await? {
+                let Ok(member) = MemberInfo::decode(&record) else { continue };
+                if !member.peer.is_on(dead) {
+                    continue;
+                }
+                let left = BusEvent::Left { room: room.clone(), peer: member.peer.clone(), reason: LeftReason::NodeLost };
+                if self.backend.leave(&room, &member.peer, self.envelope(left)).await? {
+                    removed += 1;
+                }
+            }
+        }
+        self.backend.forget_node(dead).await?;
+        Ok(removed)
+    }
+
+    async fn settle_suspects(&self) {
+        for (room, peer) in self.rooms.due_suspects(Instant::now()) {
+            match self.backend.members(&room).await {
+                Ok(records) => {
+                    let present = records
+                        .iter()
+                        .filter_map(|r| MemberInfo::decode(r).ok())
+                        .any(|m| m.peer == peer);
+                    self.rooms.settle_suspect(&room, &peer, present);
+                }
+                Err(e) => return debug!(error = %e, "suspect check failed"),
+            }
+        }
+    }
+
+    /// Drain step: take this node's peers and heartbeat out of Redis.
+    pub async fn leave_cluster(&self) {
+        if let Err(e) = self.backend.forget_node(&self.node).await {
+            warn!(error = %e, "could not deregister; other nodes reap this node after its TTL");
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! The node's mirror of the rooms it serves, fed by room-channel events, and the join
+//! handshake that makes "joined + peer-joined" exact under concurrent joins.
+//!
+//! ```text
+//!  joining node                         Redis                      other node
+//!  subscribe(room channel) ───────────▶  (subscription live)
+//!  begin_join(nonce)
+//!  JOIN script ───────────────────────▶  add member, read others,
+//!                                        PUBLISH joined{nonce} ──▶ peer-joined to its members
+//!  ◀── snapshot (others) ──────────────
+//!  ◀── joined{nonce} on the channel ───  (the marker)
+//! ```
+//! The script runs atomically and publishes in the same step, so the room channel's
+//! order is the order of the room's changes. Every change before the marker is in the
+//! snapshot; every event after it is news. The member becomes active when both the
+//! snapshot and its marker have arrived (in either order); events after the marker are
+//! kept as its backlog until then. Resynchronisation uses the same trick with a
+//! `marker` event.
+//!
+//! A std mutex guards all of it: every operation is a short, non-blocking update (pushes
+//! to sessions never wait), and none is held across an await.
+
+use std::collections::{HashMap, HashSet};
+use std::mem;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use protocol::{BusEvent, LeftReason, MemberInfo, NodeId, PeerId, RoomId};
+use tokio::sync::oneshot;
+
+use super::events::Event;
+use super::sessions::SessionHandle;
+use super::CoreError;
+
+/// What a completed join hands to the session: the others already there, and the
+/// events that happened after the join but before the session could be told.
+#[derive(Debug)]
+pub struct JoinDone {
+    pub others: Vec<Arc<MemberInfo>>,
+    pub backlog: Vec<Arc<Event>>,
+}
+
+struct Joining {
+    nonce: u64,
+    snapshot: Option<Vec<Arc<MemberInfo>>>,
+    marker_seen: bool,
+    backlog: Vec<Arc<Event>>,
+    done: Option<oneshot::Sender<JoinDone>>,
+}
+
+enum LocalState {
+    Joining(Joining),
+    Active,
+}
+
+struct Local {
+    session: SessionHandle,
+    record: Arc<MemberInfo>,
+    state: LocalState,
+}
+
+struct Resync {
+    nonce: u64,
+    records: Option<Vec<Arc<MemberInfo>>>,
+    marker_seen: bool,
+    /// Peers that events after the marker spoke of: those events are authoritative.
+    since: HashSet<PeerId>,
+}
+
+#[derive(Default)]
+struct RoomMirror {
+    members: HashMap<PeerId, Arc<MemberInfo>>,
+    /// Whether `members` is exact (some local member completed its handshake).
+    synced: bool,
+    local: HashMap<PeerId, Local>,
+    token_hash: Option<String>,
+    resync: Option<Resync>,
+    /// Members missing from Redis after a resync; confirmed gone after a grace period,
+    /// because their own node may not have written them back yet.
+    suspects: HashMap<PeerId, Instant>,
+}
+
+/// A member this node serves, as resynchronisation writes it back.
+pub struct LocalMember {
+    pub room: RoomId,
+    pub record: Arc<MemberInfo>,
+    pub token_hash: Option<String>,
+}
+
+pub struct Rooms {
+    node: NodeId,
+    rooms: Mutex<HashMap<RoomId, RoomMirror>>,
+}
+
+impl Rooms {
+    pub fn new(node: NodeId) -> Self {
+        Self { node, rooms: Mutex::new(HashMap::new()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, RoomMirror>> {
+        self.rooms.lock().expect("rooms lock")
+    }
+
+    /// Registers a local member as joining, before the join script runs.
+    pub fn begin_join(
+        &self,
+        room: &RoomId,
+        session: SessionHandle,
+        record: Arc<MemberInfo>,
+        nonce: u64,
+    ) -> Result<oneshot::Receiver<JoinDone>, CoreError> {
+        let (tx, rx) = oneshot::channel();
+        let mut rooms = self.lock();
+        let mirror = rooms.entry(room.clone()).or_default();
+        if mirror.local.contains_key(&record.peer) {
+            return Err(CoreError::AlreadyInRoom);
+        }
+        let joining = Joining { nonce, snapshot: None, marker_seen: false, backlog: Vec::new(), done: Some(tx) };
+        mirror.local.insert(record.peer.clone(), Local { session, record, state: LocalState::Joining(joining) });
+        Ok(rx)
+    }
+
+    /// The join script's answer. Completes the join if the marker came first.
+    pub fn join_snapshot(&self, room: &RoomId, peer: &PeerId, others: Vec<Arc<MemberInfo>>, token_hash: Option<String>) {
+        let mut rooms = self.lock();
+        let Some(mirror) = rooms.get_mut(room) else { return };
+        mirror.token_hash = token_hash;
+        let Some(Local { state: LocalState::Joining(j), .. }) = mirror.local.get_mut(peer) else { return };
+        j.snapshot = Some(others);
+        if j.marker_seen {
+            complete_join(mirror, peer);
+        }
+    }
+
+    /// Forgets a local member (left, disconnected, or its join failed). Returns true
+    /// if the node has no member left in the room.
+    pub fn remove_local(&self, room: &RoomId, peer: &PeerId) -> bool {
+        let mut rooms = self.lock();
+        let Some(mirror) = rooms.get_mut(room) else { return true };
+        mirror.local.remove(peer);
+        if mirror.local.is_empty() {
+            rooms.remove(room);
+            return true;
+        }
+        false
+    }
+
+    /// Whether `peer` is a local member of `room` that completed its join.
+    pub fn is_active_local(&self, room: &RoomId, peer: &PeerId) -> bool {
+        self.lock()
+            .get(room)
+            .and_then(|m| m.local.get(peer))
+            .is_some_and(|l| matches!(l.state, LocalState::Active))
+    }
+
+    /// Sender check and target check for a signal, in one lock.
+    pub fn signal_check(&self, room: &RoomId, from: &PeerId, to: &PeerId) -> (bool, bool) {
+        let rooms = self.lock();
+        match rooms.get(room) {
+            None => (false, false),
+            Some(m) => (
+                m.local.get(from).is_some_and(|l| matches!(l.state, LocalState::Active)),
+                m.members.contains_key(to),
+            ),
+        }
+    }
+
+    pub fn local_record(&self, room: &RoomId, peer: &PeerId) -> Option<Arc<MemberInfo>> {
+        let rooms = self.lock();
+        let local = rooms.get(room)?.local.get(peer)?;
+        matches!(local.state, LocalState::Active).then(|| local.record.clone())
+    }
+
+    pub fn set_local_record(&self, room: &RoomId, record: Arc<MemberInfo>) {
+        if let Some(local) = self.lock().get_mut(room).and_then(|m| m.local.get_mut(&record.peer)) {
+            local.record = record;
+        }
+    }
+
+    /// Every active local member, for writing back after Redis lost them.
+    pub fn active_locals(&self) -> Vec<LocalMember> {
+        let rooms = self.lock();
+        let mut out = Vec::new();
+        for (room, mirror) in rooms.iter() {
+            for local in mirror.local.values() {
+                if matches!(local.state, LocalState::Active) {
+                    out.push(LocalMember {
+                        room: room.clone(),
+                        record: local.record.clone(),
+                        token_hash: mirror.token_hash.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Rooms whose mirror is exact, i.e. worth resynchronising.
+    pub fn synced_rooms(&self) -> Vec<RoomId> {
+        self.lock().iter().filter(|(_, m)| m.synced).map(|(r, _)| r.clone()).collect()
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Starts a resynchronisation of `room`; its marker carries `nonce`.
+    pub fn begin_resync(&self, room: &RoomId, nonce: u64) {
+        if let Some(mirror) = self.lock().get_mut(room) {
+            mirror.resync = Some(Resync { nonce, records: None, marker_seen: false, since: HashSet::new() });
+        }
+    }
+
+    /// The resync snapshot's answer; reconciles if the marker came first.
+    pub fn resync_snapshot(&self, room: &RoomId, nonce: u64, records: Vec<Arc<MemberInfo>>, grace_until: Instant) {
+        let mut rooms = self.lock();
+        let Some(mirror) = rooms.get_mut(room) else { return };
+        let Some(resync) = mirror.resync.as_mut().filter(|r| r.nonce == nonce) else { return };
+        resync.records = Some(records);
+        if resync.marker_seen {
+            reconcile(&self.node, room, mirror, grace_until);
+        }
+    }
+
+    /// Suspects whose grace period has ended.
+    pub fn due_suspects(&self, now: Instant) -> Vec<(RoomId, PeerId)> {
+        let rooms = self.lock();
+        let mut due = Vec::new();
+        for (room, mirror) in rooms.iter() {
+            for (peer, deadline) in &mirror.suspects {
+                if *deadline <= now {
+                    due.push((room.clone(), peer.clone()));
+                }
+            }
+        }
+        due
+    }
+
+    /// Settles a suspect: still a member in Redis (`present`), or gone, in which case
+    /// the local members hear `peer-left`.
+    pub fn settle_suspect(&self, room: &RoomId, peer: &PeerId, present: bool) {
+        let mut rooms = self.lock();
+        let Some(mirror) = rooms.get_mut(room) else { return };
+        if mirror.suspects.remove(peer).is_none() || present {
+            return;
+        }
+        let event = BusEvent::Left { room: room.clone(), peer: peer.clone(), reason: LeftReason::Disconnected };
+        apply_room_event(mirror, &event);
+    }
+
+    /// Applies one room-channel event: updates the mirror, advances handshakes and
+    /// resyncs, and delivers to local members. Returns local members that another node
+    /// declared lost and that must be announced again.
+    pub fn apply(&self, event: &BusEvent, grace_until: Instant) -> Vec<LocalMember> {
+        let Some(room) = room_of(event) else { return Vec::new() };
+        let mut rooms = self.lock();
+        let Some(mirror) = rooms.get_mut(room) else { return Vec::new() };
+
+        if let BusEvent::Marker { nonce, .. } = event {
+            if let Some(resync) = mirror.resync.as_mut().filter(|r| r.nonce == *nonce) {
+                resync.marker_seen = true;
+                if resync.records.is_some() {
+                    reconcile(&self.node, room, mirror, grace_until);
+                }
+            }
+            return Vec::new();
+        }
+        if let Some(resync) = mirror.resync.as_mut().filter(|r| r.marker_seen) {
+            if let Some(subject) = subject_of(event) {
+                resync.since.insert(subject.clone());
+            }
+        }
+        // Our own member declared lost by another node (we were cut off from Redis):
+        // keep it here and announce it again.
+        if let BusEvent::Left { peer, reason: LeftReason::NodeLost, .. } = event {
+            if peer.is_on(&self.node) {
+                return match mirror.local.get(peer) {
+                    Some(local) if matches!(local.state, LocalState::Active) => vec![LocalMember {
+                        room: room.clone(),
+                        record: local.record.clone(),
+                        token_hash: mirror.token_hash.clone(),
+                    }],
+                    _ => Vec::new(),
+                };
+            }
+        }
+        apply_room_event(mirror, event);
+        Vec::new()
+    }
+}
+
+fn room_of(event: &BusEvent) -> Option<&RoomId> {
+    match event {
+        BusEvent::Joined { room, .. }
+        | BusEvent::Left { room, .. }
+        | BusEvent::Updated { room, .. }
+        | BusEvent::Broadcast { room, .. }
+        | BusEvent::Marker { room, .. } => Some(room),
+        BusEvent::Signal { .. } | BusEvent::Probe { .. } => None,
+    }
+}
+
+fn subject_of(event: &BusEvent) -> Option<&PeerId> {
+    match event {
+        BusEvent::Joined { member, .. } | BusEvent::Updated { member, .. } => Some(&member.peer),
+        BusEvent::Left { peer, .. } => Some(peer),
+        _ => None,
+    }
+}
+
+/// Mirror update plus delivery, for one membership or broadcast event.
+fn apply_room_event(mirror: &mut RoomMirror, event: &BusEvent) {
+    let delivered = match event {
+        BusEvent::Joined { room, member, nonce } => {
+            let member = Arc::new(member.clone());
+            let duplicate = mirror.synced && mirror.members.contains_key(&member.peer);
+            mirror.members.insert(member.peer.clone(), member.clone());
+            mirror.suspects.remove(&member.peer);
+            if *nonce != 0 {
+                mark_join_marker(mirror, &member.peer, *nonce);
+            }
+            (!duplicate).then(|| Event::PeerJoined { room: room.clone(), member })
+        }
+        BusEvent::Left { room, peer, reason } => {
+            let known = mirror.members.remove(peer).is_some();
+            mirror.suspects.remove(peer);
+            (known || !mirror.synced).then(|| Event::PeerLeft { room: room.clone(), peer: peer.clone(), reason: *reason })
+        }
+        BusEvent::Updated { room, member } => {
+            let member = Arc::new(member.clone());
+            mirror.members.insert(member.peer.clone(), member.clone());
+            Some(Event::PeerUpdated { room: room.clone(), member })
+        }
+        BusEvent::Broadcast { room, from, kind, data } => Some(Event::Broadcast {
+            room: room.clone(),
+            from: from.clone(),
+            kind: kind.clone(),
+            data: data.clone(),
+        }),
+        BusEvent::Marker { .. } | BusEvent::Signal { .. } | BusEvent::Probe { .. } => None,
+    };
+    if let Some(event) = delivered {
+        deliver(mirror, Arc::new(event));
+    }
+}
+
+/// Sends an event to every local member except its subject: active members get it
+/// now, members mid-handshake keep it for after their `joined`, and members whose
+/// marker has not arrived yet skip it (their snapshot will include its effect).
+fn deliver(mirror: &mut RoomMirror, event: Arc<Event>) {
+    let subject = event.subject().clone();
+    for (peer, local) in mirror.local.iter_mut() {
+        if *peer == subject {
+            continue;
+        }
+        match &mut local.state {
+            LocalState::Active => local.session.push(event.clone()),
+            LocalState::Joining(j) if j.marker_seen => j.backlog.push(event.clone()),
+            LocalState::Joining(_) => {}
+        }
+    }
+}
+
+fn mark_join_marker(mirror: &mut RoomMirror, peer: &PeerId, nonce: u64) {
+    let Some(Local { state: LocalState::Joining(j), .. }) = mirror.local.get_mut(peer) else { return };
+    if j.nonce != nonce {
+        return;
+    }
+    j.marker_seen = true;
+    if j.snapshot.is_some() {
+        complete_join(mirror, peer);
+    }
+}
+
+/// Both halves of the handshake are here: activate the member and hand it its view.
+fn complete_join(mirror: &mut RoomMirror, peer: &PeerId) {
+    let Some(local) = mirror.local.get_mut(peer) else { return };
+    let LocalState::Joining(mut j) = mem::replace(&mut local.state, LocalState::Active) else { return };
+    let others = j.snapshot.take().unwrap_or_default();
+    if !mirror.synced {
+        // The snapshot is the exact state at the marker; replay what came after it.
+        mirror.members = others.iter().map(|m| (m.peer.clone(), m.clone())).collect();
+        mirror.members.insert(peer.clone(), local.record.clone());
+        for event in &j.backlog {
+            match event.as_ref() {
+                Event::PeerJoined { member, .. } | Event::PeerUpdated { member, .. } => {
+                    mirror.members.insert(member.peer.clone(), member.clone());
+                }
+                Event::PeerLeft { peer, .. } => {
+                    mirror.members.remove(peer);
+                }
+                Event::Signal { .. } | Event::Broadcast { .. } => {}
+            }
+        }
+        mirror.synced = true;
+    }
+    if let Some(done) = j.done.take() {
+        // The session may have given up (timeout); then it removes itself.
+        let _ = done.send(JoinDone { others, backlog: j.backlog });
+    }
+}
+
+/// After a resync's marker and snapshot: members Redis has that we missed are
+/// announced now; members we have that Redis lacks become suspects.
+fn reconcile(node: &NodeId, room: &RoomId, mirror: &mut RoomMirror, grace_until: Instant) {
+    let Some(resync) = mirror.resync.take() else { return };
+    let records = resync.records.unwrap_or_default();
+    let in_redis: HashSet<PeerId> = records.iter().map(|m| m.peer.clone()).collect();
+    for member in records {
+        if resync.since.contains(&member.peer) || mirror.members.contains_key(&member.peer) {
+            continue;
+        }
+        mirror.members.insert(member.peer.clone(), member.clone());
+        deliver(mirror, Arc::new(Event::PeerJoined { room: room.clone(), member }));
+    }
+    let missing: Vec<PeerId> = mirror
+        .members
+        .keys()
+        .filter(|p| !in_redis.contains(*p) && !resync.since.contains(*p) && !p.is_on(node))
+        .cloned()
+        .collect();
+    for peer in missing {
+        mirror.suspects.entry(peer).or_insert(grace_until);
+    }
+}

@@ -1,0 +1,79 @@
+//! HTTP surface: `/ws` (upgrade to the native protocol), `/healthz` (the process is
+//! alive) and `/readyz` (send traffic here: not draining, Redis reachable, and the
+//! node's own subscription proven alive by a probe that came back).
+
+use std::sync::Arc;
+
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::SignalConfig;
+use crate::core::Core;
+use crate::transport::native::{self, NativeSettings};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub core: Arc<Core>,
+    pub config: Arc<SignalConfig>,
+    pub native: Arc<NativeSettings>,
+    /// Sessions run on this tracker (axum's graceful shutdown does not wait for
+    /// upgraded WebSockets) and stop when `sessions_stop` is cancelled.
+    pub sessions: TaskTracker,
+    pub sessions_stop: CancellationToken,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ws", get(ws))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let core = &state.core;
+    let body = |status: &str, reason: Option<&str>| {
+        Json(json!({
+            "status": status,
+            "reason": reason,
+            "node": core.node().as_str(),
+            "connections": core.sessions.len(),
+            "rooms": core.room_count(),
+        }))
+    };
+    match core.health.ready() {
+        Ok(()) => (StatusCode::OK, body("ready", None)).into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, body("not-ready", Some(reason))).into_response(),
+    }
+}
+
+async fn ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    let origin = headers.get("origin").and_then(|o| o.to_str().ok());
+    if !state.config.origin_allowed(origin) {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    if state.core.health.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "node is draining").into_response();
+    }
+    let limits = &state.native.limits;
+    // Frames above the protocol limit but below this cap get a `too-large` error and
+    // the connection stays; beyond the cap the WebSocket layer closes it (1009).
+    let hard_cap = (limits.frame_bytes * 4).max(1024 * 1024);
+    upgrade
+        .max_message_size(hard_cap)
+        .max_frame_size(hard_cap)
+        .on_upgrade(move |socket| {
+            let AppState { core, native, sessions, sessions_stop, .. } = state;
+            sessions.track_future(native::serve(socket, core, native, sessions_stop))
+        })
+}

@@ -1,0 +1,12 @@
+//! The signaling node. `main.rs` only wires; everything lives here so integration
+//! tests can run nodes in-process.
+
+pub mod app;
+pub mod config;
+pub mod core;
+pub mod http;
+pub mod session;
+pub mod transport;
+
+pub use app::App;
+pub use config::SignalConfig;

@@ -1,0 +1,163 @@
+//! One connection's state: its peer id, the rooms it is in, its rate limit and its
+//! strikes for bad input. Handles decoded requests one at a time (which is what keeps
+//! one sender's signals in order) and answers in dialect-free [`Reply`]s that the
+//! transport renders.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protocol::{ClientMsg, DecodeError, ErrorCode, MemberInfo, Request, RequestId, RoomId};
+use tracing::{debug, Instrument};
+
+use crate::core::{Core, CoreError, Event, JoinRequest, SessionHandle};
+
+/// What a session tells its own client in answer to a request.
+#[derive(Debug)]
+pub enum Reply {
+    Joined { room: RoomId, others: Vec<Arc<MemberInfo>>, id: Option<RequestId> },
+    Left { room: RoomId, id: Option<RequestId> },
+    Updated { room: RoomId, id: Option<RequestId> },
+    Pong { id: Option<RequestId> },
+    Error { code: ErrorCode, message: String, id: Option<RequestId> },
+    /// Events that belong right after a `joined` (they happened during the join).
+    Events(Vec<Arc<Event>>),
+}
+
+/// Session-level limits, from the node's configuration.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+    /// Bad frames tolerated per `strike_window` before the connection is closed.
+    pub strikes: u32,
+    pub strike_window: Duration,
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: f64) -> Self {
+        Self { tokens: burst, rate, burst, last: Instant::now() }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub struct Session {
+    core: Arc<Core>,
+    handle: SessionHandle,
+    rooms: Vec<RoomId>,
+    rate: Bucket,
+    strikes: Bucket,
+}
+
+/// Whether the connection may stay open after a refusal.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Stay,
+    Close,
+}
+
+impl Session {
+    pub fn new(core: Arc<Core>, handle: SessionHandle, limits: &SessionLimits) -> Self {
+        let strike_rate = f64::from(limits.strikes) / limits.strike_window.as_secs_f64();
+        Self {
+            core,
+            handle,
+            rooms: Vec::new(),
+            rate: Bucket::new(f64::from(limits.rate_per_sec), f64::from(limits.rate_burst)),
+            strikes: Bucket::new(strike_rate, f64::from(limits.strikes)),
+        }
+    }
+
+    pub fn peer(&self) -> &protocol::PeerId {
+        &self.handle.peer
+    }
+
+    /// Handles one request; failures become `error` replies and the session stays.
+    pub async fn handle(&mut self, req: Request) -> Vec<Reply> {
+        let Request { id, msg } = req;
+        if !self.rate.take() {
+            return vec![Reply::Error {
+                code: ErrorCode::RateLimited,
+                message: "too many messages; slow down".into(),
+                id,
+            }];
+        }
+        let span = tracing::debug_span!("command", kind = msg.kind(), room = msg.room().map(|r| r.as_str()));
+        match self.execute(msg, id.clone()).instrument(span).await {
+            Ok(replies) => replies,
+            Err(e) => {
+                debug!(code = e.code().as_str(), error = %e, "command refused");
+                vec![Reply::Error { code: e.code(), message: e.to_string(), id }]
+            }
+        }
+    }
+
+    async fn execute(&mut self, msg: ClientMsg, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
+        let core = self.core.clone();
+        let peer = self.handle.peer.clone();
+        match msg {
+            ClientMsg::Join { room, name, role, token, meta } => {
+                let req = JoinRequest { room: room.clone(), name, role, token, meta };
+                let done = core.join(&self.handle, req, self.rooms.len()).await?;
+                self.rooms.push(room.clone());
+                let mut replies = vec![Reply::Joined { room, others: done.others, id }];
+                if !done.backlog.is_empty() {
+                    replies.push(Reply::Events(done.backlog));
+                }
+                Ok(replies)
+            }
+            ClientMsg::Leave { room } => {
+                let result = core.leave(&peer, &room, protocol::LeftReason::Left).await;
+                if !matches!(result, Err(CoreError::NotInRoom)) {
+                    self.rooms.retain(|r| r != &room);
+                }
+                result?;
+                Ok(vec![Reply::Left { room, id }])
+            }
+            ClientMsg::Signal { room, to, kind, data } => {
+                core.signal(&peer, &room, &to, kind, data).await?;
+                Ok(Vec::new())
+            }
+            ClientMsg::Broadcast { room, kind, data } => {
+                core.broadcast(&peer, &room, kind, data).await?;
+                Ok(Vec::new())
+            }
+            ClientMsg::Update { room, meta } => {
+                core.update(&peer, &room, meta).await?;
+                Ok(vec![Reply::Updated { room, id }])
+            }
+            ClientMsg::Ping => Ok(vec![Reply::Pong { id }]),
+        }
+    }
+
+    /// A frame that could not be decoded: an error reply, and whether to hang up
+    /// because the client keeps misbehaving.
+    pub fn refuse(&mut self, err: DecodeError) -> (Reply, Verdict) {
+        let verdict = if self.strikes.take() { Verdict::Stay } else { Verdict::Close };
+        (Reply::Error { code: err.code, message: err.message, id: err.id }, verdict)
+    }
+
+    /// The connection ended: leave every room (others hear `peer-left`, reason
+    /// `disconnected`) and forget the peer.
+    pub async fn close(self) {
+        self.core.disconnect(&self.handle.peer, &self.rooms).await;
+    }
+}
