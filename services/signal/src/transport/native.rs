@@ -143,8 +143,14 @@ async fn run(
                 return End::TooSlow;
             }
             Some(event) = inbox.rx.recv() => {
-                if write_events(socket, event, &mut inbox.rx).await.is_err() {
-                    return End::SocketGone;
+                // A client that stops reading blocks this write; the overflow of its
+                // queue must still end the session, so the two race.
+                tokio::select! {
+                    biased;
+                    _ = inbox.too_slow.cancelled() => return End::TooSlow,
+                    written = write_events(socket, event, &mut inbox.rx) => if written.is_err() {
+                        return End::SocketGone;
+                    },
                 }
             }
             _ = &mut idle => {

@@ -1,1 +1,9 @@
+//! Integration tests for the signaling node: real redis-server processes on free
+//! loopback ports, in-process nodes and real node processes, real WebSocket clients.
 
+mod helpers;
+
+mod bad_input;
+mod cluster;
+mod faults;
+mod protocol_suite;

@@ -1,0 +1,126 @@
+//! A native-protocol WebSocket client for tests: sends typed requests, receives typed
+//! server messages, and every receive has a deadline.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use protocol::native::{Joined, PeerLeft, Relayed};
+use protocol::{PeerId, ServerMsg};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const RECV_DEADLINE: Duration = Duration::from_secs(10);
+
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    peer: PeerId,
+    pub node: String,
+}
+
+impl Client {
+    pub async fn connect(addr: std::net::SocketAddr) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.expect("connect /ws");
+        let mut client = Self { ws, peer: PeerId::parse("x.y").unwrap(), node: String::new() };
+        match client.recv().await {
+            ServerMsg::Welcome(w) => {
+                client.peer = w.peer;
+                client.node = w.node.to_string();
+            }
+            other => panic!("expected welcome, got {other:?}"),
+        }
+        client
+    }
+
+    pub fn peer(&self) -> &PeerId {
+        &self.peer
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws.send(Message::Text(text.into().into())).await.expect("send");
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.send_text(v.to_string()).await;
+    }
+
+    /// The next server message; panics readably after the deadline or on close.
+    pub async fn recv(&mut self) -> ServerMsg {
+        self.try_recv(RECV_DEADLINE).await.unwrap_or_else(|| panic!("no message within {RECV_DEADLINE:?}"))
+    }
+
+    /// The next server message, or None if none arrives within `wait`.
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<ServerMsg> {
+        loop {
+            let frame = tokio::time::timeout(wait, self.ws.next()).await.ok()?;
+            match frame {
+                Some(Ok(Message::Text(t))) => {
+                    return Some(ServerMsg::decode(t.as_str()).unwrap_or_else(|e| panic!("bad server frame {t}: {e}")))
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("socket ended while waiting: {other:?}"),
+            }
+        }
+    }
+
+    /// Waits for the socket to be closed by the server; returns the close reason.
+    pub async fn closed(&mut self) -> String {
+        loop {
+            match tokio::time::timeout(RECV_DEADLINE, self.ws.next()).await.expect("close within deadline") {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                Some(Ok(_)) => continue,
+                None | Some(Err(_)) => return String::new(),
+            }
+        }
+    }
+
+    pub async fn join(&mut self, room: &str) -> Joined {
+        self.join_with(json!({"type": "join", "room": room, "name": "tester"})).await
+    }
+
+    pub async fn join_with(&mut self, request: Value) -> Joined {
+        self.send(request).await;
+        match self.recv().await {
+            ServerMsg::Joined(j) => j,
+            other => panic!("expected joined, got {other:?}"),
+        }
+    }
+
+    pub async fn signal(&mut self, room: &str, to: &PeerId, kind: &str, data: Value) {
+        self.send(json!({"type": "signal", "room": room, "to": to, "kind": kind, "data": data})).await;
+    }
+
+    pub async fn recv_signal(&mut self) -> Relayed {
+        match self.recv().await {
+            ServerMsg::Signal(s) => s,
+            other => panic!("expected signal, got {other:?}"),
+        }
+    }
+
+    pub async fn recv_peer_left(&mut self) -> PeerLeft {
+        match self.recv().await {
+            ServerMsg::PeerLeft(p) => p,
+            other => panic!("expected peer-left, got {other:?}"),
+        }
+    }
+
+    /// Expects an error frame with `code`; returns the whole message.
+    pub async fn recv_error(&mut self, code: &str) -> protocol::native::ErrorMsg {
+        match self.recv().await {
+            ServerMsg::Error(e) if e.code.as_str() == code => e,
+            other => panic!("expected error {code}, got {other:?}"),
+        }
+    }
+
+    /// Asserts that nothing arrives for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some(msg) = self.try_recv(wait).await {
+            panic!("expected silence, got {msg:?}");
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}

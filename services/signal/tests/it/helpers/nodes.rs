@@ -1,0 +1,170 @@
+//! Signal nodes for tests: in-process (`App::build`, port 0) for speed, and the real
+//! binary for signals, kill -9 and restarts. Both report their real address.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use signal::{App, SignalConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::{free_port, wait_until, Client};
+
+/// Which store the nodes share.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Memory,
+    Redis(String),
+}
+
+/// Fast liveness for tests that are not about the default timings.
+pub const FAST: &[(&str, &str)] = &[("HEARTBEAT_INTERVAL_MS", "300"), ("NODE_TTL_MS", "1200")];
+
+pub struct InProcessNode {
+    pub addr: SocketAddr,
+    pub node_id: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl InProcessNode {
+    pub async fn start(backend: &Backend, extra: &[(&str, &str)]) -> Self {
+        telemetry::init_for_tests();
+        let mut pairs: Vec<(&str, &str)> = vec![("HOST", "127.0.0.1"), ("PORT", "0")];
+        if let Backend::Redis(url) = backend {
+            pairs.push(("REDIS_URL", url.as_str()));
+        }
+        pairs.extend_from_slice(FAST);
+        pairs.extend_from_slice(extra);
+        let config = SignalConfig::from_pairs(&pairs).expect("test config");
+        let app = App::build(config).await.expect("node starts");
+        let addr = app.local_addr();
+        let node_id = app.node_id().to_string();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        let node = Self { addr, node_id, stop: Some(stop), task: Some(task) };
+        wait_ready(addr).await;
+        node
+    }
+
+    /// Drains the node as SIGTERM would, and waits for it to finish.
+    pub async fn drain(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("drain within 20 s")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for InProcessNode {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Several in-process nodes sharing one backend.
+pub struct TestCluster {
+    pub nodes: Vec<InProcessNode>,
+}
+
+impl TestCluster {
+    pub async fn start(backend: &Backend, n: usize) -> Self {
+        Self::start_with(backend, n, &[]).await
+    }
+
+    pub async fn start_with(backend: &Backend, n: usize, extra: &[(&str, &str)]) -> Self {
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            nodes.push(InProcessNode::start(backend, extra).await);
+        }
+        Self { nodes }
+    }
+
+    pub async fn client(&self, i: usize) -> Client {
+        Client::connect(self.nodes[i].addr).await
+    }
+}
+
+/// GET `path` over plain HTTP/1.0; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await.ok()?.ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    Some((status, body))
+}
+
+pub async fn ready(addr: SocketAddr) -> bool {
+    matches!(http_get(addr, "/readyz").await, Some((200, _)))
+}
+
+pub async fn wait_ready(addr: SocketAddr) {
+    wait_until(Duration::from_secs(15), "node /readyz to say ready", || ready(addr)).await;
+}
+
+/// The real `signal` binary.
+pub struct NodeProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub node_id: String,
+}
+
+impl NodeProcess {
+    pub async fn start(redis_url: &str, node_id: &str, extra: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_signal"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("REDIS_URL", redis_url)
+            .env("NODE_ID", node_id)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn signal binary");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_ready(addr).await;
+        Self { child, addr, node_id: node_id.to_owned() }
+    }
+
+    pub async fn kill9(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running");
+        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await.unwrap();
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("exit within 20 s of SIGTERM")
+            .unwrap()
+    }
+}
