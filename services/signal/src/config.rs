@@ -67,9 +67,17 @@ impl SignalConfig {
         };
         let redis_url = s.secret("REDIS_URL");
         if let Some(url) = &redis_url {
-            let scheme_ok = ["redis://", "rediss://", "redis-cluster://", "rediss-cluster://", "redis-sentinel://", "rediss-sentinel://", "redis+unix://"]
-                .iter()
-                .any(|p| url.expose().starts_with(p));
+            let scheme_ok = [
+                "redis://",
+                "rediss://",
+                "redis-cluster://",
+                "rediss-cluster://",
+                "redis-sentinel://",
+                "rediss-sentinel://",
+                "redis+unix://",
+            ]
+            .iter()
+            .any(|p| url.expose().starts_with(p));
             if !scheme_ok {
                 s.problem("REDIS_URL: must start with redis://, rediss://, redis-cluster://, redis-sentinel:// or redis+unix://");
             }
@@ -105,7 +113,9 @@ impl SignalConfig {
             log_format: s.parse("LOG_FORMAT", LogFormat::Text),
         };
         if config.node_ttl < config.heartbeat_interval * 2 {
-            s.problem("NODE_TTL_MS must be at least twice HEARTBEAT_INTERVAL_MS, or a slow beat looks like a dead node");
+            s.problem(
+                "NODE_TTL_MS must be at least twice HEARTBEAT_INTERVAL_MS, or a slow beat looks like a dead node",
+            );
         }
         s.finish()?;
         Ok(config)

@@ -146,11 +146,21 @@ impl Core {
     }
 
     /// Joins a room: see [`rooms`] for the handshake that makes the member lists exact.
-    pub async fn join(&self, session: &SessionHandle, req: JoinRequest, rooms_held: usize) -> Result<JoinDone, CoreError> {
-        rules::may_join(self.rooms.is_active_local(&req.room, &session.peer), rooms_held, self.settings.rooms_per_peer)?;
+    pub async fn join(
+        &self,
+        session: &SessionHandle,
+        req: JoinRequest,
+        rooms_held: usize,
+    ) -> Result<JoinDone, CoreError> {
+        rules::may_join(
+            self.rooms.is_active_local(&req.room, &session.peer),
+            rooms_held,
+            self.settings.rooms_per_peer,
+        )?;
         let room = req.room.clone();
         let token_hash = req.token.as_deref().map(rules::token_hash);
-        let record = Arc::new(MemberInfo { peer: session.peer.clone(), name: req.name, role: req.role, meta: req.meta });
+        let record =
+            Arc::new(MemberInfo { peer: session.peer.clone(), name: req.name, role: req.role, meta: req.meta });
 
         if self.subs.acquire(self.backend(), &room).await? {
             if let Err(e) = self.backend.note_room(&self.node, &room).await {
@@ -202,7 +212,8 @@ impl Core {
                     _ => {
                         // Joined in Redis but our channel never confirmed it: undo.
                         warn!(%room, "join not confirmed by the room channel; undoing");
-                        let left = BusEvent::Left { room: room.clone(), peer: record.peer.clone(), reason: LeftReason::Left };
+                        let left =
+                            BusEvent::Left { room: room.clone(), peer: record.peer.clone(), reason: LeftReason::Left };
                         let _ = self.backend.leave(room, &record.peer, self.envelope(left)).await;
                         self.health.subscription_suspect();
                         Err(CoreError::JoinTimeout)
@@ -239,7 +250,14 @@ impl Core {
     }
 
     /// Relays a signal to one peer that shares `room` with the sender.
-    pub async fn signal(&self, from: &PeerId, room: &RoomId, to: &PeerId, kind: SignalKind, data: Payload) -> Result<(), CoreError> {
+    pub async fn signal(
+        &self,
+        from: &PeerId,
+        room: &RoomId,
+        to: &PeerId,
+        kind: SignalKind,
+        data: Payload,
+    ) -> Result<(), CoreError> {
         let (sender_in, target_in) = self.rooms.signal_check(room, from, to);
         rules::may_signal(sender_in, target_in)?;
         if to.is_on(&self.node) {
@@ -251,7 +269,8 @@ impl Core {
                 _ => Err(CoreError::PeerUnavailable),
             };
         }
-        let msg = self.envelope(BusEvent::Signal { room: room.clone(), from: from.clone(), to: to.clone(), kind, data });
+        let msg =
+            self.envelope(BusEvent::Signal { room: room.clone(), from: from.clone(), to: to.clone(), kind, data });
         // The peer id names its node: one publish, no lookup. Nobody listening = node gone.
         if self.backend.publish_node(&to.node(), msg).await? == 0 {
             return Err(CoreError::PeerUnavailable);
@@ -260,7 +279,13 @@ impl Core {
     }
 
     /// Sends to every other member of the room: one publish, whatever the room size.
-    pub async fn broadcast(&self, from: &PeerId, room: &RoomId, kind: SignalKind, data: Payload) -> Result<(), CoreError> {
+    pub async fn broadcast(
+        &self,
+        from: &PeerId,
+        room: &RoomId,
+        kind: SignalKind,
+        data: Payload,
+    ) -> Result<(), CoreError> {
         if !self.rooms.is_active_local(room, from) {
             return Err(CoreError::NotInRoom);
         }

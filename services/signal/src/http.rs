@@ -29,11 +29,7 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/ws", get(ws))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(state)
+    Router::new().route("/ws", get(ws)).route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state)
 }
 
 async fn healthz() -> &'static str {
@@ -69,11 +65,8 @@ async fn ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocke
     // Frames above the protocol limit but below this cap get a `too-large` error and
     // the connection stays; beyond the cap the WebSocket layer closes it (1009).
     let hard_cap = (limits.frame_bytes * 4).max(1024 * 1024);
-    upgrade
-        .max_message_size(hard_cap)
-        .max_frame_size(hard_cap)
-        .on_upgrade(move |socket| {
-            let AppState { core, native, sessions, sessions_stop, .. } = state;
-            sessions.track_future(native::serve(socket, core, native, sessions_stop))
-        })
+    upgrade.max_message_size(hard_cap).max_frame_size(hard_cap).on_upgrade(move |socket| {
+        let AppState { core, native, sessions, sessions_stop, .. } = state;
+        sessions.track_future(native::serve(socket, core, native, sessions_stop))
+    })
 }

@@ -14,11 +14,27 @@ use crate::core::{Core, CoreError, Event, JoinRequest, SessionHandle};
 /// What a session tells its own client in answer to a request.
 #[derive(Debug)]
 pub enum Reply {
-    Joined { room: RoomId, others: Vec<Arc<MemberInfo>>, id: Option<RequestId> },
-    Left { room: RoomId, id: Option<RequestId> },
-    Updated { room: RoomId, id: Option<RequestId> },
-    Pong { id: Option<RequestId> },
-    Error { code: ErrorCode, message: String, id: Option<RequestId> },
+    Joined {
+        room: RoomId,
+        others: Vec<Arc<MemberInfo>>,
+        id: Option<RequestId>,
+    },
+    Left {
+        room: RoomId,
+        id: Option<RequestId>,
+    },
+    Updated {
+        room: RoomId,
+        id: Option<RequestId>,
+    },
+    Pong {
+        id: Option<RequestId>,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+        id: Option<RequestId>,
+    },
     /// Events that belong right after a `joined` (they happened during the join).
     Events(Vec<Arc<Event>>),
 }

@@ -50,7 +50,10 @@ pub enum Inbound {
 pub enum JoinOutcome {
     /// Added. `others` are the stored member records of everyone else in the room;
     /// `token_hash` is the room's lock, if it has one.
-    Joined { others: Vec<Bytes>, token_hash: Option<String> },
+    Joined {
+        others: Vec<Bytes>,
+        token_hash: Option<String>,
+    },
     Full,
     BadToken,
 }

@@ -108,12 +108,8 @@ impl RedisBackend {
     }
 
     async fn subscribe(&self, channel: String) -> Result<(), BackendError> {
-        if self.sharded {
-            self.subscriber.ssubscribe(channel).await
-        } else {
-            self.subscriber.subscribe(channel).await
-        }
-        .map_err(unavailable)
+        if self.sharded { self.subscriber.ssubscribe(channel).await } else { self.subscriber.subscribe(channel).await }
+            .map_err(unavailable)
     }
 }
 
@@ -129,7 +125,6 @@ impl Drop for RedisBackend {
 async fn forward(subscriber: SubscriberClient, tx: mpsc::Sender<Inbound>, stop: CancellationToken) {
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
-    let mut connected_once = false;
     loop {
         let inbound = tokio::select! {
             _ = stop.cancelled() => return,
@@ -146,12 +141,9 @@ async fn forward(subscriber: SubscriberClient, tx: mpsc::Sender<Inbound>, stop: 
             },
             server = reconnects.recv() => match server {
                 Ok(server) => {
+                    // Spawned after the first connection: every event here is a reconnect.
                     if let Err(e) = subscriber.resubscribe_all().await {
-                        tracing::warn!(error = %e, "resubscribe failed; fred retries on the next reconnect");
-                    }
-                    if !connected_once {
-                        connected_once = true;
-                        continue;
+                        tracing::warn!(error = %e, "resubscribe failed; the node's probe retries");
                     }
                     tracing::info!(%server, "bus subscription re-established");
                     Inbound::Resync("reconnected")
@@ -255,8 +247,7 @@ impl Backend for RedisBackend {
     }
 
     async fn snapshot(&self, room: &RoomId, marker: Bytes) -> Result<Vec<Bytes>, BackendError> {
-        let args: Vec<Value> =
-            vec![keys::room_channel(room).into(), marker.into(), self.publish_command().into()];
+        let args: Vec<Value> = vec![keys::room_channel(room).into(), marker.into(), self.publish_command().into()];
         let reply: Vec<Value> =
             self.client.eval(scripts::SNAPSHOT, keys::room_members(room), args).await.map_err(unavailable)?;
         Ok(records(reply))
@@ -340,13 +331,7 @@ impl Backend for RedisBackend {
     async fn claim_reap(&self, dead: &NodeId, me: &NodeId, ttl_ms: u64) -> Result<bool, BackendError> {
         let set: Option<String> = self
             .client
-            .set(
-                keys::node_reaper(dead),
-                me.as_str(),
-                Some(Expiration::PX(ttl_ms as i64)),
-                Some(SetOptions::NX),
-                false,
-            )
+            .set(keys::node_reaper(dead), me.as_str(), Some(Expiration::PX(ttl_ms as i64)), Some(SetOptions::NX), false)
             .await
             .map_err(unavailable)?;
         Ok(set.is_some())

@@ -252,10 +252,7 @@ mod tests {
     #[test]
     fn room_ids_are_limited_to_100_characters_by_default() {
         assert!(RoomId::parse(&"r".repeat(100)).is_ok());
-        assert_eq!(
-            RoomId::parse(&"r".repeat(101)),
-            Err(IdError::TooLong { what: "room", max: 100 })
-        );
+        assert_eq!(RoomId::parse(&"r".repeat(101)), Err(IdError::TooLong { what: "room", max: 100 }));
         assert!(RoomId::parse("").is_err());
         assert!(RoomId::parse("a\nb").is_err());
         // Characters, not bytes: 100 multi-byte characters are fine.

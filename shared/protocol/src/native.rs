@@ -149,11 +149,7 @@ impl DecodeError {
     }
 
     pub fn too_large(limit: usize) -> Self {
-        Self {
-            code: ErrorCode::TooLarge,
-            message: format!("frame exceeds the limit of {limit} bytes"),
-            id: None,
-        }
+        Self { code: ErrorCode::TooLarge, message: format!("frame exceeds the limit of {limit} bytes"), id: None }
     }
 }
 

@@ -88,24 +88,32 @@ impl Health {
         }
     }
 
-    /// Starts a probe if none is outstanding; returns its nonce, or None when the
-    /// previous one is still out. Reports true in `.1` if the previous probe is overdue.
-    fn next_probe(&self) -> (Option<u64>, bool) {
-        let mut probe = self.probe.lock().expect("probe lock");
+    /// Where the current probe stands.
+    fn probe_state(&self) -> ProbeState {
+        let probe = self.probe.lock().expect("probe lock");
         match probe.outstanding {
-            Some((_, sent)) if sent.elapsed() < self.interval * 2 => (None, false),
-            Some(_) => {
-                let nonce = rand::random();
-                probe.outstanding = Some((nonce, Instant::now()));
-                (Some(nonce), true)
-            }
-            None => {
-                let nonce = rand::random();
-                probe.outstanding = Some((nonce, Instant::now()));
-                (Some(nonce), false)
-            }
+            None => ProbeState::Idle,
+            Some((_, sent)) if sent.elapsed() <= self.interval => ProbeState::Waiting,
+            Some(_) => ProbeState::Overdue,
         }
     }
+
+    fn start_probe(&self) -> u64 {
+        let nonce = rand::random();
+        self.probe.lock().expect("probe lock").outstanding = Some((nonce, Instant::now()));
+        nonce
+    }
+
+    /// Forgets the outstanding probe so the next tick sends a fresh one.
+    fn clear_probe(&self) {
+        self.probe.lock().expect("probe lock").outstanding = None;
+    }
+}
+
+enum ProbeState {
+    Idle,
+    Waiting,
+    Overdue,
 }
 
 impl Core {
@@ -146,19 +154,40 @@ impl Core {
         self.settle_suspects().await;
     }
 
+    /// One probe per tick: published to our own inbox, it must come back through the
+    /// subscription within one interval. A publish that reaches nobody, or a probe
+    /// that never returns, means the subscription is dead: reconnect the subscriber
+    /// (which resubscribes and resyncs) and probe again on the next tick.
     async fn probe(&self) {
-        let (nonce, overdue) = self.health.next_probe();
-        if overdue {
-            warn!("bus subscription did not deliver our probe; reconnecting the subscriber");
-            if let Err(e) = self.backend.resubscribe().await {
-                warn!(error = %e, "subscriber reconnect failed");
+        match self.health.probe_state() {
+            ProbeState::Waiting => return,
+            ProbeState::Overdue => {
+                warn!("bus subscription did not deliver our probe; reconnecting the subscriber");
+                self.health.clear_probe();
+                self.reconnect_subscriber().await;
+                return;
+            }
+            ProbeState::Idle => {}
+        }
+        let nonce = self.health.start_probe();
+        let msg = Bytes::from(Envelope::new(self.node.clone(), BusEvent::Probe { nonce }).encode());
+        match self.backend.publish_node(&self.node, msg).await {
+            Ok(0) => {
+                warn!("our own inbox has no subscriber; reconnecting the subscriber");
+                self.health.clear_probe();
+                self.reconnect_subscriber().await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                debug!(error = %e, "probe publish failed");
+                self.health.clear_probe();
             }
         }
-        if let Some(nonce) = nonce {
-            let msg = Bytes::from(Envelope::new(self.node.clone(), BusEvent::Probe { nonce }).encode());
-            if let Err(e) = self.backend.publish_node(&self.node, msg).await {
-                debug!(error = %e, "probe publish failed");
-            }
+    }
+
+    async fn reconnect_subscriber(&self) {
+        if let Err(e) = self.backend.resubscribe().await {
+            warn!(error = %e, "subscriber reconnect failed");
         }
     }
 
@@ -170,11 +199,8 @@ impl Core {
         info!(why, peers = locals.len(), rooms = rooms.len(), "resynchronising with redis");
         let mut restored = 0usize;
         for local in &locals {
-            let announcement = self.envelope(BusEvent::Joined {
-                room: local.room.clone(),
-                member: (*local.record).clone(),
-                nonce: 0,
-            });
+            let announcement =
+                self.envelope(BusEvent::Joined { room: local.room.clone(), member: (*local.record).clone(), nonce: 0 });
             let write = bus::MemberWrite {
                 room: &local.room,
                 peer: &local.record.peer,
@@ -241,7 +267,8 @@ impl Core {
                 if !member.peer.is_on(dead) {
                     continue;
                 }
-                let left = BusEvent::Left { room: room.clone(), peer: member.peer.clone(), reason: LeftReason::NodeLost };
+                let left =
+                    BusEvent::Left { room: room.clone(), peer: member.peer.clone(), reason: LeftReason::NodeLost };
                 if self.backend.leave(&room, &member.peer, self.envelope(left)).await? {
                     removed += 1;
                 }
@@ -255,10 +282,7 @@ impl Core {
         for (room, peer) in self.rooms.due_suspects(Instant::now()) {
             match self.backend.members(&room).await {
                 Ok(records) => {
-                    let present = records
-                        .iter()
-                        .filter_map(|r| MemberInfo::decode(r).ok())
-                        .any(|m| m.peer == peer);
+                    let present = records.iter().filter_map(|r| MemberInfo::decode(r).ok()).any(|m| m.peer == peer);
                     self.rooms.settle_suspect(&room, &peer, present);
                 }
                 Err(e) => return debug!(error = %e, "suspect check failed"),

@@ -43,6 +43,11 @@ pub struct JoinDone {
 struct Joining {
     nonce: u64,
     snapshot: Option<Vec<Arc<MemberInfo>>>,
+    /// The node's own (exact) view at the marker, when it had one. It wins over the
+    /// snapshot: if Redis lost members (FLUSHALL) and their nodes have not written them
+    /// back yet, the snapshot lacks them, and their restore announcements are
+    /// duplicates to this node, so the joiner would never hear of them.
+    view: Option<Vec<Arc<MemberInfo>>>,
     marker_seen: bool,
     backlog: Vec<Arc<Event>>,
     done: Option<oneshot::Sender<JoinDone>>,
@@ -115,13 +120,20 @@ impl Rooms {
         if mirror.local.contains_key(&record.peer) {
             return Err(CoreError::AlreadyInRoom);
         }
-        let joining = Joining { nonce, snapshot: None, marker_seen: false, backlog: Vec::new(), done: Some(tx) };
+        let joining =
+            Joining { nonce, snapshot: None, view: None, marker_seen: false, backlog: Vec::new(), done: Some(tx) };
         mirror.local.insert(record.peer.clone(), Local { session, record, state: LocalState::Joining(joining) });
         Ok(rx)
     }
 
     /// The join script's answer. Completes the join if the marker came first.
-    pub fn join_snapshot(&self, room: &RoomId, peer: &PeerId, others: Vec<Arc<MemberInfo>>, token_hash: Option<String>) {
+    pub fn join_snapshot(
+        &self,
+        room: &RoomId,
+        peer: &PeerId,
+        others: Vec<Arc<MemberInfo>>,
+        token_hash: Option<String>,
+    ) {
         let mut rooms = self.lock();
         let Some(mirror) = rooms.get_mut(room) else { return };
         mirror.token_hash = token_hash;
@@ -147,10 +159,7 @@ impl Rooms {
 
     /// Whether `peer` is a local member of `room` that completed its join.
     pub fn is_active_local(&self, room: &RoomId, peer: &PeerId) -> bool {
-        self.lock()
-            .get(room)
-            .and_then(|m| m.local.get(peer))
-            .is_some_and(|l| matches!(l.state, LocalState::Active))
+        self.lock().get(room).and_then(|m| m.local.get(peer)).is_some_and(|l| matches!(l.state, LocalState::Active))
     }
 
     /// Sender check and target check for a signal, in one lock.
@@ -158,10 +167,9 @@ impl Rooms {
         let rooms = self.lock();
         match rooms.get(room) {
             None => (false, false),
-            Some(m) => (
-                m.local.get(from).is_some_and(|l| matches!(l.state, LocalState::Active)),
-                m.members.contains_key(to),
-            ),
+            Some(m) => {
+                (m.local.get(from).is_some_and(|l| matches!(l.state, LocalState::Active)), m.members.contains_key(to))
+            }
         }
     }
 
@@ -324,19 +332,20 @@ fn apply_room_event(mirror: &mut RoomMirror, event: &BusEvent) {
         BusEvent::Left { room, peer, reason } => {
             let known = mirror.members.remove(peer).is_some();
             mirror.suspects.remove(peer);
-            (known || !mirror.synced).then(|| Event::PeerLeft { room: room.clone(), peer: peer.clone(), reason: *reason })
+            (known || !mirror.synced).then(|| Event::PeerLeft {
+                room: room.clone(),
+                peer: peer.clone(),
+                reason: *reason,
+            })
         }
         BusEvent::Updated { room, member } => {
             let member = Arc::new(member.clone());
             mirror.members.insert(member.peer.clone(), member.clone());
             Some(Event::PeerUpdated { room: room.clone(), member })
         }
-        BusEvent::Broadcast { room, from, kind, data } => Some(Event::Broadcast {
-            room: room.clone(),
-            from: from.clone(),
-            kind: kind.clone(),
-            data: data.clone(),
-        }),
+        BusEvent::Broadcast { room, from, kind, data } => {
+            Some(Event::Broadcast { room: room.clone(), from: from.clone(), kind: kind.clone(), data: data.clone() })
+        }
         BusEvent::Marker { .. } | BusEvent::Signal { .. } | BusEvent::Probe { .. } => None,
     };
     if let Some(event) = delivered {
@@ -367,6 +376,9 @@ fn mark_join_marker(mirror: &mut RoomMirror, peer: &PeerId, nonce: u64) {
         return;
     }
     j.marker_seen = true;
+    if mirror.synced {
+        j.view = Some(mirror.members.values().filter(|m| &m.peer != peer).cloned().collect());
+    }
     if j.snapshot.is_some() {
         complete_join(mirror, peer);
     }
@@ -376,7 +388,7 @@ fn mark_join_marker(mirror: &mut RoomMirror, peer: &PeerId, nonce: u64) {
 fn complete_join(mirror: &mut RoomMirror, peer: &PeerId) {
     let Some(local) = mirror.local.get_mut(peer) else { return };
     let LocalState::Joining(mut j) = mem::replace(&mut local.state, LocalState::Active) else { return };
-    let others = j.snapshot.take().unwrap_or_default();
+    let others = j.view.take().or_else(|| j.snapshot.take()).unwrap_or_default();
     if !mirror.synced {
         // The snapshot is the exact state at the marker; replay what came after it.
         mirror.members = others.iter().map(|m| (m.peer.clone(), m.clone())).collect();

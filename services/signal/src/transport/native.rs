@@ -66,11 +66,9 @@ pub fn render(event: &Event) -> ServerMsg {
 
 fn render_reply(reply: Reply) -> Vec<ServerMsg> {
     match reply {
-        Reply::Joined { room, others, id } => vec![ServerMsg::Joined(Joined {
-            room,
-            peers: others.iter().map(|m| (**m).clone()).collect(),
-            id,
-        })],
+        Reply::Joined { room, others, id } => {
+            vec![ServerMsg::Joined(Joined { room, peers: others.iter().map(|m| (**m).clone()).collect(), id })]
+        }
         Reply::Left { room, id } => vec![ServerMsg::Left(RoomReply { room, id })],
         Reply::Updated { room, id } => vec![ServerMsg::Updated(RoomReply { room, id })],
         Reply::Pong { id } => vec![ServerMsg::Pong(Pong { id })],
@@ -196,7 +194,6 @@ async fn on_text(socket: &mut WebSocket, session: &mut Session, text: &str, limi
         Err(err) => on_refusal(socket, session, err).await,
     }
 }
-
 
 async fn on_refusal(socket: &mut WebSocket, session: &mut Session, err: DecodeError) -> Result<(), End> {
     let (reply, verdict) = session.refuse(err);

@@ -1,2 +1,193 @@
 //! Faults done for real: kill -9 a node, SIGTERM a node, FLUSHALL, restart Redis,
-//! kill the node's pub/sub connection. Each asserts what a client sees.
+//! kill the nodes' pub/sub connections. Each asserts what a client sees.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use protocol::{LeftReason, ServerMsg};
+use serde_json::json;
+
+use crate::helpers::nodes::{ready, DEFAULT_TIMINGS};
+use crate::helpers::{wait_until, Backend, Client, NodeProcess, TestCluster, TestRedis};
+
+/// Sends a signal from `a` to `b` until `b` receives one (the route may need a
+/// moment to come back); panics after `deadline`.
+async fn signal_until_delivered(a: &mut Client, b: &mut Client, room: &str, deadline: Duration) {
+    let end = Instant::now() + deadline;
+    loop {
+        a.signal(room, b.peer(), "offer", json!({"probe": true})).await;
+        if let Some(ServerMsg::Signal(s)) = b.try_recv(Duration::from_millis(500)).await {
+            assert_eq!(&s.from, a.peer());
+            return;
+        }
+        // Refusals while the route heals, and announcements, are fine; nobody leaves.
+        while let Some(msg) = a.try_recv(Duration::from_millis(10)).await {
+            assert!(!matches!(msg, ServerMsg::PeerLeft(_)), "unexpected {msg:?}");
+        }
+        assert!(Instant::now() < end, "signal not delivered within {deadline:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_of_a_node_gives_node_lost_within_15s_and_no_trace_in_redis() {
+    let redis = TestRedis::start().await;
+    // Default liveness timings: this proves the documented bound.
+    let _n1 = NodeProcess::start(&redis.url(), "n1", &[]).await;
+    let mut n2 = NodeProcess::start(&redis.url(), "n2", &[]).await;
+    let mut a = Client::connect(_n1.addr).await;
+    let mut b = Client::connect(n2.addr).await;
+    let mut c = Client::connect(n2.addr).await;
+    a.join("doomed").await;
+    b.join("doomed").await;
+    c.join("other").await;
+    let _ = a.recv().await;
+
+    n2.kill9().await;
+    let killed = Instant::now();
+    let left = match a.try_recv(Duration::from_secs(15)).await {
+        Some(ServerMsg::PeerLeft(left)) => left,
+        other => panic!("expected peer-left within 15 s, got {other:?}"),
+    };
+    let took = killed.elapsed();
+    eprintln!("node-lost after {took:?}");
+    assert_eq!((&left.peer, left.reason), (b.peer(), LeftReason::NodeLost));
+    a.expect_silence(Duration::from_millis(500)).await;
+
+    wait_until(Duration::from_secs(5), "no trace of n2 in redis", || async {
+        redis.cli(&["HLEN", "sig:{room:doomed}:members"]).await == "1"
+            && redis.cli(&["EXISTS", "sig:{room:other}:members"]).await == "0"
+            && redis.cli(&["SISMEMBER", "sig:nodes", "n2"]).await == "0"
+            && redis.cli(&["EXISTS", "sig:{node:n2}:rooms"]).await == "0"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_clients_tells_the_others_and_exits_cleanly() {
+    let redis = TestRedis::start().await;
+    let n1 = NodeProcess::start(&redis.url(), "n1", &[]).await;
+    let mut n2 = NodeProcess::start(&redis.url(), "n2", &[]).await;
+    let mut a = Client::connect(n1.addr).await;
+    let mut b = Client::connect(n2.addr).await;
+    a.join("r").await;
+    b.join("r").await;
+    let _ = a.recv().await;
+
+    let started = Instant::now();
+    let status = n2.terminate().await;
+    assert!(status.success(), "{status:?}");
+    match b.recv().await {
+        ServerMsg::Reconnect(r) => assert_eq!(r.reason, "draining"),
+        other => panic!("expected reconnect, got {other:?}"),
+    }
+    let left = a.recv_peer_left().await;
+    assert_eq!((&left.peer, left.reason), (b.peer(), LeftReason::Disconnected));
+    assert!(started.elapsed() < Duration::from_secs(10), "drain took {:?}", started.elapsed());
+    assert_eq!(redis.cli(&["SISMEMBER", "sig:nodes", "n2"]).await, "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushall_heals_without_dropping_anyone() {
+    let redis = TestRedis::start().await;
+    let cluster = TestCluster::start_with(&Backend::Redis(redis.url()), 2, DEFAULT_TIMINGS).await;
+    let mut a = cluster.client(0).await;
+    let mut b = cluster.client(1).await;
+    a.join("r").await;
+    b.join("r").await;
+    let _ = a.recv().await;
+
+    assert_eq!(redis.cli(&["FLUSHALL"]).await, "OK");
+    let flushed = Instant::now();
+    // A join right away, on a node that mirrors the room, already sees everyone.
+    let mut c = cluster.client(0).await;
+    let joined = c.join("r").await;
+    let mut known: HashSet<_> = joined.peers.iter().map(|p| p.peer.clone()).collect();
+    wait_until(Duration::from_secs(5), "memberships written back", || async {
+        redis.cli(&["HLEN", "sig:{room:r}:members"]).await == "3"
+    })
+    .await;
+    while let Some(ServerMsg::PeerJoined(pj)) = c.try_recv(Duration::from_millis(200)).await {
+        known.insert(pj.peer.peer);
+    }
+    assert_eq!(known, HashSet::from([a.peer().clone(), b.peer().clone()]));
+
+    // A join on the other node, and routing both ways, within 5 s of the flush.
+    let mut d = cluster.client(1).await;
+    let joined = d.join("r").await;
+    assert_eq!(joined.peers.len(), 3, "{joined:?}");
+    signal_until_delivered(&mut a, &mut b, "r", Duration::from_secs(5)).await;
+    signal_until_delivered(&mut b, &mut a, "r", Duration::from_secs(5)).await;
+    eprintln!("healed {:?} after FLUSHALL", flushed.elapsed());
+    assert!(flushed.elapsed() < Duration::from_secs(5));
+    // Nobody was told anyone left.
+    for x in [&mut a, &mut b] {
+        while let Some(msg) = x.try_recv(Duration::from_millis(200)).await {
+            assert!(!matches!(msg, ServerMsg::PeerLeft(_)), "unexpected {msg:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_makes_nodes_unready_then_heals_without_dropping_clients() {
+    let mut redis = TestRedis::start().await;
+    let cluster = TestCluster::start_with(&Backend::Redis(redis.url()), 2, DEFAULT_TIMINGS).await;
+    let mut a = cluster.client(0).await;
+    let mut b = cluster.client(1).await;
+    a.join("r").await;
+    b.join("r").await;
+    let _ = a.recv().await;
+
+    redis.kill().await;
+    let addr = cluster.nodes[0].addr;
+    wait_until(Duration::from_secs(10), "/readyz to fail while redis is down", || async move { !ready(addr).await })
+        .await;
+    // Commands that need Redis fail fast with `unavailable`; the connection stays.
+    a.send(json!({"type":"join","room":"new","id":1})).await;
+    let err = a.recv_error("unavailable").await;
+    assert_eq!(err.id, Some(protocol::RequestId::Num(1.into())));
+    a.send(json!({"type":"ping"})).await;
+    assert!(matches!(a.recv().await, ServerMsg::Pong(_)));
+
+    redis.restart().await;
+    let restarted = Instant::now();
+    for node in &cluster.nodes {
+        let addr = node.addr;
+        wait_until(Duration::from_secs(10), "/readyz after redis is back", || ready(addr)).await;
+    }
+    signal_until_delivered(&mut a, &mut b, "r", Duration::from_secs(5)).await;
+    signal_until_delivered(&mut b, &mut a, "r", Duration::from_secs(5)).await;
+    let mut c = cluster.client(1).await;
+    wait_until(Duration::from_secs(5), "memberships written back", || async {
+        redis.cli(&["HLEN", "sig:{room:r}:members"]).await == "2"
+    })
+    .await;
+    let joined = c.join("r").await;
+    assert_eq!(joined.peers.len(), 2, "{joined:?}");
+    eprintln!("healed {:?} after the restart", restarted.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_pubsub_connection_is_noticed_and_routing_comes_back() {
+    let redis = TestRedis::start().await;
+    let cluster = TestCluster::start(&Backend::Redis(redis.url()), 2).await;
+    let mut a = cluster.client(0).await;
+    let mut b = cluster.client(1).await;
+    a.join("r").await;
+    b.join("r").await;
+    let _ = a.recv().await;
+
+    let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    assert_ne!(killed, "0", "no pub/sub connection was killed");
+    signal_until_delivered(&mut a, &mut b, "r", Duration::from_secs(5)).await;
+    signal_until_delivered(&mut b, &mut a, "r", Duration::from_secs(5)).await;
+    // Room channels are back too: a newcomer on node 1 is announced on node 0.
+    let mut c = cluster.client(1).await;
+    c.join("r").await;
+    loop {
+        match a.recv().await {
+            ServerMsg::PeerJoined(pj) if &pj.peer.peer == c.peer() => break,
+            ServerMsg::Signal(_) | ServerMsg::Error(_) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+}

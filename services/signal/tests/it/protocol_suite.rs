@@ -41,7 +41,8 @@ async fn client(cluster: &TestCluster, i: usize) -> Client {
 on_both_backends!(join_lists_existing_peers_and_announces_the_newcomer, |cluster: TestCluster| async move {
     let mut a = client(&cluster, 0).await;
     let mut b = client(&cluster, 1).await;
-    let joined = a.join_with(json!({"type":"join","room":"r1","name":"Ada","role":"host","meta":{"video":true},"id":1})).await;
+    let joined =
+        a.join_with(json!({"type":"join","room":"r1","name":"Ada","role":"host","meta":{"video":true},"id":1})).await;
     assert!(joined.peers.is_empty());
     assert_eq!(joined.id, Some(protocol::RequestId::Num(1.into())));
 
@@ -66,17 +67,24 @@ on_both_backends!(offer_answer_and_candidates_relay_both_ways_byte_for_byte, |cl
 
     // Odd spacing, key order and number formats must survive untouched.
     let offer = r#"{"sdp":"v=0\r\no=- 4611 2 IN IP4 127.0.0.1\r\n", "type":"offer","z":1.50,"a":[1e3]}"#;
-    a.send_text(format!(r#"{{"type":"signal","room":"call","to":"{}","kind":"offer","data":{offer}}}"#, b.peer())).await;
+    a.send_text(format!(r#"{{"type":"signal","room":"call","to":"{}","kind":"offer","data":{offer}}}"#, b.peer()))
+        .await;
     let got = b.recv_signal().await;
     assert_eq!((&got.from, got.kind.as_str(), got.data.get()), (a.peer(), "offer", offer));
 
     let answer = r#"{"type":"answer","sdp":"v=0\r\n"}"#;
-    b.send_text(format!(r#"{{"type":"signal","room":"call","to":"{}","kind":"answer","data":{answer}}}"#, a.peer())).await;
+    b.send_text(format!(r#"{{"type":"signal","room":"call","to":"{}","kind":"answer","data":{answer}}}"#, a.peer()))
+        .await;
     let got = a.recv_signal().await;
     assert_eq!((&got.from, got.kind.as_str(), got.data.get()), (b.peer(), "answer", answer));
 
-    let candidate = r#"{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 54400 typ host","sdpMid":"0","sdpMLineIndex":0}"#;
-    b.send_text(format!(r#"{{"type":"signal","room":"call","to":"{}","kind":"candidate","data":{candidate}}}"#, a.peer())).await;
+    let candidate =
+        r#"{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 54400 typ host","sdpMid":"0","sdpMLineIndex":0}"#;
+    b.send_text(format!(
+        r#"{{"type":"signal","room":"call","to":"{}","kind":"candidate","data":{candidate}}}"#,
+        a.peer()
+    ))
+    .await;
     assert_eq!(a.recv_signal().await.data.get(), candidate);
 });
 
@@ -87,7 +95,13 @@ on_both_backends!(a_thousand_candidates_arrive_in_the_order_sent, |cluster: Test
     b.join("order").await;
     let _ = a.recv().await;
     for i in 0..1000 {
-        a.signal("order", b.peer(), "candidate", json!({"seq": i, "candidate": "candidate:1 1 udp 1 192.0.2.1 9 typ host"})).await;
+        a.signal(
+            "order",
+            b.peer(),
+            "candidate",
+            json!({"seq": i, "candidate": "candidate:1 1 udp 1 192.0.2.1 9 typ host"}),
+        )
+        .await;
     }
     for i in 0..1000 {
         let got = b.recv_signal().await;
@@ -204,8 +218,8 @@ on_both_backends!(joining_twice_is_refused_and_the_first_membership_stays, |clus
     assert_eq!(b.join("twice").await.peers.len(), 1);
 });
 
-/// Forty peers join one room at the same instant, spread over the nodes: every pair
-/// must know each other, through `joined` or `peer-joined`, exactly once.
+// Forty peers join one room at the same instant, spread over the nodes: every pair
+// must know each other, through `joined` or `peer-joined`, exactly once.
 on_both_backends!(forty_simultaneous_joiners_all_know_each_other, |cluster: TestCluster| async move {
     const N: usize = 40;
     let mut clients = join_all((0..N).map(|i| client(&cluster, i))).await;

@@ -51,7 +51,10 @@ fn bad_frames_get_bad_request_with_the_id_echoed_when_readable() {
         (r#"{"type":"warp","id":"x"}"#, Some(RequestId::Str("x".into()))),
         (r#"{"type":"join","id":4}"#, Some(RequestId::Num(4.into()))),
         (r#"{"type":"join","room":"","id":5}"#, Some(RequestId::Num(5.into()))),
-        (r#"{"type":"signal","room":"r","to":"nobody","kind":"offer","data":1,"id":6}"#, Some(RequestId::Num(6.into()))),
+        (
+            r#"{"type":"signal","room":"r","to":"nobody","kind":"offer","data":1,"id":6}"#,
+            Some(RequestId::Num(6.into())),
+        ),
         (r#"{"type":"update","room":"r","meta":[1]}"#, None),
         (r#"{"type":"join","room":"r","name":"a\u0000b"}"#, None),
     ];
@@ -97,10 +100,7 @@ fn server_messages_have_the_documented_wire_shape() {
     assert_eq!(ServerMsg::decode(&json).unwrap(), msg);
 
     let err = ServerMsg::error(ErrorCode::PeerUnavailable, "gone", Some(RequestId::Num(2.into())));
-    assert_eq!(
-        err.to_json(),
-        r#"{"type":"error","code":"peer-unavailable","message":"gone","id":2}"#
-    );
+    assert_eq!(err.to_json(), r#"{"type":"error","code":"peer-unavailable","message":"gone","id":2}"#);
     let left = ServerMsg::PeerLeft(PeerLeft {
         room: RoomId::parse("r").unwrap(),
         peer: p.clone(),

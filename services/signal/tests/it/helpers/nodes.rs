@@ -23,10 +23,13 @@ pub enum Backend {
 /// Fast liveness for tests that are not about the default timings.
 pub const FAST: &[(&str, &str)] = &[("HEARTBEAT_INTERVAL_MS", "300"), ("NODE_TTL_MS", "1200")];
 
+/// The documented defaults, for tests that prove the documented bounds.
+pub const DEFAULT_TIMINGS: &[(&str, &str)] = &[("HEARTBEAT_INTERVAL_MS", "2000"), ("NODE_TTL_MS", "6000")];
+
 pub struct InProcessNode {
     pub addr: SocketAddr,
-    pub node_id: String,
-    stop: Option<oneshot::Sender<()>>,
+    /// Dropping it drains the node.
+    _stop: oneshot::Sender<()>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -42,28 +45,13 @@ impl InProcessNode {
         let config = SignalConfig::from_pairs(&pairs).expect("test config");
         let app = App::build(config).await.expect("node starts");
         let addr = app.local_addr();
-        let node_id = app.node_id().to_string();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
-        let node = Self { addr, node_id, stop: Some(stop), task: Some(task) };
+        let node = Self { addr, _stop: stop, task: Some(task) };
         wait_ready(addr).await;
         node
-    }
-
-    /// Drains the node as SIGTERM would, and waits for it to finish.
-    pub async fn drain(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(20), task)
-                .await
-                .expect("drain within 20 s")
-                .unwrap()
-                .unwrap();
-        }
     }
 }
 
@@ -100,10 +88,8 @@ impl TestCluster {
 
 /// GET `path` over plain HTTP/1.0; returns (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-        .await
-        .ok()?
-        .ok()?;
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
     stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes()).await.ok()?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await.ok()?.ok()?;
@@ -125,7 +111,6 @@ pub async fn wait_ready(addr: SocketAddr) {
 pub struct NodeProcess {
     child: Child,
     pub addr: SocketAddr,
-    pub node_id: String,
 }
 
 impl NodeProcess {
@@ -150,7 +135,7 @@ impl NodeProcess {
             .expect("spawn signal binary");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         wait_ready(addr).await;
-        Self { child, addr, node_id: node_id.to_owned() }
+        Self { child, addr }
     }
 
     pub async fn kill9(&mut self) {

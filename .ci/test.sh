@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace on a fresh machine. Installs what the tests need
+# (redis-server, redis-cli) with apt-get when missing; the tests start their own
+# servers on free loopback ports and never touch a Redis already running on 6379.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  echo "installing: ${need_apt[*]}"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+cargo test --workspace --locked "$@"
