@@ -50,11 +50,19 @@ async fn a_client_that_keeps_misbehaving_is_disconnected_and_others_are_not() {
     let mut bad = cluster.client(0).await;
     let mut good = cluster.client(0).await;
     good.join("r").await;
-    for _ in 0..30 {
+    // One bad frame at a time, reading each answer: errors first, then the hang-up.
+    let mut errors = 0;
+    let reason = loop {
         bad.send_text("garbage").await;
-    }
-    let reason = bad.closed().await;
+        match bad.recv_or_close().await {
+            Ok(ServerMsg::Error(e)) if e.code.as_str() == "bad-request" => errors += 1,
+            Ok(other) => panic!("{other:?}"),
+            Err(reason) => break reason,
+        }
+        assert!(errors <= 25, "still connected after {errors} bad frames");
+    };
     assert!(reason.contains("too many bad messages"), "{reason:?}");
+    assert!(errors >= 20, "closed after only {errors} errors");
     good.send(json!({"type":"ping"})).await;
     assert!(matches!(good.recv().await, ServerMsg::Pong(_)));
 }

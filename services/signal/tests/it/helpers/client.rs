@@ -64,13 +64,14 @@ impl Client {
         }
     }
 
-    /// Waits for the socket to be closed by the server; returns the close reason.
-    pub async fn closed(&mut self) -> String {
+    /// The next server message, or `Err(close reason)` if the server closed instead.
+    pub async fn recv_or_close(&mut self) -> Result<ServerMsg, String> {
         loop {
-            match tokio::time::timeout(RECV_DEADLINE, self.ws.next()).await.expect("close within deadline") {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+            match tokio::time::timeout(RECV_DEADLINE, self.ws.next()).await.expect("frame within deadline") {
+                Some(Ok(Message::Text(t))) => return Ok(ServerMsg::decode(t.as_str()).expect("server frame")),
+                Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| f.reason.to_string()).unwrap_or_default()),
                 Some(Ok(_)) => continue,
-                None | Some(Err(_)) => return String::new(),
+                other => panic!("socket failed instead of closing: {other:?}"),
             }
         }
     }
