@@ -12,7 +12,7 @@ mod rules;
 mod sessions;
 mod subs;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -97,7 +97,6 @@ pub struct Core {
     pub health: Health,
     resync_wanted: Notify,
     dropped_envelopes: AtomicU64,
-    started: AtomicBool,
 }
 
 impl Core {
@@ -112,7 +111,6 @@ impl Core {
             subs: subs::RoomSubs::default(),
             resync_wanted: Notify::new(),
             dropped_envelopes: AtomicU64::new(0),
-            started: AtomicBool::new(false),
         })
     }
 
@@ -141,7 +139,6 @@ impl Core {
         self.backend.subscribe_node(&self.node).await?;
         self.backend.heartbeat(&self.node, self.settings.node_ttl.as_millis() as u64).await?;
         self.health.set_redis(true);
-        self.started.store(true, Ordering::Relaxed);
         Ok(inbox)
     }
 
@@ -344,7 +341,7 @@ impl Core {
             BusEvent::Probe { nonce } => self.health.probe_returned(nonce),
             event => {
                 let grace = Instant::now() + self.settings.node_ttl;
-                if !self.rooms.apply(&event, grace).is_empty() {
+                if self.rooms.apply(&event, grace) {
                     // Another node declared some of ours lost: write them back.
                     self.resync_wanted.notify_one();
                 }

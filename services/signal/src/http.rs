@@ -45,6 +45,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
             "node": core.node().as_str(),
             "connections": core.sessions.len(),
             "rooms": core.room_count(),
+            "dropped_envelopes": core.dropped_envelopes(),
         }))
     };
     match core.health.ready() {

@@ -257,12 +257,12 @@ impl Rooms {
     }
 
     /// Applies one room-channel event: updates the mirror, advances handshakes and
-    /// resyncs, and delivers to local members. Returns local members that another node
-    /// declared lost and that must be announced again.
-    pub fn apply(&self, event: &BusEvent, grace_until: Instant) -> Vec<LocalMember> {
-        let Some(room) = room_of(event) else { return Vec::new() };
+    /// resyncs, and delivers to local members. Returns true when another node declared
+    /// one of our active members lost, so it must be written back and announced again.
+    pub fn apply(&self, event: &BusEvent, grace_until: Instant) -> bool {
+        let Some(room) = room_of(event) else { return false };
         let mut rooms = self.lock();
-        let Some(mirror) = rooms.get_mut(room) else { return Vec::new() };
+        let Some(mirror) = rooms.get_mut(room) else { return false };
 
         if let BusEvent::Marker { nonce, .. } = event {
             if let Some(resync) = mirror.resync.as_mut().filter(|r| r.nonce == *nonce) {
@@ -271,7 +271,7 @@ impl Rooms {
                     reconcile(&self.node, room, mirror, grace_until);
                 }
             }
-            return Vec::new();
+            return false;
         }
         if let Some(resync) = mirror.resync.as_mut().filter(|r| r.marker_seen) {
             if let Some(subject) = subject_of(event) {
@@ -282,18 +282,11 @@ impl Rooms {
         // keep it here and announce it again.
         if let BusEvent::Left { peer, reason: LeftReason::NodeLost, .. } = event {
             if peer.is_on(&self.node) {
-                return match mirror.local.get(peer) {
-                    Some(local) if matches!(local.state, LocalState::Active) => vec![LocalMember {
-                        room: room.clone(),
-                        record: local.record.clone(),
-                        token_hash: mirror.token_hash.clone(),
-                    }],
-                    _ => Vec::new(),
-                };
+                return mirror.local.get(peer).is_some_and(|l| matches!(l.state, LocalState::Active));
             }
         }
         apply_room_event(mirror, event);
-        Vec::new()
+        false
     }
 }
 

@@ -13,9 +13,7 @@ async fn every_bad_frame_gets_its_error_and_the_connection_survives() {
     let cluster = TestCluster::start(&Backend::Memory, 1).await;
     let mut a = cluster.client(0).await;
     let mut b = cluster.client(0).await;
-    a.join("r").await;
-    b.join("r").await;
-    let _ = a.recv().await;
+    a.join_pair(&mut b, "r").await;
 
     let long_room = "r".repeat(101);
     let long_name = "n".repeat(51);
@@ -91,9 +89,7 @@ async fn a_reader_that_cannot_keep_up_is_disconnected_not_buffered() {
     let cluster = TestCluster::start_with(&Backend::Memory, 1, &[("OUTBOUND_QUEUE", "16")]).await;
     let mut sender = cluster.client(0).await;
     let mut slow = cluster.client(0).await;
-    sender.join("flood").await;
-    slow.join("flood").await;
-    let _ = sender.recv().await;
+    sender.join_pair(&mut slow, "flood").await;
     // 60 KB broadcasts that `slow` never reads: socket buffers fill, then its queue.
     let chunk = "x".repeat(60 * 1000);
     let frame = json!({"type":"broadcast","room":"flood","kind":"blob","data":chunk}).to_string();

@@ -32,15 +32,13 @@ async fn signal_until_delivered(a: &mut Client, b: &mut Client, room: &str, dead
 async fn kill_dash_nine_of_a_node_gives_node_lost_within_15s_and_no_trace_in_redis() {
     let redis = TestRedis::start().await;
     // Default liveness timings: this proves the documented bound.
-    let _n1 = NodeProcess::start(&redis.url(), "n1", &[]).await;
+    let n1 = NodeProcess::start(&redis.url(), "n1", &[]).await;
     let mut n2 = NodeProcess::start(&redis.url(), "n2", &[]).await;
-    let mut a = Client::connect(_n1.addr).await;
+    let mut a = Client::connect(n1.addr).await;
     let mut b = Client::connect(n2.addr).await;
     let mut c = Client::connect(n2.addr).await;
-    a.join("doomed").await;
-    b.join("doomed").await;
+    a.join_pair(&mut b, "doomed").await;
     c.join("other").await;
-    let _ = a.recv().await;
 
     n2.kill9().await;
     let killed = Instant::now();
@@ -69,9 +67,7 @@ async fn sigterm_drains_clients_tells_the_others_and_exits_cleanly() {
     let mut n2 = NodeProcess::start(&redis.url(), "n2", &[]).await;
     let mut a = Client::connect(n1.addr).await;
     let mut b = Client::connect(n2.addr).await;
-    a.join("r").await;
-    b.join("r").await;
-    let _ = a.recv().await;
+    a.join_pair(&mut b, "r").await;
 
     let started = Instant::now();
     let status = n2.terminate().await;
@@ -92,9 +88,7 @@ async fn flushall_heals_without_dropping_anyone() {
     let cluster = TestCluster::start_with(&Backend::Redis(redis.url()), 2, DEFAULT_TIMINGS).await;
     let mut a = cluster.client(0).await;
     let mut b = cluster.client(1).await;
-    a.join("r").await;
-    b.join("r").await;
-    let _ = a.recv().await;
+    a.join_pair(&mut b, "r").await;
 
     assert_eq!(redis.cli(&["FLUSHALL"]).await, "OK");
     let flushed = Instant::now();
@@ -133,9 +127,7 @@ async fn redis_restart_makes_nodes_unready_then_heals_without_dropping_clients()
     let cluster = TestCluster::start_with(&Backend::Redis(redis.url()), 2, DEFAULT_TIMINGS).await;
     let mut a = cluster.client(0).await;
     let mut b = cluster.client(1).await;
-    a.join("r").await;
-    b.join("r").await;
-    let _ = a.recv().await;
+    a.join_pair(&mut b, "r").await;
 
     redis.kill().await;
     let addr = cluster.nodes[0].addr;
@@ -172,9 +164,7 @@ async fn a_killed_pubsub_connection_is_noticed_and_routing_comes_back() {
     let cluster = TestCluster::start(&Backend::Redis(redis.url()), 2).await;
     let mut a = cluster.client(0).await;
     let mut b = cluster.client(1).await;
-    a.join("r").await;
-    b.join("r").await;
-    let _ = a.recv().await;
+    a.join_pair(&mut b, "r").await;
 
     let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
     assert_ne!(killed, "0", "no pub/sub connection was killed");

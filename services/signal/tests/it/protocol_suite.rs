@@ -61,9 +61,7 @@ on_both_backends!(join_lists_existing_peers_and_announces_the_newcomer, |cluster
 on_both_backends!(offer_answer_and_candidates_relay_both_ways_byte_for_byte, |cluster: TestCluster| async move {
     let mut a = client(&cluster, 0).await;
     let mut b = client(&cluster, 1).await;
-    a.join("call").await;
-    b.join("call").await;
-    let _ = a.recv().await; // peer-joined b
+    a.join_pair(&mut b, "call").await;
 
     // Odd spacing, key order and number formats must survive untouched.
     let offer = r#"{"sdp":"v=0\r\no=- 4611 2 IN IP4 127.0.0.1\r\n", "type":"offer","z":1.50,"a":[1e3]}"#;
@@ -91,9 +89,7 @@ on_both_backends!(offer_answer_and_candidates_relay_both_ways_byte_for_byte, |cl
 on_both_backends!(a_thousand_candidates_arrive_in_the_order_sent, |cluster: TestCluster| async move {
     let mut a = client(&cluster, 0).await;
     let mut b = client(&cluster, 1).await;
-    a.join("order").await;
-    b.join("order").await;
-    let _ = a.recv().await;
+    a.join_pair(&mut b, "order").await;
     for i in 0..1000 {
         a.signal(
             "order",
@@ -114,9 +110,7 @@ on_both_backends!(rooms_are_isolated, |cluster: TestCluster| async move {
     let mut a = client(&cluster, 0).await;
     let mut b = client(&cluster, 1).await;
     let mut c = client(&cluster, 1).await;
-    a.join("red").await;
-    b.join("red").await;
-    let _ = a.recv().await;
+    a.join_pair(&mut b, "red").await;
     c.join("blue").await;
 
     a.send(json!({"type":"broadcast","room":"red","kind":"chat","data":{"text":"hi"}})).await;
@@ -168,9 +162,7 @@ on_both_backends!(leaving_and_disconnecting_each_give_one_peer_left, |cluster: T
 on_both_backends!(updates_reach_the_others_and_are_stored, |cluster: TestCluster| async move {
     let mut a = client(&cluster, 0).await;
     let mut b = client(&cluster, 1).await;
-    a.join("u").await;
-    b.join("u").await;
-    let _ = a.recv().await;
+    a.join_pair(&mut b, "u").await;
     b.send(json!({"type":"update","room":"u","meta":{"audio":false,"hand":true},"id":3})).await;
     assert!(matches!(b.recv().await, ServerMsg::Updated(_)));
     match a.recv().await {

@@ -76,6 +76,18 @@ impl Client {
         }
     }
 
+    /// `self` joins `room`, then `other` joins and is listed `self`; `self` hears
+    /// `peer-joined` for `other`.
+    pub async fn join_pair(&mut self, other: &mut Client, room: &str) {
+        self.join(room).await;
+        let joined = other.join(room).await;
+        assert!(joined.peers.iter().any(|p| &p.peer == self.peer()), "{joined:?}");
+        match self.recv().await {
+            ServerMsg::PeerJoined(pj) => assert_eq!(&pj.peer.peer, other.peer()),
+            msg => panic!("expected peer-joined, got {msg:?}"),
+        }
+    }
+
     pub async fn join(&mut self, room: &str) -> Joined {
         self.join_with(json!({"type": "join", "room": room, "name": "tester"})).await
     }
