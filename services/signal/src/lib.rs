@@ -8,5 +8,5 @@ pub mod http;
 pub mod session;
 pub mod transport;
 
-pub use app::App;
+pub use app::{App, RunningApp};
 pub use config::SignalConfig;

@@ -5,11 +5,10 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use signal::{App, SignalConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use signal::{App, RunningApp, SignalConfig};
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+pub use testkit::http_get;
 
 use super::{free_port, wait_until, Client};
 
@@ -28,9 +27,8 @@ pub const DEFAULT_TIMINGS: &[(&str, &str)] = &[("HEARTBEAT_INTERVAL_MS", "2000")
 
 pub struct InProcessNode {
     pub addr: SocketAddr,
-    /// Dropping it drains the node.
-    _stop: oneshot::Sender<()>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Dropping it stops the node.
+    _running: RunningApp,
 }
 
 impl InProcessNode {
@@ -43,23 +41,10 @@ impl InProcessNode {
         pairs.extend_from_slice(FAST);
         pairs.extend_from_slice(extra);
         let config = SignalConfig::from_pairs(&pairs).expect("test config");
-        let app = App::build(config).await.expect("node starts");
-        let addr = app.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until(async move {
-            let _ = stopped.await;
-        }));
-        let node = Self { addr, _stop: stop, task: Some(task) };
+        let running = App::build(config).await.expect("node starts").spawn();
+        let addr = running.local_addr();
         wait_ready(addr).await;
-        node
-    }
-}
-
-impl Drop for InProcessNode {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        Self { addr, _running: running }
     }
 }
 
@@ -84,19 +69,6 @@ impl TestCluster {
     pub async fn client(&self, i: usize) -> Client {
         Client::connect(self.nodes[i].addr).await
     }
-}
-
-/// GET `path` over plain HTTP/1.0; returns (status, body).
-pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream =
-        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await.ok()?.ok()?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    Some((status, body))
 }
 
 pub async fn ready(addr: SocketAddr) -> bool {

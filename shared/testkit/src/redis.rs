@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use super::{free_port, wait_until};
+use crate::{free_port, wait_until};
 
 pub struct TestRedis {
     child: Option<Child>,

@@ -1,0 +1,103 @@
+//! The seam between scenarios and a wire dialect. Scenarios speak in dialect-free
+//! [`Command`]s and [`Event`]s; a [`Driver`] opens connections and translates. The
+//! native protocol v1 is the first driver; another dialect is another module here
+//! and no scenario changes.
+
+pub mod native;
+
+use async_trait::async_trait;
+
+/// What a scenario asks a connection to do.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Join { room: String, name: String, meta: Option<String> },
+    Leave { room: String },
+    /// `data` is JSON text and travels untouched.
+    Signal { room: String, to: String, kind: &'static str, data: String },
+    Broadcast { room: String, kind: &'static str, data: String },
+    Update { room: String, meta: String },
+}
+
+/// What a connection heard. Ids are the server's peer ids as text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Joined { room: String, peers: Vec<String> },
+    PeerJoined { room: String, peer: String },
+    PeerLeft { room: String, peer: String, reason: String },
+    Left { room: String },
+    Updated { room: String },
+    PeerUpdated { room: String, peer: String },
+    /// `data` is the sender's JSON text.
+    Signal { room: String, from: String, kind: String, data: String },
+    Broadcast { room: String, from: String, kind: String, data: String },
+    Error { code: String, message: String },
+    /// The server asked clients to reconnect elsewhere (it is draining).
+    Reconnect,
+    /// Anything else the dialect sends that scenarios do not act on.
+    Other,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("the server closed the connection: {0}")]
+    Closed(String),
+    #[error("bad frame from the server: {0}")]
+    BadFrame(String),
+    #[error("socket error: {0}")]
+    Io(String),
+}
+
+impl DriverError {
+    /// A short stable label for counting failures by kind in reports.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DriverError::Connect { .. } => "connect-failed",
+            DriverError::Closed(_) => "closed",
+            DriverError::BadFrame(_) => "bad-frame",
+            DriverError::Io(_) => "socket-error",
+        }
+    }
+}
+
+/// Opens connections in one dialect.
+#[async_trait]
+pub trait Driver: Send + Sync {
+    /// Connects and completes the dialect's greeting; returns the halves and the
+    /// peer id the server assigned.
+    async fn connect(&self, url: &str) -> Result<Connection, DriverError>;
+}
+
+pub struct Connection {
+    pub peer: String,
+    pub tx: Box<dyn CommandSink>,
+    pub rx: Box<dyn EventStream>,
+}
+
+#[async_trait]
+pub trait CommandSink: Send {
+    /// Queues a command without flushing (cheap; call `flush` after a batch).
+    async fn feed(&mut self, cmd: &Command) -> Result<(), DriverError>;
+    async fn flush(&mut self) -> Result<(), DriverError>;
+    async fn send(&mut self, cmd: &Command) -> Result<(), DriverError> {
+        self.feed(cmd).await?;
+        self.flush().await
+    }
+    /// Closes the connection politely.
+    async fn close(&mut self);
+}
+
+#[async_trait]
+pub trait EventStream: Send {
+    /// The next event; `Err(Closed)` when the server closed.
+    async fn next(&mut self) -> Result<Event, DriverError>;
+}
+
+/// The driver for a dialect name given on the command line.
+pub fn by_name(name: &str) -> Option<Box<dyn Driver>> {
+    match name {
+        "native" => Some(Box::new(native::NativeDriver)),
+        _ => None,
+    }
+}

@@ -1,0 +1,210 @@
+//! Native protocol v1 (docs/protocol.md) over tokio-tungstenite. Signal and broadcast
+//! frames, the hot path, are read in one borrowed pass; everything else goes through
+//! the protocol crate's own `ServerMsg::decode`, so the harness reads the wire exactly
+//! as the node writes it.
+
+use async_trait::async_trait;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use protocol::ServerMsg;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::{Command, CommandSink, Connection, Driver, DriverError, Event, EventStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+#[derive(Default)]
+pub struct NativeDriver;
+
+#[async_trait]
+impl Driver for NativeDriver {
+    async fn connect(&self, url: &str) -> Result<Connection, DriverError> {
+        let fail = |reason: String| DriverError::Connect { url: url.to_owned(), reason };
+        // Small buffers: the harness holds tens of thousands of idle sockets.
+        let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let (tx, rx) = ws.split();
+        let mut rx = NativeEvents { rx };
+        let peer = match rx.next_msg().await.map_err(|e| fail(e.to_string()))? {
+            Some(ServerMsg::Welcome(w)) => w.peer.to_string(),
+            other => return Err(fail(format!("expected welcome, got {other:?}"))),
+        };
+        Ok(Connection { peer, tx: Box::new(NativeCommands { tx }), rx: Box::new(rx) })
+    }
+}
+
+struct NativeCommands {
+    tx: SplitSink<Ws, Message>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+enum Wire<'a> {
+    Join { room: &'a str, name: &'a str, #[serde(skip_serializing_if = "Option::is_none")] meta: Option<&'a RawValue> },
+    Leave { room: &'a str },
+    Signal { room: &'a str, to: &'a str, kind: &'a str, data: &'a RawValue },
+    Broadcast { room: &'a str, kind: &'a str, data: &'a RawValue },
+    Update { room: &'a str, meta: &'a RawValue },
+}
+
+fn raw(text: &str) -> Result<&RawValue, DriverError> {
+    serde_json::from_str(text).map_err(|e| DriverError::BadFrame(format!("scenario built invalid JSON: {e}")))
+}
+
+pub fn encode(cmd: &Command) -> Result<String, DriverError> {
+    let wire = match cmd {
+        Command::Join { room, name, meta } => {
+            Wire::Join { room, name, meta: meta.as_deref().map(raw).transpose()? }
+        }
+        Command::Leave { room } => Wire::Leave { room },
+        Command::Signal { room, to, kind, data } => Wire::Signal { room, to, kind, data: raw(data)? },
+        Command::Broadcast { room, kind, data } => Wire::Broadcast { room, kind, data: raw(data)? },
+        Command::Update { room, meta } => Wire::Update { room, meta: raw(meta)? },
+    };
+    Ok(serde_json::to_string(&wire).expect("wire commands serialise"))
+}
+
+#[async_trait]
+impl CommandSink for NativeCommands {
+    async fn feed(&mut self, cmd: &Command) -> Result<(), DriverError> {
+        let text = encode(cmd)?;
+        self.tx.feed(Message::Text(text.into())).await.map_err(|e| DriverError::Io(e.to_string()))
+    }
+
+    async fn flush(&mut self) -> Result<(), DriverError> {
+        self.tx.flush().await.map_err(|e| DriverError::Io(e.to_string()))
+    }
+
+    async fn close(&mut self) {
+        let _ = self.tx.close().await;
+    }
+}
+
+struct NativeEvents {
+    rx: SplitStream<Ws>,
+}
+
+/// The fields of `signal` and `broadcast`, borrowed from the frame.
+#[derive(Deserialize)]
+struct RelayedFrame<'a> {
+    #[serde(rename = "type")]
+    ty: &'a str,
+    #[serde(default)]
+    room: Option<&'a str>,
+    #[serde(default)]
+    from: Option<&'a str>,
+    #[serde(default)]
+    kind: Option<&'a str>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+pub fn decode(text: &str) -> Result<Event, DriverError> {
+    let bad = |e: serde_json::Error| DriverError::BadFrame(format!("{e}: {}", truncate(text)));
+    let frame: RelayedFrame = serde_json::from_str(text).map_err(bad)?;
+    if let ("signal" | "broadcast", Some(room), Some(from), Some(kind), Some(data)) =
+        (frame.ty, frame.room, frame.from, frame.kind, frame.data)
+    {
+        let (room, from, kind, data) = (room.to_owned(), from.to_owned(), kind.to_owned(), data.get().to_owned());
+        return Ok(if frame.ty == "signal" {
+            Event::Signal { room, from, kind, data }
+        } else {
+            Event::Broadcast { room, from, kind, data }
+        });
+    }
+    Ok(match ServerMsg::decode(text).map_err(bad)? {
+        ServerMsg::Joined(j) => {
+            Event::Joined { room: j.room.to_string(), peers: j.peers.iter().map(|m| m.peer.to_string()).collect() }
+        }
+        ServerMsg::PeerJoined(p) => Event::PeerJoined { room: p.room.to_string(), peer: p.peer.peer.to_string() },
+        ServerMsg::PeerUpdated(p) => Event::PeerUpdated { room: p.room.to_string(), peer: p.peer.peer.to_string() },
+        ServerMsg::PeerLeft(p) => Event::PeerLeft {
+            room: p.room.to_string(),
+            peer: p.peer.to_string(),
+            reason: serde_json::to_value(p.reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        },
+        ServerMsg::Left(r) => Event::Left { room: r.room.to_string() },
+        ServerMsg::Updated(r) => Event::Updated { room: r.room.to_string() },
+        ServerMsg::Error(e) => Event::Error { code: e.code.as_str().to_owned(), message: e.message },
+        ServerMsg::Reconnect(_) => Event::Reconnect,
+        ServerMsg::Welcome(_) | ServerMsg::Pong(_) | ServerMsg::Signal(_) | ServerMsg::Broadcast(_) => Event::Other,
+    })
+}
+
+fn truncate(text: &str) -> &str {
+    let end = text.char_indices().nth(120).map(|(i, _)| i).unwrap_or(text.len());
+    &text[..end]
+}
+
+impl NativeEvents {
+    async fn next_msg(&mut self) -> Result<Option<ServerMsg>, DriverError> {
+        loop {
+            match self.rx.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    return ServerMsg::decode(t.as_str()).map(Some).map_err(|e| DriverError::BadFrame(e.to_string()))
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(DriverError::Closed(frame.map(|f| f.reason.to_string()).unwrap_or_default()))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(DriverError::Io(e.to_string())),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventStream for NativeEvents {
+    async fn next(&mut self) -> Result<Event, DriverError> {
+        loop {
+            match self.rx.next().await {
+                Some(Ok(Message::Text(t))) => return decode(t.as_str()),
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(DriverError::Closed(frame.map(|f| f.reason.to_string()).unwrap_or_default()))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(DriverError::Io(e.to_string())),
+                None => return Err(DriverError::Closed("end of stream".into())),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_frames_keep_their_data_text() {
+        let text = r#"{"type":"signal","room":"r","from":"n.abc","kind":"offer","data":{"b":1, "a":[2]}}"#;
+        assert_eq!(
+            decode(text).unwrap(),
+            Event::Signal { room: "r".into(), from: "n.abc".into(), kind: "offer".into(), data: r#"{"b":1, "a":[2]}"#.into() }
+        );
+    }
+
+    #[test]
+    fn commands_encode_to_native_v1() {
+        let cmd = Command::Signal { room: "r".into(), to: "n.x".into(), kind: "candidate", data: r#"{"c":1}"#.into() };
+        assert_eq!(encode(&cmd).unwrap(), r#"{"type":"signal","room":"r","to":"n.x","kind":"candidate","data":{"c":1}}"#);
+        let join = Command::Join { room: "r".into(), name: "a".into(), meta: None };
+        assert_eq!(encode(&join).unwrap(), r#"{"type":"join","room":"r","name":"a"}"#);
+    }
+
+    #[test]
+    fn errors_and_membership_decode() {
+        let e = decode(r#"{"type":"error","code":"peer-unavailable","message":"gone"}"#).unwrap();
+        assert_eq!(e, Event::Error { code: "peer-unavailable".into(), message: "gone".into() });
+        let left = decode(r#"{"type":"peer-left","room":"r","peer":"n.abc","reason":"node-lost"}"#).unwrap();
+        assert_eq!(left, Event::PeerLeft { room: "r".into(), peer: "n.abc".into(), reason: "node-lost".into() });
+        assert!(decode("{not json").is_err());
+    }
+}

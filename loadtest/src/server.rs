@@ -1,0 +1,133 @@
+//! Reads the servers' resident memory and CPU time, from /proc for local PIDs or
+//! from a Prometheus /metrics page (`process_resident_memory_bytes`,
+//! `process_cpu_seconds_total`), so reports can say bytes per connection and
+//! signals per CPU-second.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Linux reports utime and stime in clock ticks of 1/100 s on every platform we run on.
+const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+
+#[derive(Debug, Clone, Default)]
+pub struct ServerWatch {
+    pub pids: Vec<u32>,
+    pub metrics_urls: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sample {
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
+}
+
+impl ServerWatch {
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty() && self.metrics_urls.is_empty()
+    }
+
+    /// The sum over every watched server.
+    pub async fn sample(&self) -> anyhow::Result<Sample> {
+        let mut total = Sample::default();
+        for pid in &self.pids {
+            let s = sample_pid(*pid).with_context(|| format!("reading /proc/{pid}"))?;
+            total.rss_bytes += s.rss_bytes;
+            total.cpu_seconds += s.cpu_seconds;
+        }
+        for url in &self.metrics_urls {
+            let s = sample_metrics_url(url).await.with_context(|| format!("reading {url}"))?;
+            total.rss_bytes += s.rss_bytes;
+            total.cpu_seconds += s.cpu_seconds;
+        }
+        Ok(total)
+    }
+}
+
+pub fn sample_pid(pid: u32) -> anyhow::Result<Sample> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS line"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    Ok(Sample { rss_bytes: rss_kib * 1024, cpu_seconds: cpu_from_stat(&stat)? })
+}
+
+/// utime + stime from a /proc/<pid>/stat line. The command name (field 2) may hold
+/// spaces and parentheses, so fields are counted after its closing parenthesis.
+fn cpu_from_stat(stat: &str) -> anyhow::Result<f64> {
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or_else(|| anyhow!("malformed stat"))?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        fields.get(i).and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| anyhow!("malformed stat field {i}"))
+    };
+    Ok((ticks(11)? + ticks(12)?) / CLOCK_TICKS_PER_SEC)
+}
+
+async fn sample_metrics_url(url: &str) -> anyhow::Result<Sample> {
+    let body = http_get(url).await?;
+    parse_prometheus(&body)
+}
+
+pub fn parse_prometheus(body: &str) -> anyhow::Result<Sample> {
+    let value = |name: &str| {
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(name).filter(|rest| rest.starts_with([' ', '{'])))
+            .and_then(|rest| rest.rsplit(' ').next())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let rss = value("process_resident_memory_bytes").ok_or_else(|| anyhow!("no process_resident_memory_bytes"))?;
+    let cpu = value("process_cpu_seconds_total").ok_or_else(|| anyhow!("no process_cpu_seconds_total"))?;
+    Ok(Sample { rss_bytes: rss as u64, cpu_seconds: cpu })
+}
+
+/// A plain HTTP/1.0 GET of an `http://host:port/path` URL, bounded in time.
+async fn http_get(url: &str) -> anyhow::Result<String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| anyhow!("only http:// metrics URLs are supported"))?;
+    let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let io = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").as_bytes()).await?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await?;
+        anyhow::Ok(String::from_utf8_lossy(&buf).into_owned())
+    };
+    let text = tokio::time::timeout(Duration::from_secs(5), io).await.context("timed out")??;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow!("malformed HTTP response"))?;
+    if head.split_whitespace().nth(1) != Some("200") {
+        bail!("HTTP status is not 200: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process_from_proc() {
+        let s = sample_pid(std::process::id()).unwrap();
+        assert!(s.rss_bytes > 1024 * 1024, "a test binary holds more than 1 MiB: {s:?}");
+        assert!(s.cpu_seconds >= 0.0);
+    }
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let stat = "4242 (signal (x) y) S 1 4242 4242 0 -1 4194560 1 0 0 0 250 50 0 0 20 0 3 0 100 0 0";
+        assert_eq!(cpu_from_stat(stat).unwrap(), 3.0);
+    }
+
+    #[test]
+    fn prometheus_process_metrics_parse() {
+        let body = "# HELP process_resident_memory_bytes x\n# TYPE process_resident_memory_bytes gauge\n\
+                    process_resident_memory_bytes 1.2345e7\nprocess_cpu_seconds_total{job=\"x\"} 12.5\n";
+        assert_eq!(parse_prometheus(body).unwrap(), Sample { rss_bytes: 12_345_000, cpu_seconds: 12.5 });
+        assert!(parse_prometheus("other_metric 1\n").is_err());
+    }
+}
