@@ -15,7 +15,11 @@ use crate::scenario::meeting::MeetingArgs;
 use crate::scenario::relay::RelayArgs;
 
 #[derive(Debug, Parser)]
-#[command(name = "loadtest", version, about = "Drives a signaling cluster through its public protocol and reports what it held.")]
+#[command(
+    name = "loadtest",
+    version,
+    about = "Drives a signaling cluster through its public protocol and reports what it held."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Cmd,
@@ -258,7 +262,16 @@ mod tests {
     #[test]
     fn cli_parses_a_relay_run_and_its_spec_round_trips() {
         let cli = Cli::try_parse_from([
-            "loadtest", "relay", "--url", "ws://a/ws,ws://b/ws", "--rate", "2000", "--duration", "3s", "--slo", "p99<5ms",
+            "loadtest",
+            "relay",
+            "--url",
+            "ws://a/ws,ws://b/ws",
+            "--rate",
+            "2000",
+            "--duration",
+            "3s",
+            "--slo",
+            "p99<5ms",
         ])
         .unwrap();
         let Cmd::Scenario(run) = cli.command else { panic!("a scenario") };

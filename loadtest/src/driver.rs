@@ -10,27 +10,75 @@ use async_trait::async_trait;
 /// What a scenario asks a connection to do.
 #[derive(Debug, Clone)]
 pub enum Command {
-    Join { room: String, name: String, meta: Option<String> },
-    Leave { room: String },
+    Join {
+        room: String,
+        name: String,
+        meta: Option<String>,
+    },
+    Leave {
+        room: String,
+    },
     /// `data` is JSON text and travels untouched.
-    Signal { room: String, to: String, kind: &'static str, data: String },
-    Broadcast { room: String, kind: &'static str, data: String },
-    Update { room: String, meta: String },
+    Signal {
+        room: String,
+        to: String,
+        kind: &'static str,
+        data: String,
+    },
+    Broadcast {
+        room: String,
+        kind: &'static str,
+        data: String,
+    },
+    Update {
+        room: String,
+        meta: String,
+    },
 }
 
 /// What a connection heard. Ids are the server's peer ids as text.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Joined { room: String, peers: Vec<String> },
-    PeerJoined { room: String, peer: String },
-    PeerLeft { room: String, peer: String, reason: String },
-    Left { room: String },
-    Updated { room: String },
-    PeerUpdated { room: String, peer: String },
+    Joined {
+        room: String,
+        peers: Vec<String>,
+    },
+    PeerJoined {
+        room: String,
+        peer: String,
+    },
+    PeerLeft {
+        room: String,
+        peer: String,
+        reason: String,
+    },
+    Left {
+        room: String,
+    },
+    Updated {
+        room: String,
+    },
+    PeerUpdated {
+        room: String,
+        peer: String,
+    },
     /// `data` is the sender's JSON text.
-    Signal { room: String, from: String, kind: String, data: String },
-    Broadcast { room: String, from: String, kind: String, data: String },
-    Error { code: String, message: String },
+    Signal {
+        room: String,
+        from: String,
+        kind: String,
+        data: String,
+    },
+    Broadcast {
+        room: String,
+        from: String,
+        kind: String,
+        data: String,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
     /// The server asked clients to reconnect elsewhere (it is draining).
     Reconnect,
     /// Anything else the dialect sends that scenarios do not act on.

@@ -67,7 +67,11 @@ pub fn job_manifest(p: &JobParams) -> anyhow::Result<Job> {
             name: "LOADTEST_REDIS_URL".into(),
             value: None,
             value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: "url".into(), optional: Some(false) }),
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.into(),
+                    key: "url".into(),
+                    optional: Some(false),
+                }),
                 ..Default::default()
             }),
         },

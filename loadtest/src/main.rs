@@ -70,7 +70,8 @@ fn finish(
     let report = Report::new(results, verdicts, Some(spec));
     print!("{}", report.text());
     if let Some(path) = &output.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &output.html {
         std::fs::write(path, html::render(&report, results)).with_context(|| format!("writing {}", path.display()))?;

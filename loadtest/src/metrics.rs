@@ -349,11 +349,7 @@ impl Metrics {
             .iter()
             .map(|(name, t)| ((*name).to_owned(), t.total.clone()))
             .collect();
-        let counters = COUNTERS
-            .iter()
-            .map(|c| (c.name().to_owned(), self.get(*c)))
-            .filter(|(_, n)| *n > 0)
-            .collect();
+        let counters = COUNTERS.iter().map(|c| (c.name().to_owned(), self.get(*c))).filter(|(_, n)| *n > 0).collect();
         Results {
             scenario: scenario.to_owned(),
             primary: self.primary.to_owned(),

@@ -17,7 +17,9 @@ pub struct Progress {
 impl Progress {
     pub fn new(quiet: bool) -> Self {
         let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
-        bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}").expect("valid template"));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}").expect("valid template"),
+        );
         bar.enable_steady_tick(Duration::from_millis(200));
         Self { bar }
     }
@@ -32,11 +34,17 @@ impl Progress {
     }
 
     /// Ticks the timeline once a second and shows sent/delivered rates until `stop`.
-    pub fn measure(self: &Arc<Self>, metrics: Arc<Metrics>, length: Duration, stop: CancellationToken) -> JoinHandle<()> {
+    pub fn measure(
+        self: &Arc<Self>,
+        metrics: Arc<Metrics>,
+        length: Duration,
+        stop: CancellationToken,
+    ) -> JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             let start = Instant::now();
-            let mut every = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
+            let mut every =
+                tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
             let (mut last_sent, mut last_delivered) = (0, 0);
             loop {
                 tokio::select! {

@@ -185,8 +185,10 @@ impl Report {
             let _ = writeln!(out, "  errors: {}", list.join(", "));
         }
         if let Some(s) = &self.server {
-            let per_cpu =
-                s.deliveries_per_cpu_second.map(|d| format!(" ({d:.0} deliveries per server CPU-second)")).unwrap_or_default();
+            let per_cpu = s
+                .deliveries_per_cpu_second
+                .map(|d| format!(" ({d:.0} deliveries per server CPU-second)"))
+                .unwrap_or_default();
             let _ = writeln!(out, "  servers: {:.2} CPU-seconds{per_cpu}", s.cpu_seconds);
             if let Some(b) = s.bytes_per_connection {
                 let _ = writeln!(
@@ -200,7 +202,13 @@ impl Report {
             }
         }
         for v in &self.slo {
-            let _ = writeln!(out, "  SLO {:<20} {} (actual {})", v.objective, if v.met { "met" } else { "MISSED" }, v.actual);
+            let _ = writeln!(
+                out,
+                "  SLO {:<20} {} (actual {})",
+                v.objective,
+                if v.met { "met" } else { "MISSED" },
+                v.actual
+            );
         }
         out
     }

@@ -29,7 +29,8 @@ pub async fn run_shard(
     if t.urls.is_empty() {
         bail!("no --url given");
     }
-    let driver = driver::by_name(&t.dialect).ok_or_else(|| anyhow!("unknown dialect `{}` (known: native)", t.dialect))?;
+    let driver =
+        driver::by_name(&t.dialect).ok_or_else(|| anyhow!("unknown dialect `{}` (known: native)", t.dialect))?;
     let ctx = RunContext {
         driver: Arc::from(driver),
         urls: t.urls.clone(),
@@ -60,7 +61,10 @@ pub async fn run_single(spec: &RunSpec, quiet: bool) -> anyhow::Result<Results> 
 
 /// An upper bound on a whole run: set-up steps, the measured phase, the drain.
 pub fn time_bound(spec: &RunSpec) -> Duration {
-    spec.target.setup_timeout * 4 + spec.scenario.measured_length() + spec.target.drain_timeout + Duration::from_secs(60)
+    spec.target.setup_timeout * 4
+        + spec.scenario.measured_length()
+        + spec.target.drain_timeout
+        + Duration::from_secs(60)
 }
 
 /// `loadtest worker`: one shard, reporting to Redis.

@@ -41,7 +41,10 @@ impl Op {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Metric {
     /// A latency quantile (0..=1; 1 is max) in microseconds; `None` means the mean.
-    Latency { name: Option<String>, quantile: Option<f64> },
+    Latency {
+        name: Option<String>,
+        quantile: Option<f64>,
+    },
     LossCount,
     LossPercent,
     Errors,
@@ -86,7 +89,10 @@ fn parse_one(part: &str) -> Result<Objective, SloError> {
         .ok_or_else(|| err("bad comparison"))?;
     let key = key.trim();
     let (metric, limit) = if let Some((name, q)) = latency_key(key) {
-        (Metric::Latency { name, quantile: q }, parse_latency(value).ok_or_else(|| err("latency needs a number with us, ms or s"))?)
+        (
+            Metric::Latency { name, quantile: q },
+            parse_latency(value).ok_or_else(|| err("latency needs a number with us, ms or s"))?,
+        )
     } else {
         let number = |v: &str| v.trim().parse::<f64>().map_err(|_| err("value is not a number"));
         match key {
@@ -208,7 +214,8 @@ mod tests {
 
     #[test]
     fn parses_latency_loss_and_counters() {
-        let o = parse("p99<5ms, loss=0, join.p99.9<=1s, max<800us, loss<0.1%, throughput>=20000, connect_failed=0").unwrap();
+        let o = parse("p99<5ms, loss=0, join.p99.9<=1s, max<800us, loss<0.1%, throughput>=20000, connect_failed=0")
+            .unwrap();
         assert_eq!(o[0].metric, Metric::Latency { name: None, quantile: Some(0.99) });
         assert_eq!((o[0].op, o[0].limit), (Op::Lt, 5_000.0));
         assert_eq!((o[1].metric.clone(), o[1].op, o[1].limit), (Metric::LossCount, Op::Eq, 0.0));

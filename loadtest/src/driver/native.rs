@@ -47,11 +47,30 @@ struct NativeCommands {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 enum Wire<'a> {
-    Join { room: &'a str, name: &'a str, #[serde(skip_serializing_if = "Option::is_none")] meta: Option<&'a RawValue> },
-    Leave { room: &'a str },
-    Signal { room: &'a str, to: &'a str, kind: &'a str, data: &'a RawValue },
-    Broadcast { room: &'a str, kind: &'a str, data: &'a RawValue },
-    Update { room: &'a str, meta: &'a RawValue },
+    Join {
+        room: &'a str,
+        name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        meta: Option<&'a RawValue>,
+    },
+    Leave {
+        room: &'a str,
+    },
+    Signal {
+        room: &'a str,
+        to: &'a str,
+        kind: &'a str,
+        data: &'a RawValue,
+    },
+    Broadcast {
+        room: &'a str,
+        kind: &'a str,
+        data: &'a RawValue,
+    },
+    Update {
+        room: &'a str,
+        meta: &'a RawValue,
+    },
 }
 
 fn raw(text: &str) -> Result<&RawValue, DriverError> {
@@ -60,9 +79,7 @@ fn raw(text: &str) -> Result<&RawValue, DriverError> {
 
 pub fn encode(cmd: &Command) -> Result<String, DriverError> {
     let wire = match cmd {
-        Command::Join { room, name, meta } => {
-            Wire::Join { room, name, meta: meta.as_deref().map(raw).transpose()? }
-        }
+        Command::Join { room, name, meta } => Wire::Join { room, name, meta: meta.as_deref().map(raw).transpose()? },
         Command::Leave { room } => Wire::Leave { room },
         Command::Signal { room, to, kind, data } => Wire::Signal { room, to, kind, data: raw(data)? },
         Command::Broadcast { room, kind, data } => Wire::Broadcast { room, kind, data: raw(data)? },
@@ -187,14 +204,22 @@ mod tests {
         let text = r#"{"type":"signal","room":"r","from":"n.abc","kind":"offer","data":{"b":1, "a":[2]}}"#;
         assert_eq!(
             decode(text).unwrap(),
-            Event::Signal { room: "r".into(), from: "n.abc".into(), kind: "offer".into(), data: r#"{"b":1, "a":[2]}"#.into() }
+            Event::Signal {
+                room: "r".into(),
+                from: "n.abc".into(),
+                kind: "offer".into(),
+                data: r#"{"b":1, "a":[2]}"#.into()
+            }
         );
     }
 
     #[test]
     fn commands_encode_to_native_v1() {
         let cmd = Command::Signal { room: "r".into(), to: "n.x".into(), kind: "candidate", data: r#"{"c":1}"#.into() };
-        assert_eq!(encode(&cmd).unwrap(), r#"{"type":"signal","room":"r","to":"n.x","kind":"candidate","data":{"c":1}}"#);
+        assert_eq!(
+            encode(&cmd).unwrap(),
+            r#"{"type":"signal","room":"r","to":"n.x","kind":"candidate","data":{"c":1}}"#
+        );
         let join = Command::Join { room: "r".into(), name: "a".into(), meta: None };
         assert_eq!(encode(&join).unwrap(), r#"{"type":"join","room":"r","name":"a"}"#);
     }

@@ -47,15 +47,27 @@ pub fn render(report: &Report, results: &Results) -> String {
     page.push_str(&chart(&spectrum, "percentile", "ms", |x| format!("{}%", trim(100.0 * (1.0 - 10f64.powf(-x))))));
 
     let over_time = vec![
-        Series { name: "p50".into(), points: report.timeline.iter().map(|s| (s.second as f64, s.p50_us as f64 / 1000.0)).collect() },
-        Series { name: "p99".into(), points: report.timeline.iter().map(|s| (s.second as f64, s.p99_us as f64 / 1000.0)).collect() },
-        Series { name: "max".into(), points: report.timeline.iter().map(|s| (s.second as f64, s.max_us as f64 / 1000.0)).collect() },
+        Series {
+            name: "p50".into(),
+            points: report.timeline.iter().map(|s| (s.second as f64, s.p50_us as f64 / 1000.0)).collect(),
+        },
+        Series {
+            name: "p99".into(),
+            points: report.timeline.iter().map(|s| (s.second as f64, s.p99_us as f64 / 1000.0)).collect(),
+        },
+        Series {
+            name: "max".into(),
+            points: report.timeline.iter().map(|s| (s.second as f64, s.max_us as f64 / 1000.0)).collect(),
+        },
     ];
     let _ = write!(page, "<h2>{} latency over time</h2>", escape(&report.primary_latency));
     page.push_str(&chart(&over_time, "second", "ms", |x| format!("{x:.0}s")));
 
     let throughput = vec![
-        Series { name: "sent/s".into(), points: report.timeline.iter().map(|s| (s.second as f64, s.sent as f64)).collect() },
+        Series {
+            name: "sent/s".into(),
+            points: report.timeline.iter().map(|s| (s.second as f64, s.sent as f64)).collect(),
+        },
         Series {
             name: "delivered/s".into(),
             points: report.timeline.iter().map(|s| (s.second as f64, s.delivered as f64)).collect(),
@@ -115,7 +127,8 @@ fn chart(series: &[Series], x_label: &str, y_label: &str, x_tick: impl Fn(f64) -
     let (plot_w, plot_h) = (WIDTH - 2.0 * MARGIN, HEIGHT - 2.0 * MARGIN);
     let px = |x: f64| MARGIN + (x - x0) / (x1 - x0) * plot_w;
     let py = |y: f64| HEIGHT - MARGIN - y / y1 * plot_h;
-    let mut svg = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" font-size=\"11\">");
+    let mut svg =
+        format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" font-size=\"11\">");
     for i in 0..=4 {
         let y = y1 * i as f64 / 4.0;
         let (right, yy, label_x, label_y) = (WIDTH - MARGIN, py(y), MARGIN - 6.0, py(y) + 4.0);

@@ -96,7 +96,8 @@ pub async fn run(args: &ChurnArgs, ctx: &RunContext) -> anyhow::Result<Results> 
     let mut slots = Vec::new();
     for slot in 0..local_peers {
         let url = ctx.urls[slot % ctx.urls.len()].clone();
-        let (driver, metrics, stays, join_sent) = (ctx.driver.clone(), metrics.clone(), stays.clone(), join_sent.clone());
+        let (driver, metrics, stays, join_sent) =
+            (ctx.driver.clone(), metrics.clone(), stays.clone(), join_sent.clone());
         let (rooms, args, timeout) = (local_rooms.clone(), args.clone(), ctx.setup_timeout);
         slots.push(tokio::spawn(async move {
             // Spread the first joins over the first stay.
@@ -173,7 +174,9 @@ async fn one_stay(
     timeout: Duration,
 ) -> Option<Stay> {
     join_sent.lock().expect("join lock").insert((conn.peer.clone(), room.to_owned()), Instant::now());
-    let present = join(conn, room, &format!("churn-{}", &conn.peer[conn.peer.len().saturating_sub(6)..]), None, metrics, timeout).await?;
+    let present =
+        join(conn, room, &format!("churn-{}", &conn.peer[conn.peer.len().saturating_sub(6)..]), None, metrics, timeout)
+            .await?;
     let joined = Instant::now();
     let mut seen: HashMap<String, Seen> = present.iter().map(|p| (p.clone(), Seen::Present)).collect();
     let mut ever_known: HashMap<String, u32> = present.iter().map(|p| (p.clone(), 1)).collect();
@@ -192,7 +195,10 @@ async fn one_stay(
             *ever_known.entry(peer).or_default() += 1;
         }
         Event::PeerLeft { room: r, peer, reason } => {
-            if r != room || seen.get(&peer) != Some(&Seen::Present) || !matches!(reason.as_str(), "left" | "disconnected") {
+            if r != room
+                || seen.get(&peer) != Some(&Seen::Present)
+                || !matches!(reason.as_str(), "left" | "disconnected")
+            {
                 metrics.add(Counter::MembershipViolations, 1);
                 metrics.error("unexpected-peer-left");
                 return;

@@ -73,11 +73,20 @@ pub async fn run(args: &FanoutArgs, ctx: &RunContext) -> anyhow::Result<Results>
         while let Some(joined) = joining.next().await {
             let Some((m, present, conn)) = joined else { continue };
             let src = (r * k + m) as u32;
-            let reader = read_broadcasts(conn.rx, present, k - 1, ready.clone(), stopping.clone(), outstanding.clone(), metrics.clone());
+            let reader = read_broadcasts(
+                conn.rx,
+                present,
+                k - 1,
+                ready.clone(),
+                stopping.clone(),
+                outstanding.clone(),
+                metrics.clone(),
+            );
             readers.push(tokio::spawn(reader));
             let (due_tx, due_rx) = unbounded_channel();
             due_senders.push(due_tx);
-            let writer = write_broadcasts(conn.tx, due_rx, src, room.clone(), k - 1, outstanding.clone(), metrics.clone());
+            let writer =
+                write_broadcasts(conn.tx, due_rx, src, room.clone(), k - 1, outstanding.clone(), metrics.clone());
             writers.push(tokio::spawn(writer));
         }
         ctx.progress.step(format!("room {r}: {k} members joining"));

@@ -81,7 +81,9 @@ pub async fn run(args: &MeetingArgs, ctx: &RunContext) -> anyhow::Result<Results
                     let url = url_for(&urls, slot, p).to_owned();
                     let who = Participant { room: room.clone(), index: (slot * args.size + p) as u32, meeting_end };
                     let (driver, metrics, args) = (driver.clone(), metrics.clone(), args.clone());
-                    people.push(tokio::spawn(async move { who.attend(driver.as_ref(), &url, &args, &metrics, timeout).await }));
+                    people.push(tokio::spawn(async move {
+                        who.attend(driver.as_ref(), &url, &args, &metrics, timeout).await
+                    }));
                     tokio::time::sleep(JOIN_GAP).await;
                 }
                 for person in people {

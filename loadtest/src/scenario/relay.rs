@@ -80,7 +80,9 @@ pub async fn run(args: &RelayArgs, ctx: &RunContext) -> anyhow::Result<Results> 
         let mut joined = Vec::new();
         for m in 0..k {
             let Some(mut conn) = conns.next().flatten() else { continue };
-            if let Some(present) = join(&mut conn, &room, &format!("relay-{r}-{m}"), None, &metrics, ctx.setup_timeout).await {
+            if let Some(present) =
+                join(&mut conn, &room, &format!("relay-{r}-{m}"), None, &metrics, ctx.setup_timeout).await
+            {
                 joined.push(Member { src: (r * k + m) as u32, room: room.clone(), conn, present });
             }
         }

@@ -54,6 +54,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Bytes the WebSocket layer reads per syscall (frames larger than this take several reads).
+const READ_BUFFER_BYTES: usize = 4096;
+
 async fn ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
     let origin = headers.get("origin").and_then(|o| o.to_str().ok());
     if !state.config.origin_allowed(origin) {
@@ -66,8 +69,15 @@ async fn ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocke
     // Frames above the protocol limit but below this cap get a `too-large` error and
     // the connection stays; beyond the cap the WebSocket layer closes it (1009).
     let hard_cap = (limits.frame_bytes * 4).max(1024 * 1024);
-    upgrade.max_message_size(hard_cap).max_frame_size(hard_cap).on_upgrade(move |socket| {
-        let AppState { core, native, sessions, sessions_stop, .. } = state;
-        sessions.track_future(native::serve(socket, core, native, sessions_stop))
-    })
+    upgrade
+        .max_message_size(hard_cap)
+        .max_frame_size(hard_cap)
+        // The WebSocket layer grows its read buffer by this much before every read
+        // and zero-fills it: the 128 KiB default cost a 128 KiB memset per frame and
+        // kept that much resident per connection. Signaling frames are small.
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .on_upgrade(move |socket| {
+            let AppState { core, native, sessions, sessions_stop, .. } = state;
+            sessions.track_future(native::serve(socket, core, native, sessions_stop))
+        })
 }

@@ -107,9 +107,21 @@ impl RedisBackend {
         Ok(n.max(0) as u64)
     }
 
+    /// Subscribes and returns only once Redis has processed the subscription.
+    ///
+    /// fred resolves SUBSCRIBE as soon as it is written (its confirmation arrives
+    /// out of band), so a publish sent right after on the command connection could
+    /// reach Redis first and miss us: under a burst of joins, whole rooms never saw
+    /// their join markers. A PING on the same connection is answered only after
+    /// Redis has read everything before it, so it is the barrier. SSUBSCRIBE is
+    /// already confirmed by fred.
     async fn subscribe(&self, channel: String) -> Result<(), BackendError> {
-        if self.sharded { self.subscriber.ssubscribe(channel).await } else { self.subscriber.subscribe(channel).await }
-            .map_err(unavailable)
+        if self.sharded {
+            return self.subscriber.ssubscribe(channel).await.map_err(unavailable);
+        }
+        self.subscriber.subscribe(channel).await.map_err(unavailable)?;
+        let _: Value = self.subscriber.ping(None).await.map_err(unavailable)?;
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod bad_input;
+mod bursts;
 mod cluster;
 mod faults;
 mod protocol_suite;
