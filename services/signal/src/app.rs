@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use bus::{Backend, MemoryBackend, RedisBackend, RedisOptions};
 use protocol::NodeId;
 use tokio::net::TcpListener;
@@ -115,6 +116,13 @@ impl App {
         let (sessions, sessions_stop) = (state.sessions.clone(), state.sessions_stop.clone());
         let drain_timeout = state.config.drain_timeout;
         let draining = core.clone();
+        // Signaling is many small frames that must leave at once: without TCP_NODELAY a
+        // second small write waits for the client's delayed ACK (about 40 ms).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, router(state))
             .with_graceful_shutdown(async move {
                 shutdown.await;

@@ -55,7 +55,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Bytes the WebSocket layer reads per syscall (frames larger than this take several reads).
-const READ_BUFFER_BYTES: usize = 4096;
+const READ_BUFFER_BYTES: usize = 1024;
 
 async fn ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
     let origin = headers.get("origin").and_then(|o| o.to_str().ok());

@@ -37,7 +37,7 @@ impl Default for RedisOptions {
         Self {
             command_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
-            subscriber_buffer: 64 * 1024,
+            subscriber_buffer: 8 * 1024,
         }
     }
 }
@@ -45,6 +45,9 @@ impl Default for RedisOptions {
 /// Inbound queue between fred's subscriber and the node's dispatcher. When full, the
 /// forwarder waits; fred's own buffer then fills and reports a lag (-> resync).
 const INBOX_CAPACITY: usize = 16 * 1024;
+
+/// Broadcast capacity of the command client (fred's default).
+const COMMAND_CLIENT_BROADCAST: usize = 32;
 
 pub struct RedisBackend {
     client: Client,
@@ -67,7 +70,8 @@ impl RedisBackend {
         builder
             .with_performance_config(|p| {
                 p.default_command_timeout = options.command_timeout;
-                p.broadcast_channel_capacity = options.subscriber_buffer;
+                // The command client receives no messages; fred's default is plenty.
+                p.broadcast_channel_capacity = COMMAND_CLIENT_BROADCAST;
             })
             .with_connection_config(|c| {
                 c.connection_timeout = options.connect_timeout;
@@ -77,6 +81,9 @@ impl RedisBackend {
             // Retry forever: a node outlives a Redis restart.
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 1_000, 2));
         let client = builder.build().map_err(unavailable)?;
+        // fred allocates every broadcast slot up front (several channels per client),
+        // so this capacity is resident memory whether or not it is ever used.
+        builder.with_performance_config(|p| p.broadcast_channel_capacity = options.subscriber_buffer);
         let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
         client.init().await.map_err(unavailable)?;
         subscriber.init().await.map_err(unavailable)?;
