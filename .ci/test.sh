@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine. Installs what the tests need
-# (redis-server, redis-cli) with apt-get when missing; the tests start their own
+# when missing: redis-server and redis-cli with apt-get, kubernetes-validate (which
+# checks the load test's Kubernetes Job manifest) with pip. The tests start their own
 # servers on free loopback ports and never touch a Redis already running on 6379.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "installing: kubernetes-validate (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
+  hash -r
 fi
 
 cargo test --workspace --locked "$@"
