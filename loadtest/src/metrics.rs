@@ -183,6 +183,10 @@ pub struct Results {
     pub errors: BTreeMap<String, u64>,
     pub timeline: Vec<Interval>,
     pub server: Option<ServerUsage>,
+    /// Wall-clock length of set-up phases, in seconds (e.g. `join`: from the first
+    /// join sent to the last answer), for rates such as joins per second.
+    #[serde(default)]
+    pub phases: BTreeMap<String, f64>,
 }
 
 impl Results {
@@ -232,6 +236,11 @@ impl Results {
             }
         }
         self.timeline.sort_by_key(|iv| iv.second);
+        for (name, secs) in other.phases {
+            // Workers run their phases side by side: the longest is the phase's length.
+            let mine = self.phases.entry(name).or_default();
+            *mine = mine.max(secs);
+        }
         self.server = match (self.server.take(), other.server) {
             (Some(mut a), Some(b)) => {
                 // Workers watching the same servers saw the same RSS; connections add.
@@ -327,9 +336,12 @@ impl Metrics {
             map.get_mut(self.primary).map(|t| std::mem::take(&mut t.interval)).unwrap_or_default()
         };
         let mut t = self.timeline.lock().expect("metrics lock");
-        let Some(started) = t.started else { return };
+        if t.started.is_none() {
+            return;
+        }
         let (sent, delivered) = (self.get(Counter::Sent), self.get(Counter::Delivered));
-        let second = u32::try_from(started.elapsed().as_secs()).unwrap_or(u32::MAX).max(1);
+        // Ticks come once a second; the last one may close a shorter remainder.
+        let second = u32::try_from(t.intervals.len() + 1).unwrap_or(u32::MAX);
         let iv = Interval {
             second,
             sent: sent - t.last_sent,
@@ -361,6 +373,7 @@ impl Metrics {
             errors: self.errors.lock().expect("metrics lock").clone(),
             timeline: self.timeline.lock().expect("metrics lock").intervals.clone(),
             server: None,
+            phases: BTreeMap::new(),
         }
     }
 }

@@ -72,6 +72,8 @@ pub struct Report {
     pub latency: BTreeMap<String, LatencySummary>,
     pub timeline: Vec<Second>,
     pub server: Option<ServerSummary>,
+    /// Joins per second over the join phase, when the scenario timed one.
+    pub join_rate_per_sec: Option<f64>,
     pub slo: Vec<Verdict>,
     pub slo_met: bool,
     pub spec: Option<RunSpec>,
@@ -112,6 +114,11 @@ impl Report {
                 })
                 .collect(),
             server,
+            join_rate_per_sec: r
+                .phases
+                .get("join")
+                .filter(|s| **s > 0.0)
+                .map(|s| r.counter(Counter::Joined) as f64 / s),
             slo_met: slo.iter().all(|v| v.met),
             slo,
             spec,
@@ -151,6 +158,9 @@ impl Report {
             c("joined"),
             c("join_failed")
         );
+        if let Some(rate) = self.join_rate_per_sec {
+            let _ = writeln!(out, "  join rate: {rate:.0} joins/s over the join phase");
+        }
         if c("membership_violations") > 0 || c("membership_missing") > 0 || self.scenario == "churn" {
             let _ = writeln!(
                 out,

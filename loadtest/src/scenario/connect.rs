@@ -51,6 +51,7 @@ pub async fn run(args: &ConnectArgs, ctx: &RunContext) -> anyhow::Result<Results
 
     let start = Instant::now();
     let conns = open_all(ctx, &metrics, slots.iter().map(|(_, u)| u.clone()).collect()).await;
+    let join_start = Instant::now();
     let permits = Arc::new(Semaphore::new(JOIN_CONCURRENCY));
     let mut joining = FuturesUnordered::new();
     for (i, (conn, (r, _))) in conns.into_iter().zip(&slots).enumerate() {
@@ -74,8 +75,8 @@ pub async fn run(args: &ConnectArgs, ctx: &RunContext) -> anyhow::Result<Results
             ctx.progress.step(format!("joined {}/{}", held.len(), slots.len()));
         }
     }
+    let join_phase = join_start.elapsed();
     let setup = start.elapsed();
-    metrics.record("setup_total", setup);
 
     ctx.gate.all_ready().await.context("waiting for the other workers")?;
     ctx.progress.step(format!("holding {} connections for {:?}", held.len(), args.hold));
@@ -92,6 +93,7 @@ pub async fn run(args: &ConnectArgs, ctx: &RunContext) -> anyhow::Result<Results
         let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
     }
     let mut results = metrics.snapshot("connect", setup, None);
+    results.phases.insert("join".into(), join_phase.as_secs_f64());
     if let (Some(b), Some(l)) = (before, loaded) {
         results.server = Some(ServerUsage {
             rss_before_bytes: b.rss_bytes,
