@@ -8,6 +8,7 @@ pub mod fanout;
 pub mod meeting;
 pub mod relay;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -156,6 +157,44 @@ pub async fn drain_events(mut rx: Box<dyn EventStream>, metrics: Arc<Metrics>) {
         if let Event::Error { code, .. } = event {
             metrics.error(&code);
         }
+    }
+}
+
+/// The measured phase: its start and the once-a-second timeline ticker.
+pub struct Measurement {
+    pub start: Instant,
+    ticker: tokio::task::JoinHandle<()>,
+    stop: tokio_util::sync::CancellationToken,
+    metrics: Arc<Metrics>,
+}
+
+impl Measurement {
+    /// Waits for the other workers (if any), then starts the clock and the ticker.
+    pub async fn begin(ctx: &RunContext, metrics: &Arc<Metrics>, length: Duration) -> anyhow::Result<Self> {
+        ctx.gate.all_ready().await.map_err(|e| e.context("waiting for the other workers"))?;
+        let start = Instant::now();
+        metrics.start_timeline();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let ticker = ctx.progress.measure(metrics.clone(), length, stop.clone());
+        Ok(Self { start, ticker, stop, metrics: metrics.clone() })
+    }
+
+    /// Stops the ticker and closes the last (partial) second of the timeline.
+    pub async fn end(self) {
+        self.stop.cancel();
+        let _ = self.ticker.await;
+        self.metrics.tick();
+    }
+}
+
+/// Waits until every one of `members` has counted itself in `ready` (it knows its
+/// whole room); counts the stragglers as missing membership and goes on.
+pub async fn await_rooms_known(ctx: &RunContext, metrics: &Metrics, ready: &AtomicUsize, members: usize) {
+    ctx.progress.step("waiting until every member knows its room");
+    if !wait_for(ctx.setup_timeout, || ready.load(Ordering::Relaxed) == members).await {
+        let missing = members - ready.load(Ordering::Relaxed);
+        metrics.add(Counter::MembershipMissing, missing as u64);
+        tracing::warn!(missing, "some members never heard of their whole room; going on");
     }
 }
 

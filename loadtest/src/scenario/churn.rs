@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{join, RunContext};
+use super::{join, Measurement, RunContext};
 use crate::cli::parse_duration;
 use crate::driver::{Command, Connection, Event};
 use crate::metrics::{Counter, Metrics, Results};
@@ -87,12 +87,9 @@ pub async fn run(args: &ChurnArgs, ctx: &RunContext) -> anyhow::Result<Results> 
     let stays: Arc<Mutex<Vec<Stay>>> = Arc::default();
     let join_sent: Arc<Mutex<HashMap<(String, String), Instant>>> = Arc::default();
 
-    ctx.gate.all_ready().await.context("waiting for the other workers")?;
-    let start = Instant::now();
+    let measurement = Measurement::begin(ctx, &metrics, args.duration).await?;
+    let start = measurement.start;
     let end = start + args.duration;
-    metrics.start_timeline();
-    let ticker_stop = tokio_util::sync::CancellationToken::new();
-    let ticker = ctx.progress.measure(metrics.clone(), args.duration, ticker_stop.clone());
     let mut slots = Vec::new();
     for slot in 0..local_peers {
         let url = ctx.urls[slot % ctx.urls.len()].clone();
@@ -150,9 +147,7 @@ pub async fn run(args: &ChurnArgs, ctx: &RunContext) -> anyhow::Result<Results> 
         slot.await.context("churn slot")?;
     }
     let elapsed = start.elapsed();
-    ticker_stop.cancel();
-    let _ = ticker.await;
-    metrics.tick();
+    measurement.end().await;
 
     let stays = std::mem::take(&mut *stays.lock().expect("stays lock"));
     let (checked, missing) = judge(&stays, args.settle);

@@ -7,13 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use futures::stream::{FuturesOrdered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-use tokio_util::sync::CancellationToken;
 
-use super::{join, open_all, wait_for, RunContext};
+use super::{await_rooms_known, join, open_all, wait_for, Measurement, RunContext};
 use crate::cli::parse_duration;
 use crate::driver::{Command, CommandSink, Event, EventStream};
 use crate::metrics::{Counter, Metrics, Results};
@@ -92,27 +91,17 @@ pub async fn run(args: &FanoutArgs, ctx: &RunContext) -> anyhow::Result<Results>
         ctx.progress.step(format!("room {r}: {k} members joining"));
     }
     let members = writers.len();
-    ctx.progress.step("waiting until every member knows its room");
-    if !wait_for(ctx.setup_timeout, || ready.load(Ordering::Relaxed) == members).await {
-        let missing = members - ready.load(Ordering::Relaxed);
-        metrics.add(Counter::MembershipMissing, missing as u64);
-        tracing::warn!(missing, "some members never heard of their whole room");
-    }
+    await_rooms_known(ctx, &metrics, &ready, members).await;
 
-    ctx.gate.all_ready().await.context("waiting for the other workers")?;
     let rate = args.rate * local_rooms.len() as f64 / args.rooms as f64;
-    let start = Instant::now();
-    metrics.start_timeline();
-    let ticker_stop = CancellationToken::new();
-    let ticker = ctx.progress.measure(metrics.clone(), args.duration, ticker_stop.clone());
+    let measurement = Measurement::begin(ctx, &metrics, args.duration).await?;
+    let start = measurement.start;
     // Interleave rooms so consecutive broadcasts come from different rooms.
     let pacer = pacer::spawn(rate, start, args.duration, interleave(due_senders, local_rooms.len()), Arc::default());
     tokio::task::spawn_blocking(move || pacer.join()).await?.map_err(|_| anyhow::anyhow!("pacer thread panicked"))?;
     let elapsed = start.elapsed();
     wait_for(ctx.drain_timeout, || metrics.get(Counter::Delivered) >= metrics.get(Counter::Expected)).await;
-    ticker_stop.cancel();
-    let _ = ticker.await;
-    metrics.tick();
+    measurement.end().await;
 
     stopping.store(true, Ordering::Relaxed);
     for writer in writers {

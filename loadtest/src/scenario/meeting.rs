@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{join, RunContext};
+use super::{join, Measurement, RunContext};
 use crate::cli::parse_duration;
 use crate::driver::{Command, CommandSink, Connection, Event};
 use crate::metrics::{Counter, Metrics, Results};
@@ -58,12 +58,9 @@ pub async fn run(args: &MeetingArgs, ctx: &RunContext) -> anyhow::Result<Results
     }
     let metrics = Arc::new(Metrics::new("signal"));
     let slots: Vec<usize> = ctx.shard.rooms(args.meetings).collect();
-    ctx.gate.all_ready().await.context("waiting for the other workers")?;
-    let start = Instant::now();
+    let measurement = Measurement::begin(ctx, &metrics, args.duration).await?;
+    let start = measurement.start;
     let end = start + args.duration;
-    metrics.start_timeline();
-    let ticker_stop = tokio_util::sync::CancellationToken::new();
-    let ticker = ctx.progress.measure(metrics.clone(), args.duration, ticker_stop.clone());
     let mut tasks = Vec::new();
     for slot in slots {
         let (args, metrics, urls, run_id) = (args.clone(), metrics.clone(), ctx.urls.clone(), ctx.run_id.clone());
@@ -97,9 +94,7 @@ pub async fn run(args: &MeetingArgs, ctx: &RunContext) -> anyhow::Result<Results
         t.await.context("meeting slot")?;
     }
     let elapsed = start.elapsed();
-    ticker_stop.cancel();
-    let _ = ticker.await;
-    metrics.tick();
+    measurement.end().await;
     Ok(metrics.snapshot("meeting", elapsed, None))
 }
 

@@ -8,12 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-use tokio_util::sync::CancellationToken;
 
-use super::{join, open_all, wait_for, RunContext};
+use super::{await_rooms_known, join, open_all, wait_for, Measurement, RunContext};
 use crate::cli::parse_duration;
 use crate::driver::{Command, CommandSink, Connection, Event, EventStream};
 use crate::metrics::{Counter, Metrics, Results, ServerUsage};
@@ -119,20 +118,12 @@ pub async fn run(args: &RelayArgs, ctx: &RunContext) -> anyhow::Result<Results> 
         writers.push(tokio::spawn(write_signals(tx, due_rx, m.src, m.room, targets, metrics.clone())));
     }
     let local_members = writers.len();
-    ctx.progress.step("waiting until every member knows its room");
-    if !wait_for(ctx.setup_timeout, || ready.load(Ordering::Relaxed) == local_members).await {
-        let missing = local_members - ready.load(Ordering::Relaxed);
-        metrics.add(Counter::MembershipMissing, missing as u64);
-        tracing::warn!(missing, "some members never heard of their whole room; sending anyway");
-    }
+    await_rooms_known(ctx, &metrics, &ready, local_members).await;
 
-    ctx.gate.all_ready().await.context("waiting for the other workers")?;
     let rate = args.rate * local_members as f64 / args.peers as f64;
     let before = sample(ctx).await;
-    let start = Instant::now();
-    metrics.start_timeline();
-    let ticker_stop = CancellationToken::new();
-    let ticker = ctx.progress.measure(metrics.clone(), args.duration, ticker_stop.clone());
+    let measurement = Measurement::begin(ctx, &metrics, args.duration).await?;
+    let start = measurement.start;
     let pacer = pacer::spawn(rate, start, args.duration, due_senders, Arc::default());
     tokio::task::spawn_blocking(move || pacer.join()).await?.map_err(|_| anyhow::anyhow!("pacer thread panicked"))?;
     let elapsed = start.elapsed();
@@ -142,9 +133,7 @@ pub async fn run(args: &RelayArgs, ctx: &RunContext) -> anyhow::Result<Results> 
     })
     .await;
     let after = sample(ctx).await;
-    ticker_stop.cancel();
-    let _ = ticker.await;
-    metrics.tick();
+    measurement.end().await;
     if !drained {
         tracing::warn!("deliveries still missing after the drain timeout; they count as lost");
     }
