@@ -118,14 +118,12 @@ impl Coordinator {
             if n.unwrap_or(0) >= self.workers {
                 break;
             }
-            // A worker that failed its set-up reports instead of becoming ready.
+            // Before `go` no worker can have results: a report now is a failed set-up.
             let early: Option<String> = self.client.lpop(&results, None).await?;
             if let Some(report) = early {
                 let report: WorkerReport = serde_json::from_str(&report)?;
-                if let Err(e) = report.outcome {
-                    bail!("worker {} failed during set-up: {e}", report.index);
-                }
-                let _: i64 = self.client.lpush(&results, serde_json::to_string(&report)?).await?;
+                let why = report.outcome.err().unwrap_or_else(|| "reported before the start".into());
+                bail!("worker {} failed during set-up: {why}", report.index);
             }
             watch.check().await?;
             if Instant::now() > end {

@@ -198,6 +198,23 @@ pub async fn await_rooms_known(ctx: &RunContext, metrics: &Metrics, ready: &Atom
     }
 }
 
+/// Ends a run's connections: tells readers that closes from now on are expected,
+/// closes every writer's sink, and gives readers a bounded time to finish.
+pub async fn shut_down(
+    stopping: &std::sync::atomic::AtomicBool,
+    writers: Vec<tokio::task::JoinHandle<Box<dyn crate::driver::CommandSink>>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<()> {
+    stopping.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await?.close().await;
+    }
+    for reader in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    }
+    Ok(())
+}
+
 /// Waits until `done()` holds or `timeout` passes; true if it held. For the harness's
 /// own end-of-run waits (how long deliveries take is what is being measured).
 pub async fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {

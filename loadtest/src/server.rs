@@ -28,6 +28,21 @@ impl ServerWatch {
         self.pids.is_empty() && self.metrics_urls.is_empty()
     }
 
+    /// A sample, or None when nothing is watched or reading failed (logged): server
+    /// usage is extra information and never fails a run.
+    pub async fn try_sample(&self) -> Option<Sample> {
+        if self.is_empty() {
+            return None;
+        }
+        match self.sample().await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "could not read server usage");
+                None
+            }
+        }
+    }
+
     /// The sum over every watched server.
     pub async fn sample(&self) -> anyhow::Result<Sample> {
         let mut total = Sample::default();

@@ -9,7 +9,7 @@
 //!   never heard of, or that certainly left before the observer and whose peer-left
 //!   never came.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,9 +61,9 @@ struct Stay {
     /// When the leave was complete (`left` arrived, or the socket closed).
     gone: Instant,
     /// Peers it knew at any time (listed in `joined` or announced).
-    ever_known: HashMap<String, u32>,
-    /// Peer-left announcements it got, by peer.
-    lefts_heard: HashMap<String, u32>,
+    ever_known: HashSet<String>,
+    /// Peers whose peer-left it got.
+    lefts_heard: HashSet<String>,
 }
 
 /// Per-observer view of one other peer.
@@ -174,8 +174,8 @@ async fn one_stay(
             .await?;
     let joined = Instant::now();
     let mut seen: HashMap<String, Seen> = present.iter().map(|p| (p.clone(), Seen::Present)).collect();
-    let mut ever_known: HashMap<String, u32> = present.iter().map(|p| (p.clone(), 1)).collect();
-    let mut lefts_heard: HashMap<String, u32> = HashMap::new();
+    let mut ever_known: HashSet<String> = present.iter().cloned().collect();
+    let mut lefts_heard: HashSet<String> = HashSet::new();
     let mut observe = |event: Event| match event {
         Event::PeerJoined { room: r, peer } => {
             if r != room || seen.get(&peer) == Some(&Seen::Present) {
@@ -187,7 +187,7 @@ async fn one_stay(
                 metrics.record("membership", sent.elapsed());
             }
             seen.insert(peer.clone(), Seen::Present);
-            *ever_known.entry(peer).or_default() += 1;
+            ever_known.insert(peer);
         }
         Event::PeerLeft { room: r, peer, reason } => {
             if r != room
@@ -199,7 +199,7 @@ async fn one_stay(
                 return;
             }
             seen.insert(peer.clone(), Seen::Gone);
-            *lefts_heard.entry(peer).or_default() += 1;
+            lefts_heard.insert(peer);
         }
         Event::Error { code, .. } => metrics.error(&code),
         _ => {}
@@ -259,33 +259,21 @@ fn judge(stays: &[Stay], settle: Duration) -> (u64, u64) {
     let (mut checked, mut missing) = (0, 0);
     for members in by_room.values() {
         for a in members {
-            // How many of b's stays certainly began and ended inside a's.
-            let mut must_know: HashMap<&str, u32> = HashMap::new();
-            let mut must_hear_left: HashMap<&str, u32> = HashMap::new();
-            for b in members {
-                if a.peer == b.peer {
-                    continue;
-                }
-                let overlapped = b.joined + settle < a.leaving && a.joined + settle < b.leaving;
-                if overlapped {
-                    *must_know.entry(&b.peer).or_default() += 1;
-                    if b.gone + settle < a.leaving && a.joined + settle < b.leaving {
-                        *must_hear_left.entry(&b.peer).or_default() += 1;
+            // Peers that were certainly in the room with `a`, and those that also
+            // certainly left before `a` did.
+            let mut must_know: HashSet<&str> = HashSet::new();
+            let mut must_hear_left: HashSet<&str> = HashSet::new();
+            for b in members.iter().filter(|b| b.peer != a.peer) {
+                if b.joined + settle < a.leaving && a.joined + settle < b.leaving {
+                    must_know.insert(&b.peer);
+                    if b.gone + settle < a.leaving {
+                        must_hear_left.insert(&b.peer);
                     }
                 }
             }
-            for (peer, _) in must_know {
-                checked += 1;
-                if !a.ever_known.contains_key(peer) {
-                    missing += 1;
-                }
-            }
-            for (peer, n) in must_hear_left {
-                checked += 1;
-                if a.lefts_heard.get(peer).copied().unwrap_or(0) < n.min(1) {
-                    missing += 1;
-                }
-            }
+            checked += (must_know.len() + must_hear_left.len()) as u64;
+            missing += must_know.iter().filter(|p| !a.ever_known.contains(**p)).count() as u64;
+            missing += must_hear_left.iter().filter(|p| !a.lefts_heard.contains(**p)).count() as u64;
         }
     }
     (checked, missing)
@@ -302,8 +290,8 @@ mod tests {
             joined: t0 + Duration::from_millis(joined_ms),
             leaving: t0 + Duration::from_millis(leaving_ms),
             gone: t0 + Duration::from_millis(leaving_ms + 5),
-            ever_known: knows.iter().map(|p| (p.to_string(), 1)).collect(),
-            lefts_heard: heard_left.iter().map(|p| (p.to_string(), 1)).collect(),
+            ever_known: knows.iter().map(|p| p.to_string()).collect(),
+            lefts_heard: heard_left.iter().map(|p| p.to_string()).collect(),
         }
     }
 

@@ -47,7 +47,7 @@ pub async fn run(args: &ConnectArgs, ctx: &RunContext) -> anyhow::Result<Results
             slots.push((r, url_for(&ctx.urls, r, m).to_owned()));
         }
     }
-    let before = if ctx.servers.is_empty() { None } else { Some(ctx.servers.sample().await?) };
+    let before = ctx.servers.try_sample().await;
 
     let start = Instant::now();
     let conns = open_all(ctx, &metrics, slots.iter().map(|(_, u)| u.clone()).collect()).await;
@@ -83,7 +83,7 @@ pub async fn run(args: &ConnectArgs, ctx: &RunContext) -> anyhow::Result<Results
     metrics.start_timeline();
     tokio::time::sleep(args.hold).await;
     metrics.tick();
-    let loaded = if ctx.servers.is_empty() { None } else { Some(ctx.servers.sample().await?) };
+    let loaded = ctx.servers.try_sample().await;
 
     let connections = held.len() as u64;
     for mut tx in held {

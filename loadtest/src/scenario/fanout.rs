@@ -12,7 +12,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-use super::{await_rooms_known, join, open_all, wait_for, Measurement, RunContext};
+use super::{await_rooms_known, join, open_all, shut_down, wait_for, Measurement, RunContext};
 use crate::cli::parse_duration;
 use crate::driver::{Command, CommandSink, Event, EventStream};
 use crate::metrics::{Counter, Metrics, Results};
@@ -103,13 +103,7 @@ pub async fn run(args: &FanoutArgs, ctx: &RunContext) -> anyhow::Result<Results>
     wait_for(ctx.drain_timeout, || metrics.get(Counter::Delivered) >= metrics.get(Counter::Expected)).await;
     measurement.end().await;
 
-    stopping.store(true, Ordering::Relaxed);
-    for writer in writers {
-        writer.await?.close().await;
-    }
-    for reader in readers {
-        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
-    }
+    shut_down(&stopping, writers, readers).await?;
     Ok(metrics.snapshot("fanout", elapsed, Some(rate)))
 }
 

@@ -12,7 +12,7 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-use super::{await_rooms_known, join, open_all, wait_for, Measurement, RunContext};
+use super::{await_rooms_known, join, open_all, shut_down, wait_for, Measurement, RunContext};
 use crate::cli::parse_duration;
 use crate::driver::{Command, CommandSink, Connection, Event, EventStream};
 use crate::metrics::{Counter, Metrics, Results, ServerUsage};
@@ -121,7 +121,7 @@ pub async fn run(args: &RelayArgs, ctx: &RunContext) -> anyhow::Result<Results> 
     await_rooms_known(ctx, &metrics, &ready, local_members).await;
 
     let rate = args.rate * local_members as f64 / args.peers as f64;
-    let before = sample(ctx).await;
+    let before = ctx.servers.try_sample().await;
     let measurement = Measurement::begin(ctx, &metrics, args.duration).await?;
     let start = measurement.start;
     let pacer = pacer::spawn(rate, start, args.duration, due_senders, Arc::default());
@@ -132,20 +132,13 @@ pub async fn run(args: &RelayArgs, ctx: &RunContext) -> anyhow::Result<Results> 
             && metrics.get(Counter::Sent) >= pacer::total_sends(rate, args.duration)
     })
     .await;
-    let after = sample(ctx).await;
+    let after = ctx.servers.try_sample().await;
     measurement.end().await;
     if !drained {
         tracing::warn!("deliveries still missing after the drain timeout; they count as lost");
     }
 
-    stopping.store(true, Ordering::Relaxed);
-    for writer in writers {
-        let mut tx = writer.await?;
-        tx.close().await;
-    }
-    for reader in readers {
-        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
-    }
+    shut_down(&stopping, writers, readers).await?;
     let mut results = metrics.snapshot("relay", elapsed, Some(rate));
     if let (Some(b), Some(a)) = (before, after) {
         results.server = Some(ServerUsage {
@@ -156,19 +149,6 @@ pub async fn run(args: &RelayArgs, ctx: &RunContext) -> anyhow::Result<Results> 
         });
     }
     Ok(results)
-}
-
-async fn sample(ctx: &RunContext) -> Option<crate::server::Sample> {
-    if ctx.servers.is_empty() {
-        return None;
-    }
-    match ctx.servers.sample().await {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "could not read server usage");
-            None
-        }
-    }
 }
 
 /// Writes one signal per due time the pacer hands over, round-robin over the room's
