@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine. Installs what the tests need
-# when missing: redis-server and redis-cli with apt-get, kubernetes-validate (which
-# checks the load test's Kubernetes Job manifest) with pip. The tests start their own
-# servers on free loopback ports and never touch a Redis already running on 6379.
+# when missing: redis-server, redis-cli and coturn (turnserver, turnutils_uclient) with
+# apt-get; kubernetes-validate (which checks the load test's Kubernetes Job manifest)
+# with pip. The tests start their own servers on free loopback ports and never touch a
+# Redis (or a coturn) already running on the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
+{ command -v turnserver && command -v turnutils_uclient; } >/dev/null 2>&1 || need_apt+=(coturn)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

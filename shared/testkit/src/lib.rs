@@ -1,6 +1,8 @@
 //! Fixtures for integration tests: private redis-server processes, free loopback
-//! ports, bounded polling and a tiny HTTP GET. Never the machine's own Redis.
+//! ports, private coturn servers, bounded polling and a tiny HTTP GET. Never the
+//! machine's own Redis.
 
+pub mod coturn;
 pub mod redis;
 
 use std::future::Future;
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub use coturn::{CoturnOptions, TestCoturn};
 pub use redis::{TestRedis, TestRedisCluster};
 
 /// A port that was free a moment ago (bind :0, then release: racy, fine here).

@@ -1,0 +1,302 @@
+//! Build → bind → serve → drain: the one place that connects the parts.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use fred::prelude::*;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::auth::{ApiKey, Authenticator, JwksCache, JwksLocation, JwtVerifier, KeySource};
+use crate::config::{CredentialsConfig, JwtConfig, JwtKeys, SourceConfig};
+use crate::http::{router, AppState, Shared};
+use crate::keyring::{Keyring, RedisKeyring};
+use crate::metrics::Metrics;
+use crate::monitor::{Monitor, MonitorSettings};
+use crate::providers::{Cloudflare, Provider, Twilio, Xirsys};
+use crate::ratelimit::RateLimiter;
+use crate::source::{unix_now_ms, TurnSource};
+
+/// Buckets kept per rate limiter (IPs or subjects), bounding its memory.
+const RATE_LIMIT_KEYS: usize = 100_000;
+
+pub struct App {
+    listener: TcpListener,
+    state: Shared,
+    background: TaskTracker,
+    stop: CancellationToken,
+    redis_clients: Vec<Client>,
+}
+
+impl App {
+    /// Connects to Redis (when configured), loads the secret and key sets, starts
+    /// monitoring and binds the port. Fails with context if any of it is impossible.
+    pub async fn build(config: CredentialsConfig) -> anyhow::Result<App> {
+        let metrics = Arc::new(Metrics::default());
+        let http = reqwest::Client::builder()
+            .timeout(config.provider_timeout)
+            .user_agent(concat!("webrtc-signal-credentials/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client")?;
+        let background = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let mut redis_clients = Vec::new();
+
+        let userdb = match &config.redis_url {
+            Some(url) => {
+                let clients = crate::redis::connect(url.expose(), false)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("connecting to REDIS_URL: {}", e.kind().to_str()))?;
+                redis_clients.push(clients.client.clone());
+                Some(clients.client)
+            }
+            None => None,
+        };
+
+        let source = match &config.source {
+            SourceConfig::Rest { realm, secret, layout } => {
+                let keyring = match &userdb {
+                    Some(client) => {
+                        let ring = RedisKeyring::new(client.clone(), realm, config.retire_after());
+                        let report = ring
+                            .refresh(unix_now_ms(), secret.as_ref())
+                            .await
+                            .context("reading the TURN secret set from REDIS_URL")?;
+                        info!(secrets = report.secrets.len(), realm = %realm, "TURN secrets loaded from Redis");
+                        Keyring::Redis(ring)
+                    }
+                    None => Keyring::Static(secret.clone().context("TURN_SECRET is required without REDIS_URL")?),
+                };
+                TurnSource::Rest { keyring, realm: realm.clone(), layout: layout.clone() }
+            }
+            SourceConfig::Static { username, password, realm, layout } => TurnSource::Static {
+                username: username.clone(),
+                password: password.clone(),
+                realm: realm.clone(),
+                layout: layout.clone(),
+            },
+            SourceConfig::Twilio { base_url, account_sid, key_sid, secret } => TurnSource::Provider {
+                provider: Provider::Twilio(Twilio {
+                    base_url: base_url.clone(),
+                    account_sid: account_sid.clone(),
+                    key_sid: key_sid.clone(),
+                    secret: secret.clone(),
+                }),
+                http: http.clone(),
+            },
+            SourceConfig::Xirsys { base_url, ident, secret, channel } => TurnSource::Provider {
+                provider: Provider::Xirsys(Xirsys {
+                    base_url: base_url.clone(),
+                    ident: ident.clone(),
+                    secret: secret.clone(),
+                    channel: channel.clone(),
+                }),
+                http: http.clone(),
+            },
+            SourceConfig::Cloudflare { base_url, key_id, api_token } => TurnSource::Provider {
+                provider: Provider::Cloudflare(Cloudflare {
+                    base_url: base_url.clone(),
+                    key_id: key_id.clone(),
+                    api_token: api_token.clone(),
+                }),
+                http: http.clone(),
+            },
+        };
+
+        let monitor = match (&config.statsdb_url, config.stats) {
+            (Some(url), true) => {
+                let clients = crate::redis::connect(url.expose(), true)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("connecting to the TURN statsdb: {}", e.kind().to_str()))?;
+                redis_clients.push(clients.client.clone());
+                let subscriber = clients.subscriber.context("statsdb subscriber")?;
+                let settings = MonitorSettings { stream: config.events_stream.clone(), max_len: config.events_max_len };
+                let monitor =
+                    Monitor::start(clients.client, subscriber, settings, metrics.clone(), &background, stop.clone())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("subscribing to TURN allocation events: {}", e.kind().to_str()))?;
+                Some(monitor)
+            }
+            _ => None,
+        };
+
+        let auth = Authenticator {
+            mode: config.auth_mode,
+            api_keys: config.api_keys.iter().map(|(name, key)| ApiKey::new(name.clone(), key.expose())).collect(),
+            api_key_header: config.api_key_header.clone(),
+            jwt: match &config.jwt {
+                Some(jwt) => Some(jwt_verifier(jwt, &http).await?),
+                None => None,
+            },
+        };
+
+        let listener = TcpListener::bind((config.host, config.port))
+            .await
+            .with_context(|| format!("binding {}:{}", config.host, config.port))?;
+        let state = Arc::new(AppState {
+            ip_limiter: RateLimiter::new(config.rate_ip.0, config.rate_ip.1, RATE_LIMIT_KEYS),
+            subject_limiter: RateLimiter::new(config.rate_subject.0, config.rate_subject.1, RATE_LIMIT_KEYS),
+            config: Arc::new(config),
+            source,
+            auth,
+            metrics,
+            monitor,
+            redis: userdb,
+            draining: AtomicBool::new(false),
+        });
+        background.spawn(maintain_keyring(state.clone(), stop.clone()));
+        Ok(App { listener, state, background, stop, redis_clients })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Serves in a background task (for embedding and tests); the handle drains it.
+    pub fn spawn(self) -> RunningApp {
+        let addr = self.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(self.run_until(async move {
+            let _ = stopped.await;
+        }));
+        RunningApp { addr, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Serves until `shutdown`, then: /readyz fails, the listener closes, requests in
+    /// flight finish (bounded by DRAIN_TIMEOUT_MS), background tasks stop (the stream
+    /// writer hands its lease back), Redis connections close.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let App { listener, state, background, stop, redis_clients } = self;
+        let drain_timeout = state.config.drain_timeout;
+        let draining = state.clone();
+        let (drained_tx, drained_rx) = oneshot::channel::<()>();
+        let serve = axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                draining.draining.store(true, Ordering::Relaxed);
+                info!("draining");
+                let _ = drained_tx.send(());
+            });
+        let mut serve = std::pin::pin!(std::future::IntoFuture::into_future(serve));
+        tokio::select! {
+            result = &mut serve => result.context("serving HTTP")?,
+            _ = async {
+                let _ = drained_rx.await;
+                tokio::time::sleep(drain_timeout).await;
+            } => warn!("drain timeout: closing requests still in flight"),
+        }
+        stop.cancel();
+        background.close();
+        let _ = tokio::time::timeout(Duration::from_secs(3), background.wait()).await;
+        for client in redis_clients {
+            let _ = client.quit().await;
+        }
+        info!("stopped");
+        Ok(())
+    }
+}
+
+async fn jwt_verifier(config: &JwtConfig, http: &reqwest::Client) -> anyhow::Result<JwtVerifier> {
+    let keys = match &config.keys {
+        JwtKeys::Hs256(secret) => KeySource::Hs256(jsonwebtoken::DecodingKey::from_secret(secret.expose().as_bytes())),
+        JwtKeys::JwksFile(path) => {
+            let cache = JwksCache::new(JwksLocation::File(path.clone()), http.clone(), config.jwks_cache);
+            let n = cache.load().await.map_err(|e| anyhow::anyhow!("JWT_JWKS_FILE: {e}"))?;
+            info!(keys = n, "JWKS loaded from file");
+            KeySource::Jwks(cache)
+        }
+        JwtKeys::JwksUrl(url) => {
+            let cache = JwksCache::new(JwksLocation::Url(url.clone()), http.clone(), config.jwks_cache);
+            // An identity provider that is down at start-up should not keep us down:
+            // the set is fetched again on the first token.
+            match cache.load().await {
+                Ok(n) => info!(keys = n, "JWKS fetched"),
+                Err(e) => warn!(error = %e, "JWKS not fetched yet; tokens are refused until it is"),
+            }
+            KeySource::Jwks(cache)
+        }
+    };
+    if config.issuer.is_none() || config.audience.is_none() {
+        warn!("JWT_ISSUER or JWT_AUDIENCE is unset: tokens from any issuer or for any audience signed by these keys are accepted");
+    }
+    Ok(JwtVerifier { keys, issuer: config.issuer.clone(), audience: config.audience.clone(), leeway: config.leeway })
+}
+
+/// Every TURN_SECRET_REFRESH_SECS: re-reads the secret set (so every replica mints with
+/// the newest), rotates when TURN_SECRET_ROTATE_SECS says so, and retires what is due.
+async fn maintain_keyring(state: Shared, stop: CancellationToken) {
+    let TurnSource::Rest { keyring: Keyring::Redis(ring), .. } = &state.source else { return };
+    let mut tick = tokio::time::interval(state.config.secret_refresh);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = unix_now_ms();
+        let result = match state.config.rotate_every {
+            Some(age) => ring.rotate(now, None, age).await,
+            None => ring.retire_due(now).await,
+        };
+        match result {
+            Ok(report) => {
+                if failing {
+                    info!("TURN secret store reachable again");
+                    failing = false;
+                }
+                if report.rotated {
+                    state.metrics.rotations.inc();
+                    info!(newest = ?report.secrets.last().map(|s| &s.fingerprint), "TURN secret rotated automatically");
+                }
+                if report.retired > 0 {
+                    state.metrics.secrets_retired.add(report.retired as u64);
+                    info!(retired = report.retired, "old TURN secrets retired after their overlap");
+                }
+            }
+            Err(e) if !failing => {
+                warn!(error = %e, "could not refresh TURN secrets; minting with the last known one");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// A service running in the background. `stop` drains it; dropping the handle aborts it.
+pub struct RunningApp {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningApp {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.context("service task panicked")?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

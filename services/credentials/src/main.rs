@@ -1,0 +1,101 @@
+use clap::{Parser, Subcommand};
+use credentials::config::KeyringConfig;
+use credentials::keyring::{KeyringReport, RedisKeyring};
+use credentials::source::unix_now_ms;
+use credentials::{App, CredentialsConfig};
+
+/// TURN credential service. Configuration comes from the environment (docs/credentials.md).
+#[derive(Parser)]
+#[command(name = "credentials", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Add a new TURN secret to coturn's Redis userdb and mint with it from now on;
+    /// older secrets are retired once every credential issued with them has expired.
+    Rotate {
+        /// Remove every older secret now (a leaked secret). Credentials issued with them
+        /// stop working for new TURN logins at once.
+        #[arg(long)]
+        revoke_previous: bool,
+    },
+    /// List the TURN secrets in the userdb (fingerprints and times, never the secrets)
+    /// and retire those whose overlap has passed.
+    Secrets,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command.unwrap_or(Command::Serve) {
+        Command::Serve => serve().await,
+        Command::Rotate { revoke_previous } => {
+            let ring = keyring().await?;
+            let mut report = ring.rotate(unix_now_ms(), None, std::time::Duration::ZERO).await?;
+            if revoke_previous {
+                let revoked = ring.revoke_previous(unix_now_ms()).await?;
+                report.retired += revoked.retired;
+                report.secrets = revoked.secrets;
+            }
+            print_report(&report)
+        }
+        Command::Secrets => {
+            let ring = keyring().await?;
+            print_report(&ring.retire_due(unix_now_ms()).await?)
+        }
+    }
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let config = CredentialsConfig::from_env().unwrap_or_else(|e| {
+        eprintln!("credentials: invalid configuration:\n{e}");
+        std::process::exit(config::EXIT_USAGE);
+    });
+    telemetry::init(config.log_format);
+    tracing::info!(
+        source = ?std::mem::discriminant(&config.source),
+        auth = ?config.auth_mode,
+        redis = config.redis_url.is_some(),
+        stats = config.stats,
+        "starting"
+    );
+    let app = App::build(config).await?;
+    tracing::info!(addr = %app.local_addr(), "ready");
+    app.run_until(shutdown_signal()).await
+}
+
+async fn keyring() -> anyhow::Result<RedisKeyring> {
+    let config = KeyringConfig::from_env().unwrap_or_else(|e| {
+        eprintln!("credentials: invalid configuration:\n{e}");
+        std::process::exit(config::EXIT_USAGE);
+    });
+    let clients = credentials::redis::connect(config.redis_url.expose(), false)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to REDIS_URL: {}", e.kind().to_str()))?;
+    Ok(RedisKeyring::new(clients.client, &config.realm, config.retire_after))
+}
+
+fn print_report(report: &KeyringReport) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(report)?);
+    Ok(())
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,137 @@
+//! TURN monitoring from coturn's redis-statsdb: stats, sessions and the event stream,
+//! fed by real allocations.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use testkit::{wait_until, CoturnOptions, TestCoturn, TestRedis};
+
+use crate::helpers::{pairs, rest_settings, Service, REALM};
+
+const STATUS: &str = "status-token-0123456789";
+
+/// `XRANGE` of the stream as (eventType, details JSON) pairs.
+async fn stream_events(redis: &TestRedis) -> Vec<(String, Value)> {
+    let out = redis.cli(&["XRANGE", "turn:events", "-", "+"]).await;
+    // redis-cli prints: id, then field/value lines per entry.
+    let lines: Vec<&str> = out.lines().collect();
+    let mut events = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i] == "eventType" && i + 1 < lines.len() {
+            let event_type = lines[i + 1].to_owned();
+            let details = lines[i..].iter().position(|l| *l == "details").and_then(|p| lines.get(i + p + 1));
+            let details = details.and_then(|d| serde_json::from_str(d).ok()).unwrap_or(Value::Null);
+            events.push((event_type, details));
+        }
+        i += 1;
+    }
+    events
+}
+
+#[tokio::test]
+async fn an_allocation_shows_in_sessions_and_stats_and_its_events_reach_the_stream() {
+    let redis = TestRedis::start().await;
+    let coturn = TestCoturn::start(REALM, CoturnOptions { redis_port: Some(redis.port), ..Default::default() }).await;
+    let mut settings = rest_settings(&coturn.port.to_string());
+    settings.extend([("REDIS_URL", redis.url()), ("STATUS_TOKEN", STATUS.into())]);
+    let service = Service::start(&pairs(&settings)).await;
+    let auth = format!("Bearer {STATUS}");
+    let auth = [("authorization", auth.as_str())];
+
+    // The status endpoints need the token.
+    assert_eq!(service.get("/api/turn/sessions", &[]).await.0, 401);
+
+    let (_, _, body) = service.get("/turn-credentials?username=carol", &[]).await;
+    let (user, pass) = (body["username"].as_str().unwrap().to_owned(), body["credential"].as_str().unwrap().to_owned());
+    assert!(user.ends_with(":carol"));
+
+    // While turnutils_uclient holds its allocation, /api/turn/sessions lists it.
+    let client = {
+        let (user, pass) = (user.clone(), pass.clone());
+        let port = coturn.port;
+        tokio::spawn(async move {
+            let coturn_port = port;
+            let mut cmd = tokio::process::Command::new("turnutils_uclient");
+            cmd.args(["-u", &user, "-w", &pass, "-p", &coturn_port.to_string()])
+                .args(["-n", "8", "-m", "1", "-l", "170", "-y", "127.0.0.1"])
+                .kill_on_drop(true);
+            tokio::time::timeout(Duration::from_secs(60), cmd.output()).await.unwrap().unwrap()
+        })
+    };
+    wait_until(Duration::from_secs(20), "the allocation to appear in /api/turn/sessions", || {
+        let (service, user) = (&service, &user);
+        async move {
+            let (_, _, s) = service.get("/api/turn/sessions", &auth).await;
+            s["sessions"].as_array().is_some_and(|list| {
+                list.iter().any(|a| {
+                    a["username"] == user.as_str()
+                        && a["user"] == "carol"
+                        && a["transport"] == "UDP"
+                        && a["remote"].as_str().is_some_and(|r| r.starts_with("127.0.0.1:"))
+                        && a["ageSeconds"].is_u64()
+                })
+            })
+        }
+    })
+    .await;
+    let (_, _, stats) = service.get("/api/turn/stats", &auth).await;
+    assert!(stats["activeAllocations"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["byRealm"][REALM]["allocationsCreated"].as_u64().unwrap() >= 1, "{stats}");
+
+    let out = client.await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // After the client leaves: its released allocations are gone from the sessions,
+    // traffic is counted, and created, traffic and deleted events are in the stream.
+    // (turnutils_uclient releases most of its allocations; coturn keeps one that it
+    // does not refresh to lifetime 0 until that lifetime runs out.)
+    wait_until(Duration::from_secs(10), "created, traffic and deleted events in the stream", || async {
+        let events = stream_events(&redis).await;
+        let mine =
+            |t: &str| events.iter().any(|(et, d)| et == t && d["username"] == user.as_str() && d["realm"] == REALM);
+        mine("allocation_created") && mine("allocation_deleted") && mine("allocation_traffic")
+    })
+    .await;
+    let deleted: Vec<String> = stream_events(&redis)
+        .await
+        .into_iter()
+        .filter(|(et, _)| et == "allocation_deleted")
+        .map(|(_, d)| d["allocationId"].as_str().unwrap().to_owned())
+        .collect();
+    let (_, _, s) = service.get("/api/turn/sessions", &auth).await;
+    let listed: Vec<&str> = s["sessions"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert!(deleted.iter().all(|id| !listed.contains(&id.as_str())), "deleted {deleted:?} still listed in {s}");
+    let (_, _, stats) = service.get("/api/turn/stats", &auth).await;
+    assert!(stats["totals"]["traffic"]["receivedBytes"].as_u64().unwrap() > 0, "{stats}");
+    assert_eq!(stats["activeAllocations"].as_u64().unwrap() as usize, listed.len(), "{stats}");
+    // Each event carries the normalised fields.
+    let raw = redis.cli(&["XRANGE", "turn:events", "-", "+", "COUNT", "1"]).await;
+    for field in ["eventType", "service", "details", "timestamp"] {
+        assert!(raw.lines().any(|l| l == field), "{field} missing in {raw}");
+    }
+    assert!(raw.lines().any(|l| l == "turn"), "service is turn: {raw}");
+
+    // A consumer group can read it (what log pipelines do).
+    assert_eq!(redis.cli(&["XGROUP", "CREATE", "turn:events", "pipeline", "0"]).await, "OK");
+    let read =
+        redis.cli(&["XREADGROUP", "GROUP", "pipeline", "c1", "COUNT", "100", "STREAMS", "turn:events", ">"]).await;
+    assert!(read.contains("allocation_created"));
+}
+
+#[tokio::test]
+async fn a_restarted_service_lists_allocations_coturn_still_holds() {
+    // coturn keeps a status key per open allocation; a new replica seeds from them.
+    let redis = TestRedis::start().await;
+    let key = format!("turn/realm/{REALM}/user/1900000000:dave/allocation/000000000000000042/status");
+    redis.cli(&["SET", &key, "new lifetime=600, type=TCP, local=127.0.0.1:3478, remote=127.0.0.1:5555"]).await;
+    let mut settings = rest_settings("3478");
+    settings.extend([("REDIS_URL", redis.url()), ("STATUS_TOKEN", STATUS.into())]);
+    let service = Service::start(&pairs(&settings)).await;
+    let auth = format!("Bearer {STATUS}");
+    let (status, _, s) = service.get("/api/turn/sessions", &[("authorization", auth.as_str())]).await;
+    assert_eq!(status, 200);
+    assert_eq!(s["count"], 1, "{s}");
+    assert_eq!(s["sessions"][0]["user"], "dave");
+    assert_eq!(s["sessions"][0]["transport"], "TCP");
+}
