@@ -51,6 +51,18 @@ pub enum SourceConfig {
     },
 }
 
+impl SourceConfig {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceConfig::Rest { .. } => "rest",
+            SourceConfig::Static { .. } => "static",
+            SourceConfig::Twilio { .. } => "twilio",
+            SourceConfig::Xirsys { .. } => "xirsys",
+            SourceConfig::Cloudflare { .. } => "cloudflare",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum JwtKeys {
     Hs256(Secret),
@@ -70,7 +82,7 @@ pub struct JwtConfig {
 #[derive(Debug, Clone)]
 pub struct CredentialsConfig {
     pub host: IpAddr,
-    /// PORT; default 8081, 0 = any free port (tests).
+    /// PORT; default 8090, 0 = any free port (tests).
     pub port: u16,
     pub log_format: LogFormat,
     pub source: SourceConfig,
@@ -123,7 +135,7 @@ impl CredentialsConfig {
     fn from_settings(mut s: Settings) -> Result<Self, ConfigError> {
         let secs = Duration::from_secs;
         let host = s.parse("HOST", IpAddr::from([0, 0, 0, 0]));
-        let port = s.parse("PORT", 8081u16);
+        let port = s.parse("PORT", 8090u16);
         let log_format = s.parse("LOG_FORMAT", LogFormat::Text);
         let ttl = s.ranged("TURN_TTL", 3600u64, MIN_TTL, MAX_TTL);
         let ttl_max = s.ranged("TURN_TTL_MAX", ttl, MIN_TTL, MAX_TTL);

@@ -360,7 +360,7 @@ async fn turn_sessions(State(s): State<Shared>, h: HeaderMap) -> Result<Json<Val
 async fn list_secrets(State(s): State<Shared>, h: HeaderMap) -> Result<Json<KeyringReport>, ApiError> {
     require_token(s.config.admin_token.as_ref(), &h, ADMIN_DISABLED)?;
     let ring = keyring(&s)?;
-    Ok(Json(ring.retire_due(unix_now_ms()).await?))
+    Ok(Json(ring.list(unix_now_ms()).await?))
 }
 
 #[derive(Debug, Default, Deserialize)]

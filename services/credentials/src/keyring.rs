@@ -180,6 +180,13 @@ impl RedisKeyring {
         Ok(self.report(raw))
     }
 
+    /// Describes the secrets without changing anything (beyond adopting secrets added
+    /// by hand).
+    pub async fn list(&self, now_ms: u64) -> Result<KeyringReport, KeyringError> {
+        let raw = self.run("current", now_ms, None, 0).await?;
+        Ok(self.report(raw))
+    }
+
     /// Removes every secret whose overlap has passed.
     pub async fn retire_due(&self, now_ms: u64) -> Result<KeyringReport, KeyringError> {
         let raw = self.run("retire", now_ms, None, 0).await?;

@@ -24,9 +24,11 @@ enum Command {
         #[arg(long)]
         revoke_previous: bool,
     },
-    /// List the TURN secrets in the userdb (fingerprints and times, never the secrets)
-    /// and retire those whose overlap has passed.
+    /// List the TURN secrets in the userdb: fingerprints and times, never the secrets.
     Secrets,
+    /// Remove the secrets whose overlap has passed (running services do this on their
+    /// own; this is for set-ups that rotate from cron without a running service).
+    Retire,
 }
 
 #[tokio::main]
@@ -43,10 +45,8 @@ async fn main() -> anyhow::Result<()> {
             }
             print_report(&report)
         }
-        Command::Secrets => {
-            let ring = keyring().await?;
-            print_report(&ring.retire_due(unix_now_ms()).await?)
-        }
+        Command::Secrets => print_report(&keyring().await?.list(unix_now_ms()).await?),
+        Command::Retire => print_report(&keyring().await?.retire_due(unix_now_ms()).await?),
     }
 }
 
@@ -57,7 +57,7 @@ async fn serve() -> anyhow::Result<()> {
     });
     telemetry::init(config.log_format);
     tracing::info!(
-        source = ?std::mem::discriminant(&config.source),
+        source = config.source.name(),
         auth = ?config.auth_mode,
         redis = config.redis_url.is_some(),
         stats = config.stats,

@@ -151,6 +151,13 @@ async fn health_readiness_and_unknown_paths() {
     // Stats and admin endpoints are off until their tokens are set.
     assert_eq!(service.get("/api/turn/stats", &[]).await.0, 403);
     assert_eq!(service.post("/api/turn/secrets/rotate", &[]).await.0, 403);
+
+    // With a static TURN_SECRET there is nothing to rotate: the answer says so.
+    let admin = Service::start(&with(&[("ADMIN_TOKEN", "admin-token-0123456789")])).await;
+    let (status, _, b) =
+        admin.post("/api/turn/secrets/rotate", &[("authorization", "Bearer admin-token-0123456789")]).await;
+    assert_eq!(status, 400, "{b}");
+    assert!(b["message"].as_str().unwrap().contains("REDIS_URL"), "{b}");
 }
 
 #[tokio::test]

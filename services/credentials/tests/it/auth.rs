@@ -179,3 +179,16 @@ async fn one_subject_is_rate_limited_across_ips() {
     assert!((1..=30).contains(&retry), "{retry}");
     assert_eq!(service.get("/api/turn/config", &[("authorization", &bearer(&dan))]).await.0, 200, "others unaffected");
 }
+
+#[tokio::test]
+async fn an_unreachable_jwks_url_does_not_stop_the_service_and_tokens_get_503() {
+    let url = format!("http://127.0.0.1:{}/jwks.json", testkit::free_port());
+    let mut settings = base();
+    settings.extend([("AUTH_MODE", "jwt"), ("PROVIDER_TIMEOUT_MS", "500")]);
+    settings.push(("JWT_JWKS_URL", Box::leak(url.into_boxed_str())));
+    let service = Service::start(&settings).await;
+    assert_eq!(service.text("/healthz").await.0, 200);
+    let token = signed(Algorithm::RS256, "test-rsa", &claims("erin", "x", "y", 300));
+    let (status, _, b) = service.get("/api/turn/config", &[("authorization", &bearer(&token))]).await;
+    assert_eq!((status, b["error"].as_str()), (503, Some("unavailable")), "{b}");
+}

@@ -151,3 +151,42 @@ async fn the_rotate_command_adds_a_secret_the_running_service_picks_up() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("REDIS_URL: required"));
 }
+
+#[tokio::test]
+async fn automatic_rotation_happens_once_when_due_however_many_replicas_try() {
+    let redis = TestRedis::start().await;
+    let replica = || async {
+        let clients = credentials::redis::connect(&redis.url(), false).await.unwrap();
+        RedisKeyring::new(clients.client, REALM, Duration::from_secs(100))
+    };
+    let (a, b) = (replica().await, replica().await);
+    let every = Duration::from_secs(10);
+    let t0 = 1_900_000_000_000u64;
+    assert_eq!(a.refresh(t0, None).await.unwrap().secrets.len(), 1, "an empty set is seeded");
+
+    assert!(!a.rotate(t0 + 5_000, None, every).await.unwrap().rotated, "not due yet");
+    let (ra, rb) = tokio::join!(a.rotate(t0 + 10_000, None, every), b.rotate(t0 + 10_000, None, every));
+    let rotated = [ra.unwrap().rotated, rb.unwrap().rotated];
+    assert_eq!(rotated.iter().filter(|r| **r).count(), 1, "exactly one replica rotates: {rotated:?}");
+    assert_eq!(members(&redis).await.len(), 2);
+    // Both replicas now mint with the same, newest secret.
+    a.list(t0 + 10_000).await.unwrap();
+    b.list(t0 + 10_000).await.unwrap();
+    assert_eq!(a.current().unwrap().expose(), b.current().unwrap().expose());
+    assert_eq!(a.current().unwrap().expose(), newest(&redis).await);
+
+    // The superseded secret goes exactly when the overlap has passed.
+    assert_eq!(a.retire_due(t0 + 10_000 + 99_999).await.unwrap().retired, 0);
+    assert_eq!(a.retire_due(t0 + 10_000 + 100_000).await.unwrap().retired, 1);
+    assert_eq!(members(&redis).await.len(), 1);
+
+    // A secret an operator adds by hand counts as the newest from the moment it is seen;
+    // one removed by hand is forgotten.
+    redis.cli(&["SADD", &secret_set_key(REALM), "added-by-hand-0123456789"]).await;
+    let report = a.list(t0 + 200_000).await.unwrap();
+    assert_eq!(report.secrets.len(), 2);
+    assert_eq!(a.current().unwrap().expose(), "added-by-hand-0123456789");
+    redis.cli(&["SREM", &secret_set_key(REALM), "added-by-hand-0123456789"]).await;
+    assert_eq!(a.list(t0 + 200_001).await.unwrap().secrets.len(), 1);
+    assert_eq!(redis.cli(&["HLEN", &secret_meta_key(REALM)]).await, "1");
+}
