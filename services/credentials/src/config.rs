@@ -493,6 +493,26 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_never_shows_a_secret() {
+        let c = CredentialsConfig::from_pairs(&[
+            ("TURN_REALM", "example.org"),
+            ("TURN_SECRET", "turn-secret-0123456789"),
+            ("TURN_HOST", "h"),
+            ("REDIS_URL", "redis://:redis-password@127.0.0.1:6379"),
+            ("AUTH_MODE", "api-key"),
+            ("API_KEYS", "web:api-key-0123456789abc"),
+            ("JWT_HS256_SECRET", "jwt-secret-0123456789-0123456789-012"),
+            ("ADMIN_TOKEN", "admin-token-0123456789"),
+            ("STATUS_TOKEN", "status-token-0123456789"),
+        ])
+        .unwrap();
+        let text = format!("{c:?}");
+        for secret in ["turn-secret", "redis-password", "api-key-0123", "jwt-secret", "admin-token", "status-token"] {
+            assert!(!text.contains(secret), "{secret} visible in {text}");
+        }
+    }
+
+    #[test]
     fn providers_need_their_account_settings() {
         let err = CredentialsConfig::from_pairs(&[("TURN_SOURCE", "cloudflare")]).unwrap_err();
         assert!(err.to_string().contains("CLOUDFLARE_TURN_KEY_ID"));

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -183,9 +184,27 @@ pub struct CredentialQuery {
 }
 
 type Peer = ConnectInfo<SocketAddr>;
-type Q = Query<CredentialQuery>;
 
-async fn turn_credentials(State(s): State<Shared>, ConnectInfo(peer): Peer, h: HeaderMap, Query(q): Q) -> Response {
+/// Query parameters, with a malformed query answered as our JSON `bad-request`.
+pub struct Params<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| Params(q))
+            .map_err(|e| ApiError::BadRequest(format!("bad query: {}", e.body_text())))
+    }
+}
+type Q = Params<CredentialQuery>;
+
+async fn turn_credentials(State(s): State<Shared>, ConnectInfo(peer): Peer, h: HeaderMap, Params(q): Q) -> Response {
     respond(
         &s,
         issue(&s, peer, &h, &q, false).await.map(|g| {
@@ -197,15 +216,20 @@ async fn turn_credentials(State(s): State<Shared>, ConnectInfo(peer): Peer, h: H
     )
 }
 
-async fn api_turn_credentials(State(s): State<Shared>, ConnectInfo(peer): Peer, h: HeaderMap, Query(q): Q) -> Response {
+async fn api_turn_credentials(
+    State(s): State<Shared>,
+    ConnectInfo(peer): Peer,
+    h: HeaderMap,
+    Params(q): Q,
+) -> Response {
     respond(&s, issue(&s, peer, &h, &q, false).await.map(|g| json!({ "iceServers": g.ice_servers, "ttl": g.ttl })))
 }
 
-async fn turn_config(State(s): State<Shared>, ConnectInfo(peer): Peer, h: HeaderMap, Query(q): Q) -> Response {
+async fn turn_config(State(s): State<Shared>, ConnectInfo(peer): Peer, h: HeaderMap, Params(q): Q) -> Response {
     respond(&s, issue(&s, peer, &h, &q, false).await.map(|g| json!({ "iceServers": g.ice_servers })))
 }
 
-async fn webrtc_config(State(s): State<Shared>, ConnectInfo(peer): Peer, h: HeaderMap, Query(q): Q) -> Response {
+async fn webrtc_config(State(s): State<Shared>, ConnectInfo(peer): Peer, h: HeaderMap, Params(q): Q) -> Response {
     let pool = s.config.ice_candidate_pool_size;
     respond(
         &s,
@@ -216,7 +240,7 @@ async fn webrtc_config(State(s): State<Shared>, ConnectInfo(peer): Peer, h: Head
 }
 
 /// draft-uberti-behave-turn-rest-00 §2.2: `{username, password, ttl, uris}`.
-async fn rest_draft(State(s): State<Shared>, ConnectInfo(peer): Peer, h: HeaderMap, Query(q): Q) -> Response {
+async fn rest_draft(State(s): State<Shared>, ConnectInfo(peer): Peer, h: HeaderMap, Params(q): Q) -> Response {
     if q.service.as_deref().is_some_and(|svc| svc != "turn") {
         return respond(&s, Err(ApiError::BadRequest("service must be \"turn\"".into())));
     }
@@ -341,10 +365,31 @@ async fn turn_stats(State(s): State<Shared>, h: HeaderMap) -> Result<Json<Value>
     Ok(Json(table.stats()))
 }
 
-async fn turn_sessions(State(s): State<Shared>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
+#[derive(Debug, Deserialize)]
+struct SessionsQuery {
+    /// Most sessions listed (oldest first); `count` is always the total.
+    #[serde(default = "default_sessions_limit")]
+    limit: usize,
+}
+
+fn default_sessions_limit() -> usize {
+    1000
+}
+
+async fn turn_sessions(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    Params(q): Params<SessionsQuery>,
+) -> Result<Json<Value>, ApiError> {
     require_token(s.config.status_token.as_ref(), &h, STATUS_DISABLED)?;
+    if !(1..=10_000).contains(&q.limit) {
+        return Err(ApiError::BadRequest("limit must be from 1 to 10000".into()));
+    }
     let now = unix_now_ms();
-    let sessions = monitor(&s)?.table.lock().unwrap_or_else(|e| e.into_inner()).sessions();
+    let (count, sessions) = {
+        let table = monitor(&s)?.table.lock().unwrap_or_else(|e| e.into_inner());
+        (table.active(), table.sessions(q.limit))
+    };
     let list: Vec<Value> = sessions
         .into_iter()
         .map(|a| {
@@ -354,7 +399,7 @@ async fn turn_sessions(State(s): State<Shared>, h: HeaderMap) -> Result<Json<Val
             v
         })
         .collect();
-    Ok(Json(json!({ "count": list.len(), "sessions": list })))
+    Ok(Json(json!({ "count": count, "sessions": list })))
 }
 
 async fn list_secrets(State(s): State<Shared>, h: HeaderMap) -> Result<Json<KeyringReport>, ApiError> {
@@ -374,7 +419,7 @@ struct RotateQuery {
 async fn rotate_secret(
     State(s): State<Shared>,
     h: HeaderMap,
-    Query(q): Query<RotateQuery>,
+    Params(q): Params<RotateQuery>,
 ) -> Result<Json<KeyringReport>, ApiError> {
     require_token(s.config.admin_token.as_ref(), &h, ADMIN_DISABLED)?;
     let ring = keyring(&s)?;

@@ -61,7 +61,7 @@ impl Monitor {
 
         let (t, c, s) = (table.clone(), client.clone(), stop.clone());
         tasks.spawn(async move {
-            // fred re-subscribes after a reconnect; re-seed to catch what we missed.
+            // After a reconnect: subscribe again and re-seed to catch what we missed.
             let mut expiry = tokio::time::interval(Duration::from_secs(30));
             loop {
                 tokio::select! {
@@ -85,6 +85,11 @@ impl Monitor {
                         Err(_) => break,
                     },
                     server = reconnects.recv() => if server.is_ok() {
+                        // The subscriber was connected before this task started: every
+                        // event here is a reconnect, after which fred needs telling.
+                        if let Err(e) = subscriber.resubscribe_all().await {
+                            warn!(error = %e, "could not re-subscribe to TURN events");
+                        }
                         info!("statsdb connection restored; re-seeding TURN allocations");
                         seed(&c, &t).await;
                     },

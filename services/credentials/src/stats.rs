@@ -268,11 +268,11 @@ impl AllocationTable {
         });
     }
 
-    /// Every active allocation, oldest first.
-    pub fn sessions(&self) -> Vec<Allocation> {
-        let mut list: Vec<Allocation> = self.allocations.values().cloned().collect();
+    /// The `limit` oldest active allocations.
+    pub fn sessions(&self, limit: usize) -> Vec<Allocation> {
+        let mut list: Vec<&Allocation> = self.allocations.values().collect();
         list.sort_by(|a, b| (a.started_at_ms, &a.id).cmp(&(b.started_at_ms, &b.id)));
-        list
+        list.into_iter().take(limit).cloned().collect()
     }
 
     pub fn stats(&self) -> Value {
@@ -346,12 +346,12 @@ mod tests {
         assert_eq!(new["details"]["user"], "alice");
         assert_eq!(new["details"]["remote"], "127.0.0.1:40000");
         assert_eq!(new["timestamp"], "1970-01-01T00:00:01.000Z");
-        let s = t.sessions();
+        let s = t.sessions(10);
         assert_eq!((s.len(), s[0].transport.as_deref(), s[0].lifetime_secs), (1, Some("UDP"), 600));
 
         t.apply(&format!("{BASE}/traffic"), "rcvp=5, rcvb=850, sentp=5, sentb=850", 2_000).unwrap();
         t.apply(&format!("{BASE}/traffic/peer"), "rcvp=5, rcvb=850, sentp=5, sentb=850", 2_000).unwrap();
-        assert_eq!(t.sessions()[0].traffic.received_bytes, 850);
+        assert_eq!(t.sessions(10)[0].traffic.received_bytes, 850);
         let refreshed = t.apply(&format!("{BASE}/status"), "refreshed lifetime=0, type=UDP", 3_000).unwrap();
         assert_eq!(refreshed["eventType"], "allocation_refreshed");
         let deleted = t.apply(&format!("{BASE}/status"), "deleted", 3_001).unwrap();
@@ -359,7 +359,7 @@ mod tests {
         let total = t.apply(&format!("{BASE}/total_traffic"), "rcvp=5, rcvb=850, sentp=5, sentb=850", 3_002).unwrap();
         assert_eq!(total["details"]["scope"], "total");
 
-        assert!(t.sessions().is_empty());
+        assert!(t.sessions(10).is_empty());
         let stats = t.stats();
         assert_eq!(stats["activeAllocations"], 0);
         assert_eq!(stats["byRealm"]["example.org"]["allocationsCreated"], 1);

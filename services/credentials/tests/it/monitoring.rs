@@ -135,3 +135,32 @@ async fn a_restarted_service_lists_allocations_coturn_still_holds() {
     assert_eq!(s["sessions"][0]["user"], "dave");
     assert_eq!(s["sessions"][0]["transport"], "TCP");
 }
+
+#[tokio::test]
+async fn events_keep_flowing_after_a_redis_restart() {
+    let mut redis = TestRedis::start().await;
+    let mut settings = rest_settings("3478");
+    settings.extend([("REDIS_URL", redis.url()), ("STATUS_TOKEN", STATUS.into())]);
+    let service = Service::start(&pairs(&settings)).await;
+    let auth = format!("Bearer {STATUS}");
+    let channel = format!("turn/realm/{REALM}/user/1900000000:frank/allocation/000000000000000077/status");
+
+    redis.restart().await;
+    // coturn publishes again once Redis is back; so do we, until the service has
+    // re-subscribed and picked the event up.
+    wait_until(Duration::from_secs(20), "an event published after the restart to be seen", || {
+        let (redis, service, auth, channel) = (&redis, &service, &auth, &channel);
+        async move {
+            redis
+                .cli(&["PUBLISH", channel, "new lifetime=600, type=UDP, local=127.0.0.1:3478, remote=127.0.0.1:6000"])
+                .await;
+            let (_, _, s) = service.get("/api/turn/sessions", &[("authorization", auth.as_str())]).await;
+            s["count"] == 1
+        }
+    })
+    .await;
+    let (status, _, b) = service.get("/api/turn/sessions?limit=0", &[("authorization", auth.as_str())]).await;
+    assert_eq!((status, b["error"].as_str()), (400, Some("bad-request")));
+    let (status, _, b) = service.get("/api/turn/sessions?limit=many", &[("authorization", auth.as_str())]).await;
+    assert_eq!((status, b["error"].as_str()), (400, Some("bad-request")), "{b}");
+}

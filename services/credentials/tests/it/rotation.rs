@@ -190,3 +190,28 @@ async fn automatic_rotation_happens_once_when_due_however_many_replicas_try() {
     assert_eq!(a.list(t0 + 200_001).await.unwrap().secrets.len(), 1);
     assert_eq!(redis.cli(&["HLEN", &secret_meta_key(REALM)]).await, "1");
 }
+
+#[tokio::test]
+async fn a_redis_that_lost_the_set_gets_the_current_secret_back() {
+    let mut redis = TestRedis::start().await;
+    let mut settings = rest_settings("3478");
+    settings.extend([
+        ("REDIS_URL", redis.url()),
+        ("TURN_STATS", "false".into()),
+        ("TURN_SECRET_REFRESH_SECS", "1".into()),
+    ]);
+    let service = Service::start(&pairs(&settings)).await;
+    let before = members(&redis).await;
+    assert_eq!(before.len(), 1);
+    let (user, pass) = credential(&service).await;
+
+    redis.restart().await; // empty, as after a restart without persistence
+    wait_until(Duration::from_secs(15), "the secret set to be restored", || async { members(&redis).await == before })
+        .await;
+    // Credentials issued before the loss verify against the restored set.
+    assert_eq!(pass, turn::rest_password(before[0].as_bytes(), &user));
+    wait_until(Duration::from_secs(10), "/readyz to pass again", || async {
+        testkit::http_get(service.addr(), "/readyz").await.is_some_and(|(s, _)| s == 200)
+    })
+    .await;
+}
