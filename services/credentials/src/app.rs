@@ -10,7 +10,6 @@ use anyhow::Context;
 use fred::prelude::*;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -21,7 +20,6 @@ use crate::http::{router, AppState, Shared};
 use crate::keyring::{Keyring, RedisKeyring};
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, MonitorSettings};
-use crate::providers::{Cloudflare, Provider, Twilio, Xirsys};
 use crate::ratelimit::RateLimiter;
 use crate::source::{unix_now_ms, TurnSource};
 
@@ -77,38 +75,8 @@ impl App {
                 };
                 TurnSource::Rest { keyring, realm: realm.clone(), layout: layout.clone() }
             }
-            SourceConfig::Static { username, password, realm, layout } => TurnSource::Static {
-                username: username.clone(),
-                password: password.clone(),
-                realm: realm.clone(),
-                layout: layout.clone(),
-            },
-            SourceConfig::Twilio { base_url, account_sid, key_sid, secret } => TurnSource::Provider {
-                provider: Provider::Twilio(Twilio {
-                    base_url: base_url.clone(),
-                    account_sid: account_sid.clone(),
-                    key_sid: key_sid.clone(),
-                    secret: secret.clone(),
-                }),
-                http: http.clone(),
-            },
-            SourceConfig::Xirsys { base_url, ident, secret, channel } => TurnSource::Provider {
-                provider: Provider::Xirsys(Xirsys {
-                    base_url: base_url.clone(),
-                    ident: ident.clone(),
-                    secret: secret.clone(),
-                    channel: channel.clone(),
-                }),
-                http: http.clone(),
-            },
-            SourceConfig::Cloudflare { base_url, key_id, api_token } => TurnSource::Provider {
-                provider: Provider::Cloudflare(Cloudflare {
-                    base_url: base_url.clone(),
-                    key_id: key_id.clone(),
-                    api_token: api_token.clone(),
-                }),
-                http: http.clone(),
-            },
+            SourceConfig::Static(login) => TurnSource::Static(login.clone()),
+            SourceConfig::Provider(provider) => TurnSource::Provider { provider: provider.clone(), http: http.clone() },
         };
 
         let monitor = match (&config.statsdb_url, config.stats) {
@@ -162,12 +130,7 @@ impl App {
 
     /// Serves in a background task (for embedding and tests); the handle drains it.
     pub fn spawn(self) -> RunningApp {
-        let addr = self.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(self.run_until(async move {
-            let _ = stopped.await;
-        }));
-        RunningApp { addr, stop: Some(stop), task: Some(task) }
+        RunningApp::spawn(self.local_addr(), |stop| self.run_until(stop))
     }
 
     /// Serves until `shutdown`, then: /readyz fails, the listener closes, requests in
@@ -284,33 +247,5 @@ async fn restore_secret(ring: &RedisKeyring, state: &AppState, now: u64) {
     }
 }
 
-/// A service running in the background. `stop` drains it; dropping the handle aborts it.
-pub struct RunningApp {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-impl RunningApp {
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.task.take() {
-            Some(task) => task.await.context("service task panicked")?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for RunningApp {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
+/// The service serving in the background: `stop` drains it; dropping it aborts it.
+pub type RunningApp = lifecycle::RunningService;

@@ -10,6 +10,8 @@ use telemetry::LogFormat;
 
 use crate::auth::AuthMode;
 use crate::ice::{IceLayout, TurnHost};
+use crate::providers::{Cloudflare, Provider, Twilio, Xirsys};
+use crate::source::StaticLogin;
 
 /// Bounds for credential lifetimes: long enough for a call to set up, short enough
 /// that a leaked credential dies the same day.
@@ -20,45 +22,19 @@ pub const MAX_TTL: u64 = 172_800;
 pub enum SourceConfig {
     /// TURN_SOURCE=rest (default): minted REST credentials, secret from TURN_SECRET
     /// and/or the Redis userdb.
-    Rest {
-        realm: String,
-        secret: Option<Secret>,
-        layout: IceLayout,
-    },
+    Rest { realm: String, secret: Option<Secret>, layout: IceLayout },
     /// TURN_SOURCE=static: TURN_USERNAME / TURN_PASSWORD for everyone.
-    Static {
-        username: String,
-        password: Secret,
-        realm: Option<String>,
-        layout: IceLayout,
-    },
-    Twilio {
-        base_url: String,
-        account_sid: String,
-        key_sid: String,
-        secret: Secret,
-    },
-    Xirsys {
-        base_url: String,
-        ident: String,
-        secret: Secret,
-        channel: String,
-    },
-    Cloudflare {
-        base_url: String,
-        key_id: String,
-        api_token: Secret,
-    },
+    Static(StaticLogin),
+    /// TURN_SOURCE=twilio, xirsys or cloudflare.
+    Provider(Provider),
 }
 
 impl SourceConfig {
     pub fn name(&self) -> &'static str {
         match self {
             SourceConfig::Rest { .. } => "rest",
-            SourceConfig::Static { .. } => "static",
-            SourceConfig::Twilio { .. } => "twilio",
-            SourceConfig::Xirsys { .. } => "xirsys",
-            SourceConfig::Cloudflare { .. } => "cloudflare",
+            SourceConfig::Static(_) => "static",
+            SourceConfig::Provider(provider) => provider.name(),
         }
     }
 }
@@ -129,7 +105,7 @@ impl CredentialsConfig {
     }
 
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Result<Self, ConfigError> {
-        Self::from_settings(Settings::from_source(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))))
+        Self::from_settings(Settings::from_pairs(pairs))
     }
 
     fn from_settings(mut s: Settings) -> Result<Self, ConfigError> {
@@ -355,12 +331,12 @@ fn read_source(s: &mut Settings, redis_url: &Option<Secret>) -> SourceConfig {
             }
             SourceConfig::Rest { realm, secret, layout: read_layout(s) }
         }
-        "static" => SourceConfig::Static {
+        "static" => SourceConfig::Static(StaticLogin {
             username: required(s, "TURN_USERNAME", "with TURN_SOURCE=static"),
             password: Secret::new(required(s, "TURN_PASSWORD", "with TURN_SOURCE=static")),
             realm: s.string("TURN_REALM"),
             layout: read_layout(s),
-        },
+        }),
         "twilio" => {
             let account_sid = required(s, "TWILIO_ACCOUNT_SID", "with TURN_SOURCE=twilio");
             let (key_sid, secret) = match s.string("TWILIO_API_KEY_SID") {
@@ -369,24 +345,24 @@ fn read_source(s: &mut Settings, redis_url: &Option<Secret>) -> SourceConfig {
                     (account_sid.clone(), required(s, "TWILIO_AUTH_TOKEN", "with TURN_SOURCE=twilio (or an API key)"))
                 }
             };
-            SourceConfig::Twilio {
+            SourceConfig::Provider(Provider::Twilio(Twilio {
                 base_url: base_url(s, "TWILIO_BASE_URL", "https://api.twilio.com"),
                 account_sid,
                 key_sid,
                 secret: Secret::new(secret),
-            }
+            }))
         }
-        "xirsys" => SourceConfig::Xirsys {
+        "xirsys" => SourceConfig::Provider(Provider::Xirsys(Xirsys {
             base_url: base_url(s, "XIRSYS_BASE_URL", "https://global.xirsys.net"),
             ident: required(s, "XIRSYS_IDENT", "with TURN_SOURCE=xirsys"),
             secret: Secret::new(required(s, "XIRSYS_SECRET", "with TURN_SOURCE=xirsys")),
             channel: required(s, "XIRSYS_CHANNEL", "with TURN_SOURCE=xirsys"),
-        },
-        "cloudflare" => SourceConfig::Cloudflare {
+        })),
+        "cloudflare" => SourceConfig::Provider(Provider::Cloudflare(Cloudflare {
             base_url: base_url(s, "CLOUDFLARE_BASE_URL", "https://rtc.live.cloudflare.com"),
             key_id: required(s, "CLOUDFLARE_TURN_KEY_ID", "with TURN_SOURCE=cloudflare"),
             api_token: Secret::new(required(s, "CLOUDFLARE_TURN_API_TOKEN", "with TURN_SOURCE=cloudflare")),
-        },
+        })),
         other => {
             s.problem(format!("TURN_SOURCE={other:?}: use rest, static, twilio, xirsys or cloudflare"));
             SourceConfig::Rest { realm: String::new(), secret: None, layout: read_layout(s) }
@@ -523,6 +499,6 @@ mod tests {
             ("TWILIO_AUTH_TOKEN", "token"),
         ])
         .unwrap();
-        assert!(matches!(ok.source, SourceConfig::Twilio { ref key_sid, .. } if key_sid == "AC123"));
+        assert!(matches!(ok.source, SourceConfig::Provider(Provider::Twilio(ref t)) if t.key_sid == "AC123"));
     }
 }

@@ -423,15 +423,7 @@ async fn rotate_secret(
 ) -> Result<Json<KeyringReport>, ApiError> {
     require_token(s.config.admin_token.as_ref(), &h, ADMIN_DISABLED)?;
     let ring = keyring(&s)?;
-    let mut report = ring.rotate(unix_now_ms(), None, Duration::ZERO).await?;
-    if q.revoke_previous {
-        let revoked = ring.revoke_previous(unix_now_ms()).await?;
-        report = KeyringReport {
-            rotated: report.rotated,
-            retired: report.retired + revoked.retired,
-            secrets: revoked.secrets,
-        };
-    }
+    let report = ring.rotate_now(unix_now_ms(), q.revoke_previous).await?;
     s.metrics.rotations.inc();
     s.metrics.secrets_retired.add(report.retired as u64);
     tracing::info!(retired = report.retired, newest = ?report.secrets.last().map(|i| &i.fingerprint), "TURN secret rotated by the admin endpoint");

@@ -187,6 +187,17 @@ impl RedisKeyring {
         Ok(self.report(raw))
     }
 
+    /// An operator's rotation: a generated secret now; with `revoke_previous`, every
+    /// older secret is removed at once instead of after the overlap.
+    pub async fn rotate_now(&self, now_ms: u64, revoke_previous: bool) -> Result<KeyringReport, KeyringError> {
+        let rotated = self.rotate(now_ms, None, Duration::ZERO).await?;
+        if !revoke_previous {
+            return Ok(rotated);
+        }
+        let revoked = self.revoke_previous(now_ms).await?;
+        Ok(KeyringReport { rotated: true, retired: rotated.retired + revoked.retired, secrets: revoked.secrets })
+    }
+
     /// Removes every secret whose overlap has passed.
     pub async fn retire_due(&self, now_ms: u64) -> Result<KeyringReport, KeyringError> {
         let raw = self.run("retire", now_ms, None, 0).await?;

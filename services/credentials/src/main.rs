@@ -36,14 +36,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command.unwrap_or(Command::Serve) {
         Command::Serve => serve().await,
         Command::Rotate { revoke_previous } => {
-            let ring = keyring().await?;
-            let mut report = ring.rotate(unix_now_ms(), None, std::time::Duration::ZERO).await?;
-            if revoke_previous {
-                let revoked = ring.revoke_previous(unix_now_ms()).await?;
-                report.retired += revoked.retired;
-                report.secrets = revoked.secrets;
-            }
-            print_report(&report)
+            print_report(&keyring().await?.rotate_now(unix_now_ms(), revoke_previous).await?)
         }
         Command::Secrets => print_report(&keyring().await?.list(unix_now_ms()).await?),
         Command::Retire => print_report(&keyring().await?.retire_due(unix_now_ms()).await?),
@@ -65,7 +58,7 @@ async fn serve() -> anyhow::Result<()> {
     );
     let app = App::build(config).await?;
     tracing::info!(addr = %app.local_addr(), "ready");
-    app.run_until(shutdown_signal()).await
+    app.run_until(lifecycle::shutdown_signal()).await
 }
 
 async fn keyring() -> anyhow::Result<RedisKeyring> {
@@ -82,20 +75,4 @@ async fn keyring() -> anyhow::Result<RedisKeyring> {
 fn print_report(report: &KeyringReport) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(report)?);
     Ok(())
-}
-
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

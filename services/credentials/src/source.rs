@@ -51,6 +51,15 @@ pub enum SourceError {
     Provider(#[from] ProviderError),
 }
 
+/// A fixed TURN login and where to offer it.
+#[derive(Debug, Clone)]
+pub struct StaticLogin {
+    pub username: String,
+    pub password: Secret,
+    pub realm: Option<String>,
+    pub layout: IceLayout,
+}
+
 pub enum TurnSource {
     /// TURN REST credentials for our coturn (`use-auth-secret`).
     Rest {
@@ -59,12 +68,7 @@ pub enum TurnSource {
         layout: IceLayout,
     },
     /// A fixed login (`user=` lines in turnserver.conf): the same for everyone.
-    Static {
-        username: String,
-        password: Secret,
-        realm: Option<String>,
-        layout: IceLayout,
-    },
+    Static(StaticLogin),
     Provider {
         provider: Provider,
         http: reqwest::Client,
@@ -75,7 +79,7 @@ impl TurnSource {
     pub fn name(&self) -> &'static str {
         match self {
             TurnSource::Rest { .. } => "rest",
-            TurnSource::Static { .. } => "static",
+            TurnSource::Static(_) => "static",
             TurnSource::Provider { provider, .. } => provider.name(),
         }
     }
@@ -94,12 +98,12 @@ impl TurnSource {
                     realm: Some(realm.clone()),
                 })
             }
-            TurnSource::Static { username, password, realm, layout } => Ok(Grant {
-                ice_servers: layout.ice_servers(region, username, password.expose()),
-                username: Some(username.clone()),
-                credential: Some(password.expose().to_owned()),
+            TurnSource::Static(login) => Ok(Grant {
+                ice_servers: login.layout.ice_servers(region, &login.username, login.password.expose()),
+                username: Some(login.username.clone()),
+                credential: Some(login.password.expose().to_owned()),
                 ttl: request.ttl.as_secs(),
-                realm: realm.clone(),
+                realm: login.realm.clone(),
             }),
             TurnSource::Provider { provider, http } => {
                 let ice_servers = provider.fetch(http, request.ttl).await?;

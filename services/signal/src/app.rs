@@ -10,8 +10,6 @@ use axum::serve::ListenerExt;
 use bus::{Backend, MemoryBackend, RedisBackend, RedisOptions};
 use protocol::NodeId;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -96,12 +94,7 @@ impl App {
 
     /// Serves in a background task (for embedding and tests); the handle drains it.
     pub fn spawn(self) -> RunningApp {
-        let addr = self.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(self.run_until(async move {
-            let _ = stopped.await;
-        }));
-        RunningApp { addr, stop: Some(stop), task: Some(task) }
+        RunningApp::spawn(self.local_addr(), |stop| self.run_until(stop))
     }
 
     /// Serves until `shutdown` resolves, then drains, each step bounded:
@@ -147,34 +140,5 @@ impl App {
     }
 }
 
-/// A node serving in the background. `stop` drains it; dropping the handle aborts it.
-pub struct RunningApp {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-impl RunningApp {
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Drains the node as SIGTERM would and waits for it to finish.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.task.take() {
-            Some(task) => task.await.context("node task panicked")?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for RunningApp {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
+/// A node serving in the background: `stop` drains it; dropping it aborts it.
+pub type RunningApp = lifecycle::RunningService;

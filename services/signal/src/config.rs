@@ -52,7 +52,7 @@ impl SignalConfig {
     }
 
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Result<Self, ConfigError> {
-        Self::from_settings(Settings::from_source(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))))
+        Self::from_settings(Settings::from_pairs(pairs))
     }
 
     fn from_settings(mut s: Settings) -> Result<Self, ConfigError> {

@@ -15,21 +15,5 @@ async fn main() -> anyhow::Result<()> {
     );
     let app = App::build(config).await?;
     tracing::info!(addr = %app.local_addr(), node = %app.node_id(), "ready");
-    app.run_until(shutdown_signal()).await
-}
-
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    app.run_until(lifecycle::shutdown_signal()).await
 }

@@ -60,6 +60,11 @@ impl Settings {
         Self { vars: vars.into_iter().collect(), problems: Vec::new() }
     }
 
+    /// Literal pairs (tests).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        Self::from_source(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
     /// A non-empty string, if set.
     pub fn string(&self, name: &str) -> Option<String> {
         self.vars.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
@@ -120,7 +125,7 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
-        Settings::from_source(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        Settings::from_pairs(pairs)
     }
 
     #[test]

@@ -106,11 +106,15 @@ impl TestRedisCluster {
         args.extend(["--cluster-replicas".to_owned(), "0".to_owned(), "--cluster-yes".to_owned()]);
         let out = Command::new("redis-cli").args(&args).output().await.expect("redis-cli");
         assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
-        let first = ports[0];
-        wait_until(Duration::from_secs(20), "cluster state ok", || async move {
-            cli(first, &["CLUSTER", "INFO"]).await.contains("cluster_state:ok")
-        })
-        .await;
+        // Every node must know every slot and node before a client reads the topology
+        // from whichever node it reaches first (gossip takes a moment after create).
+        for &port in &ports {
+            wait_until(Duration::from_secs(20), "every cluster node to see the whole cluster", || async move {
+                let info = cli(port, &["CLUSTER", "INFO"]).await;
+                ["cluster_state:ok", "cluster_slots_ok:16384", "cluster_known_nodes:3"].iter().all(|f| info.contains(f))
+            })
+            .await;
+        }
         Self { _children: children, ports, _dirs: dirs }
     }
 
