@@ -116,7 +116,7 @@ pub async fn serve(mut socket: WebSocket, core: Arc<Core>, settings: Arc<NativeS
             run(&mut socket, &mut session, &mut inbox, &settings, &stop).await
         };
         debug!(?end, "connection ended");
-        session.close().await;
+        Box::pin(session.close()).await;
     }
     .instrument(span)
     .await
@@ -135,7 +135,7 @@ async fn run(
     loop {
         tokio::select! {
             biased;
-            _ = stop.cancelled() => return say_reconnect(socket, settings).await,
+            _ = stop.cancelled() => return Box::pin(say_reconnect(socket, settings)).await,
             _ = inbox.too_slow.cancelled() => {
                 let _ = socket.send(close_frame(close::TRY_AGAIN, "too-slow: outbound queue full")).await;
                 return End::TooSlow;
@@ -164,13 +164,13 @@ async fn run(
                         return End::SocketGone;
                     }
                     Some(Ok(Message::Text(t))) => {
-                        if let Err(end) = on_text(socket, session, t.as_str(), &settings.limits).await {
+                        if let Err(end) = Box::pin(on_text(socket, session, t.as_str(), &settings.limits)).await {
                             return end;
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
                         let err = DecodeError { code: protocol::ErrorCode::BadRequest, message: "binary frames are not supported; send JSON text".into(), id: None };
-                        if let Err(end) = on_refusal(socket, session, err).await {
+                        if let Err(end) = Box::pin(on_refusal(socket, session, err)).await {
                             return end;
                         }
                     }
