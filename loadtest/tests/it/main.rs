@@ -117,6 +117,18 @@ async fn connect_opens_joins_and_reads_server_memory() {
     assert_eq!(r["latency"]["join"]["count"], 60);
     assert_eq!(r["server"]["connections"], 60);
     assert!(r["server"]["rss_loaded_bytes"].as_u64().unwrap() > 0);
+
+    // The same through a node's Prometheus /metrics page instead of /proc.
+    let metrics = format!("http://{}/metrics", cluster.nodes[0].local_addr());
+    let (out, r) = run_json(
+        &cluster,
+        &["connect"],
+        &["--connections", "20", "--room-size", "2", "--hold", "300ms", "--metrics-url", &metrics],
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(r["server"]["connections"], 20);
+    assert!(r["server"]["rss_loaded_bytes"].as_u64().unwrap() > 0, "{}", r["server"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! HTTP surface: `/ws` (upgrade to the native protocol), `/healthz` (the process is
-//! alive) and `/readyz` (send traffic here: not draining, Redis reachable, and the
-//! node's own subscription proven alive by a probe that came back).
+//! alive), `/readyz` (send traffic here: not draining, Redis reachable, and the
+//! node's own subscription proven alive by a probe that came back) and `/metrics`.
 
 use std::sync::Arc;
 
@@ -29,7 +29,12 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new().route("/ws", get(ws)).route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state)
+    Router::new()
+        .route("/ws", get(ws))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
 }
 
 async fn healthz() -> &'static str {
@@ -52,6 +57,25 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => (StatusCode::OK, body("ready", None)).into_response(),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, body("not-ready", Some(reason))).into_response(),
     }
+}
+
+/// Prometheus text: the process (memory, CPU, file descriptors) and the node's gauges.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let core = &state.core;
+    let mut text = telemetry::process_metrics();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+    };
+    metric("signal_connections", "gauge", "Open client connections.", core.sessions.len() as u64);
+    metric("signal_rooms", "gauge", "Rooms with members on this node.", core.room_count() as u64);
+    metric("signal_ready", "gauge", "1 when /readyz passes.", u64::from(core.health.ready().is_ok()));
+    metric(
+        "signal_dropped_envelopes_total",
+        "counter",
+        "Bus messages this node could not decode or deliver.",
+        core.dropped_envelopes(),
+    );
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// Bytes the WebSocket layer reads per syscall (frames larger than this take several reads).

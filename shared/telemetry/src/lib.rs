@@ -41,3 +41,59 @@ pub fn init_for_tests() {
             .try_init();
     }
 }
+
+/// This process's standard Prometheus metrics (`process_resident_memory_bytes`,
+/// `process_cpu_seconds_total`, `process_open_fds`, `process_max_fds`), read from
+/// /proc. Empty where /proc is not available.
+pub fn process_metrics() -> String {
+    let mut out = String::new();
+    let mut gauge = |name: &str, kind: &str, help: &str, value: Option<f64>| {
+        if let Some(v) = value {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+        }
+    };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    gauge("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", rss_kib.map(|k| k * 1024.0));
+    gauge("process_cpu_seconds_total", "counter", "User and system CPU time in seconds.", cpu_seconds());
+    let fds = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as f64);
+    gauge("process_open_fds", "gauge", "Open file descriptors.", fds);
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let max_fds = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<f64>().ok());
+    gauge("process_max_fds", "gauge", "Most file descriptors this process may open.", max_fds);
+    out
+}
+
+/// utime + stime from /proc/self/stat, in seconds (USER_HZ is 100 on Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name is in parentheses and may hold spaces: count fields after it.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn process_metrics_describe_this_process() {
+        let text = super::process_metrics();
+        if !std::path::Path::new("/proc/self/status").exists() {
+            return;
+        }
+        let value = |name: &str| {
+            text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse::<f64>().ok())
+        };
+        assert!(value("process_resident_memory_bytes").unwrap() > 1_000_000.0, "{text}");
+        assert!(value("process_cpu_seconds_total").unwrap() >= 0.0);
+        assert!(value("process_open_fds").unwrap() >= 3.0);
+        assert!(value("process_max_fds").unwrap() >= value("process_open_fds").unwrap());
+    }
+}

@@ -7,4 +7,5 @@ mod bad_input;
 mod bursts;
 mod cluster;
 mod faults;
+mod metrics;
 mod protocol_suite;
