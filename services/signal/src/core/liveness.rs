@@ -19,6 +19,9 @@ use tracing::{debug, info, warn};
 
 use super::Core;
 
+/// Intervals a probe may take before the subscription counts as dead.
+const PROBE_PATIENCE: u32 = 3;
+
 /// How long a reaper's claim on a dead node lasts.
 const REAP_CLAIM_MS: u64 = 30_000;
 
@@ -83,17 +86,22 @@ impl Health {
         }
         let probe = self.probe.lock().expect("probe lock");
         match probe.last_ok {
-            Some(t) if t.elapsed() <= self.interval * 3 => Ok(()),
+            Some(t) if t.elapsed() <= self.interval * PROBE_PATIENCE => Ok(()),
             _ => Err("bus subscription not proven alive"),
         }
     }
 
-    /// Where the current probe stands.
-    fn probe_state(&self) -> ProbeState {
+    /// Where the current probe stands at `now`. The publish that sent it reached our
+    /// subscription (Redis counted it), so a late probe is far more likely queued
+    /// behind load than lost: it gets three intervals (the readiness window) before the
+    /// subscriber is reconnected, because a reconnect drops whatever is in flight.
+    fn probe_state(&self, now: Instant) -> ProbeState {
         let probe = self.probe.lock().expect("probe lock");
         match probe.outstanding {
             None => ProbeState::Idle,
-            Some((_, sent)) if sent.elapsed() <= self.interval => ProbeState::Waiting,
+            Some((_, sent)) if now.saturating_duration_since(sent) <= self.interval * PROBE_PATIENCE => {
+                ProbeState::Waiting
+            }
             Some(_) => ProbeState::Overdue,
         }
     }
@@ -110,6 +118,7 @@ impl Health {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum ProbeState {
     Idle,
     Waiting,
@@ -159,7 +168,7 @@ impl Core {
     /// that never returns, means the subscription is dead: reconnect the subscriber
     /// (which resubscribes and resyncs) and probe again on the next tick.
     async fn probe(&self) {
-        match self.health.probe_state() {
+        match self.health.probe_state(Instant::now()) {
             ProbeState::Waiting => return,
             ProbeState::Overdue => {
                 warn!("bus subscription did not deliver our probe; reconnecting the subscriber");
@@ -295,5 +304,23 @@ impl Core {
         if let Err(e) = self.backend.forget_node(&self.node).await {
             warn!(error = %e, "could not deregister; other nodes reap this node after its TTL");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_probe_is_waited_for_three_intervals_before_the_subscription_counts_as_dead() {
+        let health = Health::new(Duration::from_secs(2));
+        let t0 = Instant::now();
+        assert_eq!(health.probe_state(t0), ProbeState::Idle);
+        health.probe.lock().unwrap().outstanding = Some((7, t0));
+        assert_eq!(health.probe_state(t0 + Duration::from_secs(3)), ProbeState::Waiting, "one interval late: load");
+        assert_eq!(health.probe_state(t0 + Duration::from_secs(6)), ProbeState::Waiting);
+        assert_eq!(health.probe_state(t0 + Duration::from_millis(6001)), ProbeState::Overdue);
+        health.probe_returned(7);
+        assert_eq!(health.probe_state(t0 + Duration::from_secs(7)), ProbeState::Idle);
     }
 }
