@@ -34,9 +34,12 @@ impl App {
         let backend: Arc<dyn Backend> = match &config.redis_url {
             None => Arc::new(MemoryBackend::new()),
             Some(url) => Arc::new(
-                RedisBackend::connect(url.expose(), RedisOptions::default())
-                    .await
-                    .context("connecting to REDIS_URL")?,
+                RedisBackend::connect(
+                    url.expose(),
+                    RedisOptions { subscriber_buffer: config.bus_buffer, ..RedisOptions::default() },
+                )
+                .await
+                .context("connecting to REDIS_URL")?,
             ),
         };
         let settings = CoreSettings {

@@ -26,6 +26,10 @@ pub struct SignalConfig {
     /// OUTBOUND_QUEUE: events queued for one connection before it counts as too slow
     /// and is disconnected.
     pub outbound_queue: usize,
+    /// BUS_BUFFER: bus messages the Redis subscriber may hold for the node while it is
+    /// busy; beyond this (plus a 16 Ki inbox) a burst is lost and counted. Each slot costs
+    /// about 600 bytes of resident memory (fred keeps several channels of this size).
+    pub bus_buffer: usize,
     /// RATE_LIMIT_PER_SEC / RATE_LIMIT_BURST: client messages per connection.
     pub rate_per_sec: u32,
     pub rate_burst: u32,
@@ -96,6 +100,7 @@ impl SignalConfig {
             room_capacity: s.ranged("ROOM_CAPACITY", 1000, 2, 100_000),
             rooms_per_peer: s.ranged("ROOMS_PER_PEER", 16, 1, 1000),
             outbound_queue: s.ranged("OUTBOUND_QUEUE", 1024, 8, 1_000_000),
+            bus_buffer: s.ranged("BUS_BUFFER", 32_768, 64, 1_048_576),
             rate_per_sec: s.ranged("RATE_LIMIT_PER_SEC", 1000, 1, 1_000_000),
             rate_burst: s.ranged("RATE_LIMIT_BURST", 2000, 1, 1_000_000),
             client_heartbeat: ms(s.ranged("CLIENT_HEARTBEAT_MS", 25_000, 1_000, 600_000)),

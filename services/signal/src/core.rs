@@ -97,6 +97,8 @@ pub struct Core {
     pub health: Health,
     resync_wanted: Notify,
     dropped_envelopes: AtomicU64,
+    /// Bus messages lost because the node fell behind.
+    lagged_envelopes: AtomicU64,
 }
 
 impl Core {
@@ -111,6 +113,7 @@ impl Core {
             subs: subs::RoomSubs::default(),
             resync_wanted: Notify::new(),
             dropped_envelopes: AtomicU64::new(0),
+            lagged_envelopes: AtomicU64::new(0),
         })
     }
 
@@ -327,6 +330,12 @@ impl Core {
                 self.resync_wanted.notify_one();
                 return;
             }
+            Inbound::Lagged(lost) => {
+                self.lagged_envelopes.fetch_add(lost, Ordering::Relaxed);
+                warn!(lost, "bus subscriber fell behind (node overloaded): messages lost; resynchronising");
+                self.resync_wanted.notify_one();
+                return;
+            }
         };
         let env = match Envelope::decode(&bytes) {
             Ok(env) => env,
@@ -361,5 +370,9 @@ impl Core {
     /// Unreadable envelopes seen since start (for metrics).
     pub fn dropped_envelopes(&self) -> u64 {
         self.dropped_envelopes.load(Ordering::Relaxed)
+    }
+
+    pub fn lagged_envelopes(&self) -> u64 {
+        self.lagged_envelopes.load(Ordering::Relaxed)
     }
 }

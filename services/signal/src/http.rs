@@ -75,6 +75,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
         "Bus messages this node could not decode or deliver.",
         core.dropped_envelopes(),
     );
+    metric(
+        "signal_bus_lagged_messages_total",
+        "counter",
+        "Bus messages lost because this node fell behind (overload).",
+        core.lagged_envelopes(),
+    );
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -40,9 +40,12 @@ pub enum BackendError {
 pub enum Inbound {
     /// An envelope published on this node's inbox or on a room channel it follows.
     Message(Bytes),
-    /// The subscription was re-established (after a reconnect), or messages were lost
-    /// because the node fell behind: the node must resynchronise its rooms.
+    /// The subscription was re-established (after a reconnect): the node must
+    /// resynchronise its rooms.
     Resync(&'static str),
+    /// This many messages were lost because the node fell behind the bus (overload):
+    /// the node must count them and resynchronise its rooms.
+    Lagged(u64),
 }
 
 /// The outcome of the atomic join step.

@@ -152,10 +152,7 @@ async fn forward(subscriber: SubscriberClient, tx: mpsc::Sender<Inbound>, stop: 
                     Some(bytes) => Inbound::Message(bytes),
                     None => continue,
                 },
-                Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(lost = n, "bus subscriber fell behind; resynchronising");
-                    Inbound::Resync("lagged")
-                }
+                Err(RecvError::Lagged(n)) => Inbound::Lagged(n),
                 Err(RecvError::Closed) => return,
             },
             server = reconnects.recv() => match server {
