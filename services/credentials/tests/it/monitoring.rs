@@ -164,3 +164,54 @@ async fn events_keep_flowing_after_a_redis_restart() {
     let (status, _, b) = service.get("/api/turn/sessions?limit=many", &[("authorization", auth.as_str())]).await;
     assert_eq!((status, b["error"].as_str()), (400, Some("bad-request")), "{b}");
 }
+
+#[tokio::test]
+async fn one_replica_writes_the_stream_and_another_takes_over_when_it_stops() {
+    let redis = TestRedis::start().await;
+    let mut settings = rest_settings("3478");
+    settings.extend([("REDIS_URL", redis.url()), ("STATUS_TOKEN", STATUS.into())]);
+    let first = Service::start(&pairs(&settings)).await;
+    wait_until(Duration::from_secs(10), "the first replica to hold the writer lease", || async {
+        !redis.cli(&["GET", "credentials:turn-events:writer"]).await.is_empty()
+    })
+    .await;
+    let second = Service::start(&pairs(&settings)).await;
+    let channel = |n: u32| format!("turn/realm/{REALM}/user/1900000000:gina/allocation/{n:018}/status");
+    let created = |n: u32| {
+        let ch = channel(n);
+        let redis = &redis;
+        async move { redis.cli(&["PUBLISH", &ch, "new lifetime=600, type=UDP, local=a, remote=b"]).await }
+    };
+    let ids_in_stream = || async {
+        stream_events(&redis)
+            .await
+            .into_iter()
+            .map(|(_, d)| d["allocationId"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+
+    // Both replicas see the event; exactly one writes it.
+    assert_eq!(created(1).await, "2", "both replicas subscribed");
+    wait_until(Duration::from_secs(10), "the event in the stream", || async { !ids_in_stream().await.is_empty() })
+        .await;
+
+    // The writer stops (gracefully: it hands the lease back); the other takes over.
+    first.app.stop().await.unwrap();
+    let mut n = 2;
+    wait_until(Duration::from_secs(15), "the second replica to write events", || {
+        n += 1;
+        let id = n;
+        async move {
+            created(id).await;
+            // Any event after the first one written means a writer is back.
+            ids_in_stream().await.len() > 1
+        }
+    })
+    .await;
+    let ids = ids_in_stream().await;
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "an event was written twice: {ids:?}");
+    drop(second);
+}
