@@ -201,19 +201,29 @@ pub enum JwksLocation {
     Url(String),
 }
 
-/// A JWKS, fetched lazily and kept for `ttl`. An unknown `kid` triggers one early
-/// refetch (key rollover at the issuer), at most every `min_refetch`.
+/// A JWKS, fetched lazily and kept for `ttl`. An unknown `kid` triggers an early
+/// refetch (key rollover at the issuer). Fetches are attempted at most every
+/// `min_refetch`, so neither unknown kids nor an identity provider that is down turn
+/// every request into a fetch; meanwhile a stale set keeps serving.
 pub struct JwksCache {
     location: JwksLocation,
     http: reqwest::Client,
     ttl: Duration,
     min_refetch: Duration,
     state: RwLock<Option<(JwkSet, Instant)>>,
+    last_attempt: std::sync::Mutex<Option<Instant>>,
 }
 
 impl JwksCache {
     pub fn new(location: JwksLocation, http: reqwest::Client, ttl: Duration) -> Self {
-        Self { location, http, ttl, min_refetch: Duration::from_secs(30), state: RwLock::new(None) }
+        Self {
+            location,
+            http,
+            ttl,
+            min_refetch: Duration::from_secs(10),
+            state: RwLock::new(None),
+            last_attempt: std::sync::Mutex::new(None),
+        }
     }
 
     /// Loads the set now (start-up check); the error says what is wrong with it.
@@ -240,14 +250,24 @@ impl JwksCache {
         serde_json::from_str(&text).map_err(|e| format!("the JWKS is not a valid key set: {e}"))
     }
 
+    /// True at most once every `min_refetch` (and always the first time).
+    fn may_attempt_fetch(&self) -> bool {
+        let mut last = self.last_attempt.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < self.min_refetch) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
     async fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, AuthError> {
         let cached = self.state.read().await.as_ref().map(|(set, at)| (find(set, kid, alg), at.elapsed()));
-        let refetch = match cached {
-            Some((Some(key), age)) if age < self.ttl => return Ok(key),
-            Some((None, age)) => age >= self.min_refetch,
-            _ => true,
-        };
-        if refetch {
+        if let Some((Some(key), age)) = cached {
+            if age < self.ttl {
+                return Ok(key);
+            }
+        }
+        if self.may_attempt_fetch() {
             match self.fetch().await {
                 Ok(set) => *self.state.write().await = Some((set, Instant::now())),
                 Err(e) => {

@@ -192,3 +192,29 @@ async fn an_unreachable_jwks_url_does_not_stop_the_service_and_tokens_get_503() 
     let (status, _, b) = service.get("/api/turn/config", &[("authorization", &bearer(&token))]).await;
     assert_eq!((status, b["error"].as_str()), (503, Some("unavailable")), "{b}");
 }
+
+#[tokio::test]
+async fn a_failing_identity_provider_is_not_hammered() {
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counter = fetches.clone();
+    let addr = stub(axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down") }
+        }),
+    ))
+    .await;
+    let url = format!("http://{addr}/jwks.json");
+    let mut settings = base();
+    settings.extend([("AUTH_MODE", "jwt"), ("RATE_LIMIT_IP_BURST", "100")]);
+    settings.push(("JWT_JWKS_URL", Box::leak(url.into_boxed_str())));
+    let service = Service::start(&settings).await;
+    let token = signed(Algorithm::RS256, "test-rsa", &claims("hal", "x", "y", 300));
+    for _ in 0..10 {
+        let (status, _, _) = service.get("/api/turn/config", &[("authorization", &bearer(&token))]).await;
+        assert_eq!(status, 503);
+    }
+    // One fetch at start-up and at most one retry for the ten requests.
+    assert!(fetches.load(Ordering::SeqCst) <= 2, "{} fetches", fetches.load(Ordering::SeqCst));
+}
