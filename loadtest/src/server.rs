@@ -8,9 +8,6 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Linux reports utime and stime in clock ticks of 1/100 s on every platform we run on.
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
-
 #[derive(Debug, Clone, Default)]
 pub struct ServerWatch {
     pub pids: Vec<u32>,
@@ -61,27 +58,8 @@ impl ServerWatch {
 }
 
 pub fn sample_pid(pid: u32) -> anyhow::Result<Sample> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS line"))?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    Ok(Sample { rss_bytes: rss_kib * 1024, cpu_seconds: cpu_from_stat(&stat)? })
-}
-
-/// utime + stime from a /proc/<pid>/stat line. The command name (field 2) may hold
-/// spaces and parentheses, so fields are counted after its closing parenthesis.
-fn cpu_from_stat(stat: &str) -> anyhow::Result<f64> {
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or_else(|| anyhow!("malformed stat"))?;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
-    let ticks = |i: usize| -> anyhow::Result<f64> {
-        fields.get(i).and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| anyhow!("malformed stat field {i}"))
-    };
-    Ok((ticks(11)? + ticks(12)?) / CLOCK_TICKS_PER_SEC)
+    let usage = telemetry::proc_usage(&pid.to_string()).ok_or_else(|| anyhow!("no readable /proc/{pid}"))?;
+    Ok(Sample { rss_bytes: usage.rss_bytes, cpu_seconds: usage.cpu_seconds })
 }
 
 async fn sample_metrics_url(url: &str) -> anyhow::Result<Sample> {
@@ -130,12 +108,6 @@ mod tests {
         let s = sample_pid(std::process::id()).unwrap();
         assert!(s.rss_bytes > 1024 * 1024, "a test binary holds more than 1 MiB: {s:?}");
         assert!(s.cpu_seconds >= 0.0);
-    }
-
-    #[test]
-    fn stat_fields_are_counted_after_the_command_name() {
-        let stat = "4242 (signal (x) y) S 1 4242 4242 0 -1 4194560 1 0 0 0 250 50 0 0 20 0 3 0 100 0 0";
-        assert_eq!(cpu_from_stat(stat).unwrap(), 3.0);
     }
 
     #[test]

@@ -210,11 +210,13 @@ async fn maintain_keyring(state: Shared, stop: CancellationToken) {
             None => ring.retire_due(now).await,
         };
         match result {
-            Ok(report) if report.secrets.is_empty() => restore_secret(ring, &state, now).await,
             Ok(report) => {
                 if failing {
                     info!("TURN secret store reachable again");
                     failing = false;
+                }
+                if report.seeded {
+                    warn!("the TURN secret set was empty (Redis restarted or flushed); restored the current secret");
                 }
                 if report.rotated {
                     state.metrics.rotations.inc();
@@ -231,19 +233,6 @@ async fn maintain_keyring(state: Shared, stop: CancellationToken) {
             }
             Err(_) => {}
         }
-    }
-}
-
-/// Redis lost the secret set (a restart without persistence, a flush): write back the
-/// secret we mint with, so coturn again accepts the credentials already issued.
-async fn restore_secret(ring: &RedisKeyring, state: &AppState, now: u64) {
-    let Some(current) = ring.current() else { return };
-    match ring.rotate(now, Some(current), Duration::ZERO).await {
-        Ok(_) => {
-            state.metrics.rotations.inc();
-            warn!("the TURN secret set was empty (Redis restarted or flushed); restored the current secret");
-        }
-        Err(e) => warn!(error = %e, "could not restore the TURN secret set"),
     }
 }
 

@@ -119,14 +119,15 @@ impl CredentialsConfig {
             s.problem(format!("TURN_TTL_MAX={ttl_max}: must be at least TURN_TTL ({ttl})"));
         }
         let redis_url = s.secret("REDIS_URL");
-        for (name, url) in [("REDIS_URL", &redis_url), ("TURN_STATSDB_URL", &s.secret("TURN_STATSDB_URL"))] {
+        let statsdb_own = s.secret("TURN_STATSDB_URL");
+        for (name, url) in [("REDIS_URL", &redis_url), ("TURN_STATSDB_URL", &statsdb_own)] {
             if let Some(url) = url {
                 if !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://")) {
                     s.problem(format!("{name}: must start with redis:// or rediss:// (coturn's userdb and statsdb are standalone Redis)"));
                 }
             }
         }
-        let statsdb_url = s.secret("TURN_STATSDB_URL").or_else(|| redis_url.clone());
+        let statsdb_url = statsdb_own.or_else(|| redis_url.clone());
         let stats = s.parse("TURN_STATS", statsdb_url.is_some());
         if stats && statsdb_url.is_none() {
             s.problem("TURN_STATS=true needs TURN_STATSDB_URL or REDIS_URL");

@@ -461,7 +461,7 @@ async fn metrics(State(s): State<Shared>) -> Response {
         let active = m.table.lock().unwrap_or_else(|e| e.into_inner()).active() as u64;
         s.metrics.active_allocations.store(active, Ordering::Relaxed);
     }
-    let text = telemetry::process_metrics() + &s.metrics.render(s.source.name());
+    let text = telemetry::process_metrics() + &s.metrics.render(s.config.source.name());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -71,11 +71,14 @@ pub struct SecretInfo {
 pub struct KeyringReport {
     pub rotated: bool,
     pub retired: usize,
+    /// The set was empty (a fresh deployment, or Redis lost it) and was seeded.
+    pub seeded: bool,
     pub secrets: Vec<SecretInfo>,
 }
 
-/// One script for every step, so each is atomic against the others. Returns
-/// `{rotated, retired, secret1, added1, secret2, added2, ...}` oldest first.
+/// One script for every step, so each is atomic against the others. ARGV: mode, now,
+/// retire_after, new secret (rotate), min_age (rotate), seed (written when the set is
+/// empty). Returns `{rotated, retired, seeded, secret1, added1, ...}` oldest first.
 const KEYRING_SCRIPT: &str = r#"
 local set, meta = KEYS[1], KEYS[2]
 local mode, now, retire_after = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -87,6 +90,13 @@ for _, s in ipairs(redis.call('SMEMBERS', set)) do
 end
 for _, s in ipairs(redis.call('HKEYS', meta)) do
   if redis.call('SISMEMBER', set, s) == 0 then redis.call('HDEL', meta, s) end
+end
+local seeded = 0
+if #live == 0 and ARGV[6] ~= '' then
+  redis.call('SADD', set, ARGV[6])
+  redis.call('HSET', meta, ARGV[6], now)
+  live[1] = {ARGV[6], now}
+  seeded = 1
 end
 local function by_age(a, b) if a[2] == b[2] then return a[1] < b[1] end return a[2] < b[2] end
 table.sort(live, by_age)
@@ -118,7 +128,7 @@ if mode ~= 'current' then
   end
   live = keep
 end
-local out = {rotated, retired}
+local out = {rotated, retired, seeded}
 for _, s in ipairs(live) do
   out[#out + 1] = s[1]
   out[#out + 1] = tostring(s[2])
@@ -159,12 +169,8 @@ impl RedisKeyring {
     /// Re-reads the set. When it is empty, seeds it with `seed` or a generated secret,
     /// so a fresh deployment works without a manual step.
     pub async fn refresh(&self, now_ms: u64, seed: Option<&Secret>) -> Result<KeyringReport, KeyringError> {
-        let report = self.run("current", now_ms, None, 0).await?;
-        if report.1.is_empty() {
-            let secret = seed.cloned().unwrap_or_else(generate_secret);
-            return self.rotate(now_ms, Some(secret), Duration::ZERO).await;
-        }
-        Ok(self.report(report))
+        let seed = seed.cloned().unwrap_or_else(generate_secret);
+        self.run(Step::Read, now_ms, Some(&seed)).await
     }
 
     /// Adds `new` (or a generated secret) if the newest is at least `min_age` old
@@ -176,15 +182,13 @@ impl RedisKeyring {
         min_age: Duration,
     ) -> Result<KeyringReport, KeyringError> {
         let new = new.unwrap_or_else(generate_secret);
-        let raw = self.run("rotate", now_ms, Some(&new), min_age.as_millis() as u64).await?;
-        Ok(self.report(raw))
+        self.run(Step::Rotate { new: &new, min_age }, now_ms, self.current().as_ref()).await
     }
 
     /// Describes the secrets without changing anything (beyond adopting secrets added
-    /// by hand).
+    /// by hand, and restoring the current one if the set was lost).
     pub async fn list(&self, now_ms: u64) -> Result<KeyringReport, KeyringError> {
-        let raw = self.run("current", now_ms, None, 0).await?;
-        Ok(self.report(raw))
+        self.run(Step::Read, now_ms, self.current().as_ref()).await
     }
 
     /// An operator's rotation: a generated secret now; with `revoke_previous`, every
@@ -195,35 +199,37 @@ impl RedisKeyring {
             return Ok(rotated);
         }
         let revoked = self.revoke_previous(now_ms).await?;
-        Ok(KeyringReport { rotated: true, retired: rotated.retired + revoked.retired, secrets: revoked.secrets })
+        Ok(KeyringReport { retired: rotated.retired + revoked.retired, secrets: revoked.secrets, ..rotated })
     }
 
     /// Removes every secret whose overlap has passed.
     pub async fn retire_due(&self, now_ms: u64) -> Result<KeyringReport, KeyringError> {
-        let raw = self.run("retire", now_ms, None, 0).await?;
-        Ok(self.report(raw))
+        self.run(Step::Retire, now_ms, self.current().as_ref()).await
     }
 
     /// Removes every secret but the newest at once (a leaked secret): credentials
     /// issued with the others stop working for new logins immediately.
     pub async fn revoke_previous(&self, now_ms: u64) -> Result<KeyringReport, KeyringError> {
-        let raw = self.run("revoke", now_ms, None, 0).await?;
-        Ok(self.report(raw))
+        self.run(Step::Revoke, now_ms, self.current().as_ref()).await
     }
 
-    async fn run(
-        &self,
-        mode: &str,
-        now_ms: u64,
-        new: Option<&Secret>,
-        min_age_ms: u64,
-    ) -> Result<(ScriptHead, Vec<(String, u64)>), KeyringError> {
+    /// Runs one step. `seed` is written if the set is empty: the secret we mint with,
+    /// so credentials already issued keep working after Redis lost the set.
+    async fn run(&self, step: Step<'_>, now_ms: u64, seed: Option<&Secret>) -> Result<KeyringReport, KeyringError> {
+        let (mode, new, min_age) = match step {
+            Step::Read => ("current", None, Duration::ZERO),
+            Step::Rotate { new, min_age } => ("rotate", Some(new), min_age),
+            Step::Retire => ("retire", None, Duration::ZERO),
+            Step::Revoke => ("revoke", None, Duration::ZERO),
+        };
+        let expose = |s: Option<&Secret>| s.map(|s| s.expose().to_owned()).unwrap_or_default();
         let args: Vec<String> = vec![
             mode.to_owned(),
             now_ms.to_string(),
             (self.retire_after.as_millis() as u64).to_string(),
-            new.map(|s| s.expose().to_owned()).unwrap_or_default(),
-            min_age_ms.to_string(),
+            expose(new),
+            (min_age.as_millis() as u64).to_string(),
+            expose(seed),
         ];
         let out: Vec<String> = self
             .client
@@ -231,24 +237,27 @@ impl RedisKeyring {
             .await
             .map_err(|e| KeyringError::Unavailable(e.kind().to_str().to_owned()))?;
         let number = |i: usize| out.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let head = ScriptHead { rotated: number(0) == 1, retired: number(1) as usize };
-        let secrets = out
-            .get(2..)
+        let secrets: Vec<(String, u64)> = out
+            .get(3..)
             .unwrap_or_default()
             .chunks_exact(2)
             .map(|p| (p[0].clone(), p[1].parse().unwrap_or(0)))
             .collect();
-        Ok((head, secrets))
+        if let Some((newest, _)) = secrets.last() {
+            *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Secret::new(newest.clone()));
+        }
+        Ok(KeyringReport {
+            rotated: number(0) == 1,
+            retired: number(1) as usize,
+            seeded: number(2) == 1,
+            secrets: self.describe(&secrets),
+        })
     }
 
-    /// Remembers the newest secret and describes all of them.
-    fn report(&self, (head, secrets): (ScriptHead, Vec<(String, u64)>)) -> KeyringReport {
-        let newest = secrets.last().map(|(s, _)| Secret::new(s.clone()));
-        if newest.is_some() {
-            *self.current.write().unwrap_or_else(|e| e.into_inner()) = newest;
-        }
+    /// What operators see of each secret, oldest first.
+    fn describe(&self, secrets: &[(String, u64)]) -> Vec<SecretInfo> {
         let retire_after = self.retire_after.as_millis() as u64;
-        let infos = secrets
+        secrets
             .iter()
             .enumerate()
             .map(|(i, (secret, added))| {
@@ -261,14 +270,16 @@ impl RedisKeyring {
                     current: i + 1 == secrets.len(),
                 }
             })
-            .collect();
-        KeyringReport { rotated: head.rotated, retired: head.retired, secrets: infos }
+            .collect()
     }
 }
 
-struct ScriptHead {
-    rotated: bool,
-    retired: usize,
+/// One keyring step (the script's mode).
+enum Step<'a> {
+    Read,
+    Rotate { new: &'a Secret, min_age: Duration },
+    Retire,
+    Revoke,
 }
 
 /// Where minting gets its secret.

@@ -12,14 +12,13 @@ use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::source::unix_now_ms;
-use crate::stats::AllocationTable;
+use crate::stats::{AllocationTable, TurnEvent};
 
 /// Events waiting for the stream writer; beyond this they are dropped and counted.
 const STREAM_QUEUE: usize = 10_000;
@@ -55,7 +54,7 @@ impl Monitor {
         subscriber.psubscribe("turn/realm/*/allocation/*").await?;
         seed(&client, &table).await;
 
-        let (tx, rx) = mpsc::channel::<Value>(STREAM_QUEUE);
+        let (tx, rx) = mpsc::channel::<TurnEvent>(STREAM_QUEUE);
         let instance = crate::keyring::generate_secret().expose().to_owned();
         tasks.spawn(write_stream(client.clone(), settings, rx, instance, metrics.clone(), stop.clone()));
 
@@ -143,7 +142,7 @@ async fn seed(client: &Client, table: &Mutex<AllocationTable>) {
 async fn write_stream(
     client: Client,
     settings: MonitorSettings,
-    mut events: mpsc::Receiver<Value>,
+    mut events: mpsc::Receiver<TurnEvent>,
     instance: String,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
@@ -165,14 +164,8 @@ async fn write_stream(
                 if !leader {
                     continue;
                 }
-                let fields: Vec<(&str, String)> = vec![
-                    ("eventType", event["eventType"].as_str().unwrap_or_default().to_owned()),
-                    ("service", event["service"].as_str().unwrap_or_default().to_owned()),
-                    ("timestamp", event["timestamp"].as_str().unwrap_or_default().to_owned()),
-                    ("details", event["details"].to_string()),
-                ];
-                let added: Result<String, _> =
-                    client.xadd(&settings.stream, false, ("MAXLEN", "~", settings.max_len as i64), "*", fields).await;
+                let cap = ("MAXLEN", "~", settings.max_len as i64);
+                let added: Result<String, _> = client.xadd(&settings.stream, false, cap, "*", event.fields()).await;
                 match added {
                     Ok(_) => metrics.turn_events_written.inc(),
                     Err(e) => {

@@ -76,14 +76,6 @@ pub enum TurnSource {
 }
 
 impl TurnSource {
-    pub fn name(&self) -> &'static str {
-        match self {
-            TurnSource::Rest { .. } => "rest",
-            TurnSource::Static(_) => "static",
-            TurnSource::Provider { provider, .. } => provider.name(),
-        }
-    }
-
     pub async fn grant(&self, request: &GrantRequest) -> Result<Grant, SourceError> {
         let region = request.region.as_deref();
         match self {

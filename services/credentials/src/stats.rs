@@ -161,7 +161,7 @@ pub struct AllocationTable {
 impl AllocationTable {
     /// Applies one event received at `now_ms`; returns the normalised event for the
     /// stream, or None for a message that is not an allocation event.
-    pub fn apply(&mut self, channel: &str, payload: &str, now_ms: u64) -> Option<Value> {
+    pub fn apply(&mut self, channel: &str, payload: &str, now_ms: u64) -> Option<TurnEvent> {
         let ch = parse_channel(channel)?;
         match ch.kind {
             Kind::Status => {
@@ -305,11 +305,33 @@ fn base_details(ch: &Channel) -> Value {
     })
 }
 
-fn normalised(event_type: &str, details: Value, now_ms: u64) -> Value {
+/// A normalised allocation event: what the stream holds, one field each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnEvent {
+    pub event_type: &'static str,
+    pub service: &'static str,
+    pub details: Value,
+    /// RFC 3339, UTC, milliseconds.
+    pub timestamp: String,
+}
+
+impl TurnEvent {
+    /// The stream entry's fields.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("eventType", self.event_type.to_owned()),
+            ("service", self.service.to_owned()),
+            ("timestamp", self.timestamp.clone()),
+            ("details", self.details.to_string()),
+        ]
+    }
+}
+
+fn normalised(event_type: &'static str, details: Value, now_ms: u64) -> TurnEvent {
     let timestamp = chrono::DateTime::from_timestamp_millis(now_ms as i64)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default();
-    json!({ "eventType": event_type, "service": "turn", "details": details, "timestamp": timestamp })
+    TurnEvent { event_type, service: "turn", details, timestamp }
 }
 
 #[cfg(test)]
@@ -341,11 +363,11 @@ mod tests {
                 1_000,
             )
             .unwrap();
-        assert_eq!(new["eventType"], "allocation_created");
-        assert_eq!(new["service"], "turn");
-        assert_eq!(new["details"]["user"], "alice");
-        assert_eq!(new["details"]["remote"], "127.0.0.1:40000");
-        assert_eq!(new["timestamp"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(new.event_type, "allocation_created");
+        assert_eq!(new.service, "turn");
+        assert_eq!(new.details["user"], "alice");
+        assert_eq!(new.details["remote"], "127.0.0.1:40000");
+        assert_eq!(new.timestamp, "1970-01-01T00:00:01.000Z");
         let s = t.sessions(10);
         assert_eq!((s.len(), s[0].transport.as_deref(), s[0].lifetime_secs), (1, Some("UDP"), 600));
 
@@ -353,11 +375,11 @@ mod tests {
         t.apply(&format!("{BASE}/traffic/peer"), "rcvp=5, rcvb=850, sentp=5, sentb=850", 2_000).unwrap();
         assert_eq!(t.sessions(10)[0].traffic.received_bytes, 850);
         let refreshed = t.apply(&format!("{BASE}/status"), "refreshed lifetime=0, type=UDP", 3_000).unwrap();
-        assert_eq!(refreshed["eventType"], "allocation_refreshed");
+        assert_eq!(refreshed.event_type, "allocation_refreshed");
         let deleted = t.apply(&format!("{BASE}/status"), "deleted", 3_001).unwrap();
-        assert_eq!(deleted["eventType"], "allocation_deleted");
+        assert_eq!(deleted.event_type, "allocation_deleted");
         let total = t.apply(&format!("{BASE}/total_traffic"), "rcvp=5, rcvb=850, sentp=5, sentb=850", 3_002).unwrap();
-        assert_eq!(total["details"]["scope"], "total");
+        assert_eq!(total.details["scope"], "total");
 
         assert!(t.sessions(10).is_empty());
         let stats = t.stats();

@@ -42,46 +42,78 @@ pub fn init_for_tests() {
     }
 }
 
+/// Resident memory and CPU time of one process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcUsage {
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
+}
+
+/// Reads [`ProcUsage`] from /proc/<pid> (`"self"` for this process); None where /proc
+/// is not available or the process is gone.
+pub fn proc_usage(pid: &str) -> Option<ProcUsage> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(ProcUsage { rss_bytes: rss_kib * 1024, cpu_seconds: cpu_from_stat(&stat)? })
+}
+
+/// utime + stime in seconds from a /proc/<pid>/stat line (USER_HZ is 100 on Linux).
+/// The command name (field 2) may hold spaces and parentheses, so fields are counted
+/// after its closing parenthesis: state is then field 0, utime 11 and stime 12.
+pub fn cpu_from_stat(stat: &str) -> Option<f64> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 /// This process's standard Prometheus metrics (`process_resident_memory_bytes`,
 /// `process_cpu_seconds_total`, `process_open_fds`, `process_max_fds`), read from
 /// /proc. Empty where /proc is not available.
 pub fn process_metrics() -> String {
     let mut out = String::new();
-    let mut gauge = |name: &str, kind: &str, help: &str, value: Option<f64>| {
+    let mut metric = |name: &str, kind: &str, help: &str, value: Option<f64>| {
         if let Some(v) = value {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
         }
     };
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
-    gauge("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", rss_kib.map(|k| k * 1024.0));
-    gauge("process_cpu_seconds_total", "counter", "User and system CPU time in seconds.", cpu_seconds());
+    let usage = proc_usage("self");
+    metric(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        usage.map(|u| u.rss_bytes as f64),
+    );
+    metric(
+        "process_cpu_seconds_total",
+        "counter",
+        "User and system CPU time in seconds.",
+        usage.map(|u| u.cpu_seconds),
+    );
     let fds = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as f64);
-    gauge("process_open_fds", "gauge", "Open file descriptors.", fds);
+    metric("process_open_fds", "gauge", "Open file descriptors.", fds);
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
     let max_fds = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
         .and_then(|l| l.split_whitespace().nth(3))
         .and_then(|v| v.parse::<f64>().ok());
-    gauge("process_max_fds", "gauge", "Most file descriptors this process may open.", max_fds);
+    metric("process_max_fds", "gauge", "Most file descriptors this process may open.", max_fds);
     out
-}
-
-/// utime + stime from /proc/self/stat, in seconds (USER_HZ is 100 on Linux).
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name is in parentheses and may hold spaces: count fields after it.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-    Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let stat = "4242 (signal (x) y) S 1 4242 4242 0 -1 4194560 1 0 0 0 250 50 0 0 20 0 3 0 100 0 0";
+        assert_eq!(super::cpu_from_stat(stat).unwrap(), 3.0);
+    }
+
     #[test]
     fn process_metrics_describe_this_process() {
         let text = super::process_metrics();

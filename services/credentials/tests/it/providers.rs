@@ -19,6 +19,12 @@ fn basic(user: &str, pass: &str) -> String {
 /// Requests a stub saw: (path, authorization, body).
 type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
 
+/// Remembers what a stub was asked: the path parameter, the Authorization header, the body.
+fn record(log: &Seen, param: String, headers: &HeaderMap, body: String) {
+    let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    log.lock().unwrap().push((param, auth, body));
+}
+
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
@@ -47,8 +53,7 @@ async fn twilio_tokens_are_normalised() {
     let app = Router::new().route(
         "/2010-04-01/Accounts/{sid}/Tokens.json",
         post(move |axum::extract::Path(sid): axum::extract::Path<String>, headers: HeaderMap, body: String| {
-            let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-            log.lock().unwrap().push((sid, auth, body));
+            record(&log, sid, &headers, body);
             async {
                 (StatusCode::CREATED, axum::Json(json!({
                     "account_sid": "AC0001", "date_created": "Fri, 01 May 2026 00:00:00 +0000",
@@ -96,8 +101,7 @@ async fn xirsys_answers_are_normalised() {
     let app = Router::new().route(
         "/_turn/{channel}",
         put(move |axum::extract::Path(channel): axum::extract::Path<String>, headers: HeaderMap, body: String| {
-            let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-            log.lock().unwrap().push((channel, auth, body));
+            record(&log, channel, &headers, body);
             async {
                 axum::Json(json!({"v": {"iceServers": {
                     "username": "xs-user", "credential": "xs-pass",
@@ -133,8 +137,7 @@ async fn cloudflare_answers_are_normalised_and_provider_failures_are_502() {
         .route(
             "/v1/turn/keys/{key}/credentials/generate-ice-servers",
             post(move |axum::extract::Path(key): axum::extract::Path<String>, headers: HeaderMap, body: String| {
-                let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-                log.lock().unwrap().push((key, auth, body));
+                record(&log, key, &headers, body);
                 async {
                     (StatusCode::CREATED, axum::Json(json!({"iceServers": [
                         {"urls": ["stun:stun.cloudflare.com:3478", "stun:stun.cloudflare.com:53"]},
