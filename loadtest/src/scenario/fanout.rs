@@ -3,7 +3,7 @@
 //! delivery latency, the time until the last member has it, and loss.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,9 @@ pub async fn run(args: &FanoutArgs, ctx: &RunContext) -> anyhow::Result<Results>
     let ready = Arc::new(AtomicUsize::new(0));
     let stopping = Arc::new(AtomicBool::new(false));
     let outstanding: Outstanding = Arc::default();
+    // Due sends the writers have taken and tried (sent, failed, or dropped with a dead
+    // connection).
+    let attempted = Arc::new(AtomicU64::new(0));
     let (mut writers, mut readers, mut due_senders) = (Vec::new(), Vec::new(), Vec::new());
     for r in &local_rooms {
         let room = room_name(&ctx.run_id, "fanout", *r);
@@ -84,8 +87,14 @@ pub async fn run(args: &FanoutArgs, ctx: &RunContext) -> anyhow::Result<Results>
             readers.push(tokio::spawn(reader));
             let (due_tx, due_rx) = unbounded_channel();
             due_senders.push(due_tx);
-            let writer =
-                write_broadcasts(conn.tx, due_rx, src, room.clone(), k - 1, outstanding.clone(), metrics.clone());
+            let writer = write_broadcasts(
+                conn.tx,
+                due_rx,
+                src,
+                room.clone(),
+                k - 1,
+                Books { outstanding: outstanding.clone(), attempted: attempted.clone(), metrics: metrics.clone() },
+            );
             writers.push(tokio::spawn(writer));
         }
         ctx.progress.step(format!("room {r}: {k} members joining"));
@@ -98,10 +107,22 @@ pub async fn run(args: &FanoutArgs, ctx: &RunContext) -> anyhow::Result<Results>
     let start = measurement.start;
     // Interleave rooms so consecutive broadcasts come from different rooms.
     let pacer = pacer::spawn(rate, start, args.duration, interleave(due_senders, local_rooms.len()), Arc::default());
-    tokio::task::spawn_blocking(move || pacer.join()).await?.map_err(|_| anyhow::anyhow!("pacer thread panicked"))?;
+    let dispatched = tokio::task::spawn_blocking(move || pacer.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("pacer thread panicked"))?;
     let elapsed = start.elapsed();
-    wait_for(ctx.drain_timeout, || metrics.get(Counter::Delivered) >= metrics.get(Counter::Expected)).await;
+    // The pacer returns once it has handed out the last due time, not once the writers
+    // have sent it: wait for every dispatched send to be attempted (each one counted as
+    // expected before it leaves), then for every expected delivery.
+    let drained = wait_for(ctx.drain_timeout, || {
+        attempted.load(Ordering::Relaxed) >= dispatched
+            && metrics.get(Counter::Delivered) >= metrics.get(Counter::Expected)
+    })
+    .await;
     measurement.end().await;
+    if !drained {
+        tracing::warn!("deliveries still missing after the drain timeout; they count as lost");
+    }
 
     shut_down(&stopping, writers, readers).await?;
     Ok(metrics.snapshot("fanout", elapsed, Some(rate)))
@@ -127,26 +148,43 @@ fn interleave<T>(items: Vec<T>, rooms: usize) -> Vec<T> {
     out
 }
 
+/// What a writer records about its sends.
+struct Books {
+    outstanding: Outstanding,
+    attempted: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+}
+
 async fn write_broadcasts(
     mut tx: Box<dyn CommandSink>,
     mut due: UnboundedReceiver<Instant>,
     src: u32,
     room: String,
     receivers: usize,
-    outstanding: Outstanding,
-    metrics: Arc<Metrics>,
+    books: Books,
 ) -> Box<dyn CommandSink> {
+    let Books { outstanding, attempted, metrics } = books;
     let mut seq = 0u64;
     while let Some(intended) = due.recv().await {
         let data = chat_data(Stamp { src, seq, t: metrics.stamp(intended) });
         outstanding.lock().expect("outstanding lock").insert((src, seq), (receivers, intended));
         seq += 1;
-        if let Err(e) = tx.send(&Command::Broadcast { room: room.clone(), kind: "chat", data }).await {
+        // Counted before the send: once the broadcast is out, a delivery may be counted
+        // before this task runs again, and the books must never show more delivered
+        // than expected.
+        metrics.add(Counter::Expected, receivers as u64);
+        let sent = tx.send(&Command::Broadcast { room: room.clone(), kind: "chat", data }).await;
+        attempted.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = sent {
             metrics.error(e.label());
             break;
         }
         metrics.add(Counter::Sent, 1);
-        metrics.add(Counter::Expected, receivers as u64);
+    }
+    // A dead connection leaves its remaining due sends unsent: they count as attempted
+    // (and lost) so the end-of-run wait does not stall on them.
+    while due.recv().await.is_some() {
+        attempted.fetch_add(1, Ordering::Relaxed);
     }
     tx
 }

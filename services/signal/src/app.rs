@@ -56,11 +56,14 @@ impl App {
         let background_stop = CancellationToken::new();
         let dispatcher = core.clone();
         background.spawn(async move {
+            let capacity = inbox.max_capacity();
             while let Some(inbound) = inbox.recv().await {
                 dispatcher.dispatch(inbound);
+                dispatcher.health.set_bus_backlog(inbox.len(), capacity);
             }
         });
         background.spawn(core.clone().run_liveness(background_stop.clone()));
+        background.spawn(core.clone().run_bounces(background_stop.clone()));
 
         let listener = TcpListener::bind((config.host, config.port))
             .await

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use config::{ConfigError, Secret, Settings};
-use protocol::{Limits, NodeId};
+use protocol::{DisplayName, Limits, NodeId, RoomId};
 use telemetry::LogFormat;
 
 #[derive(Debug, Clone)]
@@ -93,8 +93,8 @@ impl SignalConfig {
             node_id,
             limits: Limits {
                 frame_bytes: s.ranged("FRAME_BYTES", defaults.frame_bytes, 1024, 16 * 1024 * 1024),
-                room_id_chars: s.ranged("ROOM_ID_CHARS", defaults.room_id_chars, 1, 1000),
-                name_chars: s.ranged("NAME_CHARS", defaults.name_chars, 1, 1000),
+                room_id_chars: s.ranged("ROOM_ID_CHARS", defaults.room_id_chars, 1, RoomId::LARGEST_MAX_CHARS),
+                name_chars: s.ranged("NAME_CHARS", defaults.name_chars, 1, DisplayName::LARGEST_MAX_CHARS),
                 meta_bytes: s.ranged("META_BYTES", defaults.meta_bytes, 2, 1024 * 1024),
             },
             room_capacity: s.ranged("ROOM_CAPACITY", 1000, 2, 100_000),

@@ -5,25 +5,28 @@
 //! publish to the inbox of the node named in the peer id. Room-wide events are one
 //! publish to the room channel, which every node with members there follows.
 
+mod bounces;
+mod bus_stats;
 mod events;
 mod liveness;
+mod removals;
+mod room_probes;
 mod rooms;
 mod rules;
 mod sessions;
 mod subs;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bus::{Backend, BackendError, Inbound, JoinOutcome, MemberWrite};
 use bytes::Bytes;
 use protocol::{
-    BusEvent, DisplayName, Envelope, ErrorCode, LeftReason, MemberInfo, NodeId, Payload, PeerId, Role, RoomId,
-    SignalKind,
+    BusEvent, DisplayName, Envelope, ErrorCode, EventClass, LeftReason, MemberInfo, NodeId, Payload, PeerId, Role,
+    RoomId, SignalKind,
 };
 use tokio::sync::{mpsc, Notify};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 pub use events::Event;
 pub use liveness::Health;
@@ -94,11 +97,12 @@ pub struct Core {
     pub sessions: Sessions,
     rooms: rooms::Rooms,
     subs: subs::RoomSubs,
+    removals: removals::Removals,
+    room_probes: room_probes::RoomProbes,
+    bounces: bounces::Bounces,
     pub health: Health,
     resync_wanted: Notify,
-    dropped_envelopes: AtomicU64,
-    /// Bus messages lost because the node fell behind.
-    lagged_envelopes: AtomicU64,
+    pub bus_stats: bus_stats::BusStats,
 }
 
 impl Core {
@@ -111,9 +115,11 @@ impl Core {
             settings,
             sessions: Sessions::default(),
             subs: subs::RoomSubs::default(),
+            removals: removals::Removals::default(),
+            room_probes: room_probes::RoomProbes::default(),
+            bounces: bounces::Bounces::new(),
             resync_wanted: Notify::new(),
-            dropped_envelopes: AtomicU64::new(0),
-            lagged_envelopes: AtomicU64::new(0),
+            bus_stats: bus_stats::BusStats::default(),
         })
     }
 
@@ -141,6 +147,12 @@ impl Core {
             .ok_or_else(|| BackendError::Protocol("the backend's inbox was already taken".into()))?;
         self.backend.subscribe_node(&self.node).await?;
         self.backend.heartbeat(&self.node, self.settings.node_ttl.as_millis() as u64).await?;
+        // A node restarted under the same NODE_ID before its heartbeat expired was never
+        // reaped: whatever Redis still lists as served here belongs to its previous life.
+        let ghosts = self.sweep_own_ghosts().await?;
+        if ghosts > 0 {
+            info!(ghosts, "removed members left behind by an earlier run of this node");
+        }
         self.health.set_redis(true);
         Ok(inbox)
     }
@@ -158,21 +170,19 @@ impl Core {
             self.settings.rooms_per_peer,
         )?;
         let room = req.room.clone();
+        // An earlier removal of this peer from this room that Redis never confirmed
+        // must land before the new join, never after it.
+        self.settle_owed_removal(&room, &session.peer).await?;
         let token_hash = req.token.as_deref().map(rules::token_hash);
         let record =
             Arc::new(MemberInfo { peer: session.peer.clone(), name: req.name, role: req.role, meta: req.meta });
 
-        if self.subs.acquire(self.backend(), &room).await? {
-            if let Err(e) = self.backend.note_room(&self.node, &room).await {
-                self.subs.release(self.backend(), &room).await;
-                return Err(e.into());
-            }
-        }
+        self.subs.acquire(self.backend(), &self.node, &room).await?;
         let nonce = rand::random::<u64>() | 1;
         let done = match self.rooms.begin_join(&room, session.clone(), record.clone(), nonce) {
             Ok(done) => done,
             Err(e) => {
-                self.subs.release(self.backend(), &room).await;
+                self.release_room(&room).await;
                 return Err(e);
             }
         };
@@ -180,11 +190,18 @@ impl Core {
             Ok(done) => Ok(done),
             Err(e) => {
                 if self.rooms.remove_local(&room, &session.peer) {
-                    self.subs.release(self.backend(), &room).await;
+                    self.release_room(&room).await;
                 }
                 Err(e)
             }
         }
+    }
+
+    /// Stops following a room this node no longer has members in; its index entry
+    /// stays while a removal from it is owed (a reaper must still find that member).
+    async fn release_room(&self, room: &RoomId) {
+        let keep_index = self.removals.any_in(room);
+        self.subs.release(self.backend(), &self.node, room, keep_index).await;
     }
 
     async fn run_join(
@@ -201,7 +218,15 @@ impl Core {
             record: Bytes::from(record.encode()),
             announcement: self.envelope(BusEvent::Joined { room: room.clone(), member: (**record).clone(), nonce }),
         };
-        match self.backend.join(write, self.settings.room_capacity, token_hash).await? {
+        let outcome = match self.backend.join(write, self.settings.room_capacity, token_hash).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // The script may still run (a timeout is not a refusal): undo it later.
+                self.removals.owe(room, &record.peer, LeftReason::Left);
+                return Err(e.into());
+            }
+        };
+        match outcome {
             JoinOutcome::Full => Err(CoreError::RoomFull),
             JoinOutcome::BadToken => Err(CoreError::Unauthorized),
             JoinOutcome::Joined { others, token_hash } => {
@@ -212,9 +237,8 @@ impl Core {
                     _ => {
                         // Joined in Redis but our channel never confirmed it: undo.
                         warn!(%room, "join not confirmed by the room channel; undoing");
-                        let left =
-                            BusEvent::Left { room: room.clone(), peer: record.peer.clone(), reason: LeftReason::Left };
-                        let _ = self.backend.leave(room, &record.peer, self.envelope(left)).await;
+                        // A failed undo is owed and retried; the join's error stands.
+                        let _ = self.remove_member(room, &record.peer, LeftReason::Left).await;
                         self.health.subscription_suspect();
                         Err(CoreError::JoinTimeout)
                     }
@@ -238,15 +262,27 @@ impl Core {
         if !self.rooms.is_active_local(room, peer) {
             return Err(CoreError::NotInRoom);
         }
-        let left = BusEvent::Left { room: room.clone(), peer: peer.clone(), reason };
-        let result = self.backend.leave(room, peer, self.envelope(left)).await;
-        // Locally the member is gone either way: a failed removal in Redis is healed by
-        // the node-lost reaper or the next resync.
-        if self.rooms.remove_local(room, peer) && self.subs.release(self.backend(), room).await {
-            let _ = self.backend.forget_room(&self.node, room).await;
+        let result = self.remove_member(room, peer, reason).await;
+        // Locally the member is gone either way: a removal Redis did not confirm is
+        // owed, and retried until it lands.
+        if self.rooms.remove_local(room, peer) {
+            self.release_room(room).await;
         }
-        result?;
-        Ok(())
+        result
+    }
+
+    /// Removes a member from Redis; the others hear `peer-left` with `reason`. If Redis
+    /// does not confirm it, the removal is owed (see [`removals`]).
+    async fn remove_member(&self, room: &RoomId, peer: &PeerId, reason: LeftReason) -> Result<(), CoreError> {
+        let left = BusEvent::Left { room: room.clone(), peer: peer.clone(), reason };
+        match self.backend.leave(room, peer, self.envelope(left)).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                warn!(%room, error = %e, "removing a member failed; retrying on every heartbeat until it lands");
+                self.removals.owe(room, peer, reason);
+                Err(e.into())
+            }
+        }
     }
 
     /// Relays a signal to one peer that shares `room` with the sender.
@@ -315,7 +351,7 @@ impl Core {
     pub async fn disconnect(&self, peer: &PeerId, rooms: &[RoomId]) {
         for room in rooms {
             if let Err(e) = self.leave(peer, room, LeftReason::Disconnected).await {
-                debug!(%room, error = %e, "leave on disconnect failed; the reaper or a resync cleans up");
+                debug!(%room, error = %e, "leave on disconnect failed; the removal is owed and retried");
             }
         }
         self.sessions.remove(peer);
@@ -326,13 +362,25 @@ impl Core {
         let bytes = match inbound {
             Inbound::Message(bytes) => bytes,
             Inbound::Resync(why) => {
-                debug!(why, "resync requested by the bus");
+                // Whatever was published while the subscription was down never arrived.
+                self.bus_stats.record_gap();
+                self.health.bus_fell_behind();
+                warn!(why, "bus subscription had a gap: messages published meanwhile are lost; resynchronising");
                 self.resync_wanted.notify_one();
                 return;
             }
-            Inbound::Lagged(lost) => {
-                self.lagged_envelopes.fetch_add(lost, Ordering::Relaxed);
-                warn!(lost, "bus subscriber fell behind (node overloaded): messages lost; resynchronising");
+            Inbound::Lost(lost) => {
+                self.bus_stats.record_lost(&lost);
+                self.health.bus_fell_behind();
+                warn!(
+                    total = lost.total(),
+                    signals = lost.get(EventClass::Signal),
+                    broadcasts = lost.get(EventClass::Broadcast),
+                    room_events = lost.get(EventClass::RoomEvent),
+                    probes = lost.get(EventClass::Probe),
+                    unknown = lost.get(EventClass::Unknown),
+                    "node fell behind the bus (overloaded): messages lost; resynchronising"
+                );
                 self.resync_wanted.notify_one();
                 return;
             }
@@ -340,14 +388,21 @@ impl Core {
         let env = match Envelope::decode(&bytes) {
             Ok(env) => env,
             Err(e) => {
-                self.dropped_envelopes.fetch_add(1, Ordering::Relaxed);
+                self.bus_stats.record_unreadable();
                 warn!(error = %e, "dropped an unreadable bus envelope");
                 return;
             }
         };
         match env.event {
             BusEvent::Signal { room, from, to, kind, data } => self.deliver_signal(room, from, to, kind, data),
-            BusEvent::Probe { nonce } => self.health.probe_returned(nonce),
+            BusEvent::Undeliverable { room, from, to } => self.deliver_bounce(room, from, to),
+            // Probes on room channels reach every node there; only ours count here.
+            BusEvent::Probe { nonce } if env.from_node == self.node => {
+                if !self.health.probe_returned(nonce) {
+                    self.room_probes.returned(nonce);
+                }
+            }
+            BusEvent::Probe { .. } => {}
             event => {
                 let grace = Instant::now() + self.settings.node_ttl;
                 if self.rooms.apply(&event, grace) {
@@ -363,16 +418,24 @@ impl Core {
             Some(target) if self.rooms.is_active_local(&room, &to) => {
                 target.push(Arc::new(Event::Signal { room, from, kind, data }));
             }
-            _ => debug!(%room, "signal for a peer no longer here; dropped"),
+            // The target left while the signal was on its way (its sender's node had not
+            // heard `peer-left` yet): tell the sender instead of dropping it silently.
+            _ => {
+                debug!(%room, "signal for a peer no longer here; bouncing it to the sender");
+                let bounce = BusEvent::Undeliverable { room, from: from.clone(), to };
+                self.bounces.send(from.node(), self.envelope(bounce));
+            }
         }
     }
 
-    /// Unreadable envelopes seen since start (for metrics).
-    pub fn dropped_envelopes(&self) -> u64 {
-        self.dropped_envelopes.load(Ordering::Relaxed)
+    fn deliver_bounce(&self, room: RoomId, from: PeerId, to: PeerId) {
+        if let Some(sender) = self.sessions.get(&from) {
+            sender.push(Arc::new(Event::Undeliverable { room, to }));
+        }
     }
 
-    pub fn lagged_envelopes(&self) -> u64 {
-        self.lagged_envelopes.load(Ordering::Relaxed)
+    /// Member removals Redis has not confirmed yet (for metrics).
+    pub fn owed_removals(&self) -> usize {
+        self.removals.len()
     }
 }

@@ -13,6 +13,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use protocol::EventClass;
+
 use crate::config::SignalConfig;
 use crate::core::Core;
 use crate::transport::native::{self, NativeSettings};
@@ -50,7 +52,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
             "node": core.node().as_str(),
             "connections": core.sessions.len(),
             "rooms": core.room_count(),
-            "dropped_envelopes": core.dropped_envelopes(),
+            "bus_lost_messages": core.bus_stats.lost_total(),
+            "bus_gaps": core.bus_stats.gaps(),
         }))
     };
     match core.health.ready() {
@@ -62,6 +65,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 /// Prometheus text: the process (memory, CPU, file descriptors) and the node's gauges.
 async fn metrics(State(state): State<AppState>) -> Response {
     let core = &state.core;
+    let stats = &core.bus_stats;
     let mut text = telemetry::process_metrics();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
         text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
@@ -72,15 +76,40 @@ async fn metrics(State(state): State<AppState>) -> Response {
     metric(
         "signal_dropped_envelopes_total",
         "counter",
-        "Bus messages this node could not decode or deliver.",
-        core.dropped_envelopes(),
+        "Bus messages that reached this node but could not be decoded.",
+        stats.unreadable(),
     );
     metric(
         "signal_bus_lagged_messages_total",
         "counter",
-        "Bus messages lost because this node fell behind (overload).",
-        core.lagged_envelopes(),
+        "Bus messages lost because this node fell behind (overload); the sum of signal_bus_lost_messages_total.",
+        stats.lost_total(),
     );
+    metric(
+        "signal_bus_gaps_total",
+        "counter",
+        "Times the bus subscription was re-established: messages published meanwhile are lost, uncounted.",
+        stats.gaps(),
+    );
+    metric(
+        "signal_owed_removals",
+        "gauge",
+        "Member removals Redis has not confirmed yet (retried every heartbeat).",
+        core.owed_removals() as u64,
+    );
+    metric(
+        "signal_bounces_dropped_total",
+        "counter",
+        "Notices of undeliverable signals dropped because their queue was full.",
+        core.dropped_bounces(),
+    );
+    let name = "signal_bus_lost_messages_total";
+    text.push_str(&format!(
+        "# HELP {name} Bus messages lost because this node fell behind, by what they carried.\n# TYPE {name} counter\n"
+    ));
+    for class in EventClass::ALL {
+        text.push_str(&format!("{name}{{kind=\"{}\"}} {}\n", class.as_str(), stats.lost(class)));
+    }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -83,11 +83,12 @@ pub struct Session {
     strikes: Bucket,
 }
 
-/// Whether the connection may stay open after a refusal.
+/// Whether the connection may stay open after a request or a refusal.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     Stay,
-    Close,
+    /// The client keeps misbehaving: close the connection, giving this reason.
+    Close(&'static str),
 }
 
 impl Session {
@@ -106,23 +107,31 @@ impl Session {
         &self.handle.peer
     }
 
-    /// Handles one request; failures become `error` replies and the session stays.
-    pub async fn handle(&mut self, req: Request) -> Vec<Reply> {
+    /// Handles one request; failures become `error` replies and the session stays,
+    /// unless the client keeps exceeding its rate limit (each excess is a strike).
+    pub async fn handle(&mut self, req: Request) -> (Vec<Reply>, Verdict) {
         let Request { id, msg } = req;
         if !self.rate.take() {
-            return vec![Reply::Error {
-                code: ErrorCode::RateLimited,
-                message: "too many messages; slow down".into(),
-                id,
-            }];
+            let reply =
+                Reply::Error { code: ErrorCode::RateLimited, message: "too many messages; slow down".into(), id };
+            return (vec![reply], self.strike("rate limit exceeded repeatedly"));
         }
         let span = tracing::debug_span!("command", kind = msg.kind(), room = msg.room().map(|r| r.as_str()));
-        match self.execute(msg, id.clone()).instrument(span).await {
+        let replies = match self.execute(msg, id.clone()).instrument(span).await {
             Ok(replies) => replies,
             Err(e) => {
                 debug!(code = e.code().as_str(), error = %e, "command refused");
                 vec![Reply::Error { code: e.code(), message: e.to_string(), id }]
             }
+        };
+        (replies, Verdict::Stay)
+    }
+
+    fn strike(&mut self, reason: &'static str) -> Verdict {
+        if self.strikes.take() {
+            Verdict::Stay
+        } else {
+            Verdict::Close(reason)
         }
     }
 
@@ -167,7 +176,7 @@ impl Session {
     /// A frame that could not be decoded: an error reply, and whether to hang up
     /// because the client keeps misbehaving.
     pub fn refuse(&mut self, err: DecodeError) -> (Reply, Verdict) {
-        let verdict = if self.strikes.take() { Verdict::Stay } else { Verdict::Close };
+        let verdict = self.strike("too many bad messages");
         (Reply::Error { code: err.code, message: err.message, id: err.id }, verdict)
     }
 

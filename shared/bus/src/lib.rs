@@ -18,7 +18,7 @@ mod scripts;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use protocol::{NodeId, PeerId, RoomId};
+use protocol::{EventClass, NodeId, PeerId, RoomId};
 use tokio::sync::mpsc;
 
 pub use keys::*;
@@ -40,12 +40,40 @@ pub enum BackendError {
 pub enum Inbound {
     /// An envelope published on this node's inbox or on a room channel it follows.
     Message(Bytes),
-    /// The subscription was re-established (after a reconnect): the node must
-    /// resynchronise its rooms.
+    /// The subscription was re-established (after a reconnect): messages published
+    /// meanwhile are lost, uncounted; the node must resynchronise its rooms.
     Resync(&'static str),
-    /// This many messages were lost because the node fell behind the bus (overload):
-    /// the node must count them and resynchronise its rooms.
-    Lagged(u64),
+    /// Messages lost because the node fell behind the bus (overload), by class: the
+    /// node must count them and resynchronise its rooms.
+    Lost(LostMessages),
+}
+
+/// Messages the bus dropped, counted by what they carried.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LostMessages {
+    counts: [u64; EventClass::ALL.len()],
+}
+
+impl LostMessages {
+    pub fn add(&mut self, class: EventClass, n: u64) {
+        self.counts[index(class)] += n;
+    }
+
+    pub fn get(&self, class: EventClass) -> u64 {
+        self.counts[index(class)]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0
+    }
+}
+
+fn index(class: EventClass) -> usize {
+    EventClass::ALL.iter().position(|c| *c == class).expect("every class is listed")
 }
 
 /// The outcome of the atomic join step.

@@ -15,11 +15,12 @@ use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::config::{ReconnectPolicy, ServerConfig};
 use fred::types::{Expiration, SetOptions};
-use protocol::{NodeId, PeerId, RoomId};
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use protocol::{EventClass, NodeId, PeerId, RoomId};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
-use crate::{keys, scripts, Backend, BackendError, Heartbeat, Inbound, JoinOutcome, MemberWrite};
+use crate::{keys, scripts, Backend, BackendError, Heartbeat, Inbound, JoinOutcome, LostMessages, MemberWrite};
 
 /// Connection tuning. Defaults suit a node; tests shorten nothing here.
 #[derive(Debug, Clone)]
@@ -27,8 +28,9 @@ pub struct RedisOptions {
     /// A command that takes longer fails with `unavailable` instead of hanging.
     pub command_timeout: Duration,
     pub connect_timeout: Duration,
-    /// Messages fred may buffer for the node's dispatcher before it counts as lagging
-    /// (a lag triggers a resynchronisation, never silent loss).
+    /// Messages held for the node while its dispatcher is busy: the size of the node's
+    /// inbox, and of fred's own buffer in front of it. Beyond it messages are dropped,
+    /// counted by class, and the node resynchronises.
     pub subscriber_buffer: usize,
 }
 
@@ -41,10 +43,6 @@ impl Default for RedisOptions {
         }
     }
 }
-
-/// Inbound queue between fred's subscriber and the node's dispatcher. When full, the
-/// forwarder waits; fred's own buffer then fills and reports a lag (-> resync).
-const INBOX_CAPACITY: usize = 16 * 1024;
 
 /// Broadcast capacity of the command client (fred's default).
 const COMMAND_CLIENT_BROADCAST: usize = 32;
@@ -88,7 +86,7 @@ impl RedisBackend {
         client.init().await.map_err(unavailable)?;
         subscriber.init().await.map_err(unavailable)?;
 
-        let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+        let (tx, rx) = mpsc::channel(options.subscriber_buffer);
         let stop = CancellationToken::new();
         // Detached on purpose: it ends when `stop` is cancelled (on drop) or the node's
         // inbox closes; it owns no state that needs a drain.
@@ -138,38 +136,59 @@ impl Drop for RedisBackend {
     }
 }
 
-/// Moves fred's pub/sub messages into the node's inbox, and turns reconnects and lags
-/// into resynchronisation requests. Resubscribes before asking for a resync, so the
-/// resync's snapshots happen after the subscription is live again.
+/// Moves fred's pub/sub messages into the node's inbox, and turns reconnects and
+/// losses into reports for the node. It never waits for the node: when the inbox is
+/// full it drops the message and counts it by class (waiting would only move the loss
+/// into fred's buffer, where nobody can tell what was lost). Reports wait until the
+/// inbox has room, and go ahead of the next message. Resubscribes before asking for a
+/// resync, so the resync's snapshots happen after the subscription is live again.
 async fn forward(subscriber: SubscriberClient, tx: mpsc::Sender<Inbound>, stop: CancellationToken) {
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
+    let mut lost = LostMessages::default();
+    let mut resync: Option<&'static str> = None;
     loop {
-        let inbound = tokio::select! {
+        let pending = resync.is_some() || !lost.is_empty();
+        tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
-            msg = messages.recv() => match msg {
-                Ok(msg) => match msg.value.into_bytes() {
-                    Some(bytes) => Inbound::Message(bytes),
-                    None => continue,
-                },
-                Err(RecvError::Lagged(n)) => Inbound::Lagged(n),
-                Err(RecvError::Closed) => return,
-            },
+            permit = tx.reserve(), if pending => {
+                let Ok(permit) = permit else { return };
+                match resync.take() {
+                    Some(why) => permit.send(Inbound::Resync(why)),
+                    None => permit.send(Inbound::Lost(std::mem::take(&mut lost))),
+                }
+            }
             server = reconnects.recv() => match server {
                 Ok(server) => {
                     // Spawned after the first connection: every event here is a reconnect.
                     if let Err(e) = subscriber.resubscribe_all().await {
-                        tracing::warn!(error = %e, "resubscribe failed; the node's probe retries");
+                        tracing::warn!(error = %e, "resubscribe failed; the node's probes retry");
                     }
                     tracing::info!(%server, "bus subscription re-established");
-                    Inbound::Resync("reconnected")
+                    resync = Some("reconnected");
                 }
-                Err(RecvError::Lagged(_)) => Inbound::Resync("reconnected"),
+                Err(RecvError::Lagged(_)) => resync = Some("reconnected"),
                 Err(RecvError::Closed) => return,
             },
-        };
-        if tx.send(inbound).await.is_err() {
-            return;
+            msg = messages.recv() => match msg {
+                Ok(msg) => {
+                    let Some(bytes) = msg.value.into_bytes() else { continue };
+                    if pending {
+                        // Reports go first; what cannot wait behind them is lost.
+                        lost.add(EventClass::of_envelope(&bytes), 1);
+                        continue;
+                    }
+                    match tx.try_send(Inbound::Message(bytes)) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(Inbound::Message(bytes))) => lost.add(EventClass::of_envelope(&bytes), 1),
+                        Err(_) => return,
+                    }
+                }
+                // fred's own buffer overflowed: what was lost cannot be read any more.
+                Err(RecvError::Lagged(n)) => lost.add(EventClass::Unknown, n),
+                Err(RecvError::Closed) => return,
+            },
         }
     }
 }

@@ -53,6 +53,70 @@ pub enum BusEvent {
     Marker { room: RoomId, nonce: u64 },
     /// On a node's own inbox: proves its subscription still delivers.
     Probe { nonce: u64 },
+    /// On the inbox of the sender's node: a signal from `from` could not be delivered
+    /// because `to` was no longer served where it was sent. An older node that does not
+    /// know this event drops it (counted as an unreadable envelope).
+    Undeliverable { room: RoomId, from: PeerId, to: PeerId },
+}
+
+/// What an envelope carries, in the classes that losses and metrics are counted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventClass {
+    /// A signal to one peer (and its bounce).
+    Signal,
+    Broadcast,
+    /// Joined, left, updated, and resync markers.
+    RoomEvent,
+    Probe,
+    /// Not readable by this version.
+    Unknown,
+}
+
+impl EventClass {
+    pub const ALL: [EventClass; 5] =
+        [EventClass::Signal, EventClass::Broadcast, EventClass::RoomEvent, EventClass::Probe, EventClass::Unknown];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventClass::Signal => "signal",
+            EventClass::Broadcast => "broadcast",
+            EventClass::RoomEvent => "room_event",
+            EventClass::Probe => "probe",
+            EventClass::Unknown => "unknown",
+        }
+    }
+
+    /// Classifies encoded envelope bytes without decoding the event's fields (used on
+    /// the path that drops messages, so it must be cheap and never fail).
+    pub fn of_envelope(bytes: &[u8]) -> EventClass {
+        use serde::de::IgnoredAny;
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Tag {
+            Signal(IgnoredAny),
+            Undeliverable(IgnoredAny),
+            Broadcast(IgnoredAny),
+            Joined(IgnoredAny),
+            Left(IgnoredAny),
+            Updated(IgnoredAny),
+            Marker(IgnoredAny),
+            Probe(IgnoredAny),
+        }
+        #[derive(Deserialize)]
+        struct Peek {
+            event: Tag,
+        }
+        match rmp_serde::from_slice::<Peek>(bytes) {
+            Ok(Peek { event: Tag::Signal(_) | Tag::Undeliverable(_) }) => EventClass::Signal,
+            Ok(Peek { event: Tag::Broadcast(_) }) => EventClass::Broadcast,
+            Ok(Peek { event: Tag::Joined(_) | Tag::Left(_) | Tag::Updated(_) | Tag::Marker(_) }) => {
+                EventClass::RoomEvent
+            }
+            Ok(Peek { event: Tag::Probe(_) }) => EventClass::Probe,
+            Err(_) => EventClass::Unknown,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,12 +191,42 @@ mod tests {
             BusEvent::Broadcast { room: room.clone(), from: m.peer.clone(), kind, data },
             BusEvent::Marker { room, nonce: 9 },
             BusEvent::Probe { nonce: 1 },
+            BusEvent::Undeliverable { room: RoomId::parse("r1").unwrap(), from: m.peer.clone(), to: m.peer.clone() },
         ];
         for event in events {
             let mut env = Envelope::new(NodeId::parse("n1").unwrap(), event);
             env.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
             assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
         }
+    }
+
+    #[test]
+    fn envelopes_are_classified_without_decoding_their_fields() {
+        let m = member();
+        let room = RoomId::parse("r1").unwrap();
+        let data = Payload::from_json("1".into()).unwrap();
+        let kind = SignalKind::parse("chat").unwrap();
+        let cases = [
+            (
+                BusEvent::Signal {
+                    room: room.clone(),
+                    from: m.peer.clone(),
+                    to: m.peer.clone(),
+                    kind: kind.clone(),
+                    data: data.clone(),
+                },
+                EventClass::Signal,
+            ),
+            (BusEvent::Broadcast { room: room.clone(), from: m.peer.clone(), kind, data }, EventClass::Broadcast),
+            (BusEvent::Joined { room: room.clone(), member: m.clone(), nonce: 1 }, EventClass::RoomEvent),
+            (BusEvent::Marker { room, nonce: 2 }, EventClass::RoomEvent),
+            (BusEvent::Probe { nonce: 3 }, EventClass::Probe),
+        ];
+        for (event, class) in cases {
+            let bytes = Envelope::new(NodeId::parse("n1").unwrap(), event).encode();
+            assert_eq!(EventClass::of_envelope(&bytes), class);
+        }
+        assert_eq!(EventClass::of_envelope(b"\xc1 garbage"), EventClass::Unknown);
     }
 
     #[test]

@@ -79,9 +79,12 @@ macro_rules! string_newtype {
             }
         }
         impl<'de> Deserialize<'de> for $name {
+            /// Deserialising reads what is already inside the cluster (the bus, Redis,
+            /// server frames), so it accepts the largest size any node may be configured
+            /// to allow; the configured limits apply where clients' input enters.
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = String::deserialize(d)?;
-                $name::parse(&s).map_err(serde::de::Error::custom)
+                $name::parse_within_cluster(&s).map_err(serde::de::Error::custom)
             }
         }
     };
@@ -102,6 +105,10 @@ impl NodeId {
             return Err(IdError::BadChar { what: "node id", allowed: "A-Z a-z 0-9 - _" });
         }
         Ok(Self(s.to_owned()))
+    }
+
+    fn parse_within_cluster(s: &str) -> Result<Self, IdError> {
+        Self::parse(s)
     }
 
     /// A fresh random node id (12 characters, 72 bits) for nodes started without NODE_ID.
@@ -130,6 +137,10 @@ impl PeerId {
         Ok(Self(s.to_owned()))
     }
 
+    fn parse_within_cluster(s: &str) -> Result<Self, IdError> {
+        Self::parse(s)
+    }
+
     /// A new peer id served by `node`.
     pub fn new_on(node: &NodeId) -> Self {
         Self(format!("{node}.{}", random_token(16)))
@@ -155,6 +166,12 @@ string_newtype!(RoomId);
 
 impl RoomId {
     pub const DEFAULT_MAX_CHARS: usize = 100;
+    /// The most ROOM_ID_CHARS may be set to.
+    pub const LARGEST_MAX_CHARS: usize = 1000;
+
+    fn parse_within_cluster(s: &str) -> Result<Self, IdError> {
+        Self::parse_with_max(s, Self::LARGEST_MAX_CHARS)
+    }
 
     pub fn parse(s: &str) -> Result<Self, IdError> {
         Self::parse_with_max(s, Self::DEFAULT_MAX_CHARS)
@@ -176,6 +193,12 @@ string_newtype!(DisplayName);
 
 impl DisplayName {
     pub const DEFAULT_MAX_CHARS: usize = 50;
+    /// The most NAME_CHARS may be set to.
+    pub const LARGEST_MAX_CHARS: usize = 1000;
+
+    fn parse_within_cluster(s: &str) -> Result<Self, IdError> {
+        Self::parse_with_max(s, Self::LARGEST_MAX_CHARS)
+    }
 
     pub fn parse(s: &str) -> Result<Self, IdError> {
         Self::parse_with_max(s, Self::DEFAULT_MAX_CHARS)
@@ -199,6 +222,10 @@ string_newtype!(SignalKind);
 impl SignalKind {
     pub const MAX_CHARS: usize = 32;
 
+    fn parse_within_cluster(s: &str) -> Result<Self, IdError> {
+        Self::parse(s)
+    }
+
     pub fn parse(s: &str) -> Result<Self, IdError> {
         check_len("kind", s, Self::MAX_CHARS)?;
         if !s.chars().all(is_token_char) {
@@ -216,6 +243,10 @@ string_newtype!(Role);
 
 impl Role {
     pub const MAX_CHARS: usize = 32;
+
+    fn parse_within_cluster(s: &str) -> Result<Self, IdError> {
+        Self::parse(s)
+    }
 
     pub fn parse(s: &str) -> Result<Self, IdError> {
         check_len("role", s, Self::MAX_CHARS)?;
@@ -265,6 +296,19 @@ mod tests {
         assert!(DisplayName::parse(&"n".repeat(51)).is_err());
         assert!(SignalKind::parse("ice-candidate").is_ok());
         assert!(SignalKind::parse("a b").is_err());
+    }
+
+    #[test]
+    fn ids_read_from_inside_the_cluster_accept_the_largest_configurable_size() {
+        let room = "r".repeat(RoomId::LARGEST_MAX_CHARS);
+        let name = "n".repeat(DisplayName::LARGEST_MAX_CHARS);
+        let back: RoomId = serde_json::from_str(&format!("{room:?}")).unwrap();
+        assert_eq!(back.as_str(), room);
+        let back: DisplayName = rmp_serde::from_slice(&rmp_serde::to_vec(&name).unwrap()).unwrap();
+        assert_eq!(back.as_str(), name);
+        assert!(serde_json::from_str::<RoomId>(&format!("{:?}", "r".repeat(1001))).is_err());
+        // The edge still applies the default.
+        assert!(RoomId::parse(&room).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod ids;
 pub mod native;
 pub mod payload;
 
-pub use envelope::{BusEvent, Envelope, EnvelopeError, MemberInfo, ENVELOPE_VERSION};
+pub use envelope::{BusEvent, Envelope, EnvelopeError, EventClass, MemberInfo, ENVELOPE_VERSION};
 pub use ids::{DisplayName, IdError, NodeId, PeerId, Role, RoomId, SignalKind};
 pub use native::{ClientMsg, DecodeError, ErrorCode, LeftReason, Limits, Request, RequestId, ServerMsg};
 pub use payload::Payload;

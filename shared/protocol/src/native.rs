@@ -205,10 +205,14 @@ impl Request {
     /// Decodes and validates one text frame. Every refusal names the offending field.
     pub fn decode(text: &str, limits: &Limits) -> Result<Request, DecodeError> {
         if text.len() > limits.frame_bytes {
-            return Err(DecodeError::too_large(limits.frame_bytes));
+            return Err(DecodeError { id: readable_id(text), ..DecodeError::too_large(limits.frame_bytes) });
         }
-        let head: Head = serde_json::from_str(text)
-            .map_err(|e| DecodeError::bad(format!("not a JSON object with a type: {e}"), None))?;
+        let head: Head = serde_json::from_str(text).map_err(|e| {
+            DecodeError::bad(
+                format!("not a JSON object with a string `type` (and a string or number `id`): {e}"),
+                readable_id(text),
+            )
+        })?;
         let id = head.id;
         let ty = head.ty.ok_or_else(|| DecodeError::bad("missing field `type`", id.clone()))?;
         let field = |e: IdError| DecodeError::bad(e.to_string(), id.clone());
@@ -265,6 +269,18 @@ impl Request {
         };
         Ok(Request { id, msg })
     }
+}
+
+/// The `id` of a frame whose head could not be read (a `type` that is not a string, a
+/// frame over the size limit): any JSON object with a string or number `id` gets it
+/// echoed. Only runs on the error path, so well-formed frames are parsed once.
+fn readable_id(text: &str) -> Option<RequestId> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        #[serde(default)]
+        id: Option<RequestId>,
+    }
+    serde_json::from_str::<IdOnly>(text).ok().and_then(|h| h.id)
 }
 
 fn meta(raw: Box<RawValue>, limits: &Limits, id: &Option<RequestId>) -> Result<Payload, DecodeError> {

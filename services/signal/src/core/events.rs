@@ -7,11 +7,36 @@ use protocol::{LeftReason, MemberInfo, Payload, PeerId, RoomId, SignalKind};
 
 #[derive(Debug, Clone)]
 pub enum Event {
-    PeerJoined { room: RoomId, member: Arc<MemberInfo> },
-    PeerLeft { room: RoomId, peer: PeerId, reason: LeftReason },
-    PeerUpdated { room: RoomId, member: Arc<MemberInfo> },
-    Signal { room: RoomId, from: PeerId, kind: SignalKind, data: Payload },
-    Broadcast { room: RoomId, from: PeerId, kind: SignalKind, data: Payload },
+    PeerJoined {
+        room: RoomId,
+        member: Arc<MemberInfo>,
+    },
+    PeerLeft {
+        room: RoomId,
+        peer: PeerId,
+        reason: LeftReason,
+    },
+    PeerUpdated {
+        room: RoomId,
+        member: Arc<MemberInfo>,
+    },
+    Signal {
+        room: RoomId,
+        from: PeerId,
+        kind: SignalKind,
+        data: Payload,
+    },
+    Broadcast {
+        room: RoomId,
+        from: PeerId,
+        kind: SignalKind,
+        data: Payload,
+    },
+    /// A signal this session sent to `to` could not be delivered: `to` had left.
+    Undeliverable {
+        room: RoomId,
+        to: PeerId,
+    },
 }
 
 impl Event {
@@ -21,6 +46,7 @@ impl Event {
             Event::PeerJoined { member, .. } | Event::PeerUpdated { member, .. } => &member.peer,
             Event::PeerLeft { peer, .. } => peer,
             Event::Signal { from, .. } | Event::Broadcast { from, .. } => from,
+            Event::Undeliverable { to, .. } => to,
         }
     }
 }

@@ -38,6 +38,10 @@ pub struct Health {
     draining: AtomicBool,
     resync_pending: AtomicBool,
     probe: Mutex<Probe>,
+    /// When the bus last lost messages on their way here (or had a gap).
+    fell_behind: Mutex<Option<Instant>>,
+    /// The node's bus inbox is more than half full: it is not keeping up.
+    backlog_high: AtomicBool,
 }
 
 impl Health {
@@ -48,6 +52,23 @@ impl Health {
             draining: AtomicBool::new(false),
             resync_pending: AtomicBool::new(false),
             probe: Mutex::new(Probe::default()),
+            fell_behind: Mutex::new(None),
+            backlog_high: AtomicBool::new(false),
+        }
+    }
+
+    /// The bus lost messages for this node: not ready until the resync that follows
+    /// has completed and one heartbeat interval has passed without another loss, so
+    /// load balancers send new connections elsewhere meanwhile.
+    pub fn bus_fell_behind(&self) {
+        *self.fell_behind.lock().expect("health lock") = Some(Instant::now());
+    }
+
+    /// Called by the dispatcher with its inbox's fill level.
+    pub fn set_bus_backlog(&self, queued: usize, capacity: usize) {
+        let high = queued > capacity / 2;
+        if self.backlog_high.load(Ordering::Relaxed) != high {
+            self.backlog_high.store(high, Ordering::Relaxed);
         }
     }
 
@@ -63,12 +84,15 @@ impl Health {
         self.draining.load(Ordering::Relaxed)
     }
 
-    pub fn probe_returned(&self, nonce: u64) {
+    /// The inbox probe came back; false if `nonce` is not the inbox probe.
+    pub fn probe_returned(&self, nonce: u64) -> bool {
         let mut probe = self.probe.lock().expect("probe lock");
         if probe.outstanding.is_some_and(|(n, _)| n == nonce) {
             probe.outstanding = None;
             probe.last_ok = Some(Instant::now());
+            return true;
         }
+        false
     }
 
     /// A join never saw its own announcement: treat the subscription as doubtful.
@@ -83,6 +107,14 @@ impl Health {
         }
         if !self.redis_ok.load(Ordering::Relaxed) {
             return Err("redis unreachable");
+        }
+        if self.backlog_high.load(Ordering::Relaxed) {
+            return Err("behind: the bus inbox is more than half full");
+        }
+        if let Some(at) = *self.fell_behind.lock().expect("health lock") {
+            if at.elapsed() < self.interval || self.resync_pending.load(Ordering::Relaxed) {
+                return Err("behind: bus messages were lost; resynchronising");
+            }
         }
         let probe = self.probe.lock().expect("probe lock");
         match probe.last_ok {
@@ -159,6 +191,8 @@ impl Core {
             }
         }
         self.probe().await;
+        self.probe_rooms(self.settings.heartbeat_interval * PROBE_PATIENCE).await;
+        self.settle_removals().await;
         self.reap_dead_nodes().await;
         self.settle_suspects().await;
     }
@@ -246,8 +280,16 @@ impl Core {
                 }
             }
         }
+        // The other way round: members Redis lists as ours that we no longer serve.
+        let ghosts = match self.sweep_own_ghosts().await {
+            Ok(ghosts) => ghosts,
+            Err(e) => {
+                warn!(error = %e, "resync failed; retrying on the next heartbeat");
+                return;
+            }
+        };
         self.health.resync_pending.store(false, Ordering::Relaxed);
-        info!(restored, "resync complete");
+        info!(restored, ghosts, "resync complete");
     }
 
     async fn reap_dead_nodes(&self) {

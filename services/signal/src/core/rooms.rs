@@ -203,6 +203,16 @@ impl Rooms {
         out
     }
 
+    /// Whether the node has a member (joining or joined) in `room`.
+    pub fn has_local(&self, room: &RoomId) -> bool {
+        self.lock().get(room).is_some_and(|m| !m.local.is_empty())
+    }
+
+    /// Every room the node mirrors.
+    pub fn mirrored_rooms(&self) -> Vec<RoomId> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// Rooms whose mirror is exact, i.e. worth resynchronising.
     pub fn synced_rooms(&self) -> Vec<RoomId> {
         self.lock().iter().filter(|(_, m)| m.synced).map(|(r, _)| r.clone()).collect()
@@ -297,7 +307,7 @@ fn room_of(event: &BusEvent) -> Option<&RoomId> {
         | BusEvent::Updated { room, .. }
         | BusEvent::Broadcast { room, .. }
         | BusEvent::Marker { room, .. } => Some(room),
-        BusEvent::Signal { .. } | BusEvent::Probe { .. } => None,
+        BusEvent::Signal { .. } | BusEvent::Probe { .. } | BusEvent::Undeliverable { .. } => None,
     }
 }
 
@@ -339,7 +349,9 @@ fn apply_room_event(mirror: &mut RoomMirror, event: &BusEvent) {
         BusEvent::Broadcast { room, from, kind, data } => {
             Some(Event::Broadcast { room: room.clone(), from: from.clone(), kind: kind.clone(), data: data.clone() })
         }
-        BusEvent::Marker { .. } | BusEvent::Signal { .. } | BusEvent::Probe { .. } => None,
+        BusEvent::Marker { .. } | BusEvent::Signal { .. } | BusEvent::Probe { .. } | BusEvent::Undeliverable { .. } => {
+            None
+        }
     };
     if let Some(event) = delivered {
         deliver(mirror, Arc::new(event));
@@ -394,7 +406,7 @@ fn complete_join(mirror: &mut RoomMirror, peer: &PeerId) {
                 Event::PeerLeft { peer, .. } => {
                     mirror.members.remove(peer);
                 }
-                Event::Signal { .. } | Event::Broadcast { .. } => {}
+                Event::Signal { .. } | Event::Broadcast { .. } | Event::Undeliverable { .. } => {}
             }
         }
         mirror.synced = true;

@@ -1,14 +1,17 @@
 //! Reference-counted room-channel subscriptions: the node follows a room's channel
-//! while it has at least one member there (joined or joining).
+//! while it has at least one member there (joined or joining), and lists the room in
+//! its index in Redis (`sig:{node:N}:rooms`, where a reaper looks for its members
+//! should it die).
 //!
-//! Each room has an async lock so that a subscribe and an unsubscribe for the same
-//! room can never overtake each other on the way to Redis.
+//! Each room has an async lock so that a subscribe and an unsubscribe (and the index
+//! changes that go with them) for the same room can never overtake each other on the
+//! way to Redis. A room stays in the index while a removal from it is still owed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bus::{Backend, BackendError};
-use protocol::RoomId;
+use protocol::{NodeId, RoomId};
 
 #[derive(Default)]
 struct RoomSub {
@@ -26,42 +29,95 @@ impl RoomSubs {
         self.rooms.lock().expect("subs lock").entry(room.clone()).or_default().clone()
     }
 
-    /// Counts one more user of the room's channel, subscribing first if needed.
-    /// Returns true when this call subscribed (the node is new to the room).
-    pub async fn acquire(&self, backend: &dyn Backend, room: &RoomId) -> Result<bool, BackendError> {
+    /// Counts one more user of the room's channel; the first one subscribes and adds
+    /// the room to the node's index.
+    pub async fn acquire(&self, backend: &dyn Backend, node: &NodeId, room: &RoomId) -> Result<(), BackendError> {
         let entry = self.entry(room);
         let mut sub = entry.lock().await;
         if !sub.subscribed {
             backend.subscribe_room(room).await?;
+            if let Err(e) = backend.note_room(node, room).await {
+                let _ = backend.unsubscribe_room(room).await;
+                return Err(e);
+            }
             sub.subscribed = true;
-            sub.users += 1;
-            return Ok(true);
         }
         sub.users += 1;
-        Ok(false)
+        Ok(())
     }
 
-    /// Counts one user less; unsubscribes when none is left. Returns true when it did.
-    pub async fn release(&self, backend: &dyn Backend, room: &RoomId) -> bool {
+    /// Counts one user less; the last one unsubscribes and, unless `keep_index` (a
+    /// removal from the room is still owed), takes the room out of the node's index.
+    pub async fn release(&self, backend: &dyn Backend, node: &NodeId, room: &RoomId, keep_index: bool) {
         let entry = self.entry(room);
         let mut sub = entry.lock().await;
         sub.users = sub.users.saturating_sub(1);
         if sub.users > 0 || !sub.subscribed {
-            return false;
+            return;
         }
         if let Err(e) = backend.unsubscribe_room(room).await {
             // The channel stays subscribed; the node ignores events of rooms it does
             // not mirror, and the next release or resubscribe tidies up.
             tracing::debug!(%room, error = %e, "unsubscribe failed");
-            return false;
+            return;
         }
         sub.subscribed = false;
+        if !keep_index {
+            forget(backend, node, room).await;
+        }
         drop(sub);
+        self.tidy(room, &entry);
+    }
+
+    /// Takes the room out of the node's index if the node has no member there (after
+    /// an owed removal was settled).
+    pub async fn forget_if_unused(&self, backend: &dyn Backend, node: &NodeId, room: &RoomId) {
+        let entry = self.entry(room);
+        let sub = entry.lock().await;
+        if sub.users == 0 && !sub.subscribed {
+            forget(backend, node, room).await;
+        }
+        drop(sub);
+        self.tidy(room, &entry);
+    }
+
+    /// Room channels the node follows (or is about to follow or leave), for probing.
+    pub fn subscribed(&self) -> Vec<RoomId> {
+        self.rooms.lock().expect("subs lock").keys().cloned().collect()
+    }
+
+    pub async fn is_subscribed(&self, room: &RoomId) -> bool {
+        let Some(entry) = self.rooms.lock().expect("subs lock").get(room).cloned() else { return false };
+        let subscribed = entry.lock().await.subscribed;
+        subscribed
+    }
+
+    /// Subscribes a followed room's channel again (Redis ignores a subscription it
+    /// already has). Returns whether the node follows the room.
+    pub async fn resubscribe(&self, backend: &dyn Backend, room: &RoomId) -> Result<bool, BackendError> {
+        let Some(entry) = self.rooms.lock().expect("subs lock").get(room).cloned() else { return Ok(false) };
+        let sub = entry.lock().await;
+        if !sub.subscribed {
+            return Ok(false);
+        }
+        backend.subscribe_room(room).await?;
+        Ok(true)
+    }
+
+    /// Forgets an unused entry (only if nobody else holds it: clones are made under
+    /// this lock).
+    fn tidy(&self, room: &RoomId, entry: &Arc<tokio::sync::Mutex<RoomSub>>) {
         let mut rooms = self.rooms.lock().expect("subs lock");
-        // Only forget the entry if nobody else holds it (clones are made under this lock).
-        if rooms.get(room).is_some_and(|e| Arc::ptr_eq(e, &entry) && Arc::strong_count(&entry) == 2) {
+        let unused = entry.try_lock().is_ok_and(|s| s.users == 0 && !s.subscribed);
+        if unused && rooms.get(room).is_some_and(|e| Arc::ptr_eq(e, entry) && Arc::strong_count(entry) == 2) {
             rooms.remove(room);
         }
-        true
+    }
+}
+
+async fn forget(backend: &dyn Backend, node: &NodeId, room: &RoomId) {
+    if let Err(e) = backend.forget_room(node, room).await {
+        // A stale index entry only costs a reaper one empty look.
+        tracing::debug!(%room, error = %e, "could not take the room out of the node's index");
     }
 }

@@ -3,7 +3,10 @@
 //!
 //! The loop prefers, in order: the node draining (send `reconnect`, close), the
 //! outbound queue overflowing (close with a reason), queued events (written in
-//! batches, one flush per batch), then the client's next frame.
+//! batches, one flush per batch), then the client's next frame. Queued events keep
+//! being written while a request is in flight. Every close the node initiates carries
+//! a documented code and reason and is followed by a bounded linger, so the close frame
+//! reaches the client instead of being lost to a TCP reset.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +14,11 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::SinkExt;
 use protocol::native::{Joined, PeerJoined, PeerLeft, Pong, Reconnect, Relayed, RoomReply, Welcome};
-use protocol::{DecodeError, Limits, Request, ServerMsg};
+use protocol::{DecodeError, ErrorCode, Limits, Request, ServerMsg};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
-use crate::core::{Core, Event, SessionHandle};
+use crate::core::{Core, Event, SessionHandle, SessionInbox};
 use crate::session::{Reply, Session, SessionLimits, Verdict};
 
 /// Most queued events written before one flush.
@@ -61,6 +64,11 @@ pub fn render(event: &Event) -> ServerMsg {
             kind: kind.clone(),
             data: data.clone(),
         }),
+        Event::Undeliverable { room, to } => ServerMsg::error(
+            ErrorCode::PeerUnavailable,
+            format!("signal to {to} in room {room} not delivered: the peer left"),
+            None,
+        ),
     }
 }
 
@@ -85,19 +93,42 @@ fn close_frame(code: u16, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
 }
 
-/// Why a connection ended (for logs).
+/// Why a connection ended, and the close frame the node sends for it.
 #[derive(Debug)]
 enum End {
     ClientLeft,
     SocketGone,
     Draining,
     TooSlow,
-    Misbehaving,
+    Misbehaving(&'static str),
     Idle,
 }
 
+impl End {
+    /// The close the node initiates; None when the client closed or the socket failed.
+    fn close(&self) -> Option<(u16, &'static str)> {
+        match self {
+            End::ClientLeft | End::SocketGone => None,
+            End::Draining => Some((close::GOING_AWAY, "draining")),
+            End::TooSlow => Some((close::TRY_AGAIN, "too-slow: outbound queue full")),
+            End::Misbehaving(reason) => Some((close::POLICY, reason)),
+            End::Idle => Some((close::POLICY, "idle: no frame within twice heartbeat_ms")),
+        }
+    }
+}
+
+/// Longest wait to hand a close frame to a client that is not reading.
+const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a closing connection keeps reading (and discarding) for the client's own
+/// close frame. Closing a TCP socket with unread input makes the kernel send a reset,
+/// and a reset can destroy our close frame before the client has read it; reading until
+/// the client's close (or EOF) lets the close frame arrive.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
 /// Drives one WebSocket connection until the client leaves, the node drains or the
-/// socket fails; then leaves the peer's rooms.
+/// socket fails; then leaves the peer's rooms and, if the node ended it, closes with a
+/// documented code and reason.
 pub async fn serve(mut socket: WebSocket, core: Arc<Core>, settings: Arc<NativeSettings>, stop: CancellationToken) {
     let peer = protocol::PeerId::new_on(core.node());
     let span = tracing::info_span!("connection", peer = %peer, node = %core.node());
@@ -116,16 +147,36 @@ pub async fn serve(mut socket: WebSocket, core: Arc<Core>, settings: Arc<NativeS
             run(&mut socket, &mut session, &mut inbox, &settings, &stop).await
         };
         debug!(?end, "connection ended");
+        // Leave the rooms first, so the others hear `peer-left` without waiting for
+        // the close handshake.
         Box::pin(session.close()).await;
+        if let Some((code, reason)) = end.close() {
+            Box::pin(close_and_linger(&mut socket, code, reason)).await;
+        }
     }
     .instrument(span)
     .await
 }
 
+async fn close_and_linger(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    match tokio::time::timeout(CLOSE_SEND_TIMEOUT, socket.send(close_frame(code, reason))).await {
+        Ok(Ok(())) => {}
+        _ => return,
+    }
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(msg)) = socket.recv().await {
+            if matches!(msg, Message::Close(_)) {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
 async fn run(
     socket: &mut WebSocket,
     session: &mut Session,
-    inbox: &mut crate::core::SessionInbox,
+    inbox: &mut SessionInbox,
     settings: &NativeSettings,
     stop: &CancellationToken,
 ) -> End {
@@ -136,25 +187,13 @@ async fn run(
         tokio::select! {
             biased;
             _ = stop.cancelled() => return Box::pin(say_reconnect(socket, settings)).await,
-            _ = inbox.too_slow.cancelled() => {
-                let _ = socket.send(close_frame(close::TRY_AGAIN, "too-slow: outbound queue full")).await;
-                return End::TooSlow;
-            }
+            _ = inbox.too_slow.cancelled() => return End::TooSlow,
             Some(event) = inbox.rx.recv() => {
-                // A client that stops reading blocks this write; the overflow of its
-                // queue must still end the session, so the two race.
-                tokio::select! {
-                    biased;
-                    _ = inbox.too_slow.cancelled() => return End::TooSlow,
-                    written = write_events(socket, event, &mut inbox.rx) => if written.is_err() {
-                        return End::SocketGone;
-                    },
+                if let Err(end) = Box::pin(write_events_unless_too_slow(socket, event, inbox)).await {
+                    return end;
                 }
             }
-            _ = &mut idle => {
-                let _ = socket.send(close_frame(close::POLICY, "idle: no frame within twice heartbeat_ms")).await;
-                return End::Idle;
-            }
+            _ = &mut idle => return End::Idle,
             frame = socket.recv() => {
                 idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
                 match frame {
@@ -164,7 +203,7 @@ async fn run(
                         return End::SocketGone;
                     }
                     Some(Ok(Message::Text(t))) => {
-                        if let Err(end) = Box::pin(on_text(socket, session, t.as_str(), &settings.limits)).await {
+                        if let Err(end) = Box::pin(on_text(socket, session, inbox, t.as_str(), &settings.limits)).await {
                             return end;
                         }
                     }
@@ -181,17 +220,69 @@ async fn run(
     }
 }
 
-async fn on_text(socket: &mut WebSocket, session: &mut Session, text: &str, limits: &Limits) -> Result<(), End> {
+/// Writes queued events, unless the queue overflows meanwhile: a client that stops
+/// reading blocks the write, and the overflow must still end the session.
+async fn write_events_unless_too_slow(
+    socket: &mut WebSocket,
+    first: Arc<Event>,
+    inbox: &mut SessionInbox,
+) -> Result<(), End> {
+    tokio::select! {
+        biased;
+        _ = inbox.too_slow.cancelled() => Err(End::TooSlow),
+        written = write_events(socket, first, &mut inbox.rx) => written.map_err(|_| End::SocketGone),
+    }
+}
+
+async fn on_text(
+    socket: &mut WebSocket,
+    session: &mut Session,
+    inbox: &mut SessionInbox,
+    text: &str,
+    limits: &Limits,
+) -> Result<(), End> {
     match Request::decode(text, limits) {
         Ok(req) => {
-            for reply in session.handle(req).await {
+            let (replies, verdict) = handle_while_writing_events(socket, session, inbox, req).await?;
+            for reply in replies {
                 for msg in render_reply(reply) {
                     socket.feed(frame(&msg)).await.map_err(|_| End::SocketGone)?;
                 }
             }
-            socket.flush().await.map_err(|_| End::SocketGone)
+            socket.flush().await.map_err(|_| End::SocketGone)?;
+            match verdict {
+                Verdict::Stay => Ok(()),
+                Verdict::Close(reason) => Err(End::Misbehaving(reason)),
+            }
         }
         Err(err) => on_refusal(socket, session, err).await,
+    }
+}
+
+/// Runs one request to completion while events queued for this client keep being
+/// written: a join may wait seconds for its room channel, and a busy room must not
+/// fill the queue meanwhile. The request itself is never cancelled (a join dropped
+/// halfway would leave a half-registered member); if the queue overflows or the
+/// socket fails, writing stops and the request still finishes first.
+async fn handle_while_writing_events(
+    socket: &mut WebSocket,
+    session: &mut Session,
+    inbox: &mut SessionInbox,
+    req: Request,
+) -> Result<(Vec<Reply>, Verdict), End> {
+    let handling = session.handle(req);
+    tokio::pin!(handling);
+    let mut stopped: Option<End> = None;
+    loop {
+        tokio::select! {
+            biased;
+            handled = &mut handling => return stopped.map_or(Ok(handled), Err),
+            Some(event) = inbox.rx.recv(), if stopped.is_none() => {
+                if let Err(end) = write_events_unless_too_slow(socket, event, inbox).await {
+                    stopped = Some(end);
+                }
+            }
+        }
     }
 }
 
@@ -200,11 +291,10 @@ async fn on_refusal(socket: &mut WebSocket, session: &mut Session, err: DecodeEr
     for msg in render_reply(reply) {
         socket.send(frame(&msg)).await.map_err(|_| End::SocketGone)?;
     }
-    if verdict == Verdict::Close {
-        let _ = socket.send(close_frame(close::POLICY, "too many bad messages")).await;
-        return Err(End::Misbehaving);
+    match verdict {
+        Verdict::Stay => Ok(()),
+        Verdict::Close(reason) => Err(End::Misbehaving(reason)),
     }
-    Ok(())
 }
 
 /// Writes one event and whatever else is already queued, then flushes once.
@@ -228,7 +318,6 @@ async fn say_reconnect(socket: &mut WebSocket, settings: &NativeSettings) -> End
         after_ms: settings.reconnect_after.as_millis() as u64,
         reason: "draining".into(),
     });
-    let _ = socket.send(frame(&msg)).await;
-    let _ = socket.send(close_frame(close::GOING_AWAY, "draining")).await;
+    let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, socket.send(frame(&msg))).await;
     End::Draining
 }

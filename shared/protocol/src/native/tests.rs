@@ -56,6 +56,13 @@ fn bad_frames_get_bad_request_with_the_id_echoed_when_readable() {
             Some(RequestId::Num(6.into())),
         ),
         (r#"{"type":"update","room":"r","meta":[1]}"#, None),
+        // A `type` that is not a string still leaves a readable id to echo.
+        (r#"{"type":42,"id":"bad-4"}"#, Some(RequestId::Str("bad-4".into()))),
+        (r#"{"type":["ping"],"id":"bad-5"}"#, Some(RequestId::Str("bad-5".into()))),
+        (r#"{"type":{"x":1},"id":8.5}"#, Some(RequestId::Num(serde_json::Number::from_f64(8.5).unwrap()))),
+        (r#"{"type":null,"id":9}"#, Some(RequestId::Num(9.into()))),
+        // An id that is neither a string nor a number cannot be echoed.
+        (r#"{"type":"ping","id":{"n":1}}"#, None),
         (r#"{"type":"join","room":"r","name":"a\u0000b"}"#, None),
     ];
     for (text, id) in cases {
@@ -79,8 +86,9 @@ fn limits_on_room_name_meta_and_frame_are_enforced() {
     let big_meta = format!(r#"{{"type":"update","room":"r","meta":{{"x":"{}"}}}}"#, "m".repeat(5000));
     assert_eq!(decode(&big_meta).unwrap_err().code, ErrorCode::TooLarge);
 
-    let frame = format!(r#"{{"type":"ping","pad":"{}"}}"#, "p".repeat(64 * 1024));
-    assert_eq!(decode(&frame).unwrap_err().code, ErrorCode::TooLarge);
+    let frame = format!(r#"{{"type":"ping","pad":"{}","id":"big"}}"#, "p".repeat(64 * 1024));
+    let err = decode(&frame).unwrap_err();
+    assert_eq!((err.code, err.id), (ErrorCode::TooLarge, Some(RequestId::Str("big".into()))));
 }
 
 #[test]
