@@ -98,6 +98,11 @@ impl App {
         self.state.core.node()
     }
 
+    /// The node's core (tests inspect it and reach its backend for fault injection).
+    pub fn core(&self) -> Arc<Core> {
+        self.state.core.clone()
+    }
+
     /// Serves in a background task (for embedding and tests); the handle drains it.
     pub fn spawn(self) -> RunningApp {
         RunningApp::spawn(self.local_addr(), |stop| self.run_until(stop))

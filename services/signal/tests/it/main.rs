@@ -7,5 +7,7 @@ mod bad_input;
 mod bursts;
 mod cluster;
 mod faults;
+mod ghosts;
+mod limits;
 mod metrics;
 mod protocol_suite;

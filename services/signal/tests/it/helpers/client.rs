@@ -76,6 +76,19 @@ impl Client {
         }
     }
 
+    /// Reads until the server's close frame, skipping other frames; returns its code
+    /// and reason. Panics if the socket fails instead (a reset loses the close frame).
+    pub async fn recv_close_frame(&mut self) -> (u16, String) {
+        loop {
+            match tokio::time::timeout(RECV_DEADLINE, self.ws.next()).await.expect("close within deadline") {
+                Some(Ok(Message::Close(Some(frame)))) => return (frame.code.into(), frame.reason.to_string()),
+                Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
+                Some(Ok(_)) => continue,
+                other => panic!("socket failed instead of closing: {other:?}"),
+            }
+        }
+    }
+
     /// `self` joins `room`, then `other` joins and is listed `self`; `self` hears
     /// `peer-joined` for `other`.
     pub async fn join_pair(&mut self, other: &mut Client, room: &str) {

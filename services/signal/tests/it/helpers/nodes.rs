@@ -3,8 +3,10 @@
 
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
+use signal::core::Core;
 use signal::{App, RunningApp, SignalConfig};
 use tokio::process::{Child, Command};
 
@@ -27,6 +29,7 @@ pub const DEFAULT_TIMINGS: &[(&str, &str)] = &[("HEARTBEAT_INTERVAL_MS", "2000")
 
 pub struct InProcessNode {
     pub addr: SocketAddr,
+    pub core: Arc<Core>,
     /// Dropping it stops the node.
     _running: RunningApp,
 }
@@ -41,10 +44,45 @@ impl InProcessNode {
         pairs.extend_from_slice(FAST);
         pairs.extend_from_slice(extra);
         let config = SignalConfig::from_pairs(&pairs).expect("test config");
-        let running = App::build(config).await.expect("node starts").spawn();
+        let app = App::build(config).await.expect("node starts");
+        let core = app.core();
+        let running = app.spawn();
         let addr = running.local_addr();
         wait_ready(addr).await;
-        Self { addr, _running: running }
+        Self { addr, core, _running: running }
+    }
+
+    /// One of the node's /metrics values, summed over its label sets.
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric(self.addr, name).await
+    }
+}
+
+/// A /metrics value of the node at `addr`, summed over its label sets (or the one
+/// sample whose labels are given in `name`, as `name{kind="x"}`).
+pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (status, text) = http_get(addr, "/metrics").await.expect("node answers /metrics");
+    assert_eq!(status, 200);
+    let samples: Vec<f64> = text
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert!(!samples.is_empty(), "{name} missing in:\n{text}");
+    samples.iter().sum()
+}
+
+/// The reason /readyz gives, or None when the node is ready.
+pub async fn not_ready_reason(addr: SocketAddr) -> Option<String> {
+    match http_get(addr, "/readyz").await {
+        Some((200, _)) => None,
+        Some((_, body)) => Some(
+            serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["reason"].as_str().map(str::to_owned))
+                .unwrap_or(body),
+        ),
+        None => Some("no answer".into()),
     }
 }
 
