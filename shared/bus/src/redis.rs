@@ -28,9 +28,10 @@ pub struct RedisOptions {
     /// A command that takes longer fails with `unavailable` instead of hanging.
     pub command_timeout: Duration,
     pub connect_timeout: Duration,
-    /// Messages held for the node while its dispatcher is busy: the size of the node's
-    /// inbox, and of fred's own buffer in front of it. Beyond it messages are dropped,
-    /// counted by class, and the node resynchronises.
+    /// Messages held for the node while its dispatcher is busy (the node's inbox).
+    /// Beyond it messages are dropped, counted by class, and the node resynchronises.
+    /// fred's own buffer in front of it gets the same size, at least
+    /// [`MIN_FRED_BUFFER`].
     pub subscriber_buffer: usize,
 }
 
@@ -43,6 +44,12 @@ impl Default for RedisOptions {
         }
     }
 }
+
+/// The least fred may buffer between its reader and the forwarder. What fred drops is
+/// gone before anyone can tell what it was, so its buffer must absorb the moments the
+/// forwarder is not scheduled; the node's own inbox (sized by `subscriber_buffer`) is
+/// where an overloaded node drops, and counts, messages.
+const MIN_FRED_BUFFER: usize = 16 * 1024;
 
 /// Broadcast capacity of the command client (fred's default).
 const COMMAND_CLIENT_BROADCAST: usize = 32;
@@ -81,7 +88,8 @@ impl RedisBackend {
         let client = builder.build().map_err(unavailable)?;
         // fred allocates every broadcast slot up front (several channels per client),
         // so this capacity is resident memory whether or not it is ever used.
-        builder.with_performance_config(|p| p.broadcast_channel_capacity = options.subscriber_buffer);
+        builder
+            .with_performance_config(|p| p.broadcast_channel_capacity = options.subscriber_buffer.max(MIN_FRED_BUFFER));
         let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
         client.init().await.map_err(unavailable)?;
         subscriber.init().await.map_err(unavailable)?;

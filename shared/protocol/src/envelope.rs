@@ -87,36 +87,59 @@ impl EventClass {
         }
     }
 
-    /// Classifies encoded envelope bytes without decoding the event's fields (used on
-    /// the path that drops messages, so it must be cheap and never fail).
+    /// Classifies encoded envelope bytes by reading only the map keys up to `event` and
+    /// the event's variant name. It runs for every message a falling-behind node drops,
+    /// so it must be much cheaper than decoding (a node that cannot keep up must not
+    /// spend longer on what it drops than on what it delivers), and it never fails.
     pub fn of_envelope(bytes: &[u8]) -> EventClass {
-        use serde::de::IgnoredAny;
-        #[derive(Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        enum Tag {
-            Signal(IgnoredAny),
-            Undeliverable(IgnoredAny),
-            Broadcast(IgnoredAny),
-            Joined(IgnoredAny),
-            Left(IgnoredAny),
-            Updated(IgnoredAny),
-            Marker(IgnoredAny),
-            Probe(IgnoredAny),
-        }
-        #[derive(Deserialize)]
-        struct Peek {
-            event: Tag,
-        }
-        match rmp_serde::from_slice::<Peek>(bytes) {
-            Ok(Peek { event: Tag::Signal(_) | Tag::Undeliverable(_) }) => EventClass::Signal,
-            Ok(Peek { event: Tag::Broadcast(_) }) => EventClass::Broadcast,
-            Ok(Peek { event: Tag::Joined(_) | Tag::Left(_) | Tag::Updated(_) | Tag::Marker(_) }) => {
-                EventClass::RoomEvent
-            }
-            Ok(Peek { event: Tag::Probe(_) }) => EventClass::Probe,
-            Err(_) => EventClass::Unknown,
+        match peek_event_tag(bytes) {
+            Some("signal" | "undeliverable") => EventClass::Signal,
+            Some("broadcast") => EventClass::Broadcast,
+            Some("joined" | "left" | "updated" | "marker") => EventClass::RoomEvent,
+            Some("probe") => EventClass::Probe,
+            _ => EventClass::Unknown,
         }
     }
+}
+
+/// The variant name of an envelope's `event`, read from the named-field MessagePack
+/// that [`Envelope::encode`] writes: a map whose other values are integers, strings or
+/// nil, and whose `event` is a one-entry map keyed by the variant name.
+fn peek_event_tag(mut rd: &[u8]) -> Option<&str> {
+    let fields = rmp::decode::read_map_len(&mut rd).ok()?;
+    for _ in 0..fields {
+        let key = read_str(&mut rd)?;
+        if key == "event" {
+            return (rmp::decode::read_map_len(&mut rd).ok()? == 1).then(|| read_str(&mut rd)).flatten();
+        }
+        skip_scalar(&mut rd)?;
+    }
+    None
+}
+
+fn read_str<'a>(rd: &mut &'a [u8]) -> Option<&'a str> {
+    let len = rmp::decode::read_str_len(rd).ok()? as usize;
+    let (text, rest) = (rd.get(..len)?, rd.get(len..)?);
+    *rd = rest;
+    std::str::from_utf8(text).ok()
+}
+
+/// Skips an integer, string or nil; anything else is not an envelope field we know.
+fn skip_scalar(rd: &mut &[u8]) -> Option<()> {
+    use rmp::Marker;
+    let skip = match rmp::decode::read_marker(rd).ok()? {
+        Marker::Null | Marker::True | Marker::False | Marker::FixPos(_) | Marker::FixNeg(_) => 0,
+        Marker::U8 | Marker::I8 => 1,
+        Marker::U16 | Marker::I16 => 2,
+        Marker::U32 | Marker::I32 => 4,
+        Marker::U64 | Marker::I64 => 8,
+        Marker::FixStr(len) => usize::from(len),
+        Marker::Str8 => usize::from(*rd.first()?) + 1,
+        Marker::Str16 => usize::from(u16::from_be_bytes([*rd.first()?, *rd.get(1)?])) + 2,
+        _ => return None,
+    };
+    *rd = rd.get(skip..)?;
+    Some(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -223,8 +246,10 @@ mod tests {
             (BusEvent::Probe { nonce: 3 }, EventClass::Probe),
         ];
         for (event, class) in cases {
-            let bytes = Envelope::new(NodeId::parse("n1").unwrap(), event).encode();
-            assert_eq!(EventClass::of_envelope(&bytes), class);
+            let mut env = Envelope::new(NodeId::parse("n1").unwrap(), event);
+            assert_eq!(EventClass::of_envelope(&env.encode()), class);
+            env.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+            assert_eq!(EventClass::of_envelope(&env.encode()), class, "with a traceparent");
         }
         assert_eq!(EventClass::of_envelope(b"\xc1 garbage"), EventClass::Unknown);
     }

@@ -5,6 +5,7 @@ mod helpers;
 
 mod bad_input;
 mod bursts;
+mod bus;
 mod cluster;
 mod faults;
 mod ghosts;
