@@ -74,19 +74,6 @@ fn read_json(path: &Path, out: &Output) -> Value {
     serde_json::from_str(&text).expect("valid JSON report")
 }
 
-/// A node's metric from /metrics, summed over its label sets.
-async fn node_metric(addr: std::net::SocketAddr, name: &str) -> f64 {
-    let (status, text) = testkit::http_get(addr, "/metrics").await.expect("node answers /metrics");
-    assert_eq!(status, 200);
-    let samples: Vec<f64> = text
-        .lines()
-        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    assert!(!samples.is_empty(), "{name} missing in:\n{text}");
-    samples.iter().sum()
-}
-
 fn counter(report: &Value, name: &str) -> u64 {
     report["counters"][name].as_u64().unwrap_or(0)
 }
@@ -161,7 +148,7 @@ async fn fanout_reaches_every_member() {
     assert_eq!(counter(&r, "duplicates"), 0);
     // And the nodes never fell behind their bus.
     for node in &cluster.nodes {
-        assert_eq!(node_metric(node.local_addr(), "signal_bus_lagged_messages_total").await, 0.0, "bus loss");
+        assert_eq!(testkit::metric(node.local_addr(), "signal_bus_lagged_messages_total").await, 0.0, "bus loss");
     }
     let complete = r["latency"]["broadcast_all"]["count"].as_u64().unwrap();
     assert!(complete >= 10, "broadcasts that reached everyone: {complete}");

@@ -149,7 +149,7 @@ impl Core {
         self.backend.heartbeat(&self.node, self.settings.node_ttl.as_millis() as u64).await?;
         // A node restarted under the same NODE_ID before its heartbeat expired was never
         // reaped: whatever Redis still lists as served here belongs to its previous life.
-        let ghosts = self.sweep_own_ghosts().await?;
+        let ghosts = self.sweep_own_ghosts(&[]).await?;
         if ghosts > 0 {
             info!(ghosts, "removed members left behind by an earlier run of this node");
         }

@@ -194,64 +194,58 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_event_round_trips_through_messagepack() {
+    /// One event of every variant, with the class it is counted under.
+    fn every_event() -> Vec<(BusEvent, EventClass)> {
         let m = member();
         let room = RoomId::parse("r1").unwrap();
         let data = Payload::from_json(r#"{"sdp":"v=0"}"#.into()).unwrap();
         let kind = SignalKind::parse("offer").unwrap();
-        let events = vec![
-            BusEvent::Signal {
-                room: room.clone(),
-                from: m.peer.clone(),
-                to: m.peer.clone(),
-                kind: kind.clone(),
-                data: data.clone(),
-            },
-            BusEvent::Joined { room: room.clone(), member: m.clone(), nonce: 7 },
-            BusEvent::Left { room: room.clone(), peer: m.peer.clone(), reason: LeftReason::NodeLost },
-            BusEvent::Updated { room: room.clone(), member: m.clone() },
-            BusEvent::Broadcast { room: room.clone(), from: m.peer.clone(), kind, data },
-            BusEvent::Marker { room, nonce: 9 },
-            BusEvent::Probe { nonce: 1 },
-            BusEvent::Undeliverable { room: RoomId::parse("r1").unwrap(), from: m.peer.clone(), to: m.peer.clone() },
-        ];
-        for event in events {
+        let (from, to) = (m.peer.clone(), m.peer.clone());
+        vec![
+            (
+                BusEvent::Signal {
+                    room: room.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    kind: kind.clone(),
+                    data: data.clone(),
+                },
+                EventClass::Signal,
+            ),
+            (BusEvent::Undeliverable { room: room.clone(), from: from.clone(), to }, EventClass::Signal),
+            (BusEvent::Broadcast { room: room.clone(), from, kind, data }, EventClass::Broadcast),
+            (BusEvent::Joined { room: room.clone(), member: m.clone(), nonce: 7 }, EventClass::RoomEvent),
+            (
+                BusEvent::Left { room: room.clone(), peer: m.peer.clone(), reason: LeftReason::NodeLost },
+                EventClass::RoomEvent,
+            ),
+            (BusEvent::Updated { room: room.clone(), member: m }, EventClass::RoomEvent),
+            (BusEvent::Marker { room, nonce: 9 }, EventClass::RoomEvent),
+            (BusEvent::Probe { nonce: 1 }, EventClass::Probe),
+        ]
+    }
+
+    const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn every_event_round_trips_through_messagepack() {
+        for (event, _) in every_event() {
             let mut env = Envelope::new(NodeId::parse("n1").unwrap(), event);
-            env.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+            env.traceparent = Some(TRACEPARENT.into());
             assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
         }
     }
 
     #[test]
     fn envelopes_are_classified_without_decoding_their_fields() {
-        let m = member();
-        let room = RoomId::parse("r1").unwrap();
-        let data = Payload::from_json("1".into()).unwrap();
-        let kind = SignalKind::parse("chat").unwrap();
-        let cases = [
-            (
-                BusEvent::Signal {
-                    room: room.clone(),
-                    from: m.peer.clone(),
-                    to: m.peer.clone(),
-                    kind: kind.clone(),
-                    data: data.clone(),
-                },
-                EventClass::Signal,
-            ),
-            (BusEvent::Broadcast { room: room.clone(), from: m.peer.clone(), kind, data }, EventClass::Broadcast),
-            (BusEvent::Joined { room: room.clone(), member: m.clone(), nonce: 1 }, EventClass::RoomEvent),
-            (BusEvent::Marker { room, nonce: 2 }, EventClass::RoomEvent),
-            (BusEvent::Probe { nonce: 3 }, EventClass::Probe),
-        ];
-        for (event, class) in cases {
+        for (event, class) in every_event() {
             let mut env = Envelope::new(NodeId::parse("n1").unwrap(), event);
             assert_eq!(EventClass::of_envelope(&env.encode()), class);
-            env.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+            env.traceparent = Some(TRACEPARENT.into());
             assert_eq!(EventClass::of_envelope(&env.encode()), class, "with a traceparent");
         }
         assert_eq!(EventClass::of_envelope(b"\xc1 garbage"), EventClass::Unknown);
+        assert_eq!(EventClass::of_envelope(b""), EventClass::Unknown);
     }
 
     #[test]

@@ -50,3 +50,17 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
     Some((status, body))
 }
+
+/// A value from the Prometheus text at `addr`/metrics, summed over its label sets; name
+/// one sample with its labels (`name{kind="x"}`). Panics if the metric is missing.
+pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (status, text) = http_get(addr, "/metrics").await.expect("node answers /metrics");
+    assert_eq!(status, 200);
+    let samples: Vec<f64> = text
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert!(!samples.is_empty(), "{name} missing in:\n{text}");
+    samples.iter().sum()
+}

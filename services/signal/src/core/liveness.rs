@@ -265,14 +265,17 @@ impl Core {
             }
         }
         let grace = Instant::now() + self.settings.node_ttl;
-        for room in rooms {
+        let mut ghosts = 0;
+        for room in &rooms {
             let nonce = rand::random::<u64>() | 1;
-            self.rooms.begin_resync(&room, nonce);
+            self.rooms.begin_resync(room, nonce);
             let marker = self.envelope(BusEvent::Marker { room: room.clone(), nonce });
-            match self.backend.snapshot(&room, marker).await {
+            match self.backend.snapshot(room, marker).await {
                 Ok(records) => {
-                    let members = records.iter().filter_map(|r| self.decode_member(r)).collect();
-                    self.rooms.resync_snapshot(&room, nonce, members, grace);
+                    let members: Vec<_> = records.iter().filter_map(|r| self.decode_member(r)).collect();
+                    // The other way round: members Redis lists as ours that we no longer serve.
+                    ghosts += self.owe_ghosts(room, members.iter().map(|m| &m.peer));
+                    self.rooms.resync_snapshot(room, nonce, members, grace);
                 }
                 Err(e) => {
                     warn!(error = %e, "resync failed; retrying on the next heartbeat");
@@ -280,8 +283,9 @@ impl Core {
                 }
             }
         }
-        // The other way round: members Redis lists as ours that we no longer serve.
-        let ghosts = match self.sweep_own_ghosts().await {
+        // Rooms in the node's index that it no longer mirrors (their last local member
+        // left) are read on their own.
+        let ghosts = match self.sweep_own_ghosts(&rooms).await.map(|more| ghosts + more) {
             Ok(ghosts) => ghosts,
             Err(e) => {
                 warn!(error = %e, "resync failed; retrying on the next heartbeat");

@@ -111,26 +111,35 @@ impl Core {
 
     /// Reconciles the other way round from a resync's write-back: members that Redis
     /// lists as served by this node but that have no connection here any more are
-    /// removed and announced as `disconnected`. Such a peer can never join again (peer
-    /// ids live as long as their connection), so these removals race with nothing.
-    /// Returns how many it found.
-    pub(super) async fn sweep_own_ghosts(&self) -> Result<usize, BackendError> {
+    /// removed and announced as `disconnected`. Reads every room in the node's index
+    /// and every room it mirrors, except `already_read` (rooms whose members the caller
+    /// has just read and passed to [`Core::owe_ghosts`]). Returns how many it found.
+    pub(super) async fn sweep_own_ghosts(&self, already_read: &[RoomId]) -> Result<usize, BackendError> {
         let mut rooms: HashSet<RoomId> = self.backend.node_rooms(&self.node).await?.into_iter().collect();
         rooms.extend(self.rooms.mirrored_rooms());
+        for room in already_read {
+            rooms.remove(room);
+        }
         let mut found = 0;
-        for room in rooms {
-            for record in self.backend.members(&room).await? {
-                let Ok(member) = MemberInfo::decode(&record) else { continue };
-                if member.peer.is_on(&self.node) && self.sessions.get(&member.peer).is_none() {
-                    self.removals.owe(&room, &member.peer, LeftReason::Disconnected);
-                    found += 1;
-                }
-            }
+        for room in &rooms {
+            let members: Vec<MemberInfo> =
+                self.backend.members(room).await?.iter().filter_map(|r| MemberInfo::decode(r).ok()).collect();
+            found += self.owe_ghosts(room, members.iter().map(|m| &m.peer));
         }
-        if found > 0 {
-            self.settle_removals().await;
-        }
+        self.settle_removals().await;
         Ok(found)
+    }
+
+    /// Owes the removal of every member of `room` (as just read from Redis) that is
+    /// served by this node but has no connection here. Such a peer can never join again
+    /// (peer ids live as long as their connection), so these removals race with nothing.
+    pub(super) fn owe_ghosts<'a>(&self, room: &RoomId, members: impl Iterator<Item = &'a PeerId>) -> usize {
+        let mut found = 0;
+        for peer in members.filter(|p| p.is_on(&self.node) && self.sessions.get(p).is_none()) {
+            self.removals.owe(room, peer, LeftReason::Disconnected);
+            found += 1;
+        }
+        found
     }
 
     fn left_envelope(&self, room: &RoomId, peer: &PeerId, reason: LeftReason) -> bytes::Bytes {

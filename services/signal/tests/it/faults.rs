@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use protocol::{LeftReason, ServerMsg};
 use serde_json::json;
 
-use crate::helpers::nodes::{not_ready_reason, ready, DEFAULT_TIMINGS};
-use crate::helpers::{wait_until, Backend, Client, NodeProcess, TestCluster, TestRedis};
+use crate::helpers::nodes::{not_ready_reason, process_pair_in_room, ready, DEFAULT_TIMINGS};
+use crate::helpers::{wait_until, Backend, Client, TestCluster, TestRedis};
 
 /// The documented liveness defaults (README): a dead node's peers are announced within
 /// NODE_TTL_MS + HEARTBEAT_INTERVAL_MS; suspects are confirmed gone after NODE_TTL_MS.
@@ -47,12 +47,8 @@ async fn signal_until_delivered(a: &mut Client, b: &mut Client, room: &str, dead
 async fn kill_dash_nine_of_a_node_gives_peer_unavailable_at_once_node_lost_in_bound_and_no_trace() {
     let redis = TestRedis::start().await;
     // Default liveness timings: this proves the documented bound.
-    let n1 = NodeProcess::start(&redis.url(), "n1", &[]).await;
-    let mut n2 = NodeProcess::start(&redis.url(), "n2", &[]).await;
-    let mut a = Client::connect(n1.addr).await;
-    let mut b = Client::connect(n2.addr).await;
+    let (_n1, mut n2, mut a, b) = process_pair_in_room(&redis, "doomed").await;
     let mut c = Client::connect(n2.addr).await;
-    a.join_pair(&mut b, "doomed").await;
     c.join("other").await;
 
     n2.kill9().await;
@@ -85,11 +81,7 @@ async fn kill_dash_nine_of_a_node_gives_peer_unavailable_at_once_node_lost_in_bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_clients_tells_the_others_and_exits_cleanly() {
     let redis = TestRedis::start().await;
-    let n1 = NodeProcess::start(&redis.url(), "n1", &[]).await;
-    let mut n2 = NodeProcess::start(&redis.url(), "n2", &[]).await;
-    let mut a = Client::connect(n1.addr).await;
-    let mut b = Client::connect(n2.addr).await;
-    a.join_pair(&mut b, "r").await;
+    let (_n1, mut n2, mut a, mut b) = process_pair_in_room(&redis, "r").await;
 
     let started = Instant::now();
     let status = n2.terminate().await;
@@ -98,6 +90,7 @@ async fn sigterm_drains_clients_tells_the_others_and_exits_cleanly() {
         ServerMsg::Reconnect(r) => assert_eq!(r.reason, "draining"),
         other => panic!("expected reconnect, got {other:?}"),
     }
+    assert_eq!(b.recv_close_frame().await, (1001, "draining".to_owned()));
     let left = a.recv_peer_left().await;
     assert_eq!((&left.peer, left.reason), (b.peer(), LeftReason::Disconnected));
     assert!(started.elapsed() < Duration::from_secs(10), "drain took {:?}", started.elapsed());

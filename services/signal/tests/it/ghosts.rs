@@ -13,8 +13,8 @@ use protocol::{
 };
 use serde_json::json;
 
-use crate::helpers::nodes::DEFAULT_TIMINGS;
-use crate::helpers::{wait_until, Backend, Client, NodeProcess, TestCluster, TestRedis};
+use crate::helpers::nodes::{process_pair_in_room, DEFAULT_TIMINGS};
+use crate::helpers::{wait_until, Backend, NodeProcess, TestCluster, TestRedis};
 
 /// Makes every script (joins, leaves) fail with NOPERM while plain commands
 /// (heartbeats, publishes) still work: the removal fails, nothing else does.
@@ -87,11 +87,7 @@ async fn a_leave_redis_refused_lands_before_the_same_peer_joins_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarted_under_the_same_id_removes_what_its_previous_run_left() {
     let redis = TestRedis::start().await;
-    let n1 = NodeProcess::start(&redis.url(), "n1", &[]).await;
-    let mut n2 = NodeProcess::start(&redis.url(), "n2", &[]).await;
-    let mut a = Client::connect(n1.addr).await;
-    let mut b = Client::connect(n2.addr).await;
-    a.join_pair(&mut b, "r").await;
+    let (_n1, mut n2, mut a, b) = process_pair_in_room(&redis, "r").await;
 
     // Killed and back before its heartbeat expires: nobody ever reaps the first run.
     n2.kill9().await;

@@ -10,7 +10,7 @@ use signal::core::Core;
 use signal::{App, RunningApp, SignalConfig};
 use tokio::process::{Child, Command};
 
-pub use testkit::http_get;
+pub use testkit::{http_get, metric};
 
 use super::{free_port, wait_until, Client};
 
@@ -58,20 +58,6 @@ impl InProcessNode {
     }
 }
 
-/// A /metrics value of the node at `addr`, summed over its label sets (or the one
-/// sample whose labels are given in `name`, as `name{kind="x"}`).
-pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let (status, text) = http_get(addr, "/metrics").await.expect("node answers /metrics");
-    assert_eq!(status, 200);
-    let samples: Vec<f64> = text
-        .lines()
-        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    assert!(!samples.is_empty(), "{name} missing in:\n{text}");
-    samples.iter().sum()
-}
-
 /// The reason /readyz gives, or None when the node is ready.
 pub async fn not_ready_reason(addr: SocketAddr) -> Option<String> {
     match http_get(addr, "/readyz").await {
@@ -115,6 +101,20 @@ pub async fn ready(addr: SocketAddr) -> bool {
 
 pub async fn wait_ready(addr: SocketAddr) {
     wait_until(Duration::from_secs(15), "node /readyz to say ready", || ready(addr)).await;
+}
+
+/// Two real node processes, n1 and n2, on `redis`, with a client on each joined to
+/// `room` (and told of each other): the start of every process-level fault test.
+pub async fn process_pair_in_room(
+    redis: &testkit::TestRedis,
+    room: &str,
+) -> (NodeProcess, NodeProcess, Client, Client) {
+    let n1 = NodeProcess::start(&redis.url(), "n1", &[]).await;
+    let n2 = NodeProcess::start(&redis.url(), "n2", &[]).await;
+    let mut a = Client::connect(n1.addr).await;
+    let mut b = Client::connect(n2.addr).await;
+    a.join_pair(&mut b, room).await;
+    (n1, n2, a, b)
 }
 
 /// The real `signal` binary.
