@@ -15,10 +15,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::SignalConfig;
+use crate::connection::ConnectionSettings;
 use crate::core::{Core, CoreSettings};
 use crate::http::{router, AppState};
 use crate::session::SessionLimits;
-use crate::transport::native::NativeSettings;
 
 pub struct App {
     listener: TcpListener,
@@ -50,25 +50,14 @@ impl App {
             join_timeout: Duration::from_secs(5),
         };
         let core = Core::new(config.node_id.clone(), backend, settings);
-        let mut inbox = core.start().await.context("subscribing to this node's inbox")?;
-
         let background = TaskTracker::new();
         let background_stop = CancellationToken::new();
-        let dispatcher = core.clone();
-        background.spawn(async move {
-            let capacity = inbox.max_capacity();
-            while let Some(inbound) = inbox.recv().await {
-                dispatcher.dispatch(inbound);
-                dispatcher.health.set_bus_backlog(inbox.len(), capacity);
-            }
-        });
-        background.spawn(core.clone().run_liveness(background_stop.clone()));
-        background.spawn(core.clone().run_bounces(background_stop.clone()));
+        core.start(&background, background_stop.clone()).await.context("subscribing to this node's inbox")?;
 
         let listener = TcpListener::bind((config.host, config.port))
             .await
             .with_context(|| format!("binding {}:{}", config.host, config.port))?;
-        let native = NativeSettings {
+        let connection = ConnectionSettings {
             limits: config.limits.clone(),
             session: SessionLimits {
                 rate_per_sec: config.rate_per_sec,
@@ -83,7 +72,7 @@ impl App {
         let state = AppState {
             core,
             config: Arc::new(config),
-            native: Arc::new(native),
+            connection: Arc::new(connection),
             sessions: TaskTracker::new(),
             sessions_stop: CancellationToken::new(),
         };
@@ -130,17 +119,17 @@ impl App {
         axum::serve(listener, router(state))
             .with_graceful_shutdown(async move {
                 shutdown.await;
-                draining.health.set_draining();
+                draining.health().set_draining();
                 info!("draining: no new connections");
             })
             .await
             .context("serving HTTP")?;
 
-        let open = core.sessions.len();
+        let open = core.sessions().len();
         sessions_stop.cancel();
         sessions.close();
         if tokio::time::timeout(drain_timeout, sessions.wait()).await.is_err() {
-            warn!(open = core.sessions.len(), "drain timeout: some sessions did not close in time");
+            warn!(open = core.sessions().len(), "drain timeout: some sessions did not close in time");
         }
         core.leave_cluster().await;
         background_stop.cancel();

@@ -7,6 +7,7 @@
 
 mod bounces;
 mod bus_stats;
+mod error;
 mod events;
 mod liveness;
 mod removals;
@@ -22,53 +23,19 @@ use std::time::{Duration, Instant};
 use bus::{Backend, BackendError, Inbound, JoinOutcome, MemberWrite};
 use bytes::Bytes;
 use protocol::{
-    BusEvent, DisplayName, Envelope, ErrorCode, EventClass, LeftReason, MemberInfo, NodeId, Payload, PeerId, Role,
-    RoomId, SignalKind,
+    BusEvent, DisplayName, Envelope, EventClass, LeftReason, MemberInfo, NodeId, Payload, PeerId, Role, RoomId,
+    SignalKind,
 };
 use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+pub use error::CoreError;
 pub use events::Event;
 pub use liveness::Health;
 pub use rooms::JoinDone;
 pub use sessions::{SessionHandle, SessionInbox, Sessions};
-
-/// Failures of a client command; each maps to one protocol error code.
-#[derive(Debug, thiserror::Error)]
-pub enum CoreError {
-    #[error("already in this room")]
-    AlreadyInRoom,
-    #[error("already in the maximum of {0} rooms")]
-    TooManyRooms(usize),
-    #[error("room is full")]
-    RoomFull,
-    #[error("wrong or missing room token")]
-    Unauthorized,
-    #[error("not in this room")]
-    NotInRoom,
-    #[error("no such peer in this room")]
-    NoSuchPeer,
-    #[error("peer is not reachable")]
-    PeerUnavailable,
-    #[error("signaling store unavailable, try again")]
-    Unavailable(#[from] BackendError),
-    #[error("the room's event stream did not confirm the join in time")]
-    JoinTimeout,
-}
-
-impl CoreError {
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            CoreError::AlreadyInRoom | CoreError::TooManyRooms(_) => ErrorCode::BadRequest,
-            CoreError::RoomFull => ErrorCode::RoomFull,
-            CoreError::Unauthorized => ErrorCode::Unauthorized,
-            CoreError::NotInRoom => ErrorCode::NotInRoom,
-            CoreError::NoSuchPeer => ErrorCode::NotFound,
-            CoreError::PeerUnavailable => ErrorCode::PeerUnavailable,
-            CoreError::Unavailable(_) | CoreError::JoinTimeout => ErrorCode::Unavailable,
-        }
-    }
-}
 
 /// Room rules and timings the core applies.
 #[derive(Debug, Clone)]
@@ -94,15 +61,15 @@ pub struct Core {
     node: NodeId,
     backend: Arc<dyn Backend>,
     settings: CoreSettings,
-    pub sessions: Sessions,
+    sessions: Sessions,
     rooms: rooms::Rooms,
     subs: subs::RoomSubs,
     removals: removals::Removals,
     room_probes: room_probes::RoomProbes,
     bounces: bounces::Bounces,
-    pub health: Health,
+    health: Health,
     resync_wanted: Notify,
-    pub bus_stats: bus_stats::BusStats,
+    bus_stats: bus_stats::BusStats,
 }
 
 impl Core {
@@ -139,8 +106,11 @@ impl Core {
         Bytes::from(Envelope::new(self.node.clone(), event).encode())
     }
 
-    /// Subscribes to this node's inbox and registers the node. Call once before serving.
-    pub async fn start(&self) -> Result<mpsc::Receiver<Inbound>, BackendError> {
+    /// Subscribes to this node's inbox, registers the node, removes what an earlier run
+    /// under the same id left behind, and starts the core's own tasks on `tasks`
+    /// (dispatching bus messages, liveness, bounces) until `stop`. Call once before
+    /// serving.
+    pub async fn start(self: &Arc<Self>, tasks: &TaskTracker, stop: CancellationToken) -> Result<(), BackendError> {
         let inbox = self
             .backend
             .take_inbox()
@@ -154,7 +124,34 @@ impl Core {
             info!(ghosts, "removed members left behind by an earlier run of this node");
         }
         self.health.set_redis(true);
-        Ok(inbox)
+        tasks.spawn(self.clone().run_dispatcher(inbox));
+        tasks.spawn(self.clone().run_liveness(stop.clone()));
+        tasks.spawn(self.clone().run_bounces(stop));
+        Ok(())
+    }
+
+    /// Handles bus messages in arrival order until the backend closes the inbox.
+    async fn run_dispatcher(self: Arc<Self>, mut inbox: mpsc::Receiver<Inbound>) {
+        let capacity = inbox.max_capacity();
+        while let Some(inbound) = inbox.recv().await {
+            self.dispatch(inbound);
+            self.health.set_bus_backlog(inbox.len(), capacity);
+        }
+    }
+
+    /// The connections this node serves.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// What /readyz reports.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Messages the bus lost on their way here.
+    pub fn bus_stats(&self) -> &bus_stats::BusStats {
+        &self.bus_stats
     }
 
     /// Joins a room: see [`rooms`] for the handshake that makes the member lists exact.
@@ -358,7 +355,7 @@ impl Core {
     }
 
     /// Handles one inbound bus item. Runs on the dispatcher task, in arrival order.
-    pub fn dispatch(&self, inbound: Inbound) {
+    fn dispatch(&self, inbound: Inbound) {
         let bytes = match inbound {
             Inbound::Message(bytes) => bytes,
             Inbound::Resync(why) => {

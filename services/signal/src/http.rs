@@ -16,14 +16,16 @@ use tokio_util::task::TaskTracker;
 use protocol::EventClass;
 
 use crate::config::SignalConfig;
+use crate::connection::{self, ConnectionSettings};
 use crate::core::Core;
-use crate::transport::native::{self, NativeSettings};
+use crate::transport::native::Native;
+use crate::transport::ws::WsTransport;
 
 #[derive(Clone)]
 pub struct AppState {
     pub core: Arc<Core>,
     pub config: Arc<SignalConfig>,
-    pub native: Arc<NativeSettings>,
+    pub connection: Arc<ConnectionSettings>,
     /// Sessions run on this tracker (axum's graceful shutdown does not wait for
     /// upgraded WebSockets) and stop when `sessions_stop` is cancelled.
     pub sessions: TaskTracker,
@@ -50,13 +52,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
             "status": status,
             "reason": reason,
             "node": core.node().as_str(),
-            "connections": core.sessions.len(),
+            "connections": core.sessions().len(),
             "rooms": core.room_count(),
-            "bus_lost_messages": core.bus_stats.lost_total(),
-            "bus_gaps": core.bus_stats.gaps(),
+            "bus_lost_messages": core.bus_stats().lost_total(),
+            "bus_gaps": core.bus_stats().gaps(),
         }))
     };
-    match core.health.ready() {
+    match core.health().ready() {
         Ok(()) => (StatusCode::OK, body("ready", None)).into_response(),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, body("not-ready", Some(reason))).into_response(),
     }
@@ -65,14 +67,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
 /// Prometheus text: the process (memory, CPU, file descriptors) and the node's gauges.
 async fn metrics(State(state): State<AppState>) -> Response {
     let core = &state.core;
-    let stats = &core.bus_stats;
+    let stats = core.bus_stats();
     let mut text = telemetry::process_metrics();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
         text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
     };
-    metric("signal_connections", "gauge", "Open client connections.", core.sessions.len() as u64);
+    metric("signal_connections", "gauge", "Open client connections.", core.sessions().len() as u64);
     metric("signal_rooms", "gauge", "Rooms with members on this node.", core.room_count() as u64);
-    metric("signal_ready", "gauge", "1 when /readyz passes.", u64::from(core.health.ready().is_ok()));
+    metric("signal_ready", "gauge", "1 when /readyz passes.", u64::from(core.health().ready().is_ok()));
     metric(
         "signal_dropped_envelopes_total",
         "counter",
@@ -121,10 +123,10 @@ async fn ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocke
     if !state.config.origin_allowed(origin) {
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
-    if state.core.health.is_draining() {
+    if state.core.health().is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "node is draining").into_response();
     }
-    let limits = &state.native.limits;
+    let limits = &state.connection.limits;
     // Frames above the protocol limit but below this cap get a `too-large` error and
     // the connection stays; beyond the cap the WebSocket layer closes it (1009).
     let hard_cap = (limits.frame_bytes * 4).max(1024 * 1024);
@@ -136,7 +138,9 @@ async fn ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocke
         // kept that much resident per connection. Signaling frames are small.
         .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| {
-            let AppState { core, native, sessions, sessions_stop, .. } = state;
-            sessions.track_future(native::serve(socket, core, native, sessions_stop))
+            let AppState { core, connection, sessions, sessions_stop, .. } = state;
+            sessions.track_future(async move {
+                connection::serve(WsTransport::new(socket), &Native, core, &connection, sessions_stop).await
+            })
         })
 }

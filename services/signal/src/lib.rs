@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod connection;
 pub mod core;
 pub mod http;
 pub mod session;

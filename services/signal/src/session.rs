@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{ClientMsg, DecodeError, ErrorCode, MemberInfo, Request, RequestId, RoomId};
+use protocol::{Command, DecodeError, ErrorCode, MemberInfo, Request, RequestId, RoomId};
 use tracing::{debug, Instrument};
 
 use crate::core::{Core, CoreError, Event, JoinRequest, SessionHandle};
@@ -110,14 +110,14 @@ impl Session {
     /// Handles one request; failures become `error` replies and the session stays,
     /// unless the client keeps exceeding its rate limit (each excess is a strike).
     pub async fn handle(&mut self, req: Request) -> (Vec<Reply>, Verdict) {
-        let Request { id, msg } = req;
+        let Request { id, command } = req;
         if !self.rate.take() {
             let reply =
                 Reply::Error { code: ErrorCode::RateLimited, message: "too many messages; slow down".into(), id };
             return (vec![reply], self.strike("rate limit exceeded repeatedly"));
         }
-        let span = tracing::debug_span!("command", kind = msg.kind(), room = msg.room().map(|r| r.as_str()));
-        let replies = match self.execute(msg, id.clone()).instrument(span).await {
+        let span = tracing::debug_span!("command", kind = command.kind(), room = command.room().map(|r| r.as_str()));
+        let replies = match self.execute(command, id.clone()).instrument(span).await {
             Ok(replies) => replies,
             Err(e) => {
                 debug!(code = e.code().as_str(), error = %e, "command refused");
@@ -135,11 +135,11 @@ impl Session {
         }
     }
 
-    async fn execute(&mut self, msg: ClientMsg, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
+    async fn execute(&mut self, command: Command, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
         let core = self.core.clone();
         let peer = self.handle.peer.clone();
-        match msg {
-            ClientMsg::Join { room, name, role, token, meta } => {
+        match command {
+            Command::Join { room, name, role, token, meta } => {
                 let req = JoinRequest { room: room.clone(), name, role, token, meta };
                 let done = core.join(&self.handle, req, self.rooms.len()).await?;
                 self.rooms.push(room.clone());
@@ -149,7 +149,7 @@ impl Session {
                 }
                 Ok(replies)
             }
-            ClientMsg::Leave { room } => {
+            Command::Leave { room } => {
                 let result = core.leave(&peer, &room, protocol::LeftReason::Left).await;
                 if !matches!(result, Err(CoreError::NotInRoom)) {
                     self.rooms.retain(|r| r != &room);
@@ -157,19 +157,19 @@ impl Session {
                 result?;
                 Ok(vec![Reply::Left { room, id }])
             }
-            ClientMsg::Signal { room, to, kind, data } => {
+            Command::Signal { room, to, kind, data } => {
                 core.signal(&peer, &room, &to, kind, data).await?;
                 Ok(Vec::new())
             }
-            ClientMsg::Broadcast { room, kind, data } => {
+            Command::Broadcast { room, kind, data } => {
                 core.broadcast(&peer, &room, kind, data).await?;
                 Ok(Vec::new())
             }
-            ClientMsg::Update { room, meta } => {
+            Command::Update { room, meta } => {
                 core.update(&peer, &room, meta).await?;
                 Ok(vec![Reply::Updated { room, id }])
             }
-            ClientMsg::Ping => Ok(vec![Reply::Pong { id }]),
+            Command::Ping => Ok(vec![Reply::Pong { id }]),
         }
     }
 

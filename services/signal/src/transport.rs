@@ -1,4 +1,82 @@
-//! Transports translate between a dialect's frames and the dialect-free session:
-//! [`native`] is protocol v1 over WebSocket at `/ws`.
+//! The two seams every client connection goes through, whatever protocol it speaks:
+//! a [`Transport`] moves text frames (a WebSocket, or channels in tests), and a
+//! [`Dialect`] translates between those frames and the dialect-free session: it decodes
+//! a frame into a [`Request`] and renders replies and core events as frames.
+//! [`crate::connection`] drives one connection over any pair of them, so origin checks,
+//! size limits, rate limits, draining, ordering and closing behave the same in every
+//! dialect.
+//!
+//! - [`native`]: protocol v1 at `/ws`.
+//! - [`ws`]: the WebSocket transport (axum).
 
 pub mod native;
+pub mod ws;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use protocol::{DecodeError, Limits, NodeId, PeerId, Request};
+
+use crate::core::Event;
+use crate::session::Reply;
+
+/// What a transport received from the client.
+#[derive(Debug)]
+pub enum Incoming {
+    Text(Utf8Bytes),
+    /// A binary frame: no dialect here accepts one; it is refused, the connection stays.
+    Binary,
+    /// A keep-alive of the transport itself (WebSocket ping or pong): it only proves
+    /// the client is there.
+    KeepAlive,
+    /// The client closed the connection.
+    Closed,
+    /// The connection failed.
+    Failed,
+}
+
+/// The socket is gone: nothing more can be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
+/// Moves text frames between the node and one client.
+pub trait Transport: Send {
+    /// The next thing the client sent. Must be cancel-safe: the connection races it
+    /// against its outbound queue and the node's drain.
+    fn recv(&mut self) -> impl Future<Output = Incoming> + Send;
+
+    /// Queues one frame without flushing.
+    fn feed(&mut self, frame: Utf8Bytes) -> impl Future<Output = Result<(), Gone>> + Send;
+
+    fn flush(&mut self) -> impl Future<Output = Result<(), Gone>> + Send;
+
+    /// Ends the connection from the node's side with a code and reason the client can
+    /// read, waiting a bounded time for the client to take it.
+    fn close(&mut self, code: u16, reason: &'static str) -> impl Future<Output = ()> + Send;
+}
+
+/// What a dialect needs to greet a new connection.
+pub struct Greeting<'a> {
+    pub peer: &'a PeerId,
+    pub node: &'a NodeId,
+    pub heartbeat: Duration,
+}
+
+/// Translates between one protocol's frames and the session.
+pub trait Dialect: Send + Sync + 'static {
+    /// The frame sent when the connection opens, if the dialect has one.
+    fn welcome(&self, greeting: &Greeting<'_>) -> Option<Utf8Bytes>;
+
+    /// Decodes and validates one text frame.
+    fn decode(&self, text: &str, limits: &Limits) -> Result<Request, DecodeError>;
+
+    /// The frames that answer a request (an empty list is fine).
+    fn render_reply(&self, reply: Reply, out: &mut Vec<Utf8Bytes>);
+
+    /// The frame that tells the client of a core event, if the dialect shows it.
+    fn render_event(&self, event: &Event) -> Option<Utf8Bytes>;
+
+    /// The frame that asks the client to reconnect elsewhere (the node is draining).
+    fn reconnect(&self, after: Duration) -> Option<Utf8Bytes>;
+}

@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::command::LeftReason;
 use crate::ids::{DisplayName, NodeId, PeerId, Role, RoomId, SignalKind};
-use crate::native::LeftReason;
 use crate::payload::Payload;
 
 /// The bus format version this build writes and reads.

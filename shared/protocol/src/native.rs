@@ -8,150 +8,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::command::{Command, DecodeError, ErrorCode, LeftReason, Limits, Request, RequestId};
 use crate::envelope::MemberInfo;
 use crate::ids::{DisplayName, IdError, NodeId, PeerId, Role, RoomId, SignalKind};
 use crate::payload::Payload;
-
-/// Size limits applied at the edge. Defaults match docs/protocol.md.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest accepted text frame, in bytes.
-    pub frame_bytes: usize,
-    pub room_id_chars: usize,
-    pub name_chars: usize,
-    /// Largest `meta` object on join/update, in bytes of JSON text.
-    pub meta_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            frame_bytes: 64 * 1024,
-            room_id_chars: RoomId::DEFAULT_MAX_CHARS,
-            name_chars: DisplayName::DEFAULT_MAX_CHARS,
-            meta_bytes: 4 * 1024,
-        }
-    }
-}
-
-/// A request id chosen by the client, echoed on the reply or error to that request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum RequestId {
-    Num(serde_json::Number),
-    Str(String),
-}
-
-/// One decoded client frame.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    pub id: Option<RequestId>,
-    pub msg: ClientMsg,
-}
-
-/// What a client asks of its node.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClientMsg {
-    Join { room: RoomId, name: DisplayName, role: Role, token: Option<String>, meta: Payload },
-    Leave { room: RoomId },
-    Signal { room: RoomId, to: PeerId, kind: SignalKind, data: Payload },
-    Broadcast { room: RoomId, kind: SignalKind, data: Payload },
-    Update { room: RoomId, meta: Payload },
-    Ping,
-}
-
-impl ClientMsg {
-    /// The wire `type`, for logs and metrics labels.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ClientMsg::Join { .. } => "join",
-            ClientMsg::Leave { .. } => "leave",
-            ClientMsg::Signal { .. } => "signal",
-            ClientMsg::Broadcast { .. } => "broadcast",
-            ClientMsg::Update { .. } => "update",
-            ClientMsg::Ping => "ping",
-        }
-    }
-
-    pub fn room(&self) -> Option<&RoomId> {
-        match self {
-            ClientMsg::Join { room, .. }
-            | ClientMsg::Leave { room }
-            | ClientMsg::Signal { room, .. }
-            | ClientMsg::Broadcast { room, .. }
-            | ClientMsg::Update { room, .. } => Some(room),
-            ClientMsg::Ping => None,
-        }
-    }
-}
-
-/// Protocol error codes; also the `code` label of error metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ErrorCode {
-    BadRequest,
-    TooLarge,
-    Unauthorized,
-    Forbidden,
-    NotFound,
-    RoomFull,
-    RoomExpired,
-    NotInRoom,
-    PeerUnavailable,
-    RateLimited,
-    Unavailable,
-    Internal,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadRequest => "bad-request",
-            ErrorCode::TooLarge => "too-large",
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::NotFound => "not-found",
-            ErrorCode::RoomFull => "room-full",
-            ErrorCode::RoomExpired => "room-expired",
-            ErrorCode::NotInRoom => "not-in-room",
-            ErrorCode::PeerUnavailable => "peer-unavailable",
-            ErrorCode::RateLimited => "rate-limited",
-            ErrorCode::Unavailable => "unavailable",
-            ErrorCode::Internal => "internal",
-        }
-    }
-}
-
-/// Why a member left a room, as `peer-left` tells the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LeftReason {
-    /// It sent `leave`.
-    Left,
-    /// Its connection closed.
-    Disconnected,
-    /// The node serving it stopped heartbeating.
-    NodeLost,
-}
-
-/// A frame the node could not accept. `id` is echoed when the frame had a readable one.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{code:?}: {message}")]
-pub struct DecodeError {
-    pub code: ErrorCode,
-    pub message: String,
-    pub id: Option<RequestId>,
-}
-
-impl DecodeError {
-    fn bad(message: impl Into<String>, id: Option<RequestId>) -> Self {
-        Self { code: ErrorCode::BadRequest, message: message.into(), id }
-    }
-
-    pub fn too_large(limit: usize) -> Self {
-        Self { code: ErrorCode::TooLarge, message: format!("frame exceeds the limit of {limit} bytes"), id: None }
-    }
-}
 
 #[derive(Deserialize)]
 struct Head {
@@ -201,74 +61,72 @@ pub const TOKEN_MAX_BYTES: usize = 512;
 pub const DEFAULT_NAME: &str = "guest";
 pub const DEFAULT_ROLE: &str = "participant";
 
-impl Request {
-    /// Decodes and validates one text frame. Every refusal names the offending field.
-    pub fn decode(text: &str, limits: &Limits) -> Result<Request, DecodeError> {
-        if text.len() > limits.frame_bytes {
-            return Err(DecodeError { id: readable_id(text), ..DecodeError::too_large(limits.frame_bytes) });
-        }
-        let head: Head = serde_json::from_str(text).map_err(|e| {
-            DecodeError::bad(
-                format!("not a JSON object with a string `type` (and a string or number `id`): {e}"),
-                readable_id(text),
-            )
-        })?;
-        let id = head.id;
-        let ty = head.ty.ok_or_else(|| DecodeError::bad("missing field `type`", id.clone()))?;
-        let field = |e: IdError| DecodeError::bad(e.to_string(), id.clone());
-        let parse = |e: serde_json::Error| DecodeError::bad(format!("{ty}: {e}"), id.clone());
-        let room = |s: &str| RoomId::parse_with_max(s, limits.room_id_chars).map_err(field);
-        let msg = match ty.as_str() {
-            "join" => {
-                let w: JoinWire = serde_json::from_str(text).map_err(parse)?;
-                if w.token.as_ref().is_some_and(|t| t.len() > TOKEN_MAX_BYTES) {
-                    return Err(DecodeError::bad("token is too long", id));
-                }
-                ClientMsg::Join {
-                    room: room(&w.room)?,
-                    name: DisplayName::parse_with_max(w.name.as_deref().unwrap_or(DEFAULT_NAME), limits.name_chars)
-                        .map_err(field)?,
-                    role: Role::parse(w.role.as_deref().unwrap_or(DEFAULT_ROLE)).map_err(field)?,
-                    token: w.token,
-                    meta: match w.meta {
-                        Some(raw) => meta(raw, limits, &id)?,
-                        None => Payload::empty_object(),
-                    },
-                }
-            }
-            "leave" => {
-                let w: RoomWire = serde_json::from_str(text).map_err(parse)?;
-                ClientMsg::Leave { room: room(&w.room)? }
-            }
-            "signal" => {
-                let w: SignalWire = serde_json::from_str(text).map_err(parse)?;
-                ClientMsg::Signal {
-                    room: room(&w.room)?,
-                    to: PeerId::parse(&w.to).map_err(field)?,
-                    kind: SignalKind::parse(&w.kind).map_err(field)?,
-                    data: Payload::from_raw(w.data),
-                }
-            }
-            "broadcast" => {
-                let w: BroadcastWire = serde_json::from_str(text).map_err(parse)?;
-                ClientMsg::Broadcast {
-                    room: room(&w.room)?,
-                    kind: SignalKind::parse(&w.kind).map_err(field)?,
-                    data: Payload::from_raw(w.data),
-                }
-            }
-            "update" => {
-                let w: UpdateWire = serde_json::from_str(text).map_err(parse)?;
-                ClientMsg::Update { room: room(&w.room)?, meta: meta(w.meta, limits, &id)? }
-            }
-            "ping" => ClientMsg::Ping,
-            other => {
-                let shown: String = other.chars().take(32).collect();
-                return Err(DecodeError::bad(format!("unknown type `{shown}`"), id));
-            }
-        };
-        Ok(Request { id, msg })
+/// Decodes and validates one native text frame. Every refusal names the offending field.
+pub fn decode(text: &str, limits: &Limits) -> Result<Request, DecodeError> {
+    if text.len() > limits.frame_bytes {
+        return Err(DecodeError { id: readable_id(text), ..DecodeError::too_large(limits.frame_bytes) });
     }
+    let head: Head = serde_json::from_str(text).map_err(|e| {
+        DecodeError::bad(
+            format!("not a JSON object with a string `type` (and a string or number `id`): {e}"),
+            readable_id(text),
+        )
+    })?;
+    let id = head.id;
+    let ty = head.ty.ok_or_else(|| DecodeError::bad("missing field `type`", id.clone()))?;
+    let field = |e: IdError| DecodeError::bad(e.to_string(), id.clone());
+    let parse = |e: serde_json::Error| DecodeError::bad(format!("{ty}: {e}"), id.clone());
+    let room = |s: &str| RoomId::parse_with_max(s, limits.room_id_chars).map_err(field);
+    let msg = match ty.as_str() {
+        "join" => {
+            let w: JoinWire = serde_json::from_str(text).map_err(parse)?;
+            if w.token.as_ref().is_some_and(|t| t.len() > TOKEN_MAX_BYTES) {
+                return Err(DecodeError::bad("token is too long", id));
+            }
+            Command::Join {
+                room: room(&w.room)?,
+                name: DisplayName::parse_with_max(w.name.as_deref().unwrap_or(DEFAULT_NAME), limits.name_chars)
+                    .map_err(field)?,
+                role: Role::parse(w.role.as_deref().unwrap_or(DEFAULT_ROLE)).map_err(field)?,
+                token: w.token,
+                meta: match w.meta {
+                    Some(raw) => meta(raw, limits, &id)?,
+                    None => Payload::empty_object(),
+                },
+            }
+        }
+        "leave" => {
+            let w: RoomWire = serde_json::from_str(text).map_err(parse)?;
+            Command::Leave { room: room(&w.room)? }
+        }
+        "signal" => {
+            let w: SignalWire = serde_json::from_str(text).map_err(parse)?;
+            Command::Signal {
+                room: room(&w.room)?,
+                to: PeerId::parse(&w.to).map_err(field)?,
+                kind: SignalKind::parse(&w.kind).map_err(field)?,
+                data: Payload::from_raw(w.data),
+            }
+        }
+        "broadcast" => {
+            let w: BroadcastWire = serde_json::from_str(text).map_err(parse)?;
+            Command::Broadcast {
+                room: room(&w.room)?,
+                kind: SignalKind::parse(&w.kind).map_err(field)?,
+                data: Payload::from_raw(w.data),
+            }
+        }
+        "update" => {
+            let w: UpdateWire = serde_json::from_str(text).map_err(parse)?;
+            Command::Update { room: room(&w.room)?, meta: meta(w.meta, limits, &id)? }
+        }
+        "ping" => Command::Ping,
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(DecodeError::bad(format!("unknown type `{shown}`"), id));
+        }
+    };
+    Ok(Request { id, command: msg })
 }
 
 /// The `id` of a frame whose head could not be read (a `type` that is not a string, a

@@ -48,7 +48,7 @@ impl Bounces {
 
 impl Core {
     /// Publishes queued bounces until `stop`. Call once.
-    pub async fn run_bounces(self: std::sync::Arc<Self>, stop: CancellationToken) {
+    pub(super) async fn run_bounces(self: std::sync::Arc<Self>, stop: CancellationToken) {
         let Some(mut rx) = self.bounces.rx.lock().expect("bounces lock").take() else { return };
         loop {
             let (node, envelope) = tokio::select! {

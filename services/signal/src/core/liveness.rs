@@ -159,7 +159,7 @@ enum ProbeState {
 
 impl Core {
     /// Runs heartbeat, probe, reaper and resync until `stop`.
-    pub async fn run_liveness(self: Arc<Self>, stop: CancellationToken) {
+    pub(super) async fn run_liveness(self: Arc<Self>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(self.settings.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -440,3 +440,110 @@ fn reconcile(node: &NodeId, room: &RoomId, mirror: &mut RoomMirror, grace_until:
         mirror.suspects.entry(peer).or_insert(grace_until);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use protocol::{DisplayName, Payload, Role};
+    use tokio::sync::oneshot::error::TryRecvError;
+
+    use super::*;
+    use crate::core::sessions::SessionInbox;
+
+    fn member(peer: &PeerId, name: &str) -> Arc<MemberInfo> {
+        Arc::new(MemberInfo {
+            peer: peer.clone(),
+            name: DisplayName::parse(name).unwrap(),
+            role: Role::parse("participant").unwrap(),
+            meta: Payload::empty_object(),
+        })
+    }
+
+    fn joined(room: &RoomId, m: &Arc<MemberInfo>, nonce: u64) -> BusEvent {
+        BusEvent::Joined { room: room.clone(), member: (**m).clone(), nonce }
+    }
+
+    struct Fixture {
+        rooms: Rooms,
+        room: RoomId,
+        me: Arc<MemberInfo>,
+        inbox: SessionInbox,
+        done: oneshot::Receiver<JoinDone>,
+    }
+
+    /// This node's member "me" has begun joining room "r" with nonce 7.
+    fn joining() -> Fixture {
+        let node = NodeId::parse("n1").unwrap();
+        let rooms = Rooms::new(node.clone());
+        let room = RoomId::parse("r").unwrap();
+        let me = member(&PeerId::new_on(&node), "me");
+        let (handle, inbox) = SessionHandle::new(me.peer.clone(), 16);
+        let done = rooms.begin_join(&room, handle, me.clone(), 7).unwrap();
+        Fixture { rooms, room, me, inbox, done }
+    }
+
+    fn names(members: &[Arc<MemberInfo>]) -> Vec<&str> {
+        let mut names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        names.sort();
+        names
+    }
+
+    fn later() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(5)
+    }
+
+    #[test]
+    fn a_join_completes_once_both_the_snapshot_and_its_marker_arrived_in_either_order() {
+        let other = member(&PeerId::new_on(&NodeId::parse("n2").unwrap()), "other");
+        for marker_first in [true, false] {
+            let mut f = joining();
+            if marker_first {
+                f.rooms.apply(&joined(&f.room, &f.me, 7), later());
+                assert!(matches!(f.done.try_recv(), Err(TryRecvError::Empty)), "marker alone");
+                f.rooms.join_snapshot(&f.room, &f.me.peer, vec![other.clone()], None);
+            } else {
+                f.rooms.join_snapshot(&f.room, &f.me.peer, vec![other.clone()], None);
+                assert!(matches!(f.done.try_recv(), Err(TryRecvError::Empty)), "snapshot alone");
+                f.rooms.apply(&joined(&f.room, &f.me, 7), later());
+            }
+            let done = f.done.try_recv().expect("complete");
+            assert_eq!(names(&done.others), ["other"]);
+            assert!(f.rooms.is_active_local(&f.room, &f.me.peer));
+        }
+    }
+
+    #[test]
+    fn events_before_the_marker_are_left_to_the_snapshot_and_events_after_it_follow_joined() {
+        let f = joining();
+        let n2 = NodeId::parse("n2").unwrap();
+        let (early, late) = (member(&PeerId::new_on(&n2), "early"), member(&PeerId::new_on(&n2), "late"));
+        // Before our marker: already in the snapshot, so not news to us.
+        f.rooms.apply(&joined(&f.room, &early, 3), later());
+        f.rooms.apply(&joined(&f.room, &f.me, 7), later());
+        // After it: news, kept until `joined` has gone out.
+        f.rooms.apply(&joined(&f.room, &late, 4), later());
+        f.rooms.join_snapshot(&f.room, &f.me.peer, vec![early.clone()], None);
+        let Fixture { rooms, room, mut done, mut inbox, .. } = f;
+        let done = done.try_recv().expect("complete");
+        assert_eq!(names(&done.others), ["early"]);
+        assert!(
+            matches!(done.backlog.as_slice(), [e] if matches!(e.as_ref(), Event::PeerJoined { member, .. } if member.name.as_str() == "late"))
+        );
+        assert!(inbox.rx.try_recv().is_err(), "nothing was pushed before joined");
+        // Once active, events go straight to the session.
+        rooms.apply(&BusEvent::Left { room: room.clone(), peer: late.peer.clone(), reason: LeftReason::Left }, later());
+        assert!(matches!(inbox.rx.try_recv().unwrap().as_ref(), Event::PeerLeft { peer, .. } if *peer == late.peer));
+    }
+
+    #[test]
+    fn only_active_members_may_signal_and_only_members_may_be_signalled() {
+        let f = joining();
+        let stranger = PeerId::new_on(&NodeId::parse("n2").unwrap());
+        assert_eq!(f.rooms.signal_check(&f.room, &f.me.peer, &stranger), (false, false), "still joining");
+        f.rooms.apply(&joined(&f.room, &f.me, 7), later());
+        f.rooms.join_snapshot(&f.room, &f.me.peer, Vec::new(), None);
+        assert_eq!(f.rooms.signal_check(&f.room, &f.me.peer, &stranger), (true, false));
+        let other = member(&stranger, "other");
+        f.rooms.apply(&joined(&f.room, &other, 9), later());
+        assert_eq!(f.rooms.signal_check(&f.room, &f.me.peer, &stranger), (true, true));
+    }
+}

@@ -1,7 +1,7 @@
 use super::*;
 
 fn decode(text: &str) -> Result<Request, DecodeError> {
-    Request::decode(text, &Limits::default())
+    super::decode(text, &Limits::default())
 }
 
 fn peer() -> PeerId {
@@ -16,8 +16,8 @@ fn a_signal_keeps_its_data_byte_for_byte() {
     );
     let req = decode(&text).unwrap();
     assert_eq!(req.id, Some(RequestId::Num(7.into())));
-    match req.msg {
-        ClientMsg::Signal { room, to: got, kind, data } => {
+    match req.command {
+        Command::Signal { room, to: got, kind, data } => {
             assert_eq!(room.as_str(), "r1");
             assert_eq!(got, to);
             assert_eq!(kind.as_str(), "offer");
@@ -31,8 +31,8 @@ fn a_signal_keeps_its_data_byte_for_byte() {
 fn join_fills_in_name_role_and_meta_defaults() {
     let req = decode(r#"{"type":"join","room":"r1","id":"a"}"#).unwrap();
     assert_eq!(req.id, Some(RequestId::Str("a".into())));
-    match req.msg {
-        ClientMsg::Join { name, role, token, meta, .. } => {
+    match req.command {
+        Command::Join { name, role, token, meta, .. } => {
             assert_eq!(name.as_str(), DEFAULT_NAME);
             assert_eq!(role.as_str(), DEFAULT_ROLE);
             assert_eq!(token, None);

@@ -1,0 +1,279 @@
+//! Drives one client connection, in any dialect over any transport, from welcome to
+//! close: the one place that decides what a connection does when.
+//!
+//! The loop prefers, in order: the node draining (send `reconnect`, close), the
+//! outbound queue overflowing (close with a reason), queued events (written in
+//! batches, one flush per batch), then the client's next frame. Queued events keep
+//! being written while a request is in flight. Every close the node initiates carries
+//! a documented code and reason, and goes out after the peer has left its rooms.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use protocol::{DecodeError, ErrorCode, Limits, PeerId};
+use tokio::sync::mpsc::Receiver;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, Instrument};
+
+use crate::core::{Core, Event, SessionHandle, SessionInbox};
+use crate::session::{Session, SessionLimits, Verdict};
+use crate::transport::{Dialect, Gone, Greeting, Incoming, Transport};
+
+/// Most queued events written before one flush.
+const WRITE_BATCH: usize = 64;
+
+/// Longest wait to hand the `reconnect` notice to a client that is not reading.
+const RECONNECT_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// WebSocket close codes used by the node (other transports map them to their own).
+pub mod close {
+    pub const POLICY: u16 = 1008;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const TRY_AGAIN: u16 = 1013;
+}
+
+/// Per-connection settings, the same for every dialect.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    pub limits: Limits,
+    pub session: SessionLimits,
+    pub outbound_queue: usize,
+    pub client_heartbeat: Duration,
+    pub reconnect_after: Duration,
+}
+
+/// Why a connection ended, and the close the node sends for it.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    ClientLeft,
+    SocketGone,
+    Draining,
+    TooSlow,
+    Misbehaving(&'static str),
+    Idle,
+}
+
+impl End {
+    /// The close the node initiates; None when the client closed or the socket failed.
+    fn close(&self) -> Option<(u16, &'static str)> {
+        match self {
+            End::ClientLeft | End::SocketGone => None,
+            End::Draining => Some((close::GOING_AWAY, "draining")),
+            End::TooSlow => Some((close::TRY_AGAIN, "too-slow: outbound queue full")),
+            End::Misbehaving(reason) => Some((close::POLICY, reason)),
+            End::Idle => Some((close::POLICY, "idle: no frame within twice heartbeat_ms")),
+        }
+    }
+}
+
+impl From<Gone> for End {
+    fn from(_: Gone) -> Self {
+        End::SocketGone
+    }
+}
+
+/// One connection's parts, borrowed by every step of the loop.
+struct Connection<'a, T, D> {
+    io: T,
+    dialect: &'a D,
+    session: Session,
+    inbox: SessionInbox,
+    settings: &'a ConnectionSettings,
+    /// Frames of the current answer, reused between requests.
+    out: Vec<Utf8Bytes>,
+}
+
+/// Serves one connection until the client leaves, the node drains or the transport
+/// fails; then leaves the peer's rooms (the others hear `peer-left`) and, if the node
+/// ended it, closes with a documented code and reason.
+pub async fn serve<T: Transport, D: Dialect>(
+    io: T,
+    dialect: &D,
+    core: Arc<Core>,
+    settings: &ConnectionSettings,
+    stop: CancellationToken,
+) {
+    let peer = PeerId::new_on(core.node());
+    let span = tracing::info_span!("connection", peer = %peer, node = %core.node());
+    async move {
+        let (handle, inbox) = SessionHandle::new(peer.clone(), settings.outbound_queue);
+        core.sessions().insert(handle.clone());
+        let session = Session::new(core.clone(), handle, &settings.session);
+        let mut conn = Connection { io, dialect, session, inbox, settings, out: Vec::new() };
+        let greeting = Greeting { peer: &peer, node: core.node(), heartbeat: settings.client_heartbeat };
+        let welcomed = match dialect.welcome(&greeting) {
+            Some(welcome) => conn.send(welcome).await,
+            None => Ok(()),
+        };
+        let end = match welcomed {
+            Ok(()) => conn.run(&stop).await,
+            Err(Gone) => End::SocketGone,
+        };
+        debug!(?end, "connection ended");
+        let Connection { mut io, session, .. } = conn;
+        Box::pin(session.close()).await;
+        if let Some((code, reason)) = end.close() {
+            Box::pin(io.close(code, reason)).await;
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+impl<T: Transport, D: Dialect> Connection<'_, T, D> {
+    async fn run(&mut self, stop: &CancellationToken) -> End {
+        let idle_limit = self.settings.client_heartbeat * 2;
+        let idle = tokio::time::sleep(idle_limit);
+        tokio::pin!(idle);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Box::pin(self.say_reconnect()).await,
+                _ = self.inbox.too_slow.cancelled() => return End::TooSlow,
+                Some(event) = self.inbox.rx.recv() => {
+                    if let Err(end) = Box::pin(self.write_events_unless_too_slow(event)).await {
+                        return end;
+                    }
+                }
+                _ = &mut idle => return End::Idle,
+                incoming = self.io.recv() => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
+                    if let Err(end) = Box::pin(self.on_incoming(incoming)).await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_incoming(&mut self, incoming: Incoming) -> Result<(), End> {
+        match incoming {
+            Incoming::Closed => Err(End::ClientLeft),
+            Incoming::Failed => Err(End::SocketGone),
+            Incoming::KeepAlive => Ok(()),
+            Incoming::Binary => {
+                let message = "binary frames are not supported; send JSON text";
+                self.on_refusal(DecodeError { code: ErrorCode::BadRequest, message: message.into(), id: None }).await
+            }
+            Incoming::Text(text) => match self.dialect.decode(text.as_str(), &self.settings.limits) {
+                Ok(req) => self.on_request(req).await,
+                Err(err) => self.on_refusal(err).await,
+            },
+        }
+    }
+
+    async fn on_request(&mut self, req: protocol::Request) -> Result<(), End> {
+        let (replies, verdict) = self.handle_while_writing_events(req).await?;
+        for reply in replies {
+            self.dialect.render_reply(reply, &mut self.out);
+        }
+        self.write_out().await?;
+        match verdict {
+            Verdict::Stay => Ok(()),
+            Verdict::Close(reason) => Err(End::Misbehaving(reason)),
+        }
+    }
+
+    /// Runs one request to completion while events queued for this client keep being
+    /// written: a join may wait seconds for its room channel, and a busy room must not
+    /// fill the queue meanwhile. The request itself is never cancelled (a join dropped
+    /// halfway would leave a half-registered member); if the queue overflows or the
+    /// transport fails, writing stops and the request still finishes first.
+    async fn handle_while_writing_events(
+        &mut self,
+        req: protocol::Request,
+    ) -> Result<(Vec<crate::session::Reply>, Verdict), End> {
+        let Connection { io, dialect, session, inbox, .. } = self;
+        let handling = session.handle(req);
+        tokio::pin!(handling);
+        let mut stopped: Option<End> = None;
+        loop {
+            tokio::select! {
+                biased;
+                handled = &mut handling => return stopped.map_or(Ok(handled), Err),
+                Some(event) = inbox.rx.recv(), if stopped.is_none() => {
+                    if let Err(end) = write_events_unless_too_slow(io, *dialect, inbox, event).await {
+                        stopped = Some(end);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_refusal(&mut self, err: DecodeError) -> Result<(), End> {
+        let (reply, verdict) = self.session.refuse(err);
+        self.dialect.render_reply(reply, &mut self.out);
+        self.write_out().await?;
+        match verdict {
+            Verdict::Stay => Ok(()),
+            Verdict::Close(reason) => Err(End::Misbehaving(reason)),
+        }
+    }
+
+    async fn write_events_unless_too_slow(&mut self, first: Arc<Event>) -> Result<(), End> {
+        write_events_unless_too_slow(&mut self.io, self.dialect, &mut self.inbox, first).await
+    }
+
+    /// Writes and flushes the frames in `out`.
+    async fn write_out(&mut self) -> Result<(), End> {
+        for frame in self.out.drain(..) {
+            self.io.feed(frame).await?;
+        }
+        Ok(self.io.flush().await?)
+    }
+
+    async fn send(&mut self, frame: Utf8Bytes) -> Result<(), Gone> {
+        self.io.feed(frame).await?;
+        self.io.flush().await
+    }
+
+    async fn say_reconnect(&mut self) -> End {
+        if let Some(notice) = self.dialect.reconnect(self.settings.reconnect_after) {
+            let _ = tokio::time::timeout(RECONNECT_SEND_TIMEOUT, self.send(notice)).await;
+        }
+        End::Draining
+    }
+}
+
+/// Writes queued events, unless the queue overflows meanwhile: a client that stops
+/// reading blocks the write, and the overflow must still end the session.
+async fn write_events_unless_too_slow<T: Transport, D: Dialect>(
+    io: &mut T,
+    dialect: &D,
+    inbox: &mut SessionInbox,
+    first: Arc<Event>,
+) -> Result<(), End> {
+    let SessionInbox { rx, too_slow } = inbox;
+    tokio::select! {
+        biased;
+        _ = too_slow.cancelled() => Err(End::TooSlow),
+        written = write_events(io, dialect, first, rx) => Ok(written?),
+    }
+}
+
+/// Writes one event and whatever else is already queued, then flushes once.
+async fn write_events<T: Transport, D: Dialect>(
+    io: &mut T,
+    dialect: &D,
+    first: Arc<Event>,
+    rx: &mut Receiver<Arc<Event>>,
+) -> Result<(), Gone> {
+    if let Some(frame) = dialect.render_event(&first) {
+        io.feed(frame).await?;
+    }
+    for _ in 1..WRITE_BATCH {
+        match rx.try_recv() {
+            Ok(event) => {
+                if let Some(frame) = dialect.render_event(&event) {
+                    io.feed(frame).await?;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    io.flush().await
+}
+
+#[cfg(test)]
+mod tests;

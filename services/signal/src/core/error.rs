@@ -1,0 +1,41 @@
+//! What a client command can fail with, and the protocol code each failure shows as.
+
+use bus::BackendError;
+use protocol::ErrorCode;
+
+/// Failures of a client command; each maps to one protocol error code.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("already in this room")]
+    AlreadyInRoom,
+    #[error("already in the maximum of {0} rooms")]
+    TooManyRooms(usize),
+    #[error("room is full")]
+    RoomFull,
+    #[error("wrong or missing room token")]
+    Unauthorized,
+    #[error("not in this room")]
+    NotInRoom,
+    #[error("no such peer in this room")]
+    NoSuchPeer,
+    #[error("peer is not reachable")]
+    PeerUnavailable,
+    #[error("signaling store unavailable, try again")]
+    Unavailable(#[from] BackendError),
+    #[error("the room's event stream did not confirm the join in time")]
+    JoinTimeout,
+}
+
+impl CoreError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CoreError::AlreadyInRoom | CoreError::TooManyRooms(_) => ErrorCode::BadRequest,
+            CoreError::RoomFull => ErrorCode::RoomFull,
+            CoreError::Unauthorized => ErrorCode::Unauthorized,
+            CoreError::NotInRoom => ErrorCode::NotInRoom,
+            CoreError::NoSuchPeer => ErrorCode::NotFound,
+            CoreError::PeerUnavailable => ErrorCode::PeerUnavailable,
+            CoreError::Unavailable(_) | CoreError::JoinTimeout => ErrorCode::Unavailable,
+        }
+    }
+}

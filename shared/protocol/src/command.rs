@@ -1,0 +1,149 @@
+//! What clients ask of a node and how the node refuses, independent of the dialect
+//! they speak: the native protocol, Socket.IO and plain JSON decode their frames into
+//! these, the session executes them, and each dialect renders the answers its own way.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DisplayName, PeerId, Role, RoomId, SignalKind};
+use crate::payload::Payload;
+
+/// Size limits applied at the edge. Defaults match docs/protocol.md.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted text frame, in bytes.
+    pub frame_bytes: usize,
+    pub room_id_chars: usize,
+    pub name_chars: usize,
+    /// Largest `meta` object on join/update, in bytes of JSON text.
+    pub meta_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            frame_bytes: 64 * 1024,
+            room_id_chars: RoomId::DEFAULT_MAX_CHARS,
+            name_chars: DisplayName::DEFAULT_MAX_CHARS,
+            meta_bytes: 4 * 1024,
+        }
+    }
+}
+
+/// A request id chosen by the client, echoed on the reply or error to that request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    Num(serde_json::Number),
+    Str(String),
+}
+
+/// One decoded client frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: Option<RequestId>,
+    pub command: Command,
+}
+
+/// What a client asks of its node, whatever dialect it speaks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Join { room: RoomId, name: DisplayName, role: Role, token: Option<String>, meta: Payload },
+    Leave { room: RoomId },
+    Signal { room: RoomId, to: PeerId, kind: SignalKind, data: Payload },
+    Broadcast { room: RoomId, kind: SignalKind, data: Payload },
+    Update { room: RoomId, meta: Payload },
+    Ping,
+}
+
+impl Command {
+    /// The command's name (the native wire `type`), for logs and metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Join { .. } => "join",
+            Command::Leave { .. } => "leave",
+            Command::Signal { .. } => "signal",
+            Command::Broadcast { .. } => "broadcast",
+            Command::Update { .. } => "update",
+            Command::Ping => "ping",
+        }
+    }
+
+    pub fn room(&self) -> Option<&RoomId> {
+        match self {
+            Command::Join { room, .. }
+            | Command::Leave { room }
+            | Command::Signal { room, .. }
+            | Command::Broadcast { room, .. }
+            | Command::Update { room, .. } => Some(room),
+            Command::Ping => None,
+        }
+    }
+}
+
+/// Protocol error codes; also the `code` label of error metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    BadRequest,
+    TooLarge,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    RoomFull,
+    RoomExpired,
+    NotInRoom,
+    PeerUnavailable,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::RoomFull => "room-full",
+            ErrorCode::RoomExpired => "room-expired",
+            ErrorCode::NotInRoom => "not-in-room",
+            ErrorCode::PeerUnavailable => "peer-unavailable",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// Why a member left a room, as `peer-left` tells the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeftReason {
+    /// It sent `leave`.
+    Left,
+    /// Its connection closed.
+    Disconnected,
+    /// The node serving it stopped heartbeating.
+    NodeLost,
+}
+
+/// A frame the node could not accept. `id` is echoed when the frame had a readable one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub id: Option<RequestId>,
+}
+
+impl DecodeError {
+    pub fn bad(message: impl Into<String>, id: Option<RequestId>) -> Self {
+        Self { code: ErrorCode::BadRequest, message: message.into(), id }
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self { code: ErrorCode::TooLarge, message: format!("frame exceeds the limit of {limit} bytes"), id: None }
+    }
+}
