@@ -7,6 +7,7 @@
 //! being written while a request is in flight. Every close the node initiates carries
 //! a documented code and reason, and goes out after the peer has left its rooms.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,54 +75,56 @@ impl From<Gone> for End {
 }
 
 /// One connection's parts, borrowed by every step of the loop.
-struct Connection<'a, T, D> {
+struct Connection<T, D> {
     io: T,
-    dialect: &'a D,
+    dialect: D,
     session: Session,
     inbox: SessionInbox,
-    settings: &'a ConnectionSettings,
-    /// Frames of the current answer, reused between requests.
-    out: Vec<Utf8Bytes>,
+    settings: Arc<ConnectionSettings>,
 }
 
 /// Serves one connection until the client leaves, the node drains or the transport
 /// fails; then leaves the peer's rooms (the others hear `peer-left`) and, if the node
 /// ended it, closes with a documented code and reason.
-pub async fn serve<T: Transport, D: Dialect>(
+///
+/// The set-up runs here, before the returned future exists, and everything is taken by
+/// value: the future is then the connection's task as it is, holding each part once. A
+/// future that captured the socket and then moved it into another value would hold it
+/// twice for the whole connection (8.66 instead of 7.57 KiB per idle connection,
+/// measured).
+pub fn serve<T: Transport, D: Dialect>(
     io: T,
-    dialect: &D,
+    dialect: D,
     core: Arc<Core>,
-    settings: &ConnectionSettings,
+    settings: Arc<ConnectionSettings>,
     stop: CancellationToken,
-) {
+) -> impl Future<Output = ()> + Send {
     let peer = PeerId::new_on(core.node());
     let span = tracing::info_span!("connection", peer = %peer, node = %core.node());
-    async move {
-        let (handle, inbox) = SessionHandle::new(peer.clone(), settings.outbound_queue);
-        core.sessions().insert(handle.clone());
-        let session = Session::new(core.clone(), handle, &settings.session);
-        let mut conn = Connection { io, dialect, session, inbox, settings, out: Vec::new() };
-        let greeting = Greeting { peer: &peer, node: core.node(), heartbeat: settings.client_heartbeat };
-        let welcomed = match dialect.welcome(&greeting) {
-            Some(welcome) => conn.send(welcome).await,
+    let welcome = dialect.welcome(&Greeting { peer: &peer, node: core.node(), heartbeat: settings.client_heartbeat });
+    let (handle, inbox) = SessionHandle::new(peer, settings.outbound_queue);
+    core.sessions().insert(handle.clone());
+    let session = Session::new(core, handle, &settings.session);
+    Connection { io, dialect, session, inbox, settings }.serve(welcome, stop).instrument(span)
+}
+
+impl<T: Transport, D: Dialect> Connection<T, D> {
+    async fn serve(mut self, welcome: Option<Utf8Bytes>, stop: CancellationToken) {
+        let welcomed = match welcome {
+            Some(welcome) => self.send(welcome).await,
             None => Ok(()),
         };
         let end = match welcomed {
-            Ok(()) => conn.run(&stop).await,
+            Ok(()) => self.run(&stop).await,
             Err(Gone) => End::SocketGone,
         };
         debug!(?end, "connection ended");
-        let Connection { mut io, session, .. } = conn;
-        Box::pin(session.close()).await;
+        Box::pin(self.session.close()).await;
         if let Some((code, reason)) = end.close() {
-            Box::pin(io.close(code, reason)).await;
+            Box::pin(self.io.close(code, reason)).await;
         }
     }
-    .instrument(span)
-    .await
-}
 
-impl<T: Transport, D: Dialect> Connection<'_, T, D> {
     async fn run(&mut self, stop: &CancellationToken) -> End {
         let idle_limit = self.settings.client_heartbeat * 2;
         let idle = tokio::time::sleep(idle_limit);
@@ -165,10 +168,13 @@ impl<T: Transport, D: Dialect> Connection<'_, T, D> {
 
     async fn on_request(&mut self, req: protocol::Request) -> Result<(), End> {
         let (replies, verdict) = self.handle_while_writing_events(req).await?;
+        // Local, not kept between requests: an idle connection must hold no buffer (a
+        // signal has no reply, and an empty Vec does not allocate).
+        let mut out = Vec::new();
         for reply in replies {
-            self.dialect.render_reply(reply, &mut self.out);
+            self.dialect.render_reply(reply, &mut out);
         }
-        self.write_out().await?;
+        self.write_all(out).await?;
         match verdict {
             Verdict::Stay => Ok(()),
             Verdict::Close(reason) => Err(End::Misbehaving(reason)),
@@ -193,7 +199,7 @@ impl<T: Transport, D: Dialect> Connection<'_, T, D> {
                 biased;
                 handled = &mut handling => return stopped.map_or(Ok(handled), Err),
                 Some(event) = inbox.rx.recv(), if stopped.is_none() => {
-                    if let Err(end) = write_events_unless_too_slow(io, *dialect, inbox, event).await {
+                    if let Err(end) = write_events_unless_too_slow(io, dialect, inbox, event).await {
                         stopped = Some(end);
                     }
                 }
@@ -203,8 +209,9 @@ impl<T: Transport, D: Dialect> Connection<'_, T, D> {
 
     async fn on_refusal(&mut self, err: DecodeError) -> Result<(), End> {
         let (reply, verdict) = self.session.refuse(err);
-        self.dialect.render_reply(reply, &mut self.out);
-        self.write_out().await?;
+        let mut out = Vec::new();
+        self.dialect.render_reply(reply, &mut out);
+        self.write_all(out).await?;
         match verdict {
             Verdict::Stay => Ok(()),
             Verdict::Close(reason) => Err(End::Misbehaving(reason)),
@@ -212,12 +219,12 @@ impl<T: Transport, D: Dialect> Connection<'_, T, D> {
     }
 
     async fn write_events_unless_too_slow(&mut self, first: Arc<Event>) -> Result<(), End> {
-        write_events_unless_too_slow(&mut self.io, self.dialect, &mut self.inbox, first).await
+        write_events_unless_too_slow(&mut self.io, &self.dialect, &mut self.inbox, first).await
     }
 
-    /// Writes and flushes the frames in `out`.
-    async fn write_out(&mut self) -> Result<(), End> {
-        for frame in self.out.drain(..) {
+    /// Writes and flushes `frames`.
+    async fn write_all(&mut self, frames: Vec<Utf8Bytes>) -> Result<(), End> {
+        for frame in frames {
             self.io.feed(frame).await?;
         }
         Ok(self.io.flush().await?)

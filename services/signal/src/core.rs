@@ -35,6 +35,7 @@ pub use error::CoreError;
 pub use events::Event;
 pub use liveness::Health;
 pub use rooms::JoinDone;
+use rooms::Target;
 pub use sessions::{SessionHandle, SessionInbox, Sessions};
 
 /// Room rules and timings the core applies.
@@ -171,8 +172,15 @@ impl Core {
         // must land before the new join, never after it.
         self.settle_owed_removal(&room, &session.peer).await?;
         let token_hash = req.token.as_deref().map(rules::token_hash);
-        let record =
-            Arc::new(MemberInfo { peer: session.peer.clone(), name: req.name, role: req.role, meta: req.meta });
+        let record = Arc::new(MemberInfo {
+            peer: session.peer.clone(),
+            name: req.name,
+            role: req.role,
+            meta: req.meta,
+            // A native peer id names its node already: the record repeats it only for ids
+            // that do not (saves a string per member in every mirror).
+            node: (!session.peer.is_on(&self.node)).then(|| self.node.clone()),
+        });
 
         self.subs.acquire(self.backend(), &self.node, &room).await?;
         let nonce = rand::random::<u64>() | 1;
@@ -291,21 +299,21 @@ impl Core {
         kind: SignalKind,
         data: Payload,
     ) -> Result<(), CoreError> {
-        let (sender_in, target_in) = self.rooms.signal_check(room, from, to);
-        rules::may_signal(sender_in, target_in)?;
-        if to.is_on(&self.node) {
-            return match self.sessions.get(to) {
-                Some(target) if self.rooms.is_active_local(room, to) => {
-                    target.push(Arc::new(Event::Signal { room: room.clone(), from: from.clone(), kind, data }));
-                    Ok(())
-                }
-                _ => Err(CoreError::PeerUnavailable),
-            };
-        }
+        // The room mirror knows where every member is: no Redis lookup.
+        let (sender_in, target) = self.rooms.route(room, from, to);
+        rules::may_signal(sender_in, target.is_some())?;
+        let node = match target {
+            Some(Target::Away(node)) => node,
+            Some(Target::Here(Some(session))) => {
+                session.push(Arc::new(Event::Signal { room: room.clone(), from: from.clone(), kind, data }));
+                return Ok(());
+            }
+            Some(Target::Here(None)) | None => return Err(CoreError::PeerUnavailable),
+        };
         let msg =
             self.envelope(BusEvent::Signal { room: room.clone(), from: from.clone(), to: to.clone(), kind, data });
-        // The peer id names its node: one publish, no lookup. Nobody listening = node gone.
-        if self.backend.publish_node(&to.node(), msg).await? == 0 {
+        // One publish to the serving node's inbox. Nobody listening = that node is gone.
+        if self.backend.publish_node(&node, msg).await? == 0 {
             return Err(CoreError::PeerUnavailable);
         }
         Ok(())
@@ -390,11 +398,14 @@ impl Core {
                 return;
             }
         };
-        match env.event {
-            BusEvent::Signal { room, from, to, kind, data } => self.deliver_signal(room, from, to, kind, data),
+        let Envelope { from_node, event, .. } = env;
+        match event {
+            BusEvent::Signal { room, from, to, kind, data } => {
+                self.deliver_signal(from_node, room, from, to, kind, data)
+            }
             BusEvent::Undeliverable { room, from, to } => self.deliver_bounce(room, from, to),
             // Probes on room channels reach every node there; only ours count here.
-            BusEvent::Probe { nonce } if env.from_node == self.node => {
+            BusEvent::Probe { nonce } if from_node == self.node => {
                 if !self.health.probe_returned(nonce) {
                     self.room_probes.returned(nonce);
                 }
@@ -410,17 +421,23 @@ impl Core {
         }
     }
 
-    fn deliver_signal(&self, room: RoomId, from: PeerId, to: PeerId, kind: SignalKind, data: Payload) {
-        match self.sessions.get(&to) {
-            Some(target) if self.rooms.is_active_local(&room, &to) => {
-                target.push(Arc::new(Event::Signal { room, from, kind, data }));
-            }
+    fn deliver_signal(
+        &self,
+        from_node: NodeId,
+        room: RoomId,
+        from: PeerId,
+        to: PeerId,
+        kind: SignalKind,
+        data: Payload,
+    ) {
+        match self.rooms.active_session(&room, &to) {
+            Some(target) => target.push(Arc::new(Event::Signal { room, from, kind, data })),
             // The target left while the signal was on its way (its sender's node had not
             // heard `peer-left` yet): tell the sender instead of dropping it silently.
             _ => {
                 debug!(%room, "signal for a peer no longer here; bouncing it to the sender");
-                let bounce = BusEvent::Undeliverable { room, from: from.clone(), to };
-                self.bounces.send(from.node(), self.envelope(bounce));
+                let bounce = BusEvent::Undeliverable { room, from, to };
+                self.bounces.send(from_node, self.envelope(bounce));
             }
         }
     }

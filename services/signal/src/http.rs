@@ -139,8 +139,6 @@ async fn ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocke
         .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             let AppState { core, connection, sessions, sessions_stop, .. } = state;
-            sessions.track_future(async move {
-                connection::serve(WsTransport::new(socket), &Native, core, &connection, sessions_stop).await
-            })
+            sessions.track_future(connection::serve(WsTransport::new(socket), Native, core, connection, sessions_stop))
         })
 }

@@ -182,7 +182,8 @@ impl Session {
 
     /// The connection ended: leave every room (others hear `peer-left`, reason
     /// `disconnected`) and forget the peer.
-    pub async fn close(self) {
-        self.core.disconnect(&self.handle.peer, &self.rooms).await;
+    pub async fn close(&mut self) {
+        let rooms = std::mem::take(&mut self.rooms);
+        self.core.disconnect(&self.handle.peer, &rooms).await;
     }
 }

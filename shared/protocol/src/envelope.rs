@@ -31,6 +31,11 @@ pub struct MemberInfo {
     pub name: DisplayName,
     pub role: Role,
     pub meta: Payload,
+    /// The node that serves the member: every node routes signals to a member by this,
+    /// read from its mirror of the room, so public ids need not name their node. Absent
+    /// when the peer id names it (native ids, and records older than this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,6 +175,19 @@ impl Envelope {
 }
 
 impl MemberInfo {
+    /// The node that serves this member.
+    pub fn serving_node(&self) -> NodeId {
+        self.node.clone().unwrap_or_else(|| self.peer.node())
+    }
+
+    /// Whether `node` serves this member, without allocating.
+    pub fn is_served_by(&self, node: &NodeId) -> bool {
+        match &self.node {
+            Some(serving) => serving == node,
+            None => self.peer.is_on(node),
+        }
+    }
+
     /// Storage form in Redis: the same MessagePack as on the bus.
     pub fn encode(&self) -> Vec<u8> {
         rmp_serde::to_vec_named(self).expect("member serialises")
@@ -191,6 +209,7 @@ mod tests {
             name: DisplayName::parse("Ada").unwrap(),
             role: Role::parse("host").unwrap(),
             meta: Payload::from_json(r#"{"video":true}"#.into()).unwrap(),
+            node: Some(node),
         }
     }
 

@@ -120,9 +120,7 @@ fn connect(
     let (to_node, from_client) = mpsc::channel(16);
     let (to_client, from_node) = mpsc::channel(client_buffer);
     let (core, stop) = (core.clone(), stop.clone());
-    tokio::spawn(async move {
-        serve(ChannelTransport { from_client, to_client }, &Native, core, &settings, stop).await;
-    });
+    tokio::spawn(serve(ChannelTransport { from_client, to_client }, Native, core, Arc::new(settings), stop));
     TestClient { to_node, from_node }
 }
 

@@ -274,7 +274,7 @@ impl Core {
                 Ok(records) => {
                     let members: Vec<_> = records.iter().filter_map(|r| self.decode_member(r)).collect();
                     // The other way round: members Redis lists as ours that we no longer serve.
-                    ghosts += self.owe_ghosts(room, members.iter().map(|m| &m.peer));
+                    ghosts += self.owe_ghosts(room, members.iter().map(|m| &**m));
                     self.rooms.resync_snapshot(room, nonce, members, grace);
                 }
                 Err(e) => {
@@ -319,7 +319,7 @@ impl Core {
         for room in self.backend.node_rooms(dead).await? {
             for record in self.backend.members(&room).await? {
                 let Ok(member) = MemberInfo::decode(&record) else { continue };
-                if !member.peer.is_on(dead) {
+                if !member.is_served_by(dead) {
                     continue;
                 }
                 let left =

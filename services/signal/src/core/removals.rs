@@ -124,7 +124,7 @@ impl Core {
         for room in &rooms {
             let members: Vec<MemberInfo> =
                 self.backend.members(room).await?.iter().filter_map(|r| MemberInfo::decode(r).ok()).collect();
-            found += self.owe_ghosts(room, members.iter().map(|m| &m.peer));
+            found += self.owe_ghosts(room, members.iter());
         }
         self.settle_removals().await;
         Ok(found)
@@ -133,10 +133,10 @@ impl Core {
     /// Owes the removal of every member of `room` (as just read from Redis) that is
     /// served by this node but has no connection here. Such a peer can never join again
     /// (peer ids live as long as their connection), so these removals race with nothing.
-    pub(super) fn owe_ghosts<'a>(&self, room: &RoomId, members: impl Iterator<Item = &'a PeerId>) -> usize {
+    pub(super) fn owe_ghosts<'a>(&self, room: &RoomId, members: impl Iterator<Item = &'a MemberInfo>) -> usize {
         let mut found = 0;
-        for peer in members.filter(|p| p.is_on(&self.node) && self.sessions.get(p).is_none()) {
-            self.removals.owe(room, peer, LeftReason::Disconnected);
+        for member in members.filter(|m| m.is_served_by(&self.node) && self.sessions.get(&m.peer).is_none()) {
+            self.removals.owe(room, &member.peer, LeftReason::Disconnected);
             found += 1;
         }
         found

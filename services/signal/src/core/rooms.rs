@@ -85,6 +85,14 @@ struct RoomMirror {
     suspects: HashMap<PeerId, Instant>,
 }
 
+/// Where a member of a room is, as this node's mirror knows it.
+pub enum Target {
+    /// Served by this node: its session, if its join has completed and it is still here.
+    Here(Option<SessionHandle>),
+    /// Served by another node.
+    Away(NodeId),
+}
+
 /// A member this node serves, as resynchronisation writes it back.
 pub struct LocalMember {
     pub room: RoomId,
@@ -162,15 +170,29 @@ impl Rooms {
         self.lock().get(room).and_then(|m| m.local.get(peer)).is_some_and(|l| matches!(l.state, LocalState::Active))
     }
 
-    /// Sender check and target check for a signal, in one lock.
-    pub fn signal_check(&self, room: &RoomId, from: &PeerId, to: &PeerId) -> (bool, bool) {
+    /// For a signal, in one lock and from the mirror alone (no Redis): whether the
+    /// sender is an active member of `room`, and where the target is, if it is a member.
+    pub fn route(&self, room: &RoomId, from: &PeerId, to: &PeerId) -> (bool, Option<Target>) {
         let rooms = self.lock();
-        match rooms.get(room) {
-            None => (false, false),
-            Some(m) => {
-                (m.local.get(from).is_some_and(|l| matches!(l.state, LocalState::Active)), m.members.contains_key(to))
+        let Some(m) = rooms.get(room) else { return (false, None) };
+        let sender_in = m.local.get(from).is_some_and(|l| matches!(l.state, LocalState::Active));
+        let target = m.members.get(to).map(|member| {
+            if member.is_served_by(&self.node) {
+                Target::Here(
+                    m.local.get(to).filter(|l| matches!(l.state, LocalState::Active)).map(|l| l.session.clone()),
+                )
+            } else {
+                Target::Away(member.serving_node())
             }
-        }
+        });
+        (sender_in, target)
+    }
+
+    /// The session of an active local member.
+    pub fn active_session(&self, room: &RoomId, peer: &PeerId) -> Option<SessionHandle> {
+        let rooms = self.lock();
+        let local = rooms.get(room)?.local.get(peer)?;
+        matches!(local.state, LocalState::Active).then(|| local.session.clone())
     }
 
     pub fn local_record(&self, room: &RoomId, peer: &PeerId) -> Option<Arc<MemberInfo>> {
@@ -291,7 +313,9 @@ impl Rooms {
         // Our own member declared lost by another node (we were cut off from Redis):
         // keep it here and announce it again.
         if let BusEvent::Left { peer, reason: LeftReason::NodeLost, .. } = event {
-            if peer.is_on(&self.node) {
+            let ours =
+                mirror.local.contains_key(peer) || mirror.members.get(peer).is_some_and(|m| m.is_served_by(&self.node));
+            if ours {
                 return mirror.local.get(peer).is_some_and(|l| matches!(l.state, LocalState::Active));
             }
         }
@@ -432,9 +456,9 @@ fn reconcile(node: &NodeId, room: &RoomId, mirror: &mut RoomMirror, grace_until:
     }
     let missing: Vec<PeerId> = mirror
         .members
-        .keys()
-        .filter(|p| !in_redis.contains(*p) && !resync.since.contains(*p) && !p.is_on(node))
-        .cloned()
+        .values()
+        .filter(|m| !in_redis.contains(&m.peer) && !resync.since.contains(&m.peer) && !m.is_served_by(node))
+        .map(|m| m.peer.clone())
         .collect();
     for peer in missing {
         mirror.suspects.entry(peer).or_insert(grace_until);
@@ -455,6 +479,7 @@ mod tests {
             name: DisplayName::parse(name).unwrap(),
             role: Role::parse("participant").unwrap(),
             meta: Payload::empty_object(),
+            node: Some(peer.node()),
         })
     }
 
@@ -535,15 +560,22 @@ mod tests {
     }
 
     #[test]
-    fn only_active_members_may_signal_and_only_members_may_be_signalled() {
+    fn a_signal_is_routed_by_the_mirror_to_the_node_the_member_record_names() {
         let f = joining();
         let stranger = PeerId::new_on(&NodeId::parse("n2").unwrap());
-        assert_eq!(f.rooms.signal_check(&f.room, &f.me.peer, &stranger), (false, false), "still joining");
+        let route = |rooms: &Rooms| match rooms.route(&f.room, &f.me.peer, &stranger) {
+            (sender_in, None) => (sender_in, None),
+            (sender_in, Some(Target::Away(node))) => (sender_in, Some(node.to_string())),
+            (sender_in, Some(Target::Here(_))) => (sender_in, Some("here".to_owned())),
+        };
+        assert_eq!(route(&f.rooms), (false, None), "still joining");
         f.rooms.apply(&joined(&f.room, &f.me, 7), later());
         f.rooms.join_snapshot(&f.room, &f.me.peer, Vec::new(), None);
-        assert_eq!(f.rooms.signal_check(&f.room, &f.me.peer, &stranger), (true, false));
-        let other = member(&stranger, "other");
-        f.rooms.apply(&joined(&f.room, &other, 9), later());
-        assert_eq!(f.rooms.signal_check(&f.room, &f.me.peer, &stranger), (true, true));
+        assert_eq!(route(&f.rooms), (true, None), "not a member");
+        // The id says n2, the record says n3: the record wins (ids need not name nodes).
+        let moved =
+            Arc::new(MemberInfo { node: Some(NodeId::parse("n3").unwrap()), ..(*member(&stranger, "x")).clone() });
+        f.rooms.apply(&joined(&f.room, &moved, 9), later());
+        assert_eq!(route(&f.rooms), (true, Some("n3".to_owned())));
     }
 }
