@@ -20,6 +20,7 @@ use crate::connection::{self, ConnectionSettings};
 use crate::core::Core;
 use crate::transport::native::Native;
 use crate::transport::ws::WsTransport;
+use crate::transport::Dialect;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -119,6 +120,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
 const READ_BUFFER_BYTES: usize = 1024;
 
 async fn ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    upgrade_to(Native, state, &headers, upgrade)
+}
+
+/// Every WebSocket route goes through here, whatever dialect it serves: the browser
+/// origin is checked against ALLOWED_ORIGINS, a draining node accepts no one, frame
+/// sizes are capped, and the connection runs on the node's session tracker.
+fn upgrade_to<D: Dialect>(dialect: D, state: AppState, headers: &HeaderMap, upgrade: WebSocketUpgrade) -> Response {
     let origin = headers.get("origin").and_then(|o| o.to_str().ok());
     if !state.config.origin_allowed(origin) {
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
@@ -139,6 +147,6 @@ async fn ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocke
         .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             let AppState { core, connection, sessions, sessions_stop, .. } = state;
-            sessions.track_future(connection::serve(WsTransport::new(socket), Native, core, connection, sessions_stop))
+            sessions.track_future(connection::serve(WsTransport::new(socket), dialect, core, connection, sessions_stop))
         })
 }

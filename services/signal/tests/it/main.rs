@@ -12,3 +12,4 @@ mod ghosts;
 mod limits;
 mod metrics;
 mod protocol_suite;
+mod upgrade;
