@@ -56,6 +56,8 @@ pub struct JoinRequest {
     pub role: Role,
     pub token: Option<String>,
     pub meta: Payload,
+    /// The public id the client chose (unique in the room); None: the connection's own.
+    pub member: Option<PeerId>,
 }
 
 pub struct Core {
@@ -162,29 +164,23 @@ impl Core {
         req: JoinRequest,
         rooms_held: usize,
     ) -> Result<JoinDone, CoreError> {
-        rules::may_join(
-            self.rooms.is_active_local(&req.room, &session.peer),
-            rooms_held,
-            self.settings.rooms_per_peer,
-        )?;
-        let room = req.room.clone();
-        // An earlier removal of this peer from this room that Redis never confirmed
-        // must land before the new join, never after it.
-        self.settle_owed_removal(&room, &session.peer).await?;
+        let member = req.member.unwrap_or_else(|| session.peer.clone());
+        rules::may_join(self.rooms.is_active_local(&req.room, &member), rooms_held, self.settings.rooms_per_peer)?;
+        let room = req.room;
         let token_hash = req.token.as_deref().map(rules::token_hash);
         let record = Arc::new(MemberInfo {
-            peer: session.peer.clone(),
+            // A native peer id names its node already: the record repeats it only for ids
+            // that do not (saves a string per member in every mirror).
+            node: (!member.is_on(&self.node)).then(|| self.node.clone()),
+            peer: member,
             name: req.name,
             role: req.role,
             meta: req.meta,
-            // A native peer id names its node already: the record repeats it only for ids
-            // that do not (saves a string per member in every mirror).
-            node: (!session.peer.is_on(&self.node)).then(|| self.node.clone()),
         });
 
         self.subs.acquire(self.backend(), &self.node, &room).await?;
         let nonce = rand::random::<u64>() | 1;
-        let done = match self.rooms.begin_join(&room, session.clone(), record.clone(), nonce) {
+        let done = match self.begin_join(&room, session, &record, nonce).await {
             Ok(done) => done,
             Err(e) => {
                 self.release_room(&room).await;
@@ -194,12 +190,35 @@ impl Core {
         match self.run_join(&room, &record, nonce, token_hash.as_deref(), done).await {
             Ok(done) => Ok(done),
             Err(e) => {
-                if self.rooms.remove_local(&room, &session.peer) {
+                if self.rooms.remove_local(&room, &record.peer) {
                     self.release_room(&room).await;
                 }
                 Err(e)
             }
         }
+    }
+
+    /// Registers the member as joining, after any removal of the same id from the room
+    /// that Redis has not confirmed yet: that removal must land before the new join,
+    /// never after it. A ghost sweep may owe one between the two steps; then it is
+    /// settled and the registration tried once more (the sweep owes nothing once the
+    /// member is registered).
+    async fn begin_join(
+        &self,
+        room: &RoomId,
+        session: &SessionHandle,
+        record: &Arc<MemberInfo>,
+        nonce: u64,
+    ) -> Result<tokio::sync::oneshot::Receiver<JoinDone>, CoreError> {
+        for _ in 0..2 {
+            self.settle_owed_removal(room, &record.peer).await?;
+            match self.rooms.begin_join(room, session.clone(), record.clone(), nonce, &self.removals) {
+                Err(rooms::BeginJoinError::RemovalOwed) => continue,
+                Err(rooms::BeginJoinError::AlreadyInRoom) => return Err(CoreError::AlreadyInRoom),
+                Ok(done) => return Ok(done),
+            }
+        }
+        Err(CoreError::Unavailable(BackendError::Protocol("a removal of this id keeps being owed".into())))
     }
 
     /// Stops following a room this node no longer has members in; its index entry
@@ -234,6 +253,7 @@ impl Core {
         match outcome {
             JoinOutcome::Full => Err(CoreError::RoomFull),
             JoinOutcome::BadToken => Err(CoreError::Unauthorized),
+            JoinOutcome::Taken => Err(CoreError::IdTaken),
             JoinOutcome::Joined { others, token_hash } => {
                 let others = others.iter().filter_map(|r| self.decode_member(r)).collect();
                 self.rooms.join_snapshot(room, &record.peer, others, token_hash);
@@ -352,14 +372,14 @@ impl Core {
         Ok(())
     }
 
-    /// A connection ended: leave every room it was in.
-    pub async fn disconnect(&self, peer: &PeerId, rooms: &[RoomId]) {
-        for room in rooms {
-            if let Err(e) = self.leave(peer, room, LeftReason::Disconnected).await {
+    /// A connection ended: leave every room it was in (as the member id it had there).
+    pub async fn disconnect(&self, connection: &PeerId, memberships: &[(RoomId, PeerId)]) {
+        for (room, member) in memberships {
+            if let Err(e) = self.leave(member, room, LeftReason::Disconnected).await {
                 debug!(%room, error = %e, "leave on disconnect failed; the removal is owed and retried");
             }
         }
-        self.sessions.remove(peer);
+        self.sessions.remove(connection);
     }
 
     /// Handles one inbound bus item. Runs on the dispatcher task, in arrival order.
@@ -443,7 +463,7 @@ impl Core {
     }
 
     fn deliver_bounce(&self, room: RoomId, from: PeerId, to: PeerId) {
-        if let Some(sender) = self.sessions.get(&from) {
+        if let Some(sender) = self.rooms.active_session(&room, &from) {
             sender.push(Arc::new(Event::Undeliverable { room, to }));
         }
     }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{Command, DecodeError, ErrorCode, MemberInfo, Request, RequestId, RoomId};
+use protocol::{Command, DecodeError, ErrorCode, MemberInfo, PeerId, Request, RequestId, RoomId};
 use tracing::{debug, Instrument};
 
 use crate::core::{Core, CoreError, Event, JoinRequest, SessionHandle};
@@ -78,7 +78,9 @@ impl Bucket {
 pub struct Session {
     core: Arc<Core>,
     handle: SessionHandle,
-    rooms: Vec<RoomId>,
+    /// The rooms this connection is in, with the member id it has in each (the
+    /// connection's own id, or the one its client chose there).
+    rooms: Vec<(RoomId, PeerId)>,
     rate: Bucket,
     strikes: Bucket,
 }
@@ -137,12 +139,12 @@ impl Session {
 
     async fn execute(&mut self, command: Command, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
         let core = self.core.clone();
-        let peer = self.handle.peer.clone();
         match command {
-            Command::Join { room, name, role, token, meta } => {
-                let req = JoinRequest { room: room.clone(), name, role, token, meta };
+            Command::Join { room, name, role, token, meta, member } => {
+                let member_id = member.clone().unwrap_or_else(|| self.handle.peer.clone());
+                let req = JoinRequest { room: room.clone(), name, role, token, meta, member };
                 let done = core.join(&self.handle, req, self.rooms.len()).await?;
-                self.rooms.push(room.clone());
+                self.rooms.push((room.clone(), member_id));
                 let mut replies = vec![Reply::Joined { room, others: done.others, id }];
                 if !done.backlog.is_empty() {
                     replies.push(Reply::Events(done.backlog));
@@ -150,27 +152,33 @@ impl Session {
                 Ok(replies)
             }
             Command::Leave { room } => {
-                let result = core.leave(&peer, &room, protocol::LeftReason::Left).await;
+                let result = core.leave(&self.member_in(&room), &room, protocol::LeftReason::Left).await;
                 if !matches!(result, Err(CoreError::NotInRoom)) {
-                    self.rooms.retain(|r| r != &room);
+                    self.rooms.retain(|(r, _)| r != &room);
                 }
                 result?;
                 Ok(vec![Reply::Left { room, id }])
             }
             Command::Signal { room, to, kind, data } => {
-                core.signal(&peer, &room, &to, kind, data).await?;
+                core.signal(&self.member_in(&room), &room, &to, kind, data).await?;
                 Ok(Vec::new())
             }
             Command::Broadcast { room, kind, data } => {
-                core.broadcast(&peer, &room, kind, data).await?;
+                core.broadcast(&self.member_in(&room), &room, kind, data).await?;
                 Ok(Vec::new())
             }
             Command::Update { room, meta } => {
-                core.update(&peer, &room, meta).await?;
+                core.update(&self.member_in(&room), &room, meta).await?;
                 Ok(vec![Reply::Updated { room, id }])
             }
             Command::Ping => Ok(vec![Reply::Pong { id }]),
         }
+    }
+
+    /// The member id this connection has in `room` (its own id when not in the room:
+    /// the core then refuses with `not-in-room`).
+    fn member_in(&self, room: &RoomId) -> PeerId {
+        self.rooms.iter().find(|(r, _)| r == room).map_or_else(|| self.handle.peer.clone(), |(_, m)| m.clone())
     }
 
     /// A frame that could not be decoded: an error reply, and whether to hang up

@@ -87,6 +87,9 @@ pub enum JoinOutcome {
     },
     Full,
     BadToken,
+    /// A member with this id is already in the room (ids a client chose must be unique
+    /// there).
+    Taken,
 }
 
 /// One member write: the member's stored record and the announcement to publish.

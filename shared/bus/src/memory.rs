@@ -81,7 +81,10 @@ impl Backend for MemoryBackend {
         if room.token_hash.is_some() && room.token_hash.as_deref() != token_hash {
             return Ok(JoinOutcome::BadToken);
         }
-        if !room.members.contains_key(w.peer) && room.members.len() >= capacity {
+        if room.members.contains_key(w.peer) {
+            return Ok(JoinOutcome::Taken);
+        }
+        if room.members.len() >= capacity {
             return Ok(JoinOutcome::Full);
         }
         if room.token_hash.is_none() {

@@ -246,6 +246,7 @@ impl Backend for RedisBackend {
             }
             "full" => Ok(JoinOutcome::Full),
             "token" => Ok(JoinOutcome::BadToken),
+            "taken" => Ok(JoinOutcome::Taken),
             other => Err(BackendError::Protocol(format!("join script said {other:?}"))),
         }
     }

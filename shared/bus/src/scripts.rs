@@ -4,13 +4,12 @@
 
 /// KEYS: members, meta. ARGV: peer, record, capacity, token hash or "", channel,
 /// announcement, publish command. Returns {"ok", token hash or "", other records...},
-/// {"full"} or {"token"}.
+/// {"full"}, {"token"} or {"taken"} (a member with this id is already in the room).
 pub const JOIN: &str = r#"
 local stored = redis.call('HGET', KEYS[2], 'token')
 if stored and stored ~= ARGV[4] then return {'token'} end
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
-  return {'full'}
-end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'taken'} end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return {'full'} end
 if not stored and ARGV[4] ~= '' then
   redis.call('HSET', KEYS[2], 'token', ARGV[4])
   stored = ARGV[4]

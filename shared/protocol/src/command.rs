@@ -47,11 +47,34 @@ pub struct Request {
 /// What a client asks of its node, whatever dialect it speaks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Join { room: RoomId, name: DisplayName, role: Role, token: Option<String>, meta: Payload },
-    Leave { room: RoomId },
-    Signal { room: RoomId, to: PeerId, kind: SignalKind, data: Payload },
-    Broadcast { room: RoomId, kind: SignalKind, data: Payload },
-    Update { room: RoomId, meta: Payload },
+    /// `member`: the public id the client chose for itself in this room (dialects whose
+    /// clients choose one); None for the id the node minted for the connection.
+    Join {
+        room: RoomId,
+        name: DisplayName,
+        role: Role,
+        token: Option<String>,
+        meta: Payload,
+        member: Option<PeerId>,
+    },
+    Leave {
+        room: RoomId,
+    },
+    Signal {
+        room: RoomId,
+        to: PeerId,
+        kind: SignalKind,
+        data: Payload,
+    },
+    Broadcast {
+        room: RoomId,
+        kind: SignalKind,
+        data: Payload,
+    },
+    Update {
+        room: RoomId,
+        meta: Payload,
+    },
     Ping,
 }
 

@@ -15,8 +15,6 @@ pub enum IdError {
     TooLong { what: &'static str, max: usize },
     #[error("{what} contains a character outside {allowed}")]
     BadChar { what: &'static str, allowed: &'static str },
-    #[error("peer id must look like <node>.<random>")]
-    BadPeer,
 }
 
 fn check_len(what: &'static str, s: &str, max: usize) -> Result<(), IdError> {
@@ -117,9 +115,11 @@ impl NodeId {
     }
 }
 
-/// A connection's identity: `<node id>.<22 random characters>` (128 random bits).
-/// Opaque to clients, unguessable, and self-routing: [`PeerId::node`] names the node
-/// that serves the peer, so reaching it needs no lookup.
+/// A member's public id, the one its dialect shows to the others: 1 to 97 characters of
+/// `[A-Za-z0-9_.:-]`. The node mints native ids as `<node id>.<22 random characters>`
+/// (128 random bits, unguessable, naming their node); other dialects' clients choose
+/// their own (`Worker-3108`), unique within a room. Routing never parses it: the
+/// member's record names its node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(String);
 string_newtype!(PeerId);
@@ -129,10 +129,8 @@ impl PeerId {
 
     pub fn parse(s: &str) -> Result<Self, IdError> {
         check_len("peer id", s, Self::MAX_CHARS)?;
-        let (node, rest) = s.split_once('.').ok_or(IdError::BadPeer)?;
-        NodeId::parse(node).map_err(|_| IdError::BadPeer)?;
-        if rest.is_empty() || !rest.chars().all(is_token_char) {
-            return Err(IdError::BadPeer);
+        if !s.chars().all(|c| is_token_char(c) || c == '.' || c == ':') {
+            return Err(IdError::BadChar { what: "peer id", allowed: "A-Z a-z 0-9 - _ . :" });
         }
         Ok(Self(s.to_owned()))
     }
@@ -146,13 +144,13 @@ impl PeerId {
         Self(format!("{node}.{}", random_token(16)))
     }
 
-    /// The node that serves this peer (the routing prefix).
+    /// The node a native id names (its prefix); for a member record without a `node`.
     pub fn node(&self) -> NodeId {
         let (node, _) = self.0.split_once('.').unwrap_or((&self.0, ""));
         NodeId(node.to_owned())
     }
 
-    /// Whether `node` serves this peer, without allocating.
+    /// Whether this id names `node` as a native id does, without allocating.
     pub fn is_on(&self, node: &NodeId) -> bool {
         self.0.split_once('.').is_some_and(|(n, _)| n == node.as_str())
     }
@@ -274,8 +272,11 @@ mod tests {
     }
 
     #[test]
-    fn peer_ids_without_a_node_prefix_are_refused() {
-        for bad in ["", "abc", ".abc", "n1.", "n1.a b", "n 1.abc", "n1.abc/def"] {
+    fn member_ids_are_short_tokens_chosen_freely_or_minted_by_a_node() {
+        for good in ["Worker-3108", "n1.abc", "a", "user:42", "x_y.z"] {
+            assert!(PeerId::parse(good).is_ok(), "{good:?}");
+        }
+        for bad in ["", "a b", "n1.abc/def", "é", &"x".repeat(98)] {
             assert!(PeerId::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -93,6 +93,7 @@ pub fn decode(text: &str, limits: &Limits) -> Result<Request, DecodeError> {
                     Some(raw) => meta(raw, limits, &id)?,
                     None => Payload::empty_object(),
                 },
+                member: None,
             }
         }
         "leave" => {

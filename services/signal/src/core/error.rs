@@ -8,6 +8,8 @@ use protocol::ErrorCode;
 pub enum CoreError {
     #[error("already in this room")]
     AlreadyInRoom,
+    #[error("this id is already taken in the room")]
+    IdTaken,
     #[error("already in the maximum of {0} rooms")]
     TooManyRooms(usize),
     #[error("room is full")]
@@ -29,7 +31,7 @@ pub enum CoreError {
 impl CoreError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            CoreError::AlreadyInRoom | CoreError::TooManyRooms(_) => ErrorCode::BadRequest,
+            CoreError::AlreadyInRoom | CoreError::IdTaken | CoreError::TooManyRooms(_) => ErrorCode::BadRequest,
             CoreError::RoomFull => ErrorCode::RoomFull,
             CoreError::Unauthorized => ErrorCode::Unauthorized,
             CoreError::NotInRoom => ErrorCode::NotInRoom,

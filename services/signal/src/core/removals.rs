@@ -110,8 +110,8 @@ impl Core {
     }
 
     /// Reconciles the other way round from a resync's write-back: members that Redis
-    /// lists as served by this node but that have no connection here any more are
-    /// removed and announced as `disconnected`. Reads every room in the node's index
+    /// lists as served by this node but that are not members here any more are removed
+    /// and announced as `disconnected`. Reads every room in the node's index
     /// and every room it mirrors, except `already_read` (rooms whose members the caller
     /// has just read and passed to [`Core::owe_ghosts`]). Returns how many it found.
     pub(super) async fn sweep_own_ghosts(&self, already_read: &[RoomId]) -> Result<usize, BackendError> {
@@ -131,13 +131,17 @@ impl Core {
     }
 
     /// Owes the removal of every member of `room` (as just read from Redis) that is
-    /// served by this node but has no connection here. Such a peer can never join again
-    /// (peer ids live as long as their connection), so these removals race with nothing.
+    /// served by this node but is not a member here (joining or joined). A client may
+    /// register the same chosen id again at any moment: the decision is taken under the
+    /// lock its registration takes, and a registration that finds a removal owed settles
+    /// it first (see `Core::begin_join`).
     pub(super) fn owe_ghosts<'a>(&self, room: &RoomId, members: impl Iterator<Item = &'a MemberInfo>) -> usize {
         let mut found = 0;
-        for member in members.filter(|m| m.is_served_by(&self.node) && self.sessions.get(&m.peer).is_none()) {
-            self.removals.owe(room, &member.peer, LeftReason::Disconnected);
-            found += 1;
+        for member in members.filter(|m| m.is_served_by(&self.node)) {
+            let owed = self.rooms.unless_local(room, &member.peer, || {
+                self.removals.owe(room, &member.peer, LeftReason::Disconnected);
+            });
+            found += usize::from(owed);
         }
         found
     }

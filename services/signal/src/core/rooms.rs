@@ -29,8 +29,8 @@ use protocol::{BusEvent, LeftReason, MemberInfo, NodeId, PeerId, RoomId};
 use tokio::sync::oneshot;
 
 use super::events::Event;
+use super::removals::Removals;
 use super::sessions::SessionHandle;
-use super::CoreError;
 
 /// What a completed join hands to the session: the others already there, and the
 /// events that happened after the join but before the session could be told.
@@ -85,6 +85,14 @@ struct RoomMirror {
     suspects: HashMap<PeerId, Instant>,
 }
 
+/// Why a member could not be registered as joining.
+#[derive(Debug)]
+pub enum BeginJoinError {
+    AlreadyInRoom,
+    /// A removal of this id from the room is owed: settle it first.
+    RemovalOwed,
+}
+
 /// Where a member of a room is, as this node's mirror knows it.
 pub enum Target {
     /// Served by this node: its session, if its join has completed and it is still here.
@@ -114,19 +122,25 @@ impl Rooms {
         self.rooms.lock().expect("rooms lock")
     }
 
-    /// Registers a local member as joining, before the join script runs.
+    /// Registers a local member as joining, before the join script runs, unless a
+    /// removal of the same id from the room is owed (checked under this lock, which a
+    /// ghost sweep also holds while it decides to owe one).
     pub fn begin_join(
         &self,
         room: &RoomId,
         session: SessionHandle,
         record: Arc<MemberInfo>,
         nonce: u64,
-    ) -> Result<oneshot::Receiver<JoinDone>, CoreError> {
+        removals: &Removals,
+    ) -> Result<oneshot::Receiver<JoinDone>, BeginJoinError> {
         let (tx, rx) = oneshot::channel();
         let mut rooms = self.lock();
         let mirror = rooms.entry(room.clone()).or_default();
         if mirror.local.contains_key(&record.peer) {
-            return Err(CoreError::AlreadyInRoom);
+            return Err(BeginJoinError::AlreadyInRoom);
+        }
+        if removals.get(room, &record.peer).is_some() {
+            return Err(BeginJoinError::RemovalOwed);
         }
         let joining =
             Joining { nonce, snapshot: None, view: None, marker_seen: false, backlog: Vec::new(), done: Some(tx) };
@@ -150,6 +164,18 @@ impl Rooms {
         if j.marker_seen {
             complete_join(mirror, peer);
         }
+    }
+
+    /// Runs `owe` if `peer` is not a local member of `room` (joining or joined), under
+    /// the lock `begin_join` takes: a ghost sweep's decision cannot interleave with a
+    /// registration of the same id.
+    pub fn unless_local(&self, room: &RoomId, peer: &PeerId, owe: impl FnOnce()) -> bool {
+        let rooms = self.lock();
+        if rooms.get(room).is_some_and(|m| m.local.contains_key(peer)) {
+            return false;
+        }
+        owe();
+        true
     }
 
     /// Forgets a local member (left, disconnected, or its join failed). Returns true
@@ -502,7 +528,7 @@ mod tests {
         let room = RoomId::parse("r").unwrap();
         let me = member(&PeerId::new_on(&node), "me");
         let (handle, inbox) = SessionHandle::new(me.peer.clone(), 16);
-        let done = rooms.begin_join(&room, handle, me.clone(), 7).unwrap();
+        let done = rooms.begin_join(&room, handle, me.clone(), 7, &Removals::default()).unwrap();
         Fixture { rooms, room, me, inbox, done }
     }
 

@@ -25,7 +25,8 @@ async fn every_bad_frame_gets_its_error_and_the_connection_survives() {
         (r#"{"type":"signal","room":"r","kind":"offer","data":{}}"#.into(), "bad-request"),
         (json!({"type":"join","room":long_room}).to_string(), "bad-request"),
         (json!({"type":"join","room":"x","name":long_name}).to_string(), "bad-request"),
-        (json!({"type":"signal","room":"r","to":"not-a-peer","kind":"offer","data":{}}).to_string(), "bad-request"),
+        (json!({"type":"signal","room":"r","to":"not a peer","kind":"offer","data":{}}).to_string(), "bad-request"),
+        (json!({"type":"signal","room":"r","to":"not-a-member","kind":"offer","data":{}}).to_string(), "not-found"),
         (json!({"type":"signal","room":"r","to":stranger,"kind":"offer","data":{}}).to_string(), "not-found"),
         (json!({"type":"ping","pad":"x".repeat(70 * 1024)}).to_string(), "too-large"),
     ];

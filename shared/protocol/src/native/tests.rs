@@ -52,7 +52,7 @@ fn bad_frames_get_bad_request_with_the_id_echoed_when_readable() {
         (r#"{"type":"join","id":4}"#, Some(RequestId::Num(4.into()))),
         (r#"{"type":"join","room":"","id":5}"#, Some(RequestId::Num(5.into()))),
         (
-            r#"{"type":"signal","room":"r","to":"nobody","kind":"offer","data":1,"id":6}"#,
+            r#"{"type":"signal","room":"r","to":"no body","kind":"offer","data":1,"id":6}"#,
             Some(RequestId::Num(6.into())),
         ),
         (r#"{"type":"update","room":"r","meta":[1]}"#, None),
