@@ -151,7 +151,11 @@ pub fn decode(text: &str) -> Result<Event, DriverError> {
         ServerMsg::Updated(r) => Event::Updated { room: r.room.to_string() },
         ServerMsg::Error(e) => Event::Error { code: e.code.as_str().to_owned(), message: e.message },
         ServerMsg::Reconnect(_) => Event::Reconnect,
-        ServerMsg::Welcome(_) | ServerMsg::Pong(_) | ServerMsg::Signal(_) | ServerMsg::Broadcast(_) => Event::Other,
+        ServerMsg::Welcome(_)
+        | ServerMsg::Pong(_)
+        | ServerMsg::Signal(_)
+        | ServerMsg::Broadcast(_)
+        | ServerMsg::Members(_) => Event::Other,
     })
 }
 

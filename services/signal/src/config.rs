@@ -46,6 +46,9 @@ pub struct SignalConfig {
     pub reconnect_after: Duration,
     /// ALLOWED_ORIGINS: comma-separated browser origins allowed to open /ws; `*` = any.
     pub allowed_origins: Vec<String>,
+    /// PLAIN_PATH: where the plain-JSON dialect's WebSocket is served (the S4 server's
+    /// clients connect to the root URL); a plain GET there still answers. Default `/`.
+    pub plain_path: String,
     /// LOG_FORMAT: text (default) or json.
     pub log_format: LogFormat,
 }
@@ -116,7 +119,16 @@ impl SignalConfig {
                 .filter(|o| !o.is_empty())
                 .collect(),
             log_format: s.parse("LOG_FORMAT", LogFormat::Text),
+            plain_path: s.string("PLAIN_PATH").unwrap_or_else(|| "/".into()),
         };
+        const TAKEN: [&str; 5] = ["/ws", "/healthz", "/readyz", "/metrics", "/socket.io"];
+        if !config.plain_path.starts_with('/') || TAKEN.iter().any(|p| config.plain_path.starts_with(p)) {
+            s.problem(format!(
+                "PLAIN_PATH={:?}: must start with / and not be one of {}",
+                config.plain_path,
+                TAKEN.join(", ")
+            ));
+        }
         if config.node_ttl < config.heartbeat_interval * 2 {
             s.problem(
                 "NODE_TTL_MS must be at least twice HEARTBEAT_INTERVAL_MS, or a slow beat looks like a dead node",

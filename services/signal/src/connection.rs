@@ -126,8 +126,13 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
     }
 
     async fn run(&mut self, stop: &CancellationToken) -> End {
-        let idle_limit = self.settings.client_heartbeat * 2;
-        let idle = tokio::time::sleep(idle_limit);
+        // Silent for twice the heartbeat: idle. A dialect whose clients send nothing
+        // while idle gets a transport ping after one heartbeat, which the client's
+        // WebSocket answers by itself.
+        let pings = self.dialect.server_pings();
+        let quiet = if pings { self.settings.client_heartbeat } else { self.settings.client_heartbeat * 2 };
+        let mut pinged = false;
+        let idle = tokio::time::sleep(quiet);
         tokio::pin!(idle);
         loop {
             tokio::select! {
@@ -139,9 +144,16 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                         return end;
                     }
                 }
-                _ = &mut idle => return End::Idle,
+                _ = &mut idle => {
+                    if !pings || pinged || self.io.ping().await.is_err() {
+                        return End::Idle;
+                    }
+                    pinged = true;
+                    idle.as_mut().reset(tokio::time::Instant::now() + quiet);
+                }
                 incoming = self.io.recv() => {
-                    idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
+                    pinged = false;
+                    idle.as_mut().reset(tokio::time::Instant::now() + quiet);
                     if let Err(end) = Box::pin(self.on_incoming(incoming)).await {
                         return end;
                     }

@@ -372,6 +372,14 @@ impl Core {
         Ok(())
     }
 
+    /// The other members of a room `peer` is in, from the mirror.
+    pub fn members(&self, peer: &PeerId, room: &RoomId) -> Result<Vec<Arc<MemberInfo>>, CoreError> {
+        if !self.rooms.is_active_local(room, peer) {
+            return Err(CoreError::NotInRoom);
+        }
+        Ok(self.rooms.members(room).into_iter().filter(|m| &m.peer != peer).collect())
+    }
+
     /// A connection ended: leave every room it was in (as the member id it had there).
     pub async fn disconnect(&self, connection: &PeerId, memberships: &[(RoomId, PeerId)]) {
         for (room, member) in memberships {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +20,7 @@ use crate::config::SignalConfig;
 use crate::connection::{self, ConnectionSettings};
 use crate::core::Core;
 use crate::transport::native::Native;
+use crate::transport::plain::Plain;
 use crate::transport::ws::WsTransport;
 use crate::transport::Dialect;
 
@@ -34,8 +36,10 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let plain_path = state.config.plain_path.clone();
     Router::new()
         .route("/ws", get(ws))
+        .route(&plain_path, get(plain))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -121,6 +125,19 @@ const READ_BUFFER_BYTES: usize = 1024;
 
 async fn ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
     upgrade_to(Native, state, &headers, upgrade)
+}
+
+/// The plain-JSON dialect's WebSocket; a plain GET here (a browser, a probe) still gets
+/// an answer.
+async fn plain(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => upgrade_to(Plain::default(), state, &headers, upgrade),
+        Err(_) => "signaling node: plain-JSON WebSocket clients connect here, native clients at /ws\n".into_response(),
+    }
 }
 
 /// Every WebSocket route goes through here, whatever dialect it serves: the browser

@@ -27,6 +27,12 @@ pub enum Reply {
         room: RoomId,
         id: Option<RequestId>,
     },
+    /// The room's other members.
+    Members {
+        room: RoomId,
+        members: Vec<Arc<MemberInfo>>,
+        id: Option<RequestId>,
+    },
     Pong {
         id: Option<RequestId>,
     },
@@ -170,6 +176,10 @@ impl Session {
             Command::Update { room, meta } => {
                 core.update(&self.member_in(&room), &room, meta).await?;
                 Ok(vec![Reply::Updated { room, id }])
+            }
+            Command::Members { room } => {
+                let members = core.members(&self.member_in(&room), &room)?;
+                Ok(vec![Reply::Members { room, members, id }])
             }
             Command::Ping => Ok(vec![Reply::Pong { id }]),
         }

@@ -7,9 +7,11 @@
 //! dialect.
 //!
 //! - [`native`]: protocol v1 at `/ws`.
+//! - [`plain`]: the plain-JSON dialect of the S4 server (`PLAIN_PATH`, default `/`).
 //! - [`ws`]: the WebSocket transport (axum).
 
 pub mod native;
+pub mod plain;
 pub mod ws;
 
 use std::future::Future;
@@ -54,6 +56,10 @@ pub trait Transport: Send {
     /// Ends the connection from the node's side with a code and reason the client can
     /// read, waiting a bounded time for the client to take it.
     fn close(&mut self, code: u16, reason: &'static str) -> impl Future<Output = ()> + Send;
+
+    /// Asks the client for a sign of life at the transport level (a WebSocket ping,
+    /// which browsers answer by themselves).
+    fn ping(&mut self) -> impl Future<Output = Result<(), Gone>> + Send;
 }
 
 /// What a dialect needs to greet a new connection.
@@ -63,20 +69,28 @@ pub struct Greeting<'a> {
     pub heartbeat: Duration,
 }
 
-/// Translates between one protocol's frames and the session.
+/// Translates between one protocol's frames and the session. One value per connection,
+/// so a dialect may remember what its client told it (the plain dialect's registered
+/// id, for instance).
 pub trait Dialect: Send + Sync + 'static {
     /// The frame sent when the connection opens, if the dialect has one.
     fn welcome(&self, greeting: &Greeting<'_>) -> Option<Utf8Bytes>;
 
     /// Decodes and validates one text frame.
-    fn decode(&self, text: &str, limits: &Limits) -> Result<Request, DecodeError>;
+    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Request, DecodeError>;
 
     /// The frames that answer a request (an empty list is fine).
-    fn render_reply(&self, reply: Reply, out: &mut Vec<Utf8Bytes>);
+    fn render_reply(&mut self, reply: Reply, out: &mut Vec<Utf8Bytes>);
 
     /// The frame that tells the client of a core event, if the dialect shows it.
     fn render_event(&self, event: &Event) -> Option<Utf8Bytes>;
 
     /// The frame that asks the client to reconnect elsewhere (the node is draining).
     fn reconnect(&self, after: Duration) -> Option<Utf8Bytes>;
+
+    /// Whether the node pings the client itself: for dialects whose clients send
+    /// nothing while idle, so that an idle but present client is not closed.
+    fn server_pings(&self) -> bool {
+        false
+    }
 }

@@ -75,6 +75,10 @@ pub enum Command {
         room: RoomId,
         meta: Payload,
     },
+    /// Lists the room's other members (the sender must be one).
+    Members {
+        room: RoomId,
+    },
     Ping,
 }
 
@@ -87,6 +91,7 @@ impl Command {
             Command::Signal { .. } => "signal",
             Command::Broadcast { .. } => "broadcast",
             Command::Update { .. } => "update",
+            Command::Members { .. } => "members",
             Command::Ping => "ping",
         }
     }
@@ -97,7 +102,8 @@ impl Command {
             | Command::Leave { room }
             | Command::Signal { room, .. }
             | Command::Broadcast { room, .. }
-            | Command::Update { room, .. } => Some(room),
+            | Command::Update { room, .. }
+            | Command::Members { room } => Some(room),
             Command::Ping => None,
         }
     }

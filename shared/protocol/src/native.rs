@@ -117,6 +117,10 @@ pub fn decode(text: &str, limits: &Limits) -> Result<Request, DecodeError> {
                 data: Payload::from_raw(w.data),
             }
         }
+        "members" => {
+            let w: RoomWire = serde_json::from_str(text).map_err(parse)?;
+            Command::Members { room: room(&w.room)? }
+        }
         "update" => {
             let w: UpdateWire = serde_json::from_str(text).map_err(parse)?;
             Command::Update { room: room(&w.room)?, meta: meta(w.meta, limits, &id)? }
@@ -170,6 +174,8 @@ pub enum ServerMsg {
     Broadcast(Relayed),
     Updated(RoomReply),
     PeerUpdated(PeerJoined),
+    /// The answer to `members`: the room's other members, shaped as `joined`.
+    Members(Joined),
     Pong(Pong),
     Error(ErrorMsg),
     Reconnect(Reconnect),
@@ -269,6 +275,7 @@ impl ServerMsg {
             "broadcast" => ServerMsg::Broadcast(serde_json::from_str(text)?),
             "updated" => ServerMsg::Updated(serde_json::from_str(text)?),
             "peer-updated" => ServerMsg::PeerUpdated(serde_json::from_str(text)?),
+            "members" => ServerMsg::Members(serde_json::from_str(text)?),
             "pong" => ServerMsg::Pong(serde_json::from_str(text)?),
             "error" => ServerMsg::Error(serde_json::from_str(text)?),
             "reconnect" => ServerMsg::Reconnect(serde_json::from_str(text)?),

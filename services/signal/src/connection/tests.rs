@@ -43,6 +43,10 @@ impl Transport for ChannelTransport {
     async fn close(&mut self, code: u16, reason: &'static str) {
         let _ = self.to_client.send(Out::Close(code, reason)).await;
     }
+
+    async fn ping(&mut self) -> Result<(), Gone> {
+        Ok(())
+    }
 }
 
 /// The client's ends of the two channels.

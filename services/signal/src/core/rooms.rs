@@ -214,6 +214,11 @@ impl Rooms {
         (sender_in, target)
     }
 
+    /// Every member of `room` the mirror knows.
+    pub fn members(&self, room: &RoomId) -> Vec<Arc<MemberInfo>> {
+        self.lock().get(room).map(|m| m.members.values().cloned().collect()).unwrap_or_default()
+    }
+
     /// The session of an active local member.
     pub fn active_session(&self, room: &RoomId, peer: &PeerId) -> Option<SessionHandle> {
         let rooms = self.lock();

@@ -22,17 +22,20 @@ impl Dialect for Native {
         })))
     }
 
-    fn decode(&self, text: &str, limits: &Limits) -> Result<Request, DecodeError> {
+    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Request, DecodeError> {
         protocol::native::decode(text, limits)
     }
 
-    fn render_reply(&self, reply: Reply, out: &mut Vec<Utf8Bytes>) {
+    fn render_reply(&mut self, reply: Reply, out: &mut Vec<Utf8Bytes>) {
         let msg = match reply {
             Reply::Joined { room, others, id } => {
                 ServerMsg::Joined(Joined { room, peers: others.iter().map(|m| (**m).clone()).collect(), id })
             }
             Reply::Left { room, id } => ServerMsg::Left(RoomReply { room, id }),
             Reply::Updated { room, id } => ServerMsg::Updated(RoomReply { room, id }),
+            Reply::Members { room, members, id } => {
+                ServerMsg::Members(Joined { room, peers: members.iter().map(|m| (**m).clone()).collect(), id })
+            }
             Reply::Pong { id } => ServerMsg::Pong(Pong { id }),
             Reply::Error { code, message, id } => ServerMsg::error(code, message, id),
             Reply::Events(events) => return out.extend(events.iter().map(|e| frame(&render(e)))),

@@ -48,6 +48,10 @@ impl Transport for WsTransport {
         self.socket.flush().await.map_err(|_| Gone)
     }
 
+    async fn ping(&mut self) -> Result<(), Gone> {
+        self.socket.send(Message::Ping(Default::default())).await.map_err(|_| Gone)
+    }
+
     async fn close(&mut self, code: u16, reason: &'static str) {
         let frame = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }));
         match tokio::time::timeout(CLOSE_SEND_TIMEOUT, self.socket.send(frame)).await {

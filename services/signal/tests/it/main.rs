@@ -11,5 +11,6 @@ mod faults;
 mod ghosts;
 mod limits;
 mod metrics;
+mod plain;
 mod protocol_suite;
 mod upgrade;
