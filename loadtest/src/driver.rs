@@ -1,9 +1,10 @@
 //! The seam between scenarios and a wire dialect. Scenarios speak in dialect-free
 //! [`Command`]s and [`Event`]s; a [`Driver`] opens connections and translates. The
-//! native protocol v1 is the first driver; another dialect is another module here
-//! and no scenario changes.
+//! native protocol v1 and the plain-JSON dialect are drivers; another dialect is
+//! another module here and no scenario changes.
 
 pub mod native;
+pub mod plain;
 
 use async_trait::async_trait;
 
@@ -95,6 +96,8 @@ pub enum DriverError {
     BadFrame(String),
     #[error("socket error: {0}")]
     Io(String),
+    #[error("the dialect has no {0}: this scenario cannot run in it")]
+    Unsupported(&'static str),
 }
 
 impl DriverError {
@@ -105,6 +108,7 @@ impl DriverError {
             DriverError::Closed(_) => "closed",
             DriverError::BadFrame(_) => "bad-frame",
             DriverError::Io(_) => "socket-error",
+            DriverError::Unsupported(_) => "unsupported",
         }
     }
 }
@@ -146,6 +150,7 @@ pub trait EventStream: Send {
 pub fn by_name(name: &str) -> Option<Box<dyn Driver>> {
     match name {
         "native" => Some(Box::new(native::NativeDriver)),
+        "plain" => Some(Box::new(plain::PlainDriver)),
         _ => None,
     }
 }

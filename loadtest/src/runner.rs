@@ -30,7 +30,7 @@ pub async fn run_shard(
         bail!("no --url given");
     }
     let driver =
-        driver::by_name(&t.dialect).ok_or_else(|| anyhow!("unknown dialect `{}` (known: native)", t.dialect))?;
+        driver::by_name(&t.dialect).ok_or_else(|| anyhow!("unknown dialect `{}` (known: native, plain)", t.dialect))?;
     let ctx = RunContext {
         driver: Arc::from(driver),
         urls: t.urls.clone(),

@@ -52,9 +52,14 @@ async fn loadtest(args: &[&str]) -> Output {
 
 /// Runs a scenario with `--json` and returns the report.
 async fn run_json(cluster: &Cluster, scenario: &[&str], extra: &[&str]) -> (Output, Value) {
+    run_json_at(&cluster.urls(), scenario, extra).await
+}
+
+/// Runs a scenario against `urls` with `--json` and returns the report.
+async fn run_json_at(urls: &str, scenario: &[&str], extra: &[&str]) -> (Output, Value) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
-    let urls = cluster.urls();
+    let urls = urls.to_owned();
     let mut args: Vec<&str> = scenario.to_vec();
     args.extend(["--url", &urls, "--quiet", "--json", json.to_str().unwrap()]);
     args.extend(extra);
@@ -99,6 +104,35 @@ async fn relay_delivers_every_signal_across_nodes_in_order() {
     assert_eq!(counter(&r, "joined"), 20);
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("relay") && summary.contains("p99"), "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_and_connect_run_in_the_plain_dialect() {
+    let cluster = Cluster::start().await;
+    // Plain clients connect to the nodes' root URL.
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| format!("ws://{}/", n.local_addr())).collect();
+    let urls = urls.join(",");
+    let relay = ["--dialect", "plain", "--peers", "20", "--room-size", "2", "--rate", "500", "--duration", "2s"];
+    let (out, r) = run_json_at(&urls, &["relay"], &relay).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_clean(&r);
+    assert_eq!((counter(&r, "sent"), counter(&r, "delivered")), (1000, 1000));
+    assert_eq!(counter(&r, "joined"), 20);
+
+    let connect = ["--dialect", "plain", "--connections", "40", "--room-size", "4", "--hold", "300ms"];
+    let (out, r) = run_json_at(&urls, &["connect"], &connect).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!((counter(&r, "connected"), counter(&r, "joined")), (40, 40));
+
+    // A scenario the dialect cannot express fails clearly instead of measuring nonsense.
+    let (out, r) = run_json_at(
+        &urls,
+        &["fanout"],
+        &["--dialect", "plain", "--rooms", "1", "--room-size", "2", "--duration", "1s"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(r["errors"]["unsupported"].as_u64() > Some(0), "the plain dialect has no broadcast: {r:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
