@@ -5,6 +5,7 @@
 
 pub mod native;
 pub mod plain;
+mod ws;
 
 use async_trait::async_trait;
 

@@ -9,14 +9,10 @@ use futures::{SinkExt, StreamExt};
 use protocol::ServerMsg;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::ws::{self, Ws};
 use super::{Command, CommandSink, Connection, Driver, DriverError, Event, EventStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 #[derive(Default)]
 pub struct NativeDriver;
@@ -25,18 +21,13 @@ pub struct NativeDriver;
 impl Driver for NativeDriver {
     async fn connect(&self, url: &str) -> Result<Connection, DriverError> {
         let fail = |reason: String| DriverError::Connect { url: url.to_owned(), reason };
-        // Small buffers: the harness holds tens of thousands of idle sockets.
-        let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let (tx, rx) = ws.split();
-        let mut rx = NativeEvents { rx };
-        let peer = match rx.next_msg().await.map_err(|e| fail(e.to_string()))? {
-            Some(ServerMsg::Welcome(w)) => w.peer.to_string(),
+        let (tx, mut rx) = ws::connect(url).await?;
+        let first = ws::next_text(&mut rx).await.map_err(|e| fail(e.to_string()))?;
+        let peer = match ServerMsg::decode(first.as_str()) {
+            Ok(ServerMsg::Welcome(w)) => w.peer.to_string(),
             other => return Err(fail(format!("expected welcome, got {other:?}"))),
         };
-        Ok(Connection { peer, tx: Box::new(NativeCommands { tx }), rx: Box::new(rx) })
+        Ok(Connection { peer, tx: Box::new(NativeCommands { tx }), rx: Box::new(NativeEvents { rx }) })
     }
 }
 
@@ -164,38 +155,10 @@ fn truncate(text: &str) -> &str {
     &text[..end]
 }
 
-impl NativeEvents {
-    async fn next_msg(&mut self) -> Result<Option<ServerMsg>, DriverError> {
-        loop {
-            match self.rx.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    return ServerMsg::decode(t.as_str()).map(Some).map_err(|e| DriverError::BadFrame(e.to_string()))
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    return Err(DriverError::Closed(frame.map(|f| f.reason.to_string()).unwrap_or_default()))
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(DriverError::Io(e.to_string())),
-                None => return Ok(None),
-            }
-        }
-    }
-}
-
 #[async_trait]
 impl EventStream for NativeEvents {
     async fn next(&mut self) -> Result<Event, DriverError> {
-        loop {
-            match self.rx.next().await {
-                Some(Ok(Message::Text(t))) => return decode(t.as_str()),
-                Some(Ok(Message::Close(frame))) => {
-                    return Err(DriverError::Closed(frame.map(|f| f.reason.to_string()).unwrap_or_default()))
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(DriverError::Io(e.to_string())),
-                None => return Err(DriverError::Closed("end of stream".into())),
-            }
-        }
+        decode(ws::next_text(&mut self.rx).await?.as_str())
     }
 }
 

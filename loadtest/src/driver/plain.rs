@@ -11,14 +11,10 @@ use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::ws::{self, Ws};
 use super::{Command, CommandSink, Connection, Driver, DriverError, Event, EventStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 #[derive(Default)]
 pub struct PlainDriver;
@@ -26,12 +22,7 @@ pub struct PlainDriver;
 #[async_trait]
 impl Driver for PlainDriver {
     async fn connect(&self, url: &str) -> Result<Connection, DriverError> {
-        let fail = |reason: String| DriverError::Connect { url: url.to_owned(), reason };
-        let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let (tx, rx) = ws.split();
+        let (tx, rx) = ws::connect(url).await?;
         let peer = format!("lt-{:016x}", rand::random::<u64>());
         Ok(Connection {
             peer: peer.clone(),
@@ -143,17 +134,8 @@ impl PlainEvents {
 #[async_trait]
 impl EventStream for PlainEvents {
     async fn next(&mut self) -> Result<Event, DriverError> {
-        loop {
-            match self.rx.next().await {
-                Some(Ok(Message::Text(t))) => return self.decode(t.as_str()),
-                Some(Ok(Message::Close(frame))) => {
-                    return Err(DriverError::Closed(frame.map(|f| f.reason.to_string()).unwrap_or_default()))
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(DriverError::Io(e.to_string())),
-                None => return Err(DriverError::Closed("end of stream".into())),
-            }
-        }
+        let text = ws::next_text(&mut self.rx).await?;
+        self.decode(text.as_str())
     }
 }
 
