@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use protocol::ServerMsg;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

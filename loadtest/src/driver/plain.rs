@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
