@@ -187,10 +187,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
             self.dialect.render_reply(reply, &mut out);
         }
         self.write_all(out).await?;
-        match verdict {
-            Verdict::Stay => Ok(()),
-            Verdict::Close(reason) => Err(End::Misbehaving(reason)),
-        }
+        stay_unless_closed(verdict)
     }
 
     /// Runs one request to completion while events queued for this client keep being
@@ -224,10 +221,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         let mut out = Vec::new();
         self.dialect.render_reply(reply, &mut out);
         self.write_all(out).await?;
-        match verdict {
-            Verdict::Stay => Ok(()),
-            Verdict::Close(reason) => Err(End::Misbehaving(reason)),
-        }
+        stay_unless_closed(verdict)
     }
 
     async fn write_events_unless_too_slow(&mut self, first: Arc<Event>) -> Result<(), End> {
@@ -252,6 +246,14 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
             let _ = tokio::time::timeout(RECONNECT_SEND_TIMEOUT, self.send(notice)).await;
         }
         End::Draining
+    }
+}
+
+/// The session's verdict on a misbehaving client, as the loop's continuation.
+fn stay_unless_closed(verdict: Verdict) -> Result<(), End> {
+    match verdict {
+        Verdict::Stay => Ok(()),
+        Verdict::Close(reason) => Err(End::Misbehaving(reason)),
     }
 }
 
