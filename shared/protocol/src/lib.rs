@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod ids;
 pub mod native;
 pub mod payload;
+pub mod socketio;
 
 pub use command::{Command, DecodeError, ErrorCode, LeftReason, Limits, Request, RequestId};
 pub use envelope::{BusEvent, Envelope, EnvelopeError, EventClass, MemberInfo, ENVELOPE_VERSION};
