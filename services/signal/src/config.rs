@@ -174,6 +174,16 @@ mod tests {
     }
 
     #[test]
+    fn the_plain_dialect_path_may_not_shadow_the_nodes_own_routes() {
+        assert_eq!(SignalConfig::from_pairs(&[]).unwrap().plain_path, "/");
+        assert_eq!(SignalConfig::from_pairs(&[("PLAIN_PATH", "/signal")]).unwrap().plain_path, "/signal");
+        for bad in ["/ws", "/healthz", "/socket.io/x", "relative"] {
+            let err = SignalConfig::from_pairs(&[("PLAIN_PATH", bad)]).unwrap_err();
+            assert!(err.to_string().contains("PLAIN_PATH"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn the_redis_url_never_shows_in_debug_output() {
         let c = SignalConfig::from_pairs(&[("REDIS_URL", "redis://:s3cret@127.0.0.1:6379")]).unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
