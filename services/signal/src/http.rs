@@ -95,7 +95,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     metric(
         "signal_bus_gaps_total",
         "counter",
-        "Times the bus subscription was re-established: messages published meanwhile are lost, uncounted.",
+        "Times the bus subscription, or one room channel whose probe failed, was re-established: messages published meanwhile may be lost, uncounted.",
         stats.gaps(),
     );
     metric(

@@ -56,11 +56,11 @@ pub struct LostMessages {
 
 impl LostMessages {
     pub fn add(&mut self, class: EventClass, n: u64) {
-        self.counts[index(class)] += n;
+        self.counts[class.index()] += n;
     }
 
     pub fn get(&self, class: EventClass) -> u64 {
-        self.counts[index(class)]
+        self.counts[class.index()]
     }
 
     pub fn total(&self) -> u64 {
@@ -70,10 +70,6 @@ impl LostMessages {
     pub fn is_empty(&self) -> bool {
         self.total() == 0
     }
-}
-
-fn index(class: EventClass) -> usize {
-    EventClass::ALL.iter().position(|c| *c == class).expect("every class is listed")
 }
 
 /// The outcome of the atomic join step.

@@ -81,6 +81,17 @@ impl EventClass {
     pub const ALL: [EventClass; 5] =
         [EventClass::Signal, EventClass::Broadcast, EventClass::RoomEvent, EventClass::Probe, EventClass::Unknown];
 
+    /// Position in [`EventClass::ALL`], for per-class counters.
+    pub fn index(self) -> usize {
+        match self {
+            EventClass::Signal => 0,
+            EventClass::Broadcast => 1,
+            EventClass::RoomEvent => 2,
+            EventClass::Probe => 3,
+            EventClass::Unknown => 4,
+        }
+    }
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -265,6 +276,9 @@ mod tests {
         }
         assert_eq!(EventClass::of_envelope(b"\xc1 garbage"), EventClass::Unknown);
         assert_eq!(EventClass::of_envelope(b""), EventClass::Unknown);
+        for (i, class) in EventClass::ALL.iter().enumerate() {
+            assert_eq!(class.index(), i, "{class:?}");
+        }
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub struct BusStats {
 
 impl BusStats {
     pub fn record_lost(&self, lost: &LostMessages) {
-        for (i, class) in EventClass::ALL.iter().enumerate() {
-            self.lost[i].fetch_add(lost.get(*class), Ordering::Relaxed);
+        for class in EventClass::ALL {
+            self.lost[class.index()].fetch_add(lost.get(class), Ordering::Relaxed);
         }
     }
 
@@ -33,8 +33,7 @@ impl BusStats {
 
     /// Lost messages of one class since start.
     pub fn lost(&self, class: EventClass) -> u64 {
-        let i = EventClass::ALL.iter().position(|c| *c == class).expect("every class is listed");
-        self.lost[i].load(Ordering::Relaxed)
+        self.lost[class.index()].load(Ordering::Relaxed)
     }
 
     pub fn lost_total(&self) -> u64 {

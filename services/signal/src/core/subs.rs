@@ -121,3 +121,26 @@ async fn forget(backend: &dyn Backend, node: &NodeId, room: &RoomId) {
         tracing::debug!(%room, error = %e, "could not take the room out of the node's index");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bus::MemoryBackend;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_room_is_forgotten_once_its_last_user_left_and_its_owed_removal_settled() {
+        let (backend, subs) = (MemoryBackend::new(), RoomSubs::default());
+        let (node, room) = (NodeId::parse("n1").unwrap(), RoomId::parse("r").unwrap());
+        subs.acquire(&backend, &node, &room).await.unwrap();
+        assert_eq!(subs.subscribed(), vec![room.clone()]);
+        // A removal is still owed: the index entry stays, the channel goes.
+        subs.release(&backend, &node, &room, true).await;
+        assert!(!subs.is_subscribed(&room).await);
+        subs.forget_if_unused(&backend, &node, &room).await;
+        assert!(subs.subscribed().is_empty(), "nothing left to probe");
+        // Settling for a room the node never followed leaves nothing behind either.
+        subs.forget_if_unused(&backend, &node, &RoomId::parse("other").unwrap()).await;
+        assert!(subs.subscribed().is_empty());
+    }
+}
