@@ -75,6 +75,7 @@ impl App {
             connection: Arc::new(connection),
             sessions: TaskTracker::new(),
             sessions_stop: CancellationToken::new(),
+            polling: Default::default(),
         };
         Ok(App { listener, state, background, background_stop })
     }

@@ -14,12 +14,13 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use protocol::{DecodeError, ErrorCode, Limits, PeerId};
 use tokio::sync::mpsc::Receiver;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
 use crate::core::{Core, Event, SessionHandle, SessionInbox};
 use crate::session::{Session, SessionLimits, Verdict};
-use crate::transport::{Dialect, Gone, Greeting, Incoming, Transport};
+use crate::transport::{Decoded, Dialect, Gone, Greeting, Incoming, Ping, Transport};
 
 /// Most queued events written before one flush.
 const WRITE_BATCH: usize = 64;
@@ -94,7 +95,7 @@ struct Connection<T, D> {
 /// measured).
 pub fn serve<T: Transport, D: Dialect>(
     io: T,
-    dialect: D,
+    mut dialect: D,
     core: Arc<Core>,
     settings: Arc<ConnectionSettings>,
     stop: CancellationToken,
@@ -126,14 +127,18 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
     }
 
     async fn run(&mut self, stop: &CancellationToken) -> End {
-        // Silent for twice the heartbeat: idle. A dialect whose clients send nothing
-        // while idle gets a transport ping after one heartbeat, which the client's
-        // WebSocket answers by itself.
-        let pings = self.dialect.server_pings();
-        let quiet = if pings { self.settings.client_heartbeat } else { self.settings.client_heartbeat * 2 };
-        let mut pinged = false;
-        let idle = tokio::time::sleep(quiet);
-        tokio::pin!(idle);
+        // One timer for both jobs: it fires at the next ping or at the moment the
+        // client would be idle, whichever is first. A frame from the client only moves
+        // `last_seen` (cheaper than re-arming the timer on every frame).
+        let keepalive = self.dialect.keepalive(self.settings.client_heartbeat);
+        let mut last_seen = Instant::now();
+        let mut next_ping = keepalive.ping.as_ref().map(|(every, _)| last_seen + *every);
+        let wake_at = |last_seen: Instant, next_ping: Option<Instant>| {
+            let idle_at = last_seen + keepalive.idle_after;
+            next_ping.map_or(idle_at, |ping| ping.min(idle_at))
+        };
+        let timer = tokio::time::sleep_until(wake_at(last_seen, next_ping));
+        tokio::pin!(timer);
         loop {
             tokio::select! {
                 biased;
@@ -144,16 +149,27 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                         return end;
                     }
                 }
-                _ = &mut idle => {
-                    if !pings || pinged || self.io.ping().await.is_err() {
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if now >= last_seen + keepalive.idle_after {
                         return End::Idle;
                     }
-                    pinged = true;
-                    idle.as_mut().reset(tokio::time::Instant::now() + quiet);
+                    if let (Some(at), Some((every, ping))) = (next_ping, &keepalive.ping) {
+                        if now >= at {
+                            let sent = match ping {
+                                Ping::Transport => self.io.ping().await,
+                                Ping::Frame(frame) => self.send(frame.clone()).await,
+                            };
+                            if sent.is_err() {
+                                return End::SocketGone;
+                            }
+                            next_ping = Some(now + *every);
+                        }
+                    }
+                    timer.as_mut().reset(wake_at(last_seen, next_ping));
                 }
                 incoming = self.io.recv() => {
-                    pinged = false;
-                    idle.as_mut().reset(tokio::time::Instant::now() + quiet);
+                    last_seen = Instant::now();
                     if let Err(end) = Box::pin(self.on_incoming(incoming)).await {
                         return end;
                     }
@@ -172,7 +188,16 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                 self.on_refusal(DecodeError { code: ErrorCode::BadRequest, message: message.into(), id: None }).await
             }
             Incoming::Text(text) => match self.dialect.decode(text.as_str(), &self.settings.limits) {
-                Ok(req) => self.on_request(req).await,
+                Ok(Decoded::Request(req)) => self.on_request(req).await,
+                Ok(Decoded::Requests(reqs)) => {
+                    for req in reqs {
+                        self.on_request(req).await?;
+                    }
+                    Ok(())
+                }
+                Ok(Decoded::Answer(frame)) => Ok(self.send(frame).await?),
+                Ok(Decoded::Nothing) => Ok(()),
+                Ok(Decoded::Close) => Err(End::ClientLeft),
                 Err(err) => self.on_refusal(err).await,
             },
         }
@@ -183,9 +208,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         // Local, not kept between requests: an idle connection must hold no buffer (a
         // signal has no reply, and an empty Vec does not allocate).
         let mut out = Vec::new();
-        for reply in replies {
-            self.dialect.render_reply(reply, &mut out);
-        }
+        self.dialect.render_replies(replies, &mut out);
         self.write_all(out).await?;
         stay_unless_closed(verdict)
     }
@@ -219,7 +242,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
     async fn on_refusal(&mut self, err: DecodeError) -> Result<(), End> {
         let (reply, verdict) = self.session.refuse(err);
         let mut out = Vec::new();
-        self.dialect.render_reply(reply, &mut out);
+        self.dialect.render_replies(vec![reply], &mut out);
         self.write_all(out).await?;
         stay_unless_closed(verdict)
     }

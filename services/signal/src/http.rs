@@ -1,6 +1,9 @@
-//! HTTP surface: `/ws` (upgrade to the native protocol), `/healthz` (the process is
+//! HTTP surface: `/ws` (upgrade to the native protocol), `PLAIN_PATH` (the plain-JSON
+//! dialect), `/socket.io/` (Socket.IO, [`socketio`]), `/healthz` (the process is
 //! alive), `/readyz` (send traffic here: not draining, Redis reachable, and the
 //! node's own subscription proven alive by a probe that came back) and `/metrics`.
+
+mod socketio;
 
 use std::sync::Arc;
 
@@ -21,6 +24,7 @@ use crate::connection::{self, ConnectionSettings};
 use crate::core::Core;
 use crate::transport::native::Native;
 use crate::transport::plain::Plain;
+use crate::transport::polling::PollingSessions;
 use crate::transport::ws::WsTransport;
 use crate::transport::Dialect;
 
@@ -33,6 +37,8 @@ pub struct AppState {
     /// upgraded WebSockets) and stop when `sessions_stop` is cancelled.
     pub sessions: TaskTracker,
     pub sessions_stop: CancellationToken,
+    /// Socket.IO sessions on HTTP long-polling, by Engine.IO session id.
+    pub polling: Arc<PollingSessions>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -40,6 +46,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/ws", get(ws))
         .route(&plain_path, get(plain))
+        .route("/socket.io/", get(socketio::get).post(socketio::post).options(socketio::preflight))
+        .route("/socket.io", get(socketio::get).post(socketio::post).options(socketio::preflight))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -143,7 +151,7 @@ async fn plain(
 /// Every WebSocket route goes through here, whatever dialect it serves: the browser
 /// origin is checked against ALLOWED_ORIGINS, a draining node accepts no one, frame
 /// sizes are capped, and the connection runs on the node's session tracker.
-fn upgrade_to<D: Dialect>(dialect: D, state: AppState, headers: &HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+pub(crate) fn upgrade_to<D: Dialect>(dialect: D, state: AppState, headers: &HeaderMap, upgrade: WebSocketUpgrade) -> Response {
     let origin = headers.get("origin").and_then(|o| o.to_str().ok());
     if !state.config.origin_allowed(origin) {
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();

@@ -8,10 +8,15 @@
 //!
 //! - [`native`]: protocol v1 at `/ws`.
 //! - [`plain`]: the plain-JSON dialect of the S4 server (`PLAIN_PATH`, default `/`).
+//! - [`socketio`]: Socket.IO v4 at `/socket.io/` (the S1 events on `/`, the S3
+//!   meetings gateway on `/meetings`).
 //! - [`ws`]: the WebSocket transport (axum).
+//! - [`polling`]: Engine.IO's HTTP long-polling transport (Socket.IO only).
 
 pub mod native;
 pub mod plain;
+pub mod polling;
+pub mod socketio;
 pub mod ws;
 
 use std::future::Future;
@@ -19,6 +24,7 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use protocol::{DecodeError, Limits, NodeId, PeerId, Request};
+
 
 use crate::core::Event;
 use crate::session::Reply;
@@ -69,18 +75,62 @@ pub struct Greeting<'a> {
     pub heartbeat: Duration,
 }
 
+/// What one client frame asks of the connection.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A request for the session.
+    Request(Request),
+    /// Several requests, run in order (a Socket.IO namespace disconnect leaves each of
+    /// the namespace's rooms).
+    Requests(Vec<Request>),
+    /// The dialect answers by itself, without the session (a Socket.IO namespace
+    /// connect).
+    Answer(Utf8Bytes),
+    /// Nothing to do but note the client is there (a keep-alive in the dialect's own
+    /// framing).
+    Nothing,
+    /// The client says goodbye in the dialect's own framing (Engine.IO `close`).
+    Close,
+}
+
+impl From<Request> for Decoded {
+    fn from(req: Request) -> Self {
+        Decoded::Request(req)
+    }
+}
+
+/// How a connection proves its client is still there.
+#[derive(Debug, Clone)]
+pub struct Keepalive {
+    /// What the node sends, how often, whether or not the client is busy.
+    pub ping: Option<(Duration, Ping)>,
+    /// A client that sends nothing at all (pongs included) for this long is gone.
+    pub idle_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum Ping {
+    /// A transport-level ping (WebSocket), which the client answers by itself.
+    Transport,
+    /// A frame of the dialect (Engine.IO `2`), which the client answers with a frame.
+    Frame(Utf8Bytes),
+}
+
 /// Translates between one protocol's frames and the session. One value per connection,
 /// so a dialect may remember what its client told it (the plain dialect's registered
 /// id, for instance).
 pub trait Dialect: Send + Sync + 'static {
-    /// The frame sent when the connection opens, if the dialect has one.
-    fn welcome(&self, greeting: &Greeting<'_>) -> Option<Utf8Bytes>;
+    /// The frame sent when the connection opens, if the dialect has one. Runs once,
+    /// before any frame is decoded.
+    fn welcome(&mut self, greeting: &Greeting<'_>) -> Option<Utf8Bytes>;
 
     /// Decodes and validates one text frame.
-    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Request, DecodeError>;
+    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Decoded, DecodeError>;
 
-    /// The frames that answer a request (an empty list is fine).
-    fn render_reply(&mut self, reply: Reply, out: &mut Vec<Utf8Bytes>);
+    /// The frames that answer one request: called once per request (or refused frame)
+    /// with all its replies, also when there are none (a signal), so a dialect that
+    /// acknowledges every request can.
+    fn render_replies(&mut self, replies: Vec<Reply>, out: &mut Vec<Utf8Bytes>);
 
     /// The frame that tells the client of a core event, if the dialect shows it.
     fn render_event(&self, event: &Event) -> Option<Utf8Bytes>;
@@ -88,9 +138,10 @@ pub trait Dialect: Send + Sync + 'static {
     /// The frame that asks the client to reconnect elsewhere (the node is draining).
     fn reconnect(&self, after: Duration) -> Option<Utf8Bytes>;
 
-    /// Whether the node pings the client itself: for dialects whose clients send
-    /// nothing while idle, so that an idle but present client is not closed.
-    fn server_pings(&self) -> bool {
-        false
+    /// How the connection tells a present client from a gone one. By default the
+    /// client keeps itself alive (native clients ping every heartbeat) and is gone
+    /// after two heartbeats of silence.
+    fn keepalive(&self, heartbeat: Duration) -> Keepalive {
+        Keepalive { ping: None, idle_after: heartbeat * 2 }
     }
 }

@@ -15,6 +15,10 @@ pub enum Event {
         room: RoomId,
         peer: PeerId,
         reason: LeftReason,
+        /// Its record as the mirror last knew it, for dialects that name the leaver
+        /// (Socket.IO's `user-left` carries the user name). None when the mirror never
+        /// saw it.
+        member: Option<Arc<MemberInfo>>,
     },
     PeerUpdated {
         room: RoomId,

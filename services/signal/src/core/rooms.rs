@@ -388,12 +388,13 @@ fn apply_room_event(mirror: &mut RoomMirror, event: &BusEvent) {
             (!duplicate).then(|| Event::PeerJoined { room: room.clone(), member })
         }
         BusEvent::Left { room, peer, reason } => {
-            let known = mirror.members.remove(peer).is_some();
+            let member = mirror.members.remove(peer);
             mirror.suspects.remove(peer);
-            (known || !mirror.synced).then(|| Event::PeerLeft {
+            (member.is_some() || !mirror.synced).then(|| Event::PeerLeft {
                 room: room.clone(),
                 peer: peer.clone(),
                 reason: *reason,
+                member,
             })
         }
         BusEvent::Updated { room, member } => {

@@ -5,27 +5,15 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use protocol::native::{Joined, PeerJoined, PeerLeft, Pong, Reconnect, Relayed, RoomReply, Welcome};
-use protocol::{DecodeError, ErrorCode, Limits, Request, ServerMsg};
+use protocol::{DecodeError, ErrorCode, Limits, ServerMsg};
 
-use super::{Dialect, Greeting};
+use super::{Decoded, Dialect, Greeting};
 use crate::core::Event;
 use crate::session::Reply;
 
 pub struct Native;
 
-impl Dialect for Native {
-    fn welcome(&self, greeting: &Greeting<'_>) -> Option<Utf8Bytes> {
-        Some(frame(&ServerMsg::Welcome(Welcome {
-            peer: greeting.peer.clone(),
-            node: greeting.node.clone(),
-            heartbeat_ms: greeting.heartbeat.as_millis() as u64,
-        })))
-    }
-
-    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Request, DecodeError> {
-        protocol::native::decode(text, limits)
-    }
-
+impl Native {
     fn render_reply(&mut self, reply: Reply, out: &mut Vec<Utf8Bytes>) {
         let msg = match reply {
             Reply::Joined { room, others, id } => {
@@ -41,6 +29,26 @@ impl Dialect for Native {
             Reply::Events(events) => return out.extend(events.iter().map(|e| frame(&render(e)))),
         };
         out.push(frame(&msg));
+    }
+}
+
+impl Dialect for Native {
+    fn welcome(&mut self, greeting: &Greeting<'_>) -> Option<Utf8Bytes> {
+        Some(frame(&ServerMsg::Welcome(Welcome {
+            peer: greeting.peer.clone(),
+            node: greeting.node.clone(),
+            heartbeat_ms: greeting.heartbeat.as_millis() as u64,
+        })))
+    }
+
+    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Decoded, DecodeError> {
+        protocol::native::decode(text, limits).map(Decoded::from)
+    }
+
+    fn render_replies(&mut self, replies: Vec<Reply>, out: &mut Vec<Utf8Bytes>) {
+        for reply in replies {
+            self.render_reply(reply, out);
+        }
     }
 
     fn render_event(&self, event: &Event) -> Option<Utf8Bytes> {
@@ -60,7 +68,7 @@ fn render(event: &Event) -> ServerMsg {
         Event::PeerUpdated { room, member } => {
             ServerMsg::PeerUpdated(PeerJoined { room: room.clone(), peer: (**member).clone() })
         }
-        Event::PeerLeft { room, peer, reason } => {
+        Event::PeerLeft { room, peer, reason, .. } => {
             ServerMsg::PeerLeft(PeerLeft { room: room.clone(), peer: peer.clone(), reason: *reason })
         }
         Event::Signal { room, from, kind, data } => ServerMsg::Signal(Relayed {

@@ -17,7 +17,7 @@ use protocol::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Dialect, Greeting};
+use super::{Decoded, Dialect, Greeting, Keepalive, Ping};
 use crate::core::Event;
 use crate::session::Reply;
 
@@ -135,12 +135,33 @@ impl Plain {
     }
 }
 
+impl Plain {
+    fn render_reply(&mut self, reply: Reply, out: &mut Vec<Utf8Bytes>) {
+        let frame = match reply {
+            Reply::Joined { .. } => self.registered_auth(),
+            Reply::Members { members, .. } => {
+                let peers: Vec<&str> = members.iter().map(|m| m.peer.as_str()).collect();
+                Some(frame_of(&json!({"type": "available_peers", "peers": peers})))
+            }
+            Reply::Pong { .. } => Some(frame_of(&json!({"type": "pong"}))),
+            Reply::Error { code, message, .. } => {
+                // A refused registration leaves the connection free to register again.
+                self.pending = None;
+                Some(error_frame(&reason(code, &message)))
+            }
+            Reply::Left { .. } | Reply::Updated { .. } => None,
+            Reply::Events(events) => return out.extend(events.iter().filter_map(|e| self.render_event(e))),
+        };
+        out.extend(frame);
+    }
+}
+
 impl Dialect for Plain {
-    fn welcome(&self, _greeting: &Greeting<'_>) -> Option<Utf8Bytes> {
+    fn welcome(&mut self, _greeting: &Greeting<'_>) -> Option<Utf8Bytes> {
         None
     }
 
-    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Request, DecodeError> {
+    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Decoded, DecodeError> {
         if text.len() > limits.frame_bytes {
             return Err(DecodeError::too_large(limits.frame_bytes));
         }
@@ -161,26 +182,13 @@ impl Dialect for Plain {
                 return Err(refuse(format!("Unknown message type: {shown}")));
             }
         };
-        Ok(Request { id: None, command })
+        Ok(Decoded::Request(Request { id: None, command }))
     }
 
-    fn render_reply(&mut self, reply: Reply, out: &mut Vec<Utf8Bytes>) {
-        let frame = match reply {
-            Reply::Joined { .. } => self.registered_auth(),
-            Reply::Members { members, .. } => {
-                let peers: Vec<&str> = members.iter().map(|m| m.peer.as_str()).collect();
-                Some(frame_of(&json!({"type": "available_peers", "peers": peers})))
-            }
-            Reply::Pong { .. } => Some(frame_of(&json!({"type": "pong"}))),
-            Reply::Error { code, message, .. } => {
-                // A refused registration leaves the connection free to register again.
-                self.pending = None;
-                Some(error_frame(&reason(code, &message)))
-            }
-            Reply::Left { .. } | Reply::Updated { .. } => None,
-            Reply::Events(events) => return out.extend(events.iter().filter_map(|e| self.render_event(e))),
-        };
-        out.extend(frame);
+    fn render_replies(&mut self, replies: Vec<Reply>, out: &mut Vec<Utf8Bytes>) {
+        for reply in replies {
+            self.render_reply(reply, out);
+        }
     }
 
     fn render_event(&self, event: &Event) -> Option<Utf8Bytes> {
@@ -195,7 +203,7 @@ impl Dialect for Plain {
             Event::PeerJoined { room, member } => {
                 frame_of(&json!({"type": "peer_joined", "room_id": room, "peer_id": member.peer}))
             }
-            Event::PeerLeft { room, peer, reason } => frame_of(
+            Event::PeerLeft { room, peer, reason, .. } => frame_of(
                 &json!({"type": "peer_left", "room_id": room, "peer_id": peer, "reason": left_reason(*reason)}),
             ),
             Event::PeerUpdated { .. } => return None,
@@ -207,9 +215,10 @@ impl Dialect for Plain {
         Some(frame_of(&json!({"type": "reconnect", "after_ms": after.as_millis() as u64, "reason": "draining"})))
     }
 
-    /// S4 clients send nothing while they wait: the node pings them.
-    fn server_pings(&self) -> bool {
-        true
+    /// S4 clients send nothing while they wait: the node pings them (their WebSocket
+    /// answers by itself).
+    fn keepalive(&self, heartbeat: Duration) -> Keepalive {
+        Keepalive { ping: Some((heartbeat, Ping::Transport)), idle_after: heartbeat * 2 }
     }
 }
 
@@ -250,7 +259,11 @@ mod tests {
     use super::*;
 
     fn decode(plain: &mut Plain, text: &str) -> Result<Command, String> {
-        plain.decode(text, &Limits::default()).map(|r| r.command).map_err(|e| e.message)
+        match plain.decode(text, &Limits::default()) {
+            Ok(Decoded::Request(req)) => Ok(req.command),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.message),
+        }
     }
 
     fn registered() -> Plain {

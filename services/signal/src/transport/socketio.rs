@@ -1,0 +1,340 @@
+//! Socket.IO v4 (Engine.IO v4) at `/socket.io/`, for clients written for the Node.js
+//! servers we replace: the S1 interview rooms on namespace `/` ([`rooms`]) and the S3
+//! meetings gateway on `/meetings` ([`meetings`]). docs/dialects.md documents every
+//! event.
+//!
+//! The codec frames Engine.IO and Socket.IO itself (`protocol::socketio`); the
+//! connection driver, the session and the core are the same as every other dialect's.
+//! Every event of a socket goes through the session one at a time, so one sender's
+//! signals stay in order. Over WebSocket one frame is one Engine.IO packet; HTTP
+//! long-polling ([`super::polling`]) delivers the same packets through channels.
+//!
+//! A connection may join both namespaces; its socket id is its peer id in both (a
+//! room is joined from one namespace at a time), which is also the `userId` /
+//! `participantId` every other member sees.
+
+mod fields;
+mod meetings;
+mod rooms;
+
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use protocol::socketio::{encode_sio, EioPacket, SioPacket, SioType};
+use protocol::{Command, DecodeError, ErrorCode, Limits, PeerId, Request, RoomId};
+
+use super::{Decoded, Dialect, Greeting, Keepalive, Ping};
+use crate::core::Event;
+use crate::session::Reply;
+use fields::{ack_frame, event_frame, quoted};
+
+/// Engine.IO timing, as the Node.js servers we replace configured it: the server
+/// pings every 25 s and gives up on a client silent for 25 + 60 s.
+pub const PING_INTERVAL: Duration = Duration::from_secs(25);
+pub const PING_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The largest Engine.IO packet (and long-polling body) accepted, in bytes. Events
+/// are also held to the node's frame limit (FRAME_BYTES), like every dialect's.
+pub const MAX_PAYLOAD: usize = 1_000_000;
+
+/// The namespaces served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ns {
+    /// `/`: S1 interview rooms.
+    Rooms,
+    /// `/meetings`: the S3 meetings gateway.
+    Meetings,
+}
+
+impl Ns {
+    fn parse(path: &str) -> Option<Ns> {
+        match path {
+            "/" => Some(Ns::Rooms),
+            "/meetings" => Some(Ns::Meetings),
+            _ => None,
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Ns::Rooms => "/",
+            Ns::Meetings => "/meetings",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Ns::Rooms => 1,
+            Ns::Meetings => 2,
+        }
+    }
+}
+
+/// One connection's codec.
+#[derive(Default)]
+pub struct SocketIo {
+    /// The connection's peer id: its socket id in every namespace. Set by `welcome`.
+    peer: Option<PeerId>,
+    /// The Engine.IO session id of a long-polling session (which may upgrade); a
+    /// WebSocket-only session uses the peer id.
+    polling_sid: Option<Box<str>>,
+    /// Namespaces connected, as bits of [`Ns::bit`].
+    connected: u8,
+    /// Rooms joined, with the namespace that joined them (events are shown there).
+    rooms: Vec<(RoomId, Ns)>,
+    /// This participant's own state in each meeting it joined.
+    meetings: Vec<meetings::Me>,
+    /// The event the session is working on, to answer it when its replies come.
+    in_flight: Option<Box<InFlight>>,
+    /// Numbers this connection's chat messages.
+    chats_sent: u64,
+}
+
+/// An event being handled.
+struct InFlight {
+    ns: Ns,
+    ack: Option<u64>,
+    action: Action,
+}
+
+/// What to show when an event's replies come back.
+enum Action {
+    /// Acknowledge only.
+    Plain,
+    JoinRoom,
+    JoinMeeting(meetings::Me),
+    /// A signal to `target` in `room` (a refusal names them).
+    Signal { room: RoomId, target: String },
+    /// The participant's new state, kept once the node confirms it.
+    UpdateMeeting(meetings::Me),
+    /// A chat message, echoed to its sender once sent.
+    Chat { message: String },
+}
+
+fn bad(message: impl Into<String>) -> DecodeError {
+    DecodeError::bad(message, None)
+}
+
+impl SocketIo {
+    /// A session reached over WebSocket from the start.
+    pub fn over_websocket() -> Self {
+        Self::default()
+    }
+
+    /// A long-polling session known by `sid`, which may upgrade to WebSocket.
+    pub fn over_polling(sid: &str) -> Self {
+        Self { polling_sid: Some(sid.into()), ..Self::default() }
+    }
+
+    fn peer(&self) -> &PeerId {
+        self.peer.as_ref().expect("welcome runs before any frame is decoded")
+    }
+
+    fn act(&mut self, action: Action) {
+        if let Some(flight) = self.in_flight.as_mut() {
+            flight.action = action;
+        }
+    }
+
+    fn is_connected(&self, ns: Ns) -> bool {
+        self.connected & ns.bit() != 0
+    }
+
+    fn namespace_of(&self, room: &RoomId) -> Option<Ns> {
+        self.rooms.iter().find(|(r, _)| r == room).map(|(_, ns)| *ns)
+    }
+
+    /// The one room of `ns` this socket is in, for events that do not name it.
+    fn only_room(&self, ns: Ns) -> Option<&RoomId> {
+        let mut rooms = self.rooms.iter().filter(|(_, n)| *n == ns);
+        match (rooms.next(), rooms.next()) {
+            (Some((room, _)), None) => Some(room),
+            _ => None,
+        }
+    }
+
+    fn meeting(&self, room: &RoomId) -> Option<&meetings::Me> {
+        self.meetings.iter().find(|m| &m.room == room)
+    }
+
+    fn decode_message(&mut self, text: &str, limits: &Limits) -> Result<Decoded, DecodeError> {
+        if text.len() > limits.frame_bytes {
+            return Err(DecodeError::too_large(limits.frame_bytes));
+        }
+        let packet = SioPacket::decode(text).map_err(|e| bad(e.0))?;
+        let Some(ns) = Ns::parse(packet.namespace) else {
+            if packet.ty == SioType::Connect {
+                let refusal = encode_sio(SioType::ConnectError, packet.namespace, None, Some(r#"{"message":"Invalid namespace"}"#));
+                return Ok(Decoded::Answer(Utf8Bytes::from(format!("4{refusal}"))));
+            }
+            return Err(bad(format!("unknown namespace {}", fields::shown(packet.namespace, 64))));
+        };
+        match packet.ty {
+            SioType::Connect => {
+                // The handshake's `auth` (a JWT in `auth.token`) is read once room
+                // admission lands; until then every namespace is open.
+                self.connected |= ns.bit();
+                let reply = format!(r#"{{"sid":{}}}"#, quoted(self.peer().as_str()));
+                Ok(Decoded::Answer(Utf8Bytes::from(format!("4{}", encode_sio(SioType::Connect, ns.path(), None, Some(&reply))))))
+            }
+            SioType::Disconnect => {
+                self.connected &= !ns.bit();
+                let leaves: Vec<Request> = self
+                    .rooms
+                    .iter()
+                    .filter(|(_, n)| *n == ns)
+                    .map(|(room, _)| Request { id: None, command: Command::Leave { room: room.clone() } })
+                    .collect();
+                Ok(if leaves.is_empty() { Decoded::Nothing } else { Decoded::Requests(leaves) })
+            }
+            SioType::Event => {
+                self.in_flight = Some(Box::new(InFlight { ns, ack: packet.ack, action: Action::Plain }));
+                if !self.is_connected(ns) {
+                    return Err(bad(format!("namespace {} is not connected", ns.path())));
+                }
+                let (name, args) = packet.event().map_err(|e| bad(e.0))?;
+                let arg = args.first().copied();
+                let command = match ns {
+                    Ns::Rooms => rooms::decode(self, &name, arg, limits)?,
+                    Ns::Meetings => meetings::decode(self, &name, arg, limits)?,
+                };
+                Ok(Decoded::Request(Request { id: None, command }))
+            }
+            // The node never asks for acknowledgements.
+            SioType::Ack => Ok(Decoded::Nothing),
+            SioType::ConnectError => Err(bad("a client may not send CONNECT_ERROR")),
+        }
+    }
+
+    /// The refusal of an event, in the namespace's own way, and the ack's error.
+    fn render_failure(&self, flight: Option<&InFlight>, code: ErrorCode, message: &str, out: &mut Vec<Utf8Bytes>) {
+        let ns = flight.map(|f| f.ns).unwrap_or(if self.is_connected(Ns::Meetings) && !self.is_connected(Ns::Rooms) {
+            Ns::Meetings
+        } else {
+            Ns::Rooms
+        });
+        let action = flight.map(|f| &f.action);
+        out.push(match ns {
+            Ns::Rooms => rooms::error_frame(code, message, action),
+            Ns::Meetings => meetings::error_frame(code, message, action),
+        });
+        if let Some(ack) = flight.and_then(|f| f.ack) {
+            let arg = format!(r#"{{"error":{},"code":{}}}"#, quoted(message), quoted(code.as_str()));
+            out.push(ack_frame(ns.path(), ack, &arg));
+        }
+    }
+}
+
+impl Dialect for SocketIo {
+    /// The Engine.IO handshake.
+    fn welcome(&mut self, greeting: &Greeting<'_>) -> Option<Utf8Bytes> {
+        self.peer = Some(greeting.peer.clone());
+        let (sid, upgrades) = match &self.polling_sid {
+            Some(sid) => (&**sid, r#"["websocket"]"#),
+            None => (greeting.peer.as_str(), "[]"),
+        };
+        let open = format!(
+            r#"{{"sid":{},"upgrades":{upgrades},"pingInterval":{},"pingTimeout":{},"maxPayload":{MAX_PAYLOAD}}}"#,
+            quoted(sid),
+            PING_INTERVAL.as_millis(),
+            PING_TIMEOUT.as_millis(),
+        );
+        Some(Utf8Bytes::from(EioPacket::Open(&open).encode()))
+    }
+
+    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Decoded, DecodeError> {
+        self.in_flight = None;
+        if text.len() > MAX_PAYLOAD {
+            return Err(DecodeError::too_large(MAX_PAYLOAD));
+        }
+        match EioPacket::decode(text).map_err(|e| bad(e.0))? {
+            EioPacket::Message(message) => self.decode_message(message, limits),
+            EioPacket::Ping(data) => Ok(Decoded::Answer(Utf8Bytes::from(EioPacket::Pong(data).encode()))),
+            EioPacket::Pong(_) | EioPacket::Noop | EioPacket::Upgrade => Ok(Decoded::Nothing),
+            EioPacket::Close => Ok(Decoded::Close),
+            EioPacket::Open(_) => Err(bad("a client may not send an Engine.IO open packet")),
+        }
+    }
+
+    fn render_replies(&mut self, replies: Vec<Reply>, out: &mut Vec<Utf8Bytes>) {
+        let flight = self.in_flight.take();
+        let mut failure = None;
+        for reply in replies {
+            match reply {
+                Reply::Joined { room, others, .. } => {
+                    let Some(flight) = flight.as_deref() else { continue };
+                    self.rooms.push((room.clone(), flight.ns));
+                    match &flight.action {
+                        Action::JoinMeeting(me) => {
+                            self.meetings.push(me.clone());
+                            meetings::render_joined(me, self.peer(), &others, out);
+                        }
+                        _ => out.push(rooms::existing_users(&others)),
+                    }
+                }
+                Reply::Events(events) => out.extend(events.iter().filter_map(|e| self.render_event(e))),
+                Reply::Left { room, .. } => {
+                    self.rooms.retain(|(r, _)| r != &room);
+                    self.meetings.retain(|m| m.room != room);
+                }
+                Reply::Updated { room, .. } => {
+                    if let Some(Action::UpdateMeeting(me)) = flight.as_deref().map(|f| &f.action) {
+                        if let Some(kept) = self.meetings.iter_mut().find(|m| m.room == room) {
+                            *kept = me.clone();
+                        }
+                    }
+                }
+                Reply::Error { code, message, .. } => failure = Some((code, message)),
+                Reply::Members { .. } | Reply::Pong { .. } => {}
+            }
+        }
+        if let Some((code, message)) = failure {
+            return self.render_failure(flight.as_deref(), code, &message, out);
+        }
+        let Some(flight) = flight else { return };
+        if let Action::Chat { message } = &flight.action {
+            out.push(event_frame(flight.ns.path(), "chat-message", message));
+        }
+        if let Some(ack) = flight.ack {
+            let arg = match &flight.action {
+                Action::JoinMeeting(_) | Action::JoinRoom => {
+                    format!(r#"{{"ok":true,"id":{}}}"#, quoted(self.peer().as_str()))
+                }
+                Action::Chat { message } => format!(r#"{{"ok":true,"message":{message}}}"#),
+                _ => r#"{"ok":true}"#.to_owned(),
+            };
+            out.push(ack_frame(flight.ns.path(), ack, &arg));
+        }
+    }
+
+    fn render_event(&self, event: &Event) -> Option<Utf8Bytes> {
+        let room = match event {
+            Event::PeerJoined { room, .. }
+            | Event::PeerLeft { room, .. }
+            | Event::PeerUpdated { room, .. }
+            | Event::Signal { room, .. }
+            | Event::Broadcast { room, .. }
+            | Event::Undeliverable { room, .. } => room,
+        };
+        match self.namespace_of(room)? {
+            Ns::Rooms => rooms::render_event(event),
+            Ns::Meetings => meetings::render_event(event),
+        }
+    }
+
+    /// A Socket.IO client reconnects by itself when its transport closes (the node's
+    /// close follows); a Socket.IO `disconnect` would stop it from reconnecting.
+    fn reconnect(&self, _after: Duration) -> Option<Utf8Bytes> {
+        None
+    }
+
+    fn keepalive(&self, _heartbeat: Duration) -> Keepalive {
+        Keepalive {
+            ping: Some((PING_INTERVAL, Ping::Frame(Utf8Bytes::from_static("2")))),
+            idle_after: PING_INTERVAL + PING_TIMEOUT,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,225 @@
+//! Namespace `/`: the S1 interview-room events.
+//!
+//! - `join-room {roomId, userName, userRole}`: the joiner gets `existing-users`, the
+//!   others `user-joined {userId, userName, userRole}`.
+//! - `offer` / `answer` / `ice-candidate {targetUserId, offer|answer|candidate,
+//!   roomId}`: the target gets the same event with `fromUserId`; the payload passes
+//!   through untouched. Only members of a shared room may signal each other.
+//! - A disconnect: the others get `user-left {userId, userName}`, once.
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use protocol::{Command, DecodeError, DisplayName, ErrorCode, Limits, MemberInfo, Payload, PeerId, Role, RoomId};
+use serde_json::value::RawValue;
+
+use super::fields::{event_frame, quoted, shown, Fields};
+use super::{bad, Action, Ns, SocketIo};
+use crate::core::Event;
+
+/// The S1 server's limits on its fields.
+const ROOM_ID_MAX: usize = 100;
+const USER_NAME_MAX: usize = 50;
+const ROLES: [&str; 3] = ["interviewer", "candidate", "observer"];
+
+/// The three relayed events: (event, its payload field, the cluster's signal kind).
+const RELAYS: [(&str, &str, &str); 3] =
+    [("offer", "offer", "offer"), ("answer", "answer", "answer"), ("ice-candidate", "candidate", "candidate")];
+
+pub(super) fn decode(
+    sio: &mut SocketIo,
+    event: &str,
+    arg: Option<&RawValue>,
+    limits: &Limits,
+) -> Result<Command, DecodeError> {
+    match event {
+        "join-room" => join(sio, arg, limits),
+        "leave-room" => {
+            let fields = Fields::of(arg).ok_or_else(|| bad("Invalid payload: expected an object"))?;
+            Ok(Command::Leave { room: room_of(sio, &fields, limits)? })
+        }
+        _ => match RELAYS.iter().find(|(name, ..)| *name == event) {
+            Some(&(_, field, kind)) => relay(sio, arg, field, kind, limits),
+            None => Err(bad(format!("Unknown event: {}", shown(event, 32)))),
+        },
+    }
+}
+
+fn join(sio: &mut SocketIo, arg: Option<&RawValue>, limits: &Limits) -> Result<Command, DecodeError> {
+    let fields = Fields::of(arg).ok_or_else(|| bad("Invalid payload: expected {roomId, userName, userRole}"))?;
+    let room = fields
+        .string(&["roomId"])
+        .ok()
+        .flatten()
+        .filter(|r| !r.trim().is_empty())
+        .and_then(|r| RoomId::parse_with_max(&r, ROOM_ID_MAX.min(limits.room_id_chars)).ok())
+        .ok_or_else(|| bad("Invalid room ID"))?;
+    let name = fields
+        .string(&["userName"])
+        .ok()
+        .flatten()
+        .filter(|n| !n.trim().is_empty())
+        .and_then(|n| DisplayName::parse_with_max(&n, USER_NAME_MAX.min(limits.name_chars)).ok())
+        .ok_or_else(|| bad("Invalid user name"))?;
+    let role = fields
+        .string(&["userRole"])
+        .ok()
+        .flatten()
+        .filter(|r| ROLES.contains(&r.as_str()))
+        .and_then(|r| Role::parse(&r).ok())
+        .ok_or_else(|| bad("Invalid user role: expected interviewer, candidate or observer"))?;
+    let meta = format!(r#"{{"joinedAt":{}}}"#, quoted(&now_iso()));
+    sio.act(Action::JoinRoom);
+    Ok(Command::Join {
+        room,
+        name,
+        role,
+        token: None,
+        meta: Payload::from_json(meta).expect("valid JSON"),
+        member: None,
+    })
+}
+
+fn relay(
+    sio: &mut SocketIo,
+    arg: Option<&RawValue>,
+    field: &str,
+    kind: &str,
+    limits: &Limits,
+) -> Result<Command, DecodeError> {
+    let fields = Fields::of(arg).ok_or_else(|| bad("Invalid payload: expected an object"))?;
+    let target = fields.string(&["targetUserId"]).ok().flatten().ok_or_else(|| bad("Invalid target user ID"))?;
+    let to = PeerId::parse(&target).map_err(|_| bad("Invalid target user ID"))?;
+    let data = fields.raw(&[field]).ok_or_else(|| bad(format!("Missing {field}")))?;
+    let room = room_of(sio, &fields, limits)?;
+    sio.act(Action::Signal { room: room.clone(), target });
+    Ok(Command::Signal {
+        room,
+        to,
+        kind: protocol::SignalKind::parse(kind).expect("a known kind"),
+        data: Payload::from_json(data.get().to_owned()).map_err(|_| bad("Invalid JSON"))?,
+    })
+}
+
+/// The event's `roomId`, or the socket's only room when it names none.
+fn room_of(sio: &SocketIo, fields: &Fields<'_>, limits: &Limits) -> Result<RoomId, DecodeError> {
+    match fields.string(&["roomId"]) {
+        Ok(Some(room)) => RoomId::parse_with_max(&room, limits.room_id_chars).map_err(|_| bad("Invalid room ID")),
+        Ok(None) => sio.only_room(Ns::Rooms).cloned().ok_or_else(|| bad("Invalid room ID")),
+        Err(()) => Err(bad("Invalid room ID")),
+    }
+}
+
+/// The current time as the S1 server wrote `new Date()`.
+pub(super) fn now_iso() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A member's `joinedAt` (from its metadata), or null when its dialect set none.
+fn joined_at(member: &MemberInfo) -> String {
+    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(member.meta.get())
+        .ok()
+        .and_then(|meta| meta.get("joinedAt").map(|v| v.to_string()))
+        .unwrap_or_else(|| "null".into())
+}
+
+/// `existing-users`: the room's other members.
+pub(super) fn existing_users(others: &[Arc<MemberInfo>]) -> Utf8Bytes {
+    let users: Vec<String> = others
+        .iter()
+        .map(|m| {
+            format!(
+                r#"{{"id":{id},"name":{},"role":{},"socketId":{id},"joinedAt":{}}}"#,
+                quoted(m.name.as_str()),
+                quoted(m.role.as_str()),
+                joined_at(m),
+                id = quoted(m.peer.as_str()),
+            )
+        })
+        .collect();
+    event_frame("/", "existing-users", &format!("[{}]", users.join(",")))
+}
+
+pub(super) fn render_event(event: &Event) -> Option<Utf8Bytes> {
+    Some(match event {
+        Event::PeerJoined { member, .. } => event_frame(
+            "/",
+            "user-joined",
+            &format!(
+                r#"{{"userId":{},"userName":{},"userRole":{},"joinedAt":{}}}"#,
+                quoted(member.peer.as_str()),
+                quoted(member.name.as_str()),
+                quoted(member.role.as_str()),
+                joined_at(member),
+            ),
+        ),
+        Event::PeerLeft { peer, member, .. } => {
+            let name = member.as_ref().map_or_else(|| "null".into(), |m| quoted(m.name.as_str()));
+            event_frame("/", "user-left", &format!(r#"{{"userId":{},"userName":{name}}}"#, quoted(peer.as_str())))
+        }
+        Event::Signal { room, from, kind, data } => {
+            let (event, field) = match kind.as_str() {
+                "offer" => ("offer", "offer"),
+                "answer" => ("answer", "answer"),
+                "candidate" => ("ice-candidate", "candidate"),
+                other => {
+                    return Some(event_frame(
+                        "/",
+                        "signal",
+                        &format!(
+                            r#"{{"fromUserId":{},"kind":{},"data":{},"roomId":{}}}"#,
+                            quoted(from.as_str()),
+                            quoted(other),
+                            data.get(),
+                            quoted(room.as_str())
+                        ),
+                    ))
+                }
+            };
+            event_frame(
+                "/",
+                event,
+                &format!(
+                    r#"{{"fromUserId":{},"{field}":{},"roomId":{}}}"#,
+                    quoted(from.as_str()),
+                    data.get(),
+                    quoted(room.as_str())
+                ),
+            )
+        }
+        Event::Broadcast { room, from, kind, data } => event_frame(
+            "/",
+            "broadcast",
+            &format!(
+                r#"{{"fromUserId":{},"kind":{},"data":{},"roomId":{}}}"#,
+                quoted(from.as_str()),
+                quoted(kind.as_str()),
+                data.get(),
+                quoted(room.as_str())
+            ),
+        ),
+        // S1 has no event for a member's metadata changing.
+        Event::PeerUpdated { .. } => return None,
+        Event::Undeliverable { room, to } => event_frame(
+            "/",
+            "error",
+            &format!(
+                r#"{{"message":{},"code":"peer-unavailable","targetUserId":{},"roomId":{}}}"#,
+                quoted(&format!("User {to} is not reachable: they left the room")),
+                quoted(to.as_str()),
+                quoted(room.as_str())
+            ),
+        ),
+    })
+}
+
+/// `error {message, code}`, naming the target of a refused signal.
+pub(super) fn error_frame(code: ErrorCode, message: &str, action: Option<&Action>) -> Utf8Bytes {
+    let target = match action {
+        Some(Action::Signal { target, room }) => {
+            format!(r#","targetUserId":{},"roomId":{}"#, quoted(target), quoted(room.as_str()))
+        }
+        _ => String::new(),
+    };
+    event_frame("/", "error", &format!(r#"{{"message":{},"code":{}{target}}}"#, quoted(message), quoted(code.as_str())))
+}

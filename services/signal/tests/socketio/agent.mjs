@@ -1,0 +1,63 @@
+// Drives socket.io-client sockets for the signal node's integration tests: one JSON
+// command per stdin line, one JSON report per stdout line. Several clients live in one
+// process (a test with 40 clients starts one Node.js, not 40).
+//
+// Commands:
+//   {"op":"connect","client":C,"url":U,"namespace":"/","transports":["websocket"],"upgrade":true,"auth":{...}}
+//   {"op":"emit","client":C,"event":E,"args":[...],"ack":true,"seq":N}
+//   {"op":"disconnect","client":C}
+// Reports:
+//   {"client":C,"connected":ID,"transport":T}   on connect (ID is socket.id)
+//   {"client":C,"upgraded":T}                     when the transport changes
+//   {"client":C,"event":E,"args":[...]}           for every event the server sent
+//   {"client":C,"ack":N,"args":[...]}             for an acknowledged emit
+//   {"client":C,"disconnected":REASON}
+//   {"client":C,"connect_error":MESSAGE}
+import { createInterface } from "node:readline";
+import { io } from "socket.io-client";
+
+const sockets = new Map();
+const report = (line) => process.stdout.write(JSON.stringify(line) + "\n");
+
+function connect({ client, url, namespace = "/", transports = ["websocket"], upgrade = true, auth }) {
+  const socket = io(url + (namespace === "/" ? "" : namespace), {
+    transports,
+    upgrade,
+    auth,
+    reconnection: false,
+    forceNew: true,
+    timeout: 10000,
+  });
+  sockets.set(client, socket);
+  socket.io.on("open", () => socket.io.engine.on("upgrade", (t) => report({ client, upgraded: t.name })));
+  socket.on("connect", () => {
+    report({ client, connected: socket.id, transport: socket.io.engine.transport.name });
+  });
+  socket.on("connect_error", (err) => report({ client, connect_error: err.message }));
+  socket.on("disconnect", (reason) => report({ client, disconnected: reason }));
+  socket.onAny((event, ...args) => report({ client, event, args }));
+}
+
+for await (const line of createInterface({ input: process.stdin })) {
+  if (!line.trim()) continue;
+  const cmd = JSON.parse(line);
+  const socket = sockets.get(cmd.client);
+  switch (cmd.op) {
+    case "connect":
+      connect(cmd);
+      break;
+    case "emit":
+      if (cmd.ack) {
+        socket.emit(cmd.event, ...cmd.args, (...args) => report({ client: cmd.client, ack: cmd.seq, args }));
+      } else {
+        socket.emit(cmd.event, ...cmd.args);
+      }
+      break;
+    case "disconnect":
+      socket.disconnect();
+      break;
+    default:
+      report({ error: `unknown op ${cmd.op}` });
+  }
+}
+for (const socket of sockets.values()) socket.disconnect();
