@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine. Installs what the tests need
-# when missing: redis-server, redis-cli and coturn (turnserver, turnutils_uclient) with
-# apt-get; kubernetes-validate (which checks the load test's Kubernetes Job manifest)
-# with pip. The tests start their own servers on free loopback ports and never touch a
+# when missing: redis-server, redis-cli, coturn (turnserver, turnutils_uclient) and
+# Node.js with npm with apt-get; socket.io-client (the official Socket.IO client the
+# Socket.IO dialect is tested with) with `npm ci` from the lockfile in
+# services/signal/tests/socketio; kubernetes-validate (which checks the load test's
+# Kubernetes Job manifest) with pip. The tests start their own servers on free loopback ports and never touch a
 # Redis (or a coturn) already running on the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,12 +13,21 @@ need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 { command -v turnserver && command -v turnutils_uclient; } >/dev/null 2>&1 || need_apt+=(coturn)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   echo "installing: ${need_apt[*]}"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+sio_tests=services/signal/tests/socketio
+if ! cmp -s "$sio_tests/package-lock.json" "$sio_tests/node_modules/.package-lock.json.installed" 2>/dev/null; then
+  echo "installing: socket.io-client (npm ci)"
+  (cd "$sio_tests" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$sio_tests/package-lock.json" "$sio_tests/node_modules/.package-lock.json.installed"
 fi
 
 if ! command -v kubernetes-validate >/dev/null 2>&1; then

@@ -151,7 +151,12 @@ async fn plain(
 /// Every WebSocket route goes through here, whatever dialect it serves: the browser
 /// origin is checked against ALLOWED_ORIGINS, a draining node accepts no one, frame
 /// sizes are capped, and the connection runs on the node's session tracker.
-pub(crate) fn upgrade_to<D: Dialect>(dialect: D, state: AppState, headers: &HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+pub(crate) fn upgrade_to<D: Dialect>(
+    dialect: D,
+    state: AppState,
+    headers: &HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let origin = headers.get("origin").and_then(|o| o.to_str().ok());
     if !state.config.origin_allowed(origin) {
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();

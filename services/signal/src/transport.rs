@@ -25,7 +25,6 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use protocol::{DecodeError, Limits, NodeId, PeerId, Request};
 
-
 use crate::core::Event;
 use crate::session::Reply;
 

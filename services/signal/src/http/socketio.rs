@@ -123,7 +123,9 @@ pub(super) async fn get(
             let upgrade = upgrade.map_err(|_| EioError::BadRequest("expected a WebSocket upgrade"))?;
             let session = state.polling.get(&sid).ok_or(EioError::SessionUnknown)?;
             let tracker = state.sessions.clone();
-            Ok(upgrade.read_buffer_size(super::READ_BUFFER_BYTES).on_upgrade(move |socket| tracker.track_future(session.upgrade(socket))))
+            Ok(upgrade
+                .read_buffer_size(super::READ_BUFFER_BYTES)
+                .on_upgrade(move |socket| tracker.track_future(session.upgrade(socket))))
         }
         (Transport::Polling, None) => {
             if state.core.health().is_draining() {

@@ -58,8 +58,7 @@ impl PollingSessions {
             upgraded: AtomicBool::new(false),
         });
         self.open.lock().expect("not poisoned").insert(sid.clone(), session.clone());
-        let transport =
-            PollingTransport { inbound: inbound_rx, outbound: outbound_tx, sessions: self.clone(), sid };
+        let transport = PollingTransport { inbound: inbound_rx, outbound: outbound_tx, sessions: self.clone(), sid };
         (session, transport)
     }
 

@@ -104,11 +104,16 @@ enum Action {
     JoinRoom,
     JoinMeeting(meetings::Me),
     /// A signal to `target` in `room` (a refusal names them).
-    Signal { room: RoomId, target: String },
+    Signal {
+        room: RoomId,
+        target: String,
+    },
     /// The participant's new state, kept once the node confirms it.
     UpdateMeeting(meetings::Me),
     /// A chat message, echoed to its sender once sent.
-    Chat { message: String },
+    Chat {
+        message: String,
+    },
 }
 
 fn bad(message: impl Into<String>) -> DecodeError {
@@ -164,7 +169,12 @@ impl SocketIo {
         let packet = SioPacket::decode(text).map_err(|e| bad(e.0))?;
         let Some(ns) = Ns::parse(packet.namespace) else {
             if packet.ty == SioType::Connect {
-                let refusal = encode_sio(SioType::ConnectError, packet.namespace, None, Some(r#"{"message":"Invalid namespace"}"#));
+                let refusal = encode_sio(
+                    SioType::ConnectError,
+                    packet.namespace,
+                    None,
+                    Some(r#"{"message":"Invalid namespace"}"#),
+                );
                 return Ok(Decoded::Answer(Utf8Bytes::from(format!("4{refusal}"))));
             }
             return Err(bad(format!("unknown namespace {}", fields::shown(packet.namespace, 64))));
@@ -175,7 +185,10 @@ impl SocketIo {
                 // admission lands; until then every namespace is open.
                 self.connected |= ns.bit();
                 let reply = format!(r#"{{"sid":{}}}"#, quoted(self.peer().as_str()));
-                Ok(Decoded::Answer(Utf8Bytes::from(format!("4{}", encode_sio(SioType::Connect, ns.path(), None, Some(&reply))))))
+                Ok(Decoded::Answer(Utf8Bytes::from(format!(
+                    "4{}",
+                    encode_sio(SioType::Connect, ns.path(), None, Some(&reply))
+                ))))
             }
             SioType::Disconnect => {
                 self.connected &= !ns.bit();

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod nodes;
+pub mod socketio;
 
 pub use client::Client;
 pub use nodes::{Backend, NodeProcess, TestCluster};

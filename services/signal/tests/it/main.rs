@@ -13,4 +13,5 @@ mod limits;
 mod metrics;
 mod plain;
 mod protocol_suite;
+mod socketio;
 mod upgrade;

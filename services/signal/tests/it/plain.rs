@@ -17,26 +17,26 @@ use crate::helpers::nodes::http_get;
 use crate::helpers::{Backend, Client, TestCluster, TestRedis};
 
 /// An S4 client: connects to the node's root URL and speaks raw JSON.
-struct PlainClient {
+pub(crate) struct PlainClient {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
 impl PlainClient {
-    async fn connect(addr: std::net::SocketAddr) -> Self {
+    pub(crate) async fn connect(addr: std::net::SocketAddr) -> Self {
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await.expect("connect /");
         Self { ws }
     }
 
-    async fn send_text(&mut self, text: &str) {
+    pub(crate) async fn send_text(&mut self, text: &str) {
         self.ws.send(Message::Text(text.into())).await.expect("send");
     }
 
-    async fn send(&mut self, v: Value) {
+    pub(crate) async fn send(&mut self, v: Value) {
         self.send_text(&v.to_string()).await;
     }
 
     /// The next text frame, as sent.
-    async fn recv_text(&mut self) -> String {
+    pub(crate) async fn recv_text(&mut self) -> String {
         loop {
             let frame = tokio::time::timeout(RECV_DEADLINE, self.ws.next()).await.expect("a frame in time");
             match frame {
@@ -47,16 +47,16 @@ impl PlainClient {
         }
     }
 
-    async fn recv(&mut self) -> Value {
+    pub(crate) async fn recv(&mut self) -> Value {
         serde_json::from_str(&self.recv_text().await).expect("JSON")
     }
 
-    async fn register(&mut self, peer: &str, room: &str) {
+    pub(crate) async fn register(&mut self, peer: &str, room: &str) {
         self.send(json!({"type":"register","peer_id":peer,"room_id":room,"token":"tok","id_token":"idt"})).await;
         assert_eq!(self.recv().await, json!({"type":"registered_auth","room_id":room,"token":"tok","peer_id":peer}));
     }
 
-    async fn recv_error(&mut self) -> String {
+    pub(crate) async fn recv_error(&mut self) -> String {
         let msg = self.recv().await;
         assert_eq!(msg["type"], "error", "{msg}");
         msg["reason"].as_str().unwrap().to_owned()

@@ -106,8 +106,10 @@ pub(super) fn decode(
     if let Some(&(_, names, kind)) = SIGNALS.iter().find(|(name, ..)| *name == event) {
         return signal(sio, room, &fields, names, kind);
     }
-    let me = sio.meeting(&room).cloned().ok_or_else(|| {
-        DecodeError { code: ErrorCode::NotInRoom, message: "Not in this meeting".into(), id: None }
+    let me = sio.meeting(&room).cloned().ok_or_else(|| DecodeError {
+        code: ErrorCode::NotInRoom,
+        message: "Not in this meeting".into(),
+        id: None,
     })?;
     match event {
         "leave-meeting" => Ok(Command::Leave { room }),
@@ -130,7 +132,8 @@ fn join(sio: &mut SocketIo, room: RoomId, fields: &Fields<'_>, limits: &Limits) 
         .map_err(|()| bad("Invalid display name"))?
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| "Guest".into());
-    let name = DisplayName::parse_with_max(&name, limits.name_chars).map_err(|e| bad(format!("Invalid display name: {e}")))?;
+    let name =
+        DisplayName::parse_with_max(&name, limits.name_chars).map_err(|e| bad(format!("Invalid display name: {e}")))?;
     let role = match fields.string(&["role"]) {
         Ok(Some(role)) => Role::parse(&role).map_err(|e| bad(format!("Invalid role: {e}")))?,
         Ok(None) => Role::parse("participant").expect("a valid role"),
@@ -140,7 +143,14 @@ fn join(sio: &mut SocketIo, room: RoomId, fields: &Fields<'_>, limits: &Limits) 
         Some(raw) => toggled(Media::default(), &Fields::of(Some(raw)).ok_or_else(|| bad("Invalid media state"))?)?,
         None => Media::default(),
     };
-    let me = Me { room: room.clone(), name: name.clone(), media, ready: false, joined_at: now_iso(), change: Change::Joined };
+    let me = Me {
+        room: room.clone(),
+        name: name.clone(),
+        media,
+        ready: false,
+        joined_at: now_iso(),
+        change: Change::Joined,
+    };
     let meta = me.meta();
     sio.act(Action::JoinMeeting(me));
     Ok(Command::Join { room, name, role, token: None, meta, member: None })
@@ -272,7 +282,10 @@ pub(super) fn render_joined(me: &Me, peer: &PeerId, others: &[Arc<MemberInfo>], 
         }),
     ));
     if others.is_empty() {
-        out.push(frame("meeting-started", &json!({"meetingId": me.room, "startedAt": me.joined_at, "startedBy": peer})));
+        out.push(frame(
+            "meeting-started",
+            &json!({"meetingId": me.room, "startedAt": me.joined_at, "startedBy": peer}),
+        ));
     }
 }
 

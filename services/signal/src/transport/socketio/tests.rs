@@ -1,1 +1,177 @@
+//! The Socket.IO codec on its own: frames in, commands and frames out.
 
+use std::sync::Arc;
+
+use protocol::{MemberInfo, NodeId};
+use serde_json::{json, Value};
+
+use super::*;
+
+fn greeted() -> SocketIo {
+    let mut sio = SocketIo::over_websocket();
+    let node = NodeId::parse("n1").unwrap();
+    let peer = PeerId::parse("n1.me").unwrap();
+    let open = sio.welcome(&Greeting { peer: &peer, node: &node, heartbeat: Duration::from_secs(25) }).unwrap();
+    let handshake: Value = serde_json::from_str(open.as_str().strip_prefix('0').unwrap()).unwrap();
+    assert_eq!(
+        handshake,
+        json!({"sid": "n1.me", "upgrades": [], "pingInterval": 25000, "pingTimeout": 60000, "maxPayload": 1000000})
+    );
+    sio
+}
+
+fn decode(sio: &mut SocketIo, text: &str) -> Result<Decoded, DecodeError> {
+    sio.decode(text, &Limits::default())
+}
+
+fn answer(decoded: Result<Decoded, DecodeError>) -> String {
+    match decoded {
+        Ok(Decoded::Answer(frame)) => frame.to_string(),
+        other => panic!("expected an answer, got {other:?}"),
+    }
+}
+
+fn command(decoded: Result<Decoded, DecodeError>) -> Command {
+    match decoded {
+        Ok(Decoded::Request(req)) => req.command,
+        other => panic!("expected a request, got {other:?}"),
+    }
+}
+
+fn connected(ns: &str) -> SocketIo {
+    let mut sio = greeted();
+    let connect = if ns == "/" { "40".to_owned() } else { format!("40{ns},") };
+    let prefix = if ns == "/" { String::new() } else { format!("{ns},") };
+    assert_eq!(answer(decode(&mut sio, &connect)), format!(r#"40{prefix}{{"sid":"n1.me"}}"#));
+    sio
+}
+
+fn member(peer: &str, name: &str, meta: &str) -> Arc<MemberInfo> {
+    Arc::new(MemberInfo {
+        peer: PeerId::parse(peer).unwrap(),
+        name: protocol::DisplayName::parse(name).unwrap(),
+        role: protocol::Role::parse("candidate").unwrap(),
+        meta: protocol::Payload::from_json(meta.into()).unwrap(),
+        node: None,
+    })
+}
+
+/// Renders the replies of the request in flight; returns the frames.
+fn rendered(sio: &mut SocketIo, replies: Vec<Reply>) -> Vec<String> {
+    let mut out = Vec::new();
+    sio.render_replies(replies, &mut out);
+    out.iter().map(|f| f.to_string()).collect()
+}
+
+#[test]
+fn engine_io_keepalives_and_namespaces_are_answered_by_the_codec() {
+    let mut sio = greeted();
+    assert_eq!(answer(decode(&mut sio, "2probe")), "3probe");
+    assert!(matches!(decode(&mut sio, "3"), Ok(Decoded::Nothing)));
+    assert!(matches!(decode(&mut sio, "1"), Ok(Decoded::Close)));
+    assert_eq!(answer(decode(&mut sio, "40/admin,")), r#"44/admin,{"message":"Invalid namespace"}"#);
+    // Events before the namespace is connected are refused.
+    assert!(decode(&mut sio, r#"42["join-room",{}]"#).is_err());
+    let keepalive = sio.keepalive(Duration::from_secs(1));
+    assert_eq!(keepalive.idle_after, PING_INTERVAL + PING_TIMEOUT);
+    assert!(matches!(keepalive.ping, Some((PING_INTERVAL, Ping::Frame(ref f))) if f.as_str() == "2"));
+}
+
+#[test]
+fn a_join_is_answered_with_existing_users_then_the_ack() {
+    let mut sio = connected("/");
+    let join =
+        command(decode(&mut sio, r#"4212["join-room",{"roomId":"r","userName":"Ann","userRole":"interviewer"}]"#));
+    let Command::Join { room, name, role, meta, member: None, .. } = join else { panic!("{join:?}") };
+    assert_eq!((room.as_str(), name.as_str(), role.as_str()), ("r", "Ann", "interviewer"));
+    assert!(meta.get().contains("joinedAt"));
+    let bob = member("n2.bob", "Bob", r#"{"joinedAt":"2026-01-01T00:00:00.000Z"}"#);
+    let frames = rendered(&mut sio, vec![Reply::Joined { room: room.clone(), others: vec![bob], id: None }]);
+    assert_eq!(
+        frames,
+        [
+            r#"42["existing-users",[{"id":"n2.bob","name":"Bob","role":"candidate","socketId":"n2.bob","joinedAt":"2026-01-01T00:00:00.000Z"}]]"#,
+            r#"4312[{"ok":true,"id":"n1.me"}]"#,
+        ]
+    );
+    // Events of the room are now shown in this namespace; user-left names the leaver.
+    let left = Event::PeerLeft {
+        room,
+        peer: PeerId::parse("n2.bob").unwrap(),
+        reason: protocol::LeftReason::Disconnected,
+        member: Some(member("n2.bob", "Bob", "{}")),
+    };
+    assert_eq!(sio.render_event(&left).unwrap().as_str(), r#"42["user-left",{"userId":"n2.bob","userName":"Bob"}]"#);
+}
+
+#[test]
+fn a_refused_event_gets_an_error_event_and_an_error_ack() {
+    let mut sio = connected("/");
+    let err = decode(&mut sio, r#"427["join-room",{"roomId":"","userName":"A","userRole":"candidate"}]"#).unwrap_err();
+    let frames = rendered(&mut sio, vec![Reply::Error { code: err.code, message: err.message, id: None }]);
+    assert_eq!(
+        frames,
+        [
+            r#"42["error",{"message":"Invalid room ID","code":"bad-request"}]"#,
+            r#"437[{"error":"Invalid room ID","code":"bad-request"}]"#,
+        ]
+    );
+}
+
+#[test]
+fn a_meeting_participant_keeps_its_state_and_chat_is_echoed_to_its_sender() {
+    let mut sio = connected("/meetings");
+    let join = command(decode(
+        &mut sio,
+        r#"42/meetings,["join-meeting",{"meetingId":"m","displayName":"Xena","media":{"video":false}}]"#,
+    ));
+    let Command::Join { room, .. } = join else { panic!() };
+    let frames = rendered(&mut sio, vec![Reply::Joined { room: room.clone(), others: Vec::new(), id: None }]);
+    assert!(frames[0].starts_with(r#"42/meetings,["meeting-joined""#), "{frames:?}");
+    assert!(frames[1].starts_with(r#"42/meetings,["meeting-started""#), "{frames:?}");
+
+    let update = command(decode(&mut sio, r#"42/meetings,["toggle-media",{"meetingId":"m","audio":false}]"#));
+    let Command::Update { meta, .. } = update else { panic!() };
+    let meta: Value = serde_json::from_str(meta.get()).unwrap();
+    assert_eq!(
+        (&meta["media"], &meta["change"]),
+        (&json!({"audio": false, "video": false, "screen": false}), &json!("media"))
+    );
+    rendered(&mut sio, vec![Reply::Updated { room: room.clone(), id: None }]);
+    // The next update starts from the confirmed state (merged, not replaced).
+    let ready = command(decode(&mut sio, r#"42/meetings,["participant-ready",{"meetingId":"m"}]"#));
+    let Command::Update { meta, .. } = ready else { panic!() };
+    let meta: Value = serde_json::from_str(meta.get()).unwrap();
+    assert_eq!(
+        (&meta["media"]["audio"], &meta["ready"], &meta["change"]),
+        (&json!(false), &json!(true), &json!("ready"))
+    );
+    rendered(&mut sio, vec![Reply::Updated { room, id: None }]);
+
+    let chat = command(decode(&mut sio, r#"42/meetings,["chat-message",{"meetingId":"m","message":"hi"}]"#));
+    let Command::Broadcast { kind, data, .. } = chat else { panic!() };
+    assert_eq!(kind.as_str(), "chat");
+    let frames = rendered(&mut sio, Vec::new());
+    assert_eq!(frames, [format!(r#"42/meetings,["chat-message",{}]"#, data.get())]);
+    let sent: Value = serde_json::from_str(data.get()).unwrap();
+    assert_eq!(
+        (&sent["senderId"], &sent["senderName"], &sent["text"]),
+        (&json!("n1.me"), &json!("Xena"), &json!("hi"))
+    );
+}
+
+#[test]
+fn leaving_a_namespace_leaves_its_rooms_only() {
+    let mut sio = connected("/");
+    assert_eq!(answer(decode(&mut sio, "40/meetings,")), r#"40/meetings,{"sid":"n1.me"}"#);
+    sio.rooms.push((RoomId::parse("r").unwrap(), Ns::Rooms));
+    sio.rooms.push((RoomId::parse("m").unwrap(), Ns::Meetings));
+    match decode(&mut sio, "41/meetings,") {
+        Ok(Decoded::Requests(reqs)) => {
+            assert_eq!(reqs.len(), 1);
+            assert!(matches!(&reqs[0].command, Command::Leave { room } if room.as_str() == "m"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(decode(&mut sio, r#"42/meetings,["chat-message",{"meetingId":"m","text":"x"}]"#).is_err());
+}
