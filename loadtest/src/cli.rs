@@ -114,8 +114,9 @@ pub struct TargetOpts {
     /// WebSocket URLs of the nodes; room members are spread over them.
     #[arg(long = "url", env = "LOADTEST_URLS", value_delimiter = ',', default_value = "ws://127.0.0.1:8080/ws")]
     pub urls: Vec<String>,
-    /// Wire dialect of the servers: `native` (/ws) or `plain` (the plain-JSON dialect, usually
-    /// at the root URL; relay and connect only).
+    /// Wire dialect of the servers: `native` (/ws), `plain` (the plain-JSON dialect, usually
+    /// at the root URL) or `socketio` (Socket.IO's S1 events over WebSocket; give the node
+    /// as ws://host:port). plain and socketio run relay and connect only.
     #[arg(long, env = "LOADTEST_DIALECT", default_value = "native")]
     pub dialect: String,
     /// New connections per second during set-up, per worker.

@@ -1,10 +1,11 @@
 //! The seam between scenarios and a wire dialect. Scenarios speak in dialect-free
 //! [`Command`]s and [`Event`]s; a [`Driver`] opens connections and translates. The
-//! native protocol v1 and the plain-JSON dialect are drivers; another dialect is
+//! native protocol v1, the plain-JSON dialect and Socket.IO are drivers; another dialect is
 //! another module here and no scenario changes.
 
 pub mod native;
 pub mod plain;
+pub mod socketio;
 mod ws;
 
 use async_trait::async_trait;
@@ -152,6 +153,7 @@ pub fn by_name(name: &str) -> Option<Box<dyn Driver>> {
     match name {
         "native" => Some(Box::new(native::NativeDriver)),
         "plain" => Some(Box::new(plain::PlainDriver)),
+        "socketio" => Some(Box::new(socketio::SocketIoDriver)),
         _ => None,
     }
 }

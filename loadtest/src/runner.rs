@@ -29,8 +29,8 @@ pub async fn run_shard(
     if t.urls.is_empty() {
         bail!("no --url given");
     }
-    let driver =
-        driver::by_name(&t.dialect).ok_or_else(|| anyhow!("unknown dialect `{}` (known: native, plain)", t.dialect))?;
+    let driver = driver::by_name(&t.dialect)
+        .ok_or_else(|| anyhow!("unknown dialect `{}` (known: native, plain, socketio)", t.dialect))?;
     let ctx = RunContext {
         driver: Arc::from(driver),
         urls: t.urls.clone(),

@@ -108,18 +108,28 @@ async fn relay_delivers_every_signal_across_nodes_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_and_connect_run_in_the_plain_dialect() {
-    let cluster = Cluster::start().await;
     // Plain clients connect to the nodes' root URL.
-    let urls: Vec<String> = cluster.nodes.iter().map(|n| format!("ws://{}/", n.local_addr())).collect();
+    relay_and_connect_run_in("plain", "/").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_and_connect_run_in_the_socketio_dialect() {
+    // Socket.IO clients are given the node's address; the driver adds /socket.io/.
+    relay_and_connect_run_in("socketio", "").await;
+}
+
+async fn relay_and_connect_run_in(dialect: &str, path: &str) {
+    let cluster = Cluster::start().await;
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| format!("ws://{}{path}", n.local_addr())).collect();
     let urls = urls.join(",");
-    let relay = ["--dialect", "plain", "--peers", "20", "--room-size", "2", "--rate", "500", "--duration", "2s"];
+    let relay = ["--dialect", dialect, "--peers", "20", "--room-size", "2", "--rate", "500", "--duration", "2s"];
     let (out, r) = run_json_at(&urls, &["relay"], &relay).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_clean(&r);
     assert_eq!((counter(&r, "sent"), counter(&r, "delivered")), (1000, 1000));
     assert_eq!(counter(&r, "joined"), 20);
 
-    let connect = ["--dialect", "plain", "--connections", "40", "--room-size", "4", "--hold", "300ms"];
+    let connect = ["--dialect", dialect, "--connections", "40", "--room-size", "4", "--hold", "300ms"];
     let (out, r) = run_json_at(&urls, &["connect"], &connect).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!((counter(&r, "connected"), counter(&r, "joined")), (40, 40));
@@ -128,11 +138,11 @@ async fn relay_and_connect_run_in_the_plain_dialect() {
     let (out, r) = run_json_at(
         &urls,
         &["fanout"],
-        &["--dialect", "plain", "--rooms", "1", "--room-size", "2", "--duration", "1s"],
+        &["--dialect", dialect, "--rooms", "1", "--room-size", "2", "--duration", "1s"],
     )
     .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(r["errors"]["unsupported"].as_u64() > Some(0), "the plain dialect has no broadcast: {r:#}");
+    assert!(r["errors"]["unsupported"].as_u64() > Some(0), "{dialect} has no broadcast: {r:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
