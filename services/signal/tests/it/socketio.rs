@@ -355,3 +355,76 @@ async fn a_room_of_native_socketio_and_plain_members_signals_across_nodes() {
     let msg = plain.recv().await;
     assert_eq!((&msg["type"], &msg["peer_id"]), (&json!("peer_left"), &json!(s1)));
 }
+
+/// One HTTP/1.0 request; the status, the headers (lower-cased names) and the body.
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: test\r\nContent-Length: {}\r\n", body.len());
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(40), stream.read_to_end(&mut buf)).await.expect("an answer").unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_io_http_refuses_bad_requests_in_its_own_error_shape_and_checks_origins() {
+    let allowed = [("ALLOWED_ORIGINS", "https://meet.example.org")];
+    let node = crate::helpers::nodes::InProcessNode::start(&Backend::Memory, &allowed).await;
+    let addr = node.addr;
+    let code = |body: &str| serde_json::from_str::<Value>(body).unwrap()["code"].clone();
+
+    let (status, _, body) = http(addr, "GET", "/socket.io/?EIO=3&transport=polling", &[], "").await;
+    assert_eq!((status, code(&body)), (400, json!(5)), "{body}");
+    let (status, _, body) = http(addr, "GET", "/socket.io/?EIO=4&transport=pigeon", &[], "").await;
+    assert_eq!((status, code(&body)), (400, json!(0)), "{body}");
+    let (status, _, body) = http(addr, "GET", "/socket.io/?EIO=4&transport=polling&sid=nope", &[], "").await;
+    assert_eq!((status, code(&body)), (400, json!(1)), "{body}");
+    let evil = [("Origin", "https://evil.example")];
+    let (status, _, body) = http(addr, "GET", "/socket.io/?EIO=4&transport=polling", &evil, "").await;
+    assert_eq!((status, code(&body)), (403, json!(4)), "{body}");
+
+    // A polling session from an allowed origin, by hand.
+    let good = [("Origin", "https://meet.example.org")];
+    let (status, headers, body) = http(addr, "GET", "/socket.io/?EIO=4&transport=polling", &good, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(headers.contains(&("access-control-allow-origin".into(), "https://meet.example.org".into())));
+    let open: Value = serde_json::from_str(body.strip_prefix('0').expect("an open packet")).unwrap();
+    assert_eq!((&open["upgrades"], &open["pingInterval"]), (&json!(["websocket"]), &json!(25000)));
+    let session = format!("/socket.io/?EIO=4&transport=polling&sid={}", open["sid"].as_str().unwrap());
+
+    let oversized = "4".repeat(1_000_001);
+    assert_eq!(http(addr, "POST", &session, &good, &oversized).await.0, 413);
+    // Several packets in one body, separated by \x1e, are read in order.
+    let (status, _, body) = http(addr, "POST", &session, &good, "40\u{1e}9\u{1e}42[\"teleport\",{}]").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let mut frames = Vec::new();
+    while frames.len() < 3 {
+        let (status, _, body) = http(addr, "GET", &session, &good, "").await;
+        assert_eq!(status, 200);
+        frames.extend(body.split('\u{1e}').map(str::to_owned));
+    }
+    assert!(frames[0].starts_with(r#"40{"sid":"#), "{frames:?}");
+    assert!(frames[1].starts_with(r#"42["error",{"message":"not an Engine.IO packet""#), "{frames:?}");
+    assert!(frames[2].starts_with(r#"42["error",{"message":"Unknown event: teleport""#), "{frames:?}");
+    assert!(crate::helpers::nodes::ready(addr).await);
+}
