@@ -20,7 +20,7 @@ use tracing::{debug, Instrument};
 
 use crate::core::{Core, Event, SessionHandle, SessionInbox};
 use crate::session::{Session, SessionLimits, Verdict};
-use crate::transport::{Decoded, Dialect, Gone, Greeting, Incoming, Ping, Transport};
+use crate::transport::{Decoded, Dialect, Gone, Greeting, Incoming, Keepalive, Ping, Transport};
 
 /// Most queued events written before one flush.
 const WRITE_BATCH: usize = 64;
@@ -129,15 +129,12 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
     async fn run(&mut self, stop: &CancellationToken) -> End {
         // One timer for both jobs: it fires at the next ping or at the moment the
         // client would be idle, whichever is first. A frame from the client only moves
-        // `last_seen` (cheaper than re-arming the timer on every frame).
-        let keepalive = self.dialect.keepalive(self.settings.client_heartbeat);
+        // `last_seen` (cheaper than re-arming the timer on every frame). The keep-alive
+        // policy is asked of the dialect when needed rather than kept: every byte held
+        // across this loop's awaits is held by every idle connection.
         let mut last_seen = Instant::now();
-        let mut next_ping = keepalive.ping.as_ref().map(|(every, _)| last_seen + *every);
-        let wake_at = |last_seen: Instant, next_ping: Option<Instant>| {
-            let idle_at = last_seen + keepalive.idle_after;
-            next_ping.map_or(idle_at, |ping| ping.min(idle_at))
-        };
-        let timer = tokio::time::sleep_until(wake_at(last_seen, next_ping));
+        let mut next_ping = self.keepalive().ping.map(|(every, _)| last_seen + every);
+        let timer = tokio::time::sleep_until(self.wake_at(last_seen, next_ping));
         tokio::pin!(timer);
         loop {
             tokio::select! {
@@ -151,22 +148,19 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                 }
                 _ = &mut timer => {
                     let now = Instant::now();
+                    let keepalive = self.keepalive();
                     if now >= last_seen + keepalive.idle_after {
                         return End::Idle;
                     }
-                    if let (Some(at), Some((every, ping))) = (next_ping, &keepalive.ping) {
+                    if let (Some(at), Some((every, ping))) = (next_ping, keepalive.ping) {
                         if now >= at {
-                            let sent = match ping {
-                                Ping::Transport => self.io.ping().await,
-                                Ping::Frame(frame) => self.send(frame.clone()).await,
-                            };
-                            if sent.is_err() {
+                            if Box::pin(self.ping(ping)).await.is_err() {
                                 return End::SocketGone;
                             }
-                            next_ping = Some(now + *every);
+                            next_ping = Some(now + every);
                         }
                     }
-                    timer.as_mut().reset(wake_at(last_seen, next_ping));
+                    timer.as_mut().reset(self.wake_at(last_seen, next_ping));
                 }
                 incoming = self.io.recv() => {
                     last_seen = Instant::now();
@@ -175,6 +169,23 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                     }
                 }
             }
+        }
+    }
+
+    fn keepalive(&self) -> Keepalive {
+        self.dialect.keepalive(self.settings.client_heartbeat)
+    }
+
+    /// When the keep-alive timer must next fire.
+    fn wake_at(&self, last_seen: Instant, next_ping: Option<Instant>) -> Instant {
+        let idle_at = last_seen + self.keepalive().idle_after;
+        next_ping.map_or(idle_at, |ping| ping.min(idle_at))
+    }
+
+    async fn ping(&mut self, ping: Ping) -> Result<(), Gone> {
+        match ping {
+            Ping::Transport => self.io.ping().await,
+            Ping::Frame(frame) => self.send(frame).await,
         }
     }
 
