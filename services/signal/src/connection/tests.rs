@@ -121,10 +121,20 @@ fn connect(
     client_buffer: usize,
     stop: &CancellationToken,
 ) -> TestClient {
+    connect_with(Native, core, settings, client_buffer, stop)
+}
+
+fn connect_with<D: Dialect>(
+    dialect: D,
+    core: &Arc<Core>,
+    settings: ConnectionSettings,
+    client_buffer: usize,
+    stop: &CancellationToken,
+) -> TestClient {
     let (to_node, from_client) = mpsc::channel(16);
     let (to_client, from_node) = mpsc::channel(client_buffer);
     let (core, stop) = (core.clone(), stop.clone());
-    tokio::spawn(serve(ChannelTransport { from_client, to_client }, Native, core, Arc::new(settings), stop));
+    tokio::spawn(serve(ChannelTransport { from_client, to_client }, dialect, core, Arc::new(settings), stop));
     TestClient { to_node, from_node }
 }
 
@@ -227,6 +237,59 @@ async fn a_silent_client_is_closed_as_idle_after_twice_the_heartbeat() {
     let quick = ConnectionSettings { client_heartbeat: Duration::from_millis(50), ..settings() };
     let mut a = connect(&core, quick, 64, &CancellationToken::new());
     welcomed(&mut a).await;
+    let (code, reason) = a.close_frame().await;
+    assert_eq!(code, close::POLICY);
+    assert!(reason.starts_with("idle"), "{reason}");
+}
+
+/// The native dialect with a keep-alive of its own, as Socket.IO has: a ping frame every
+/// 40 ms, and idle after 300 ms without a frame from the client.
+struct PingingNative;
+
+impl Dialect for PingingNative {
+    fn welcome(&mut self, greeting: &Greeting<'_>) -> Option<Utf8Bytes> {
+        Native.welcome(greeting)
+    }
+    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Decoded, DecodeError> {
+        Native.decode(text, limits)
+    }
+    fn render_replies(&mut self, replies: Vec<crate::session::Reply>, out: &mut Vec<Utf8Bytes>) {
+        Native.render_replies(replies, out)
+    }
+    fn render_event(&self, event: &Event) -> Option<Utf8Bytes> {
+        Native.render_event(event)
+    }
+    fn reconnect(&self, after: Duration) -> Option<Utf8Bytes> {
+        Native.reconnect(after)
+    }
+    fn keepalive(&self, _heartbeat: Duration) -> crate::transport::Keepalive {
+        let ping = Utf8Bytes::from_static(r#"{"type":"server-ping"}"#);
+        crate::transport::Keepalive {
+            ping: Some((Duration::from_millis(40), Ping::Frame(ping))),
+            idle_after: Duration::from_millis(300),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_dialect_ping_goes_out_on_schedule_even_to_a_busy_client_and_silence_still_closes() {
+    let core = core().await;
+    let mut a = connect_with(PingingNative, &core, settings(), 64, &CancellationToken::new());
+    welcomed(&mut a).await;
+    // The client talks all the time; the node's pings must not wait for a silence
+    // (Socket.IO clients close a connection whose pings stop).
+    let (mut pings, mut pongs) = (0, 0);
+    while pings < 3 {
+        a.send(json!({"type": "ping"})).await;
+        match a.frame().await["type"].as_str() {
+            Some("server-ping") => pings += 1,
+            Some("pong") => pongs += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(pongs < 2_000, "no ping in {pongs} requests");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Then silence: closed as idle, after more pings.
     let (code, reason) = a.close_frame().await;
     assert_eq!(code, close::POLICY);
     assert!(reason.starts_with("idle"), "{reason}");
