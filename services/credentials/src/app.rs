@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::auth::{ApiKey, Authenticator, JwksCache, JwksLocation, JwtVerifier, KeySource};
-use crate::config::{CredentialsConfig, JwtConfig, JwtKeys, SourceConfig};
+use crate::auth::{ApiKey, Authenticator};
+use crate::config::{CredentialsConfig, SourceConfig};
 use crate::http::{router, AppState, Shared};
 use crate::keyring::{Keyring, RedisKeyring};
 use crate::metrics::Metrics;
@@ -101,7 +101,7 @@ impl App {
             api_keys: config.api_keys.iter().map(|(name, key)| ApiKey::new(name.clone(), key.expose())).collect(),
             api_key_header: config.api_key_header.clone(),
             jwt: match &config.jwt {
-                Some(jwt) => Some(jwt_verifier(jwt, &http).await?),
+                Some(jwt) => Some(jwt.verifier(&http).await.map_err(|e| anyhow::anyhow!("JWT_JWKS_FILE: {e}"))?),
                 None => None,
             },
         };
@@ -165,32 +165,6 @@ impl App {
         info!("stopped");
         Ok(())
     }
-}
-
-async fn jwt_verifier(config: &JwtConfig, http: &reqwest::Client) -> anyhow::Result<JwtVerifier> {
-    let keys = match &config.keys {
-        JwtKeys::Hs256(secret) => KeySource::Hs256(jsonwebtoken::DecodingKey::from_secret(secret.expose().as_bytes())),
-        JwtKeys::JwksFile(path) => {
-            let cache = JwksCache::new(JwksLocation::File(path.clone()), http.clone(), config.jwks_cache);
-            let n = cache.load().await.map_err(|e| anyhow::anyhow!("JWT_JWKS_FILE: {e}"))?;
-            info!(keys = n, "JWKS loaded from file");
-            KeySource::Jwks(cache)
-        }
-        JwtKeys::JwksUrl(url) => {
-            let cache = JwksCache::new(JwksLocation::Url(url.clone()), http.clone(), config.jwks_cache);
-            // An identity provider that is down at start-up should not keep us down:
-            // the set is fetched again on the first token.
-            match cache.load().await {
-                Ok(n) => info!(keys = n, "JWKS fetched"),
-                Err(e) => warn!(error = %e, "JWKS not fetched yet; tokens are refused until it is"),
-            }
-            KeySource::Jwks(cache)
-        }
-    };
-    if config.issuer.is_none() || config.audience.is_none() {
-        warn!("JWT_ISSUER or JWT_AUDIENCE is unset: tokens from any issuer or for any audience signed by these keys are accepted");
-    }
-    Ok(JwtVerifier { keys, issuer: config.issuer.clone(), audience: config.audience.clone(), leeway: config.leeway })
 }
 
 /// Every TURN_SECRET_REFRESH_SECS: re-reads the secret set (so every replica mints with

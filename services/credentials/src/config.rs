@@ -2,11 +2,13 @@
 //! validated before anything binds a port; every problem is reported at once.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use config::{ConfigError, Secret, Settings};
 use telemetry::LogFormat;
+
+use auth::settings::read_jwt;
+use auth::JwtConfig;
 
 use crate::auth::AuthMode;
 use crate::ice::{IceLayout, TurnHost};
@@ -37,22 +39,6 @@ impl SourceConfig {
             SourceConfig::Provider(provider) => provider.name(),
         }
     }
-}
-
-#[derive(Debug, Clone)]
-pub enum JwtKeys {
-    Hs256(Secret),
-    JwksFile(PathBuf),
-    JwksUrl(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct JwtConfig {
-    pub keys: JwtKeys,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-    pub leeway: Duration,
-    pub jwks_cache: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -393,39 +379,6 @@ fn read_api_keys(s: &mut Settings) -> Vec<(String, Secret)> {
         keys.push((name, Secret::new(key)));
     }
     keys
-}
-
-fn read_jwt(s: &mut Settings) -> Option<JwtConfig> {
-    let hs = s.secret("JWT_HS256_SECRET");
-    let file = s.string("JWT_JWKS_FILE");
-    let url = s.string("JWT_JWKS_URL");
-    let keys = match (hs, file, url) {
-        (None, None, None) => return None,
-        (Some(secret), None, None) => {
-            if secret.expose().len() < 32 {
-                s.problem("JWT_HS256_SECRET: at least 32 bytes (RFC 7518 §3.2)");
-            }
-            JwtKeys::Hs256(secret)
-        }
-        (None, Some(file), None) => JwtKeys::JwksFile(PathBuf::from(file)),
-        (None, None, Some(url)) => {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                s.problem(format!("JWT_JWKS_URL={url:?}: must be an http(s) URL"));
-            }
-            JwtKeys::JwksUrl(url)
-        }
-        _ => {
-            s.problem("set only one of JWT_HS256_SECRET, JWT_JWKS_FILE, JWT_JWKS_URL");
-            return None;
-        }
-    };
-    Some(JwtConfig {
-        keys,
-        issuer: s.string("JWT_ISSUER"),
-        audience: s.string("JWT_AUDIENCE"),
-        leeway: Duration::from_secs(s.ranged("JWT_LEEWAY_SECS", 30u64, 0, 300)),
-        jwks_cache: Duration::from_secs(s.ranged("JWT_JWKS_CACHE_SECS", 300u64, 1, 86_400)),
-    })
 }
 
 #[cfg(test)]

@@ -342,7 +342,7 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, hops: usize) -> IpAddr {
 
 fn require_token(expected: Option<&config::Secret>, headers: &HeaderMap, name: &'static str) -> Result<(), ApiError> {
     let expected = expected.ok_or(ApiError::Forbidden(name))?;
-    if token_matches(crate::auth::bearer(headers), expected.expose()) {
+    if token_matches(auth::bearer(headers), expected.expose()) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized(AuthError::Invalid("wrong or missing bearer token".into())))
