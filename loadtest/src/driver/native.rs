@@ -144,6 +144,7 @@ pub fn decode(text: &str) -> Result<Event, DriverError> {
         ServerMsg::Reconnect(_) => Event::Reconnect,
         ServerMsg::Welcome(_)
         | ServerMsg::Pong(_)
+        | ServerMsg::Authenticated(_)
         | ServerMsg::Signal(_)
         | ServerMsg::Broadcast(_)
         | ServerMsg::Members(_) => Event::Other,

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::admission::Admission;
 use crate::config::SignalConfig;
 use crate::connection::ConnectionSettings;
 use crate::core::{Core, CoreSettings};
@@ -42,7 +43,11 @@ impl App {
                 .context("connecting to REDIS_URL")?,
             ),
         };
+        let admission = Admission::from_config(&config.admission, config.redis_url.is_none())
+            .await
+            .context("setting up identity verification")?;
         let settings = CoreSettings {
+            admission: Arc::new(admission),
             room_capacity: config.room_capacity,
             rooms_per_peer: config.rooms_per_peer,
             heartbeat_interval: config.heartbeat_interval,

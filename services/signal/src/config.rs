@@ -51,6 +51,91 @@ pub struct SignalConfig {
     pub plain_path: String,
     /// LOG_FORMAT: text (default) or json.
     pub log_format: LogFormat,
+    /// Identity and rooms created ahead: docs/rooms-and-auth.md.
+    pub admission: AdmissionConfig,
+}
+
+/// Who may connect and join: AUTH_MODE, the JWT_* verification settings, the cluster's
+/// own anonymous tokens (ANON_*), and the room registry (ROOM_*).
+#[derive(Debug, Clone)]
+pub struct AdmissionConfig {
+    /// AUTH_MODE: `open` (anonymous clients allowed; a token, when presented, must be
+    /// valid) or `jwt` (a valid token is required before anything but ping).
+    pub mode: AuthMode,
+    pub jwt: Option<auth::JwtConfig>,
+    /// ANON_TOKEN_SECRET (HS256, at least 32 bytes, the same on every node) or
+    /// ANON_TOKEN_KEY_FILE (a PKCS#8 PEM P-256 key: ES256, its public key published at
+    /// /.well-known/jwks.json).
+    pub anon_key: Option<AnonKey>,
+    /// ANON_TOKEN_TTL_SECS: lifetime of anonymous tokens. Default 3600.
+    pub anon_ttl: Duration,
+    /// TOKEN_ISSUER / TOKEN_AUDIENCE: `iss` and `aud` of the cluster's own tokens.
+    pub token_issuer: String,
+    pub token_audience: String,
+    /// ROOM_TTL_SECS: lifetime of a created room unless the request says otherwise.
+    /// Default 7200 (S4's two hours).
+    pub room_ttl: Duration,
+    /// ROOMS_REQUIRE_CREATE: only rooms created through the API may be joined.
+    pub require_created: bool,
+    /// FRONTEND_URL: the base of the meeting URL `POST /api/rooms` answers with.
+    pub frontend_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Open,
+    Jwt,
+}
+
+impl std::str::FromStr for AuthMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(AuthMode::Open),
+            "jwt" => Ok(AuthMode::Jwt),
+            other => Err(format!("unknown mode {other:?}; use open or jwt")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum AnonKey {
+    Hs256(Secret),
+    Es256Pem(std::path::PathBuf),
+}
+
+fn read_admission(s: &mut Settings) -> AdmissionConfig {
+    let mode = s.parse("AUTH_MODE", AuthMode::Open);
+    let jwt = auth::settings::read_jwt(s);
+    let anon_key = match (s.secret("ANON_TOKEN_SECRET"), s.string("ANON_TOKEN_KEY_FILE")) {
+        (Some(secret), None) => {
+            if secret.expose().len() < 32 {
+                s.problem("ANON_TOKEN_SECRET: at least 32 bytes");
+            }
+            Some(AnonKey::Hs256(secret))
+        }
+        (None, Some(path)) => Some(AnonKey::Es256Pem(path.into())),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            s.problem("set only one of ANON_TOKEN_SECRET and ANON_TOKEN_KEY_FILE");
+            None
+        }
+    };
+    if mode == AuthMode::Jwt && jwt.is_none() && anon_key.is_none() {
+        s.problem("AUTH_MODE=jwt needs a way to verify tokens: JWT_HS256_SECRET, JWT_JWKS_FILE, JWT_JWKS_URL, or the cluster's own ANON_TOKEN_SECRET / ANON_TOKEN_KEY_FILE");
+    }
+    AdmissionConfig {
+        mode,
+        jwt,
+        anon_key,
+        anon_ttl: Duration::from_secs(s.ranged("ANON_TOKEN_TTL_SECS", 3600, 60, 30 * 86_400)),
+        token_issuer: s.string("TOKEN_ISSUER").unwrap_or_else(|| "signal".into()),
+        token_audience: s.string("TOKEN_AUDIENCE").unwrap_or_else(|| "signal".into()),
+        room_ttl: Duration::from_secs(s.ranged("ROOM_TTL_SECS", 7200, 1, 365 * 86_400)),
+        require_created: s.parse("ROOMS_REQUIRE_CREATE", false),
+        frontend_url: s.string("FRONTEND_URL").map(|u| u.trim_end_matches('/').to_owned()),
+    }
 }
 
 impl SignalConfig {
@@ -120,8 +205,19 @@ impl SignalConfig {
                 .collect(),
             log_format: s.parse("LOG_FORMAT", LogFormat::Text),
             plain_path: s.string("PLAIN_PATH").unwrap_or_else(|| "/".into()),
+            admission: read_admission(&mut s),
         };
-        const TAKEN: [&str; 5] = ["/ws", "/healthz", "/readyz", "/metrics", "/socket.io"];
+        const TAKEN: [&str; 9] = [
+            "/ws",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/socket.io",
+            "/api",
+            "/anonymous-signin",
+            "/create-room",
+            "/.well-known",
+        ];
         if !config.plain_path.starts_with('/') || TAKEN.iter().any(|p| config.plain_path.starts_with(p)) {
             s.problem(format!(
                 "PLAIN_PATH={:?}: must start with / and not be one of {}",

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use auth::Identity;
 use axum::extract::ws::Utf8Bytes;
 use protocol::{DecodeError, ErrorCode, Limits, PeerId};
 use tokio::sync::mpsc::Receiver;
@@ -98,6 +99,7 @@ pub fn serve<T: Transport, D: Dialect>(
     mut dialect: D,
     core: Arc<Core>,
     settings: Arc<ConnectionSettings>,
+    identity: Option<Identity>,
     stop: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
     let peer = PeerId::new_on(core.node());
@@ -105,7 +107,7 @@ pub fn serve<T: Transport, D: Dialect>(
     let welcome = dialect.welcome(&Greeting { peer: &peer, node: core.node(), heartbeat: settings.client_heartbeat });
     let (handle, inbox) = SessionHandle::new(peer, settings.outbound_queue);
     core.sessions().insert(handle.clone());
-    let session = Session::new(core, handle, &settings.session);
+    let session = Session::new(core, handle, &settings.session, identity);
     Connection { io, dialect, session, inbox, settings }.serve(welcome, stop).instrument(span)
 }
 
@@ -199,10 +201,14 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                 self.on_refusal(DecodeError { code: ErrorCode::BadRequest, message: message.into(), id: None }).await
             }
             Incoming::Text(text) => match self.dialect.decode(text.as_str(), &self.settings.limits) {
-                Ok(Decoded::Request(req)) => self.on_request(req).await,
+                Ok(Decoded::Request(req)) => self.on_request(req).await.map(drop),
                 Ok(Decoded::Requests(reqs)) => {
+                    // In order, stopping at the first refused one (a refused token
+                    // must not let the registration that follows it run).
                     for req in reqs {
-                        self.on_request(req).await?;
+                        if !self.on_request(req).await? {
+                            break;
+                        }
                     }
                     Ok(())
                 }
@@ -214,14 +220,16 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         }
     }
 
-    async fn on_request(&mut self, req: protocol::Request) -> Result<(), End> {
+    /// Handles one request and writes its answer; whether it was accepted (no error).
+    async fn on_request(&mut self, req: protocol::Request) -> Result<bool, End> {
         let (replies, verdict) = self.handle_while_writing_events(req).await?;
+        let accepted = !replies.iter().any(|r| matches!(r, crate::session::Reply::Error { .. }));
         // Local, not kept between requests: an idle connection must hold no buffer (a
         // signal has no reply, and an empty Vec does not allocate).
         let mut out = Vec::new();
         self.dialect.render_replies(replies, &mut out);
         self.write_all(out).await?;
-        stay_unless_closed(verdict)
+        stay_unless_closed(verdict).map(|()| accepted)
     }
 
     /// Runs one request to completion while events queued for this client keep being

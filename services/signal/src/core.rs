@@ -20,7 +20,7 @@ mod subs;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bus::{Backend, BackendError, Inbound, JoinOutcome, MemberWrite};
+use bus::{Backend, BackendError, Inbound, JoinOutcome, JoinPolicy, MemberWrite};
 use bytes::Bytes;
 use protocol::{
     BusEvent, DisplayName, Envelope, EventClass, LeftReason, MemberInfo, NodeId, Payload, PeerId, Role, RoomId,
@@ -31,11 +31,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::admission::Admission;
+
 pub use error::CoreError;
 pub use events::Event;
 pub use liveness::Health;
 pub use rooms::JoinDone;
 use rooms::Target;
+pub use rules::token_hash;
 pub use sessions::{SessionHandle, SessionInbox, Sessions};
 
 /// Room rules and timings the core applies.
@@ -47,6 +50,8 @@ pub struct CoreSettings {
     pub node_ttl: Duration,
     /// How long a join waits for its own announcement to come back on the room channel.
     pub join_timeout: Duration,
+    /// Identity and the room registry's rules.
+    pub admission: Arc<Admission>,
 }
 
 /// A join request, already validated at the edge.
@@ -95,6 +100,10 @@ impl Core {
 
     pub fn node(&self) -> &NodeId {
         &self.node
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.settings.admission
     }
 
     pub fn backend(&self) -> &dyn Backend {
@@ -242,7 +251,13 @@ impl Core {
             record: Bytes::from(record.encode()),
             announcement: self.envelope(BusEvent::Joined { room: room.clone(), member: (**record).clone(), nonce }),
         };
-        let outcome = match self.backend.join(write, self.settings.room_capacity, token_hash).await {
+        let policy = JoinPolicy {
+            capacity: self.settings.room_capacity,
+            token_hash,
+            require_registered: self.settings.admission.require_created,
+            now_ms: now_ms(),
+        };
+        let outcome = match self.backend.join(write, policy).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 // The script may still run (a timeout is not a refusal): undo it later.
@@ -253,6 +268,8 @@ impl Core {
         match outcome {
             JoinOutcome::Full => Err(CoreError::RoomFull),
             JoinOutcome::BadToken => Err(CoreError::Unauthorized),
+            JoinOutcome::NotFound => Err(CoreError::RoomNotFound),
+            JoinOutcome::Expired => Err(CoreError::RoomExpired),
             JoinOutcome::Taken => Err(CoreError::IdTaken),
             JoinOutcome::Joined { others, token_hash } => {
                 let others = others.iter().filter_map(|r| self.decode_member(r)).collect();
@@ -480,4 +497,9 @@ impl Core {
     pub fn owed_removals(&self) -> usize {
         self.removals.len()
     }
+}
+
+/// Now, in Unix milliseconds (a created room's expiry is kept in these).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -3,15 +3,16 @@
 //! alive), `/readyz` (send traffic here: not draining, Redis reachable, and the
 //! node's own subscription proven alive by a probe that came back) and `/metrics`.
 
+mod rooms;
 mod socketio;
 
 use std::sync::Arc;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{RawQuery, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +49,11 @@ pub fn router(state: AppState) -> Router {
         .route(&plain_path, get(plain))
         .route("/socket.io/", get(socketio::get).post(socketio::post).options(socketio::preflight))
         .route("/socket.io", get(socketio::get).post(socketio::post).options(socketio::preflight))
+        .route("/anonymous-signin", post(rooms::anonymous_signin))
+        .route("/.well-known/jwks.json", get(rooms::jwks))
+        .route("/create-room", post(rooms::create_room_s4))
+        .route("/api/rooms", post(rooms::create_room))
+        .route("/api/rooms/{id}", get(rooms::room_info))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -131,8 +137,37 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// Bytes the WebSocket layer reads per syscall (frames larger than this take several reads).
 const READ_BUFFER_BYTES: usize = 1024;
 
-async fn ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
-    upgrade_to(Native, state, &headers, upgrade)
+async fn ws(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    match identity_at_upgrade(&state, &headers, query.as_deref()).await {
+        Ok(identity) => upgrade_to(Native, state, &headers, upgrade, identity),
+        Err(refusal) => refusal,
+    }
+}
+
+/// The identity token presented at a WebSocket upgrade (`Authorization: Bearer`, or an
+/// `access_token` query parameter for browsers, which cannot set headers there),
+/// verified. A token that is presented must be valid, in every mode; none is fine
+/// here (AUTH_MODE=jwt then requires one before anything else).
+pub(crate) async fn identity_at_upgrade(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Option<auth::Identity>, Response> {
+    let from_query =
+        query.and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("access_token=")).filter(|t| !t.is_empty()));
+    let Some(token) = auth::bearer(headers).or(from_query) else { return Ok(None) };
+    match state.core.admission().verify(token).await {
+        Ok(identity) => Ok(Some(identity)),
+        Err(e) => {
+            let body = Json(json!({"code": "unauthorized", "message": format!("token refused: {e}")}));
+            Err((StatusCode::UNAUTHORIZED, body).into_response())
+        }
+    }
 }
 
 /// The plain-JSON dialect's WebSocket; a plain GET here (a browser, a probe) still gets
@@ -143,7 +178,8 @@ async fn plain(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     match upgrade {
-        Ok(upgrade) => upgrade_to(Plain::default(), state, &headers, upgrade),
+        // S4 clients present their identity token in `register`.
+        Ok(upgrade) => upgrade_to(Plain::default(), state, &headers, upgrade, None),
         Err(_) => "signaling node: plain-JSON WebSocket clients connect here, native clients at /ws\n".into_response(),
     }
 }
@@ -156,6 +192,7 @@ pub(crate) fn upgrade_to<D: Dialect>(
     state: AppState,
     headers: &HeaderMap,
     upgrade: WebSocketUpgrade,
+    identity: Option<auth::Identity>,
 ) -> Response {
     let origin = headers.get("origin").and_then(|o| o.to_str().ok());
     if !state.config.origin_allowed(origin) {
@@ -177,6 +214,7 @@ pub(crate) fn upgrade_to<D: Dialect>(
         .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             let AppState { core, connection, sessions, sessions_stop, .. } = state;
-            sessions.track_future(connection::serve(WsTransport::new(socket), dialect, core, connection, sessions_stop))
+            let io = WsTransport::new(socket);
+            sessions.track_future(connection::serve(io, dialect, core, connection, identity, sessions_stop))
         })
 }

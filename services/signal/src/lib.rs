@@ -1,6 +1,7 @@
 //! The signaling node. `main.rs` only wires; everything lives here so integration
 //! tests can run nodes in-process.
 
+pub mod admission;
 pub mod app;
 pub mod config;
 pub mod connection;

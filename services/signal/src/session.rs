@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use protocol::{Command, DecodeError, ErrorCode, MemberInfo, PeerId, Request, RequestId, RoomId};
 use tracing::{debug, Instrument};
 
+use auth::Identity;
+
 use crate::core::{Core, CoreError, Event, JoinRequest, SessionHandle};
 
 /// What a session tells its own client in answer to a request.
@@ -34,6 +36,11 @@ pub enum Reply {
         id: Option<RequestId>,
     },
     Pong {
+        id: Option<RequestId>,
+    },
+    /// Who the connection is now (None: anonymous, which the node allows).
+    Authenticated {
+        identity: Option<Identity>,
         id: Option<RequestId>,
     },
     Error {
@@ -92,6 +99,9 @@ pub struct Session {
     chosen: Vec<(RoomId, PeerId)>,
     rate: Bucket,
     strikes: Bucket,
+    /// Who the client proved to be (a verified token); boxed so anonymous connections
+    /// pay one pointer.
+    identity: Option<Box<Identity>>,
 }
 
 /// Whether the connection may stay open after a request or a refusal.
@@ -103,7 +113,7 @@ pub enum Verdict {
 }
 
 impl Session {
-    pub fn new(core: Arc<Core>, handle: SessionHandle, limits: &SessionLimits) -> Self {
+    pub fn new(core: Arc<Core>, handle: SessionHandle, limits: &SessionLimits, identity: Option<Identity>) -> Self {
         let strike_rate = f64::from(limits.strikes) / limits.strike_window.as_secs_f64();
         Self {
             core,
@@ -112,6 +122,7 @@ impl Session {
             chosen: Vec::new(),
             rate: Bucket::new(f64::from(limits.rate_per_sec), f64::from(limits.rate_burst)),
             strikes: Bucket::new(strike_rate, f64::from(limits.strikes)),
+            identity: identity.map(Box::new),
         }
     }
 
@@ -149,8 +160,39 @@ impl Session {
 
     async fn execute(&mut self, command: Command, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
         let core = self.core.clone();
+        let may_proceed = matches!(command, Command::Ping | Command::Authenticate { .. });
+        if !may_proceed && self.identity.is_none() && core.admission().requires_identity() {
+            return Err(CoreError::Unauthenticated(
+                "a valid token is required: send it at the upgrade (Authorization: Bearer, access_token), in an auth message, or in the dialect's handshake".into(),
+            ));
+        }
         match command {
+            Command::Authenticate { token: Some(token) } => {
+                let identity = core
+                    .admission()
+                    .verify(&token)
+                    .await
+                    .map_err(|e| CoreError::Unauthenticated(format!("token refused: {e}")))?;
+                debug!(subject = %identity.subject, "authenticated");
+                self.identity = Some(Box::new(identity.clone()));
+                Ok(vec![Reply::Authenticated { identity: Some(identity), id }])
+            }
+            Command::Authenticate { token: None } => {
+                if self.identity.is_none() && core.admission().requires_identity() {
+                    return Err(CoreError::Unauthenticated("a valid token is required".into()));
+                }
+                Ok(vec![Reply::Authenticated { identity: self.identity.as_deref().cloned(), id }])
+            }
             Command::Join { room, name, role, token, meta, member } => {
+                // What a verified token says wins over what the client declares.
+                let (name, role) = self.identity.as_deref().map_or((name.clone(), role.clone()), |who| {
+                    let claimed_name = who.name.as_deref().and_then(|n| {
+                        let shown: String = n.chars().take(protocol::DisplayName::DEFAULT_MAX_CHARS).collect();
+                        protocol::DisplayName::parse(&shown).ok()
+                    });
+                    let claimed_role = who.role.as_deref().and_then(|r| protocol::Role::parse(r).ok());
+                    (claimed_name.unwrap_or(name), claimed_role.unwrap_or(role))
+                });
                 let req = JoinRequest { room: room.clone(), name, role, token, meta, member: member.clone() };
                 let done = core.join(&self.handle, req, self.rooms.len()).await?;
                 self.rooms.push(room.clone());

@@ -72,6 +72,40 @@ impl LostMessages {
     }
 }
 
+/// A room created ahead through the HTTP API (the room registry). Stored in the
+/// room's metadata hash, which outlives the room's members until `expires_ms` (plus a
+/// day, so that late joiners hear "expired" rather than "not found").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RoomRecord {
+    /// SHA-256 hex of the join token.
+    pub token_hash: String,
+    /// The subject that created it.
+    pub creator: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    /// At most this many members (the node's ROOM_CAPACITY applies too).
+    pub capacity: Option<u32>,
+    /// Subjects with host powers besides the creator.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+/// How long a created room's record is kept after it expires.
+pub const EXPIRED_ROOM_MEMORY_MS: u64 = 24 * 3600 * 1000;
+
+/// What a join must satisfy, checked atomically with the write.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinPolicy<'a> {
+    /// The node's ROOM_CAPACITY (a created room may set a lower one).
+    pub capacity: usize,
+    /// SHA-256 hex of the token the joiner presented.
+    pub token_hash: Option<&'a str>,
+    /// Only rooms created through the registry may be joined.
+    pub require_registered: bool,
+    /// Now, in Unix milliseconds (to check a created room's expiry).
+    pub now_ms: u64,
+}
+
 /// The outcome of the atomic join step.
 #[derive(Debug)]
 pub enum JoinOutcome {
@@ -83,6 +117,10 @@ pub enum JoinOutcome {
     },
     Full,
     BadToken,
+    /// The room was never created and the policy requires it.
+    NotFound,
+    /// The room was created and has expired.
+    Expired,
     /// A member with this id is already in the room (ids a client chose must be unique
     /// there).
     Taken,
@@ -115,14 +153,17 @@ pub trait Backend: Send + Sync + 'static {
     /// Round trip to the store.
     async fn ping(&self) -> Result<(), BackendError>;
 
-    /// Adds a member if the room has room (`capacity`) and the token matches the
-    /// room's lock (the first joiner with a token sets it); publishes the announcement.
-    async fn join(
-        &self,
-        write: MemberWrite<'_>,
-        capacity: usize,
-        token_hash: Option<&str>,
-    ) -> Result<JoinOutcome, BackendError>;
+    /// Adds a member if the policy allows: the room has room, the token matches the
+    /// room's lock (a created room's token, or the first joiner's), a created room has
+    /// not expired, and (if required) the room was created. Publishes the announcement.
+    async fn join(&self, write: MemberWrite<'_>, policy: JoinPolicy<'_>) -> Result<JoinOutcome, BackendError>;
+
+    /// Registers a room created through the API. False if the room exists already
+    /// (created, or implicitly with members).
+    async fn create_room(&self, room: &RoomId, record: &RoomRecord) -> Result<bool, BackendError>;
+
+    /// A created room's record.
+    async fn room_record(&self, room: &RoomId) -> Result<Option<RoomRecord>, BackendError>;
 
     /// Writes a member back if it is missing (after Redis lost it), publishing the
     /// announcement only if it was missing. Ignores capacity. Returns whether it wrote.

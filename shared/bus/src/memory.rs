@@ -10,7 +10,7 @@ use bytes::Bytes;
 use protocol::{NodeId, PeerId, RoomId};
 use tokio::sync::{mpsc, Mutex};
 
-use crate::{keys, Backend, BackendError, Heartbeat, Inbound, JoinOutcome, MemberWrite};
+use crate::{keys, Backend, BackendError, Heartbeat, Inbound, JoinOutcome, JoinPolicy, MemberWrite, RoomRecord};
 
 /// Inbound queue length. Publishing waits when it is full (the node's dispatcher
 /// never calls the backend, so this cannot deadlock).
@@ -20,6 +20,8 @@ const INBOX_CAPACITY: usize = 16 * 1024;
 struct Room {
     members: HashMap<PeerId, Bytes>,
     token_hash: Option<String>,
+    /// Set for rooms created through the registry.
+    record: Option<RoomRecord>,
 }
 
 #[derive(Default)]
@@ -70,20 +72,27 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    async fn join(
-        &self,
-        w: MemberWrite<'_>,
-        capacity: usize,
-        token_hash: Option<&str>,
-    ) -> Result<JoinOutcome, BackendError> {
+    async fn join(&self, w: MemberWrite<'_>, policy: JoinPolicy<'_>) -> Result<JoinOutcome, BackendError> {
         let mut state = self.state.lock().await;
+        let created = state.rooms.get(w.room).and_then(|r| r.record.clone());
+        if created.is_none() && policy.require_registered {
+            return Ok(JoinOutcome::NotFound);
+        }
+        if created.as_ref().is_some_and(|r| r.expires_ms <= policy.now_ms) {
+            return Ok(JoinOutcome::Expired);
+        }
         let room = state.rooms.entry(w.room.clone()).or_default();
+        let token_hash = policy.token_hash;
         if room.token_hash.is_some() && room.token_hash.as_deref() != token_hash {
             return Ok(JoinOutcome::BadToken);
         }
         if room.members.contains_key(w.peer) {
             return Ok(JoinOutcome::Taken);
         }
+        let capacity = match created.and_then(|r| r.capacity) {
+            Some(limit) => policy.capacity.min(limit as usize),
+            None => policy.capacity,
+        };
         if room.members.len() >= capacity {
             return Ok(JoinOutcome::Full);
         }
@@ -95,6 +104,23 @@ impl Backend for MemoryBackend {
         let token_hash = room.token_hash.clone();
         self.publish_locked(&state, &keys::room_channel(w.room), w.announcement).await;
         Ok(JoinOutcome::Joined { others, token_hash })
+    }
+
+    async fn create_room(&self, room: &RoomId, record: &RoomRecord) -> Result<bool, BackendError> {
+        let mut state = self.state.lock().await;
+        if state.rooms.get(room).is_some_and(|r| r.record.is_some() || !r.members.is_empty()) {
+            return Ok(false);
+        }
+        // The embedded backend forgets nothing by itself: an expired record stays (and
+        // keeps answering "expired") until the process ends.
+        let entry =
+            Room { members: HashMap::new(), token_hash: Some(record.token_hash.clone()), record: Some(record.clone()) };
+        state.rooms.insert(room.clone(), entry);
+        Ok(true)
+    }
+
+    async fn room_record(&self, room: &RoomId) -> Result<Option<RoomRecord>, BackendError> {
+        Ok(self.state.lock().await.rooms.get(room).and_then(|r| r.record.clone()))
     }
 
     async fn restore(&self, w: MemberWrite<'_>, token_hash: Option<&str>) -> Result<bool, BackendError> {
@@ -117,7 +143,7 @@ impl Backend for MemoryBackend {
         if r.members.remove(peer).is_none() {
             return Ok(false);
         }
-        if r.members.is_empty() {
+        if r.members.is_empty() && r.record.is_none() {
             state.rooms.remove(room);
         }
         self.publish_locked(&state, &keys::room_channel(room), announcement).await;

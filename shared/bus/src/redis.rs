@@ -20,7 +20,10 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
-use crate::{keys, scripts, Backend, BackendError, Heartbeat, Inbound, JoinOutcome, LostMessages, MemberWrite};
+use crate::{
+    keys, scripts, Backend, BackendError, Heartbeat, Inbound, JoinOutcome, JoinPolicy, LostMessages, MemberWrite,
+    RoomRecord, EXPIRED_ROOM_MEMORY_MS,
+};
 
 /// Connection tuning. Defaults suit a node; tests shorten nothing here.
 #[derive(Debug, Clone)]
@@ -220,21 +223,18 @@ impl Backend for RedisBackend {
         Ok(())
     }
 
-    async fn join(
-        &self,
-        w: MemberWrite<'_>,
-        capacity: usize,
-        token_hash: Option<&str>,
-    ) -> Result<JoinOutcome, BackendError> {
+    async fn join(&self, w: MemberWrite<'_>, policy: JoinPolicy<'_>) -> Result<JoinOutcome, BackendError> {
         let keys = vec![keys::room_members(w.room), keys::room_meta(w.room)];
         let args: Vec<Value> = vec![
             w.peer.as_str().into(),
             w.record.into(),
-            (capacity as i64).into(),
-            opt_str(token_hash).into(),
+            (policy.capacity as i64).into(),
+            opt_str(policy.token_hash).into(),
             keys::room_channel(w.room).into(),
             w.announcement.into(),
             self.publish_command().into(),
+            (policy.now_ms as i64).into(),
+            if policy.require_registered { "1" } else { "0" }.into(),
         ];
         let reply: Vec<Value> = self.client.eval(scripts::JOIN, keys, args).await.map_err(unavailable)?;
         let mut reply = reply.into_iter();
@@ -246,9 +246,31 @@ impl Backend for RedisBackend {
             }
             "full" => Ok(JoinOutcome::Full),
             "token" => Ok(JoinOutcome::BadToken),
+            "notfound" => Ok(JoinOutcome::NotFound),
+            "expired" => Ok(JoinOutcome::Expired),
             "taken" => Ok(JoinOutcome::Taken),
             other => Err(BackendError::Protocol(format!("join script said {other:?}"))),
         }
+    }
+
+    async fn create_room(&self, room: &RoomId, record: &RoomRecord) -> Result<bool, BackendError> {
+        let keys = vec![keys::room_members(room), keys::room_meta(room)];
+        let json = serde_json::to_string(record).expect("a record serialises");
+        let args: Vec<Value> = vec![
+            record.token_hash.as_str().into(),
+            (record.expires_ms as i64).into(),
+            i64::from(record.capacity.unwrap_or(0)).into(),
+            json.into(),
+            ((record.expires_ms + EXPIRED_ROOM_MEMORY_MS) as i64).into(),
+        ];
+        let created: i64 = self.client.eval(scripts::CREATE_ROOM, keys, args).await.map_err(unavailable)?;
+        Ok(created == 1)
+    }
+
+    async fn room_record(&self, room: &RoomId) -> Result<Option<RoomRecord>, BackendError> {
+        let json: Option<String> = self.client.hget(keys::room_meta(room), "record").await.map_err(unavailable)?;
+        json.map(|j| serde_json::from_str(&j).map_err(|e| BackendError::Protocol(format!("room record: {e}"))))
+            .transpose()
     }
 
     async fn restore(&self, w: MemberWrite<'_>, token_hash: Option<&str>) -> Result<bool, BackendError> {

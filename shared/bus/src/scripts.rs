@@ -3,13 +3,19 @@
 //! PUBLISH or, on Cluster, SPUBLISH (passed in as the last argument).
 
 /// KEYS: members, meta. ARGV: peer, record, capacity, token hash or "", channel,
-/// announcement, publish command. Returns {"ok", token hash or "", other records...},
-/// {"full"}, {"token"} or {"taken"} (a member with this id is already in the room).
+/// announcement, publish command, now (Unix ms), "1" if only created rooms may be
+/// joined. Returns {"ok", token hash or "", other records...}, {"full"}, {"token"},
+/// {"notfound"}, {"expired"} or {"taken"} (a member with this id is already in the room).
 pub const JOIN: &str = r#"
-local stored = redis.call('HGET', KEYS[2], 'token')
+local meta = redis.call('HMGET', KEYS[2], 'token', 'registered', 'expires', 'capacity')
+local stored, registered = meta[1], meta[2] == '1'
+if not registered and ARGV[9] == '1' then return {'notfound'} end
+if registered and tonumber(meta[3]) <= tonumber(ARGV[8]) then return {'expired'} end
 if stored and stored ~= ARGV[4] then return {'token'} end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'taken'} end
-if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return {'full'} end
+local capacity = tonumber(ARGV[3])
+if registered and tonumber(meta[4]) > 0 and tonumber(meta[4]) < capacity then capacity = tonumber(meta[4]) end
+if redis.call('HLEN', KEYS[1]) >= capacity then return {'full'} end
 if not stored and ARGV[4] ~= '' then
   redis.call('HSET', KEYS[2], 'token', ARGV[4])
   stored = ARGV[4]
@@ -36,10 +42,13 @@ return 0
 "#;
 
 /// KEYS: members, meta. ARGV: peer, channel, announcement, publish command.
-/// Returns 1 if the peer was a member. An emptied room loses its metadata (its lock).
+/// Returns 1 if the peer was a member. An emptied room loses its metadata (its lock),
+/// unless it was created through the registry (its record expires by itself).
 pub const LEAVE: &str = r#"
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-if redis.call('HLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+if redis.call('HLEN', KEYS[1]) == 0 and redis.call('HGET', KEYS[2], 'registered') ~= '1' then
+  redis.call('DEL', KEYS[2])
+end
 redis.call(ARGV[4], ARGV[2], ARGV[3])
 return 1
 "#;
@@ -58,4 +67,15 @@ pub const SNAPSHOT: &str = r#"
 local records = redis.call('HVALS', KEYS[1])
 redis.call(ARGV[3], ARGV[1], ARGV[2])
 return records
+"#;
+
+/// KEYS: members, meta. ARGV: token hash, expires (Unix ms), capacity (0: none),
+/// record (JSON), forget at (Unix ms). Creates the room unless it exists (created, or
+/// implicitly with members). Returns 1 if created.
+pub const CREATE_ROOM: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('HGET', KEYS[2], 'registered') == '1' then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], 'token', ARGV[1], 'registered', '1', 'expires', ARGV[2], 'capacity', ARGV[3], 'record', ARGV[4])
+redis.call('PEXPIREAT', KEYS[2], ARGV[5])
+return 1
 "#;

@@ -79,6 +79,11 @@ pub enum Command {
     Members {
         room: RoomId,
     },
+    /// Presents an identity token (a JWT), or with None asks whether the connection
+    /// may proceed as it is (a Socket.IO namespace connect).
+    Authenticate {
+        token: Option<String>,
+    },
     Ping,
 }
 
@@ -92,6 +97,7 @@ impl Command {
             Command::Broadcast { .. } => "broadcast",
             Command::Update { .. } => "update",
             Command::Members { .. } => "members",
+            Command::Authenticate { .. } => "auth",
             Command::Ping => "ping",
         }
     }
@@ -104,7 +110,7 @@ impl Command {
             | Command::Broadcast { room, .. }
             | Command::Update { room, .. }
             | Command::Members { room } => Some(room),
-            Command::Ping => None,
+            Command::Authenticate { .. } | Command::Ping => None,
         }
     }
 }

@@ -56,8 +56,15 @@ struct UpdateWire {
     meta: Box<RawValue>,
 }
 
-/// Longest token a client may present on join.
+/// Longest room token a client may present on join.
 pub const TOKEN_MAX_BYTES: usize = 512;
+/// Longest identity token (a JWT; identity providers' ID tokens run to a few KiB).
+pub const AUTH_TOKEN_MAX_BYTES: usize = 8 * 1024;
+
+#[derive(Deserialize)]
+struct AuthWire {
+    token: String,
+}
 pub const DEFAULT_NAME: &str = "guest";
 pub const DEFAULT_ROLE: &str = "participant";
 
@@ -126,6 +133,13 @@ pub fn decode(text: &str, limits: &Limits) -> Result<Request, DecodeError> {
             Command::Update { room: room(&w.room)?, meta: meta(w.meta, limits, &id)? }
         }
         "ping" => Command::Ping,
+        "auth" => {
+            let w: AuthWire = serde_json::from_str(text).map_err(parse)?;
+            if w.token.is_empty() || w.token.len() > AUTH_TOKEN_MAX_BYTES {
+                return Err(DecodeError::bad(format!("token must be 1 to {AUTH_TOKEN_MAX_BYTES} bytes"), id));
+            }
+            Command::Authenticate { token: Some(w.token) }
+        }
         other => {
             let shown: String = other.chars().take(32).collect();
             return Err(DecodeError::bad(format!("unknown type `{shown}`"), id));
@@ -179,6 +193,20 @@ pub enum ServerMsg {
     Pong(Pong),
     Error(ErrorMsg),
     Reconnect(Reconnect),
+    /// The answer to `auth`: who the token says the client is.
+    Authenticated(Authenticated),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Authenticated {
+    /// None: anonymous.
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,6 +307,7 @@ impl ServerMsg {
             "pong" => ServerMsg::Pong(serde_json::from_str(text)?),
             "error" => ServerMsg::Error(serde_json::from_str(text)?),
             "reconnect" => ServerMsg::Reconnect(serde_json::from_str(text)?),
+            "authenticated" => ServerMsg::Authenticated(serde_json::from_str(text)?),
             other => {
                 return Err(serde::de::Error::custom(format!("unknown server message type {other}")));
             }

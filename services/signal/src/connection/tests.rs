@@ -106,6 +106,7 @@ async fn core() -> Arc<Core> {
         heartbeat_interval: Duration::from_secs(1),
         node_ttl: Duration::from_secs(3),
         join_timeout: Duration::from_secs(2),
+        admission: Arc::new(crate::admission::Admission::open()),
     };
     let core = Core::new(NodeId::parse("unit").unwrap(), Arc::new(MemoryBackend::new()), settings);
     // The tasks stop with the test's runtime.
@@ -134,7 +135,7 @@ fn connect_with<D: Dialect>(
     let (to_node, from_client) = mpsc::channel(16);
     let (to_client, from_node) = mpsc::channel(client_buffer);
     let (core, stop) = (core.clone(), stop.clone());
-    tokio::spawn(serve(ChannelTransport { from_client, to_client }, dialect, core, Arc::new(settings), stop));
+    tokio::spawn(serve(ChannelTransport { from_client, to_client }, dialect, core, Arc::new(settings), None, stop));
     TestClient { to_node, from_node }
 }
 

@@ -16,6 +16,14 @@ pub enum CoreError {
     RoomFull,
     #[error("wrong or missing room token")]
     Unauthorized,
+    #[error("room not found")]
+    RoomNotFound,
+    #[error("room expired")]
+    RoomExpired,
+    /// No valid identity: a token is required (AUTH_MODE=jwt) or the one presented
+    /// was refused (the reason never echoes the token).
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error("not in this room")]
     NotInRoom,
     #[error("no such peer in this room")]
@@ -33,7 +41,9 @@ impl CoreError {
         match self {
             CoreError::AlreadyInRoom | CoreError::IdTaken | CoreError::TooManyRooms(_) => ErrorCode::BadRequest,
             CoreError::RoomFull => ErrorCode::RoomFull,
-            CoreError::Unauthorized => ErrorCode::Unauthorized,
+            CoreError::Unauthorized | CoreError::Unauthenticated(_) => ErrorCode::Unauthorized,
+            CoreError::RoomNotFound => ErrorCode::NotFound,
+            CoreError::RoomExpired => ErrorCode::RoomExpired,
             CoreError::NotInRoom => ErrorCode::NotInRoom,
             CoreError::NoSuchPeer => ErrorCode::NotFound,
             CoreError::PeerUnavailable => ErrorCode::PeerUnavailable,

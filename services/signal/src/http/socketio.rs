@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{upgrade_to, AppState};
+use super::{identity_at_upgrade, upgrade_to, AppState};
 use crate::connection;
 use crate::transport::polling::PollError;
 use crate::transport::socketio::{SocketIo, MAX_PAYLOAD, PING_INTERVAL};
@@ -117,7 +117,11 @@ pub(super) async fn get(
     match (query.transport, query.sid) {
         (Transport::WebSocket, None) => {
             let upgrade = upgrade.map_err(|_| EioError::BadRequest("expected a WebSocket upgrade"))?;
-            Ok(upgrade_to(SocketIo::over_websocket(), state, &headers, upgrade))
+            let identity = match identity_at_upgrade(&state, &headers, None).await {
+                Ok(identity) => identity,
+                Err(refusal) => return Ok(refusal),
+            };
+            Ok(upgrade_to(SocketIo::over_websocket(), state, &headers, upgrade, identity))
         }
         (Transport::WebSocket, Some(sid)) => {
             let upgrade = upgrade.map_err(|_| EioError::BadRequest("expected a WebSocket upgrade"))?;
@@ -131,10 +135,14 @@ pub(super) async fn get(
             if state.core.health().is_draining() {
                 return Ok((StatusCode::SERVICE_UNAVAILABLE, "node is draining").into_response());
             }
+            let identity = match identity_at_upgrade(&state, &headers, None).await {
+                Ok(identity) => identity,
+                Err(refusal) => return Ok(refusal),
+            };
             let (session, transport) = state.polling.open();
             let AppState { core, connection, sessions, sessions_stop, .. } = state.clone();
             let dialect = SocketIo::over_polling(session.sid());
-            sessions.spawn(connection::serve(transport, dialect, core, connection, sessions_stop));
+            sessions.spawn(connection::serve(transport, dialect, core, connection, identity, sessions_stop));
             let body = session.poll(POLL_WAIT).await.map_err(refused)?;
             Ok(polling_body(cors, body))
         }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use protocol::native::{Joined, PeerJoined, PeerLeft, Pong, Reconnect, Relayed, RoomReply, Welcome};
+use protocol::native::{Authenticated, Joined, PeerJoined, PeerLeft, Pong, Reconnect, Relayed, RoomReply, Welcome};
 use protocol::{DecodeError, ErrorCode, Limits, ServerMsg};
 
 use super::{Decoded, Dialect, Greeting};
@@ -25,6 +25,10 @@ impl Native {
                 ServerMsg::Members(Joined { room, peers: members.iter().map(|m| (**m).clone()).collect(), id })
             }
             Reply::Pong { id } => ServerMsg::Pong(Pong { id }),
+            Reply::Authenticated { identity, id } => {
+                let (subject, name, role) = identity.map_or((None, None, None), |i| (Some(i.subject), i.name, i.role));
+                ServerMsg::Authenticated(Authenticated { subject, name, role, id })
+            }
             Reply::Error { code, message, id } => ServerMsg::error(code, message, id),
             Reply::Events(events) => return out.extend(events.iter().map(|e| frame(&render(e)))),
         };

@@ -34,8 +34,8 @@ pub struct Plain {
 struct Registration {
     room: RoomId,
     peer: PeerId,
-    /// Echoed in `registered_auth`. Room tokens are not enforced yet (they come with
-    /// the room registry); until then rooms are open.
+    /// The room token: checked by the join (a created room's token, or the lock the
+    /// first member of an implicit room set), echoed in `registered_auth`.
     token: Option<String>,
 }
 
@@ -47,6 +47,7 @@ struct Head {
     peer_id: Option<String>,
     room_id: Option<String>,
     token: Option<String>,
+    id_token: Option<String>,
     sender: Option<String>,
     target: Option<String>,
 }
@@ -77,12 +78,16 @@ impl Plain {
         // The peer id doubles as the display name the other dialects show.
         let shown: String = peer.as_str().chars().take(limits.name_chars).collect();
         let name = DisplayName::parse_with_max(&shown, limits.name_chars).map_err(|e| refuse(e.to_string()))?;
-        self.pending = Some(Registration { room: room.clone(), peer: peer.clone(), token: head.token });
+        let token = head.token.filter(|t| !t.is_empty());
+        if token.as_ref().is_some_and(|t| t.len() > protocol::native::TOKEN_MAX_BYTES) {
+            return Err(refuse("Invalid token"));
+        }
+        self.pending = Some(Registration { room: room.clone(), peer: peer.clone(), token: token.clone() });
         Ok(Command::Join {
             room,
             name,
             role: Role::parse(protocol::native::DEFAULT_ROLE).expect("the default role is valid"),
-            token: None,
+            token,
             meta: Payload::empty_object(),
             member: Some(peer),
         })
@@ -149,7 +154,7 @@ impl Plain {
                 self.pending = None;
                 Some(error_frame(&reason(code, &message)))
             }
-            Reply::Left { .. } | Reply::Updated { .. } => None,
+            Reply::Left { .. } | Reply::Updated { .. } | Reply::Authenticated { .. } => None,
             Reply::Events(events) => return out.extend(events.iter().filter_map(|e| self.render_event(e))),
         };
         out.extend(frame);
@@ -173,7 +178,21 @@ impl Dialect for Plain {
             }
         })?;
         let command = match head.ty.as_str() {
-            "register" => self.register(head, limits)?,
+            "register" => {
+                // An identity token is verified first; the registration runs only if
+                // it holds (the driver stops at the first refused request).
+                let id_token = head.id_token.clone().filter(|t| !t.is_empty());
+                let join = self.register(head, limits)?;
+                if let Some(token) = id_token {
+                    if token.len() > protocol::native::AUTH_TOKEN_MAX_BYTES {
+                        self.pending = None;
+                        return Err(refuse("Invalid token"));
+                    }
+                    let authenticate = Request { id: None, command: Command::Authenticate { token: Some(token) } };
+                    return Ok(Decoded::Requests(vec![authenticate, Request { id: None, command: join }]));
+                }
+                join
+            }
             ty if RELAYED.contains(&ty) => self.relay(head, text)?,
             "query" => Command::Members { room: self.registration()?.room.clone() },
             "ping" => Command::Ping,
@@ -226,6 +245,7 @@ impl Dialect for Plain {
 fn reason(code: ErrorCode, message: &str) -> String {
     match code {
         ErrorCode::Unauthorized => "Invalid token".into(),
+        ErrorCode::NotFound if message == "room not found" => "Room not found".into(),
         ErrorCode::RoomExpired => "Room expired".into(),
         _ => {
             let mut chars = message.chars();
@@ -282,7 +302,9 @@ mod tests {
     fn register_becomes_a_join_under_the_chosen_id_and_is_confirmed_with_the_token_echoed() {
         let mut plain = Plain::default();
         let cmd = decode(&mut plain, r#"{"type":"register","peer_id":"Worker-1","room_id":"r","token":"t"}"#).unwrap();
-        assert!(matches!(cmd, Command::Join { member: Some(m), token: None, .. } if m.as_str() == "Worker-1"));
+        assert!(
+            matches!(cmd, Command::Join { member: Some(m), token: Some(t), .. } if m.as_str() == "Worker-1" && t == "t")
+        );
         registered();
     }
 

@@ -101,6 +101,8 @@ struct InFlight {
 enum Action {
     /// Acknowledge only.
     Plain,
+    /// A namespace CONNECT: answered with the socket id, or CONNECT_ERROR.
+    Connect,
     JoinRoom,
     JoinMeeting(meetings::Me),
     /// A signal to `target` in `room` (a refusal names them).
@@ -118,6 +120,19 @@ enum Action {
 
 fn bad(message: impl Into<String>) -> DecodeError {
     DecodeError::bad(message, None)
+}
+
+/// The identity token of a CONNECT's `auth` payload (`{"token": "..."}`), if any.
+fn handshake_token(auth: &serde_json::value::RawValue) -> Result<Option<String>, DecodeError> {
+    #[derive(serde::Deserialize)]
+    struct Auth {
+        token: Option<String>,
+    }
+    let auth: Auth = serde_json::from_str(auth.get()).map_err(|_| bad("auth must be an object"))?;
+    match auth.token.filter(|t| !t.is_empty()) {
+        Some(token) if token.len() > protocol::native::AUTH_TOKEN_MAX_BYTES => Err(bad("the auth token is too long")),
+        token => Ok(token),
+    }
 }
 
 impl SocketIo {
@@ -181,14 +196,14 @@ impl SocketIo {
         };
         match packet.ty {
             SioType::Connect => {
-                // The handshake's `auth` (a JWT in `auth.token`) is read once room
-                // admission lands; until then every namespace is open.
-                self.connected |= ns.bit();
-                let reply = format!(r#"{{"sid":{}}}"#, quoted(self.peer().as_str()));
-                Ok(Decoded::Answer(Utf8Bytes::from(format!(
-                    "4{}",
-                    encode_sio(SioType::Connect, ns.path(), None, Some(&reply))
-                ))))
+                // The session decides: a token in the handshake's `auth` is verified,
+                // and without one the connection proceeds only if the node allows it.
+                self.in_flight = Some(Box::new(InFlight { ns, ack: None, action: Action::Connect }));
+                let token = match packet.payload {
+                    None => None,
+                    Some(auth) => handshake_token(auth)?,
+                };
+                Ok(Decoded::Request(Request { id: None, command: Command::Authenticate { token } }))
             }
             SioType::Disconnect => {
                 self.connected &= !ns.bit();
@@ -221,6 +236,12 @@ impl SocketIo {
 
     /// The refusal of an event, in the namespace's own way, and the ack's error.
     fn render_failure(&self, flight: Option<&InFlight>, code: ErrorCode, message: &str, out: &mut Vec<Utf8Bytes>) {
+        if let Some(InFlight { ns, action: Action::Connect, .. }) = flight {
+            // What a Socket.IO server middleware's `next(new Error(...))` sends.
+            let error = format!(r#"{{"message":{}}}"#, quoted(message));
+            out.push(Utf8Bytes::from(format!("4{}", encode_sio(SioType::ConnectError, ns.path(), None, Some(&error)))));
+            return;
+        }
         let ns = flight.map(|f| f.ns).unwrap_or(if self.is_connected(Ns::Meetings) && !self.is_connected(Ns::Rooms) {
             Ns::Meetings
         } else {
@@ -298,6 +319,13 @@ impl Dialect for SocketIo {
                     }
                 }
                 Reply::Error { code, message, .. } => failure = Some((code, message)),
+                Reply::Authenticated { .. } => {
+                    let Some(flight) = flight.as_deref() else { continue };
+                    self.connected |= flight.ns.bit();
+                    let reply = format!(r#"{{"sid":{}}}"#, quoted(self.peer().as_str()));
+                    let connect = encode_sio(SioType::Connect, flight.ns.path(), None, Some(&reply));
+                    out.push(Utf8Bytes::from(format!("4{connect}")));
+                }
                 Reply::Members { .. } | Reply::Pong { .. } => {}
             }
         }

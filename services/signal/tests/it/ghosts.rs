@@ -127,7 +127,13 @@ async fn a_resync_removes_members_listed_for_this_node_that_it_does_not_serve() 
         record: Bytes::from(record.encode()),
         announcement: Bytes::from(announcement.encode()),
     };
-    assert!(matches!(writer.join(write, 100, None).await.unwrap(), bus::JoinOutcome::Joined { .. }));
+    assert!(matches!(
+        writer
+            .join(write, bus::JoinPolicy { capacity: 100, token_hash: None, require_registered: false, now_ms: 0 })
+            .await
+            .unwrap(),
+        bus::JoinOutcome::Joined { .. }
+    ));
     assert!(matches!(a.recv().await, ServerMsg::PeerJoined(j) if j.peer.peer == ghost));
 
     // A subscriber reconnect makes both nodes resync.

@@ -52,7 +52,7 @@ impl PlainClient {
     }
 
     pub(crate) async fn register(&mut self, peer: &str, room: &str) {
-        self.send(json!({"type":"register","peer_id":peer,"room_id":room,"token":"tok","id_token":"idt"})).await;
+        self.send(json!({"type":"register","peer_id":peer,"room_id":room,"token":"tok"})).await;
         assert_eq!(self.recv().await, json!({"type":"registered_auth","room_id":room,"token":"tok","peer_id":peer}));
     }
 
@@ -105,7 +105,7 @@ async fn a_peer_id_is_unique_in_its_room_and_free_in_others() {
     // The same id on the other node, in the same room: refused, and the connection may
     // register another id.
     let mut b = PlainClient::connect(cluster.nodes[1].addr).await;
-    b.send(json!({"type":"register","peer_id":"Worker-1","room_id":"room-1"})).await;
+    b.send(json!({"type":"register","peer_id":"Worker-1","room_id":"room-1","token":"tok"})).await;
     assert!(b.recv_error().await.contains("already taken"));
     b.register("Worker-3", "room-1").await;
     // The same id in another room: fine.
@@ -171,9 +171,10 @@ async fn native_and_plain_members_share_a_room_each_in_its_own_dialect() {
     assert!(matches!(native.recv().await, ServerMsg::Left(_)));
     let left = plain.recv().await;
     assert_eq!(left, json!({"type":"peer_left","room_id":"mixed","peer_id":native.peer().as_str(),"reason":"left"}));
-    // And a native member hears a plain one leave.
+    // And a native member hears a plain one leave. (The plain member's room token
+    // locked the room: a native member presents it too.)
     let mut other = Client::connect(cluster.nodes[0].addr).await;
-    other.join("mixed").await;
+    other.join_with(json!({"type": "join", "room": "mixed", "name": "tester", "token": "tok"})).await;
     assert_eq!(plain.recv().await["type"], "peer_joined");
     drop(plain);
     let left = other.recv_peer_left().await;

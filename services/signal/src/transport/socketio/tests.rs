@@ -38,11 +38,19 @@ fn command(decoded: Result<Decoded, DecodeError>) -> Command {
     }
 }
 
+/// Connects `ns` as the session would let it: the CONNECT asks the session, and its
+/// answer (anonymous is allowed) becomes the CONNECT reply with the socket id.
+fn connect(sio: &mut SocketIo, ns: &str) {
+    let packet = if ns == "/" { "40".to_owned() } else { format!("40{ns},") };
+    assert_eq!(command(decode(sio, &packet)), Command::Authenticate { token: None });
+    let prefix = if ns == "/" { String::new() } else { format!("{ns},") };
+    let frames = rendered(sio, vec![Reply::Authenticated { identity: None, id: None }]);
+    assert_eq!(frames, [format!(r#"40{prefix}{{"sid":"n1.me"}}"#)]);
+}
+
 fn connected(ns: &str) -> SocketIo {
     let mut sio = greeted();
-    let connect = if ns == "/" { "40".to_owned() } else { format!("40{ns},") };
-    let prefix = if ns == "/" { String::new() } else { format!("{ns},") };
-    assert_eq!(answer(decode(&mut sio, &connect)), format!(r#"40{prefix}{{"sid":"n1.me"}}"#));
+    connect(&mut sio, ns);
     sio
 }
 
@@ -163,7 +171,7 @@ fn a_meeting_participant_keeps_its_state_and_chat_is_echoed_to_its_sender() {
 #[test]
 fn leaving_a_namespace_leaves_its_rooms_only() {
     let mut sio = connected("/");
-    assert_eq!(answer(decode(&mut sio, "40/meetings,")), r#"40/meetings,{"sid":"n1.me"}"#);
+    connect(&mut sio, "/meetings");
     sio.rooms.push((RoomId::parse("r").unwrap(), Ns::Rooms));
     sio.rooms.push((RoomId::parse("m").unwrap(), Ns::Meetings));
     match decode(&mut sio, "41/meetings,") {
@@ -174,4 +182,17 @@ fn leaving_a_namespace_leaves_its_rooms_only() {
         other => panic!("{other:?}"),
     }
     assert!(decode(&mut sio, r#"42/meetings,["chat-message",{"meetingId":"m","text":"x"}]"#).is_err());
+}
+
+#[test]
+fn a_handshake_token_is_handed_to_the_session_and_a_refusal_is_a_connect_error() {
+    let mut sio = greeted();
+    let with_token = command(decode(&mut sio, r#"40/meetings,{"token":"eyJ.x.y"}"#));
+    assert_eq!(with_token, Command::Authenticate { token: Some("eyJ.x.y".into()) });
+    let refused =
+        Reply::Error { code: ErrorCode::Unauthorized, message: "token refused: bad signature".into(), id: None };
+    assert_eq!(rendered(&mut sio, vec![refused]), [r#"44/meetings,{"message":"token refused: bad signature"}"#]);
+    // Still not connected: its events are refused.
+    assert!(decode(&mut sio, r#"42/meetings,["join-meeting",{"meetingId":"m"}]"#).is_err());
+    assert!(decode(&mut sio, r#"40{"token":42}"#).is_err());
 }

@@ -1,0 +1,197 @@
+//! Identity and the room registry over HTTP (docs/rooms-and-auth.md):
+//!
+//! - `POST /anonymous-signin`: a short-lived token of the cluster's own (S4's flow).
+//! - `GET /.well-known/jwks.json`: the public key of those tokens, when ES256.
+//! - `POST /create-room`: S4's shape, `{"room_id","token"}` for the bearer of a token.
+//! - `POST /api/rooms`, `GET /api/rooms/{id}`: the same registry with its options.
+//!
+//! Room tokens are returned once and stored only as their SHA-256.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use bus::RoomRecord;
+use protocol::RoomId;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use crate::core::now_ms;
+
+/// An API refusal: a status and `{"error": message}`.
+pub(super) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+fn random_text(bytes: usize) -> String {
+    let random: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+    URL_SAFE_NO_PAD.encode(random)
+}
+
+fn iso(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64).map(|t| t.to_rfc3339()).unwrap_or_default()
+}
+
+/// The verified subject of the request's bearer token.
+async fn caller(state: &AppState, headers: &HeaderMap) -> Result<auth::Identity, ApiError> {
+    let token = auth::bearer(headers)
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "send Authorization: Bearer <id_token>".into()))?;
+    state
+        .core
+        .admission()
+        .verify(token)
+        .await
+        .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, format!("token refused: {e}")))
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct SigninRequest {
+    username: Option<String>,
+}
+
+pub(super) async fn anonymous_signin(
+    State(state): State<AppState>,
+    body: Option<Json<SigninRequest>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let issuer = state.core.admission().issuer().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "anonymous sign-in is not configured: set ANON_TOKEN_SECRET or ANON_TOKEN_KEY_FILE".into(),
+        )
+    })?;
+    let suffix = format!("{:04}", rand::random::<u16>() % 10_000);
+    let username = body
+        .and_then(|Json(b)| b.username)
+        .map(|u| u.trim().chars().take(protocol::DisplayName::DEFAULT_MAX_CHARS).collect::<String>())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| format!("Guest-{suffix}"));
+    let subject = format!("anon-{}", random_text(12));
+    let (id_token, expires_at) = issuer.issue(&subject, &username);
+    Ok(Json(json!({"id_token": id_token, "username": username, "subject": subject, "expires_at": expires_at})))
+}
+
+pub(super) async fn jwks(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let keys = state.core.admission().issuer().and_then(|i| i.jwks());
+    keys.map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no public key: anonymous tokens are not ES256".into()))
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct CreateRoom {
+    room_id: Option<String>,
+    ttl_secs: Option<u64>,
+    capacity: Option<u32>,
+    #[serde(default)]
+    hosts: Vec<String>,
+}
+
+/// Longest room lifetime a request may ask for.
+const MAX_ROOM_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+/// Creates a room; its id, token and record.
+async fn create(state: &AppState, creator: &str, req: CreateRoom) -> Result<(RoomId, String, RoomRecord), ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let limits = &state.connection.limits;
+    let room = match req.room_id {
+        Some(id) => RoomId::parse_with_max(&id, limits.room_id_chars).map_err(|e| bad(format!("room_id: {e}")))?,
+        None => RoomId::parse(&random_text(16)).expect("base64url text is a valid room id"),
+    };
+    let ttl = match req.ttl_secs {
+        Some(0) => return Err(bad("ttl_secs: at least 1".into())),
+        Some(secs) => Duration::from_secs(secs).min(MAX_ROOM_TTL),
+        None => state.core.admission().room_ttl,
+    };
+    if req.capacity == Some(0) {
+        return Err(bad("capacity: at least 1".into()));
+    }
+    if req.hosts.len() > 64 || req.hosts.iter().any(|h| h.is_empty() || h.len() > 256) {
+        return Err(bad("hosts: at most 64 subjects of 1 to 256 bytes".into()));
+    }
+    let token = random_text(24);
+    let created_ms = now_ms();
+    let record = RoomRecord {
+        token_hash: crate::core::token_hash(&token),
+        creator: creator.to_owned(),
+        created_ms,
+        expires_ms: created_ms + ttl.as_millis() as u64,
+        capacity: req.capacity,
+        hosts: req.hosts,
+    };
+    let created = state
+        .core
+        .backend()
+        .create_room(&room, &record)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("signaling store unavailable: {e}")))?;
+    if !created {
+        return Err(ApiError(StatusCode::CONFLICT, "a room with this id exists".into()));
+    }
+    tracing::info!(%room, creator, ttl_secs = ttl.as_secs(), "room created");
+    Ok((room, token, record))
+}
+
+/// S4's `POST /create-room`: `{"room_id","token"}`.
+pub(super) async fn create_room_s4(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = caller(&state, &headers).await?;
+    let (room, token, _) = create(&state, &who.subject, CreateRoom::default()).await?;
+    Ok(Json(json!({"room_id": room, "token": token})))
+}
+
+/// `POST /api/rooms {room_id?, ttl_secs?, capacity?, hosts?}`.
+pub(super) async fn create_room(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Option<Json<CreateRoom>>,
+) -> Result<Response, ApiError> {
+    let who = caller(&state, &headers).await?;
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let (room, token, record) = create(&state, &who.subject, req).await?;
+    let url = state.core.admission().frontend_url.as_ref().map(|base| format!("{base}/meeting/{room}"));
+    let body = json!({
+        "room_id": room,
+        "token": token,
+        "expires_at": iso(record.expires_ms),
+        "capacity": record.capacity,
+        "url": url,
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `GET /api/rooms/{id}`: a created room's public record (never its token).
+pub(super) async fn room_info(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller(&state, &headers).await?;
+    let room = RoomId::parse_with_max(&id, state.connection.limits.room_id_chars)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("room id: {e}")))?;
+    let record = state
+        .core
+        .backend()
+        .room_record(&room)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("signaling store unavailable: {e}")))?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "Room not found".into()))?;
+    Ok(Json(json!({
+        "room_id": room,
+        "creator": record.creator,
+        "hosts": record.hosts,
+        "created_at": iso(record.created_ms),
+        "expires_at": iso(record.expires_ms),
+        "expired": record.expires_ms <= now_ms(),
+        "capacity": record.capacity,
+    })))
+}
