@@ -19,6 +19,8 @@ pub enum Reply {
     Joined {
         room: RoomId,
         others: Vec<Arc<MemberInfo>>,
+        /// The name recorded for the joiner (a token's claim wins over the one asked for).
+        name: protocol::DisplayName,
         id: Option<RequestId>,
     },
     Left {
@@ -193,13 +195,14 @@ impl Session {
                     let claimed_role = who.role.as_deref().and_then(|r| protocol::Role::parse(r).ok());
                     (claimed_name.unwrap_or(name), claimed_role.unwrap_or(role))
                 });
+                let recorded = name.clone();
                 let req = JoinRequest { room: room.clone(), name, role, token, meta, member: member.clone() };
                 let done = core.join(&self.handle, req, self.rooms.len()).await?;
                 self.rooms.push(room.clone());
                 if let Some(member) = member {
                     self.chosen.push((room.clone(), member));
                 }
-                let mut replies = vec![Reply::Joined { room, others: done.others, id }];
+                let mut replies = vec![Reply::Joined { room, others: done.others, name: recorded, id }];
                 if !done.backlog.is_empty() {
                     replies.push(Reply::Events(done.backlog));
                 }

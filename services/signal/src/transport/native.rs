@@ -16,7 +16,7 @@ pub struct Native;
 impl Native {
     fn render_reply(&mut self, reply: Reply, out: &mut Vec<Utf8Bytes>) {
         let msg = match reply {
-            Reply::Joined { room, others, id } => {
+            Reply::Joined { room, others, id, .. } => {
                 ServerMsg::Joined(Joined { room, peers: others.iter().map(|m| (**m).clone()).collect(), id })
             }
             Reply::Left { room, id } => ServerMsg::Left(RoomReply { room, id }),

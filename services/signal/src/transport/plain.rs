@@ -290,7 +290,11 @@ mod tests {
         let mut plain = Plain::default();
         decode(&mut plain, r#"{"type":"register","peer_id":"Worker-1","room_id":"r","token":"t"}"#).unwrap();
         let mut out = Vec::new();
-        plain.render_reply(Reply::Joined { room: RoomId::parse("r").unwrap(), others: Vec::new(), id: None }, &mut out);
+        let name = DisplayName::parse("Worker-1").unwrap();
+        plain.render_reply(
+            Reply::Joined { room: RoomId::parse("r").unwrap(), others: Vec::new(), name, id: None },
+            &mut out,
+        );
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(out[0].as_str()).unwrap(),
             json!({"type": "registered_auth", "room_id": "r", "token": "t", "peer_id": "Worker-1"})

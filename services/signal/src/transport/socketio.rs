@@ -295,13 +295,14 @@ impl Dialect for SocketIo {
         let mut failure = None;
         for reply in replies {
             match reply {
-                Reply::Joined { room, others, .. } => {
+                Reply::Joined { room, others, name, .. } => {
                     let Some(flight) = flight.as_deref() else { continue };
                     self.rooms.push((room.clone(), flight.ns));
                     match &flight.action {
                         Action::JoinMeeting(me) => {
-                            self.meetings.push(me.clone());
-                            meetings::render_joined(me, self.peer(), &others, out);
+                            let me = me.recorded_as(name);
+                            meetings::render_joined(&me, self.peer(), &others, out);
+                            self.meetings.push(me);
                         }
                         _ => out.push(rooms::existing_users(&others)),
                     }

@@ -13,5 +13,6 @@ mod limits;
 mod metrics;
 mod plain;
 mod protocol_suite;
+mod rooms_auth;
 mod socketio;
 mod upgrade;

@@ -75,6 +75,11 @@ pub(super) struct Me {
 }
 
 impl Me {
+    /// This state under the name the node recorded (a token's claim wins).
+    pub(super) fn recorded_as(&self, name: protocol::DisplayName) -> Me {
+        Me { name, ..self.clone() }
+    }
+
     fn meta(&self) -> Payload {
         let change = match self.change {
             Change::Joined => "joined",

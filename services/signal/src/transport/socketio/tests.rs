@@ -94,7 +94,8 @@ fn a_join_is_answered_with_existing_users_then_the_ack() {
     assert_eq!((room.as_str(), name.as_str(), role.as_str()), ("r", "Ann", "interviewer"));
     assert!(meta.get().contains("joinedAt"));
     let bob = member("n2.bob", "Bob", r#"{"joinedAt":"2026-01-01T00:00:00.000Z"}"#);
-    let frames = rendered(&mut sio, vec![Reply::Joined { room: room.clone(), others: vec![bob], id: None }]);
+    let frames =
+        rendered(&mut sio, vec![Reply::Joined { room: room.clone(), others: vec![bob], name: name.clone(), id: None }]);
     assert_eq!(
         frames,
         [
@@ -134,7 +135,15 @@ fn a_meeting_participant_keeps_its_state_and_chat_is_echoed_to_its_sender() {
         r#"42/meetings,["join-meeting",{"meetingId":"m","displayName":"Xena","media":{"video":false}}]"#,
     ));
     let Command::Join { room, .. } = join else { panic!() };
-    let frames = rendered(&mut sio, vec![Reply::Joined { room: room.clone(), others: Vec::new(), id: None }]);
+    let frames = rendered(
+        &mut sio,
+        vec![Reply::Joined {
+            room: room.clone(),
+            others: Vec::new(),
+            name: protocol::DisplayName::parse("Xena").unwrap(),
+            id: None,
+        }],
+    );
     assert!(frames[0].starts_with(r#"42/meetings,["meeting-joined""#), "{frames:?}");
     assert!(frames[1].starts_with(r#"42/meetings,["meeting-started""#), "{frames:?}");
 

@@ -21,7 +21,22 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: std::net::SocketAddr) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.expect("connect /ws");
+        Self::try_connect(addr, "", None).await.expect("connect /ws")
+    }
+
+    /// Connects to `/ws{query}` with an optional bearer token; the HTTP status when the
+    /// node refuses the upgrade.
+    pub async fn try_connect(addr: std::net::SocketAddr, query: &str, bearer: Option<&str>) -> Result<Self, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{addr}/ws{query}").into_client_request().unwrap();
+        if let Some(token) = bearer {
+            request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let ws = match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => ws,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => return Err(response.status().as_u16()),
+            Err(e) => panic!("connect /ws: {e}"),
+        };
         let mut client = Self { ws, peer: PeerId::parse("x.y").unwrap(), node: String::new() };
         match client.recv().await {
             ServerMsg::Welcome(w) => {
@@ -30,7 +45,7 @@ impl Client {
             }
             other => panic!("expected welcome, got {other:?}"),
         }
-        client
+        Ok(client)
     }
 
     pub fn peer(&self) -> &PeerId {

@@ -86,17 +86,50 @@ impl SioAgent {
     /// Connects `client` to `namespace` at `url` with these transports; returns its
     /// `socket.id` and the transport it connected with.
     pub async fn connect(&mut self, client: &str, url: &str, namespace: &str, transports: &[&str]) -> (String, String) {
-        self.command(
-            json!({"op": "connect", "client": client, "url": url, "namespace": namespace, "transports": transports}),
-        )
-        .await;
+        self.try_connect(client, url, namespace, transports, None)
+            .await
+            .unwrap_or_else(|e| panic!("{client} failed to connect: {e}"))
+    }
+
+    /// Connects with the handshake's `auth` payload (over WebSocket); returns the socket id.
+    pub async fn connect_with_auth(&mut self, client: &str, url: &str, namespace: &str, auth: Value) -> String {
+        self.try_connect(client, url, namespace, &["websocket"], Some(auth))
+            .await
+            .unwrap_or_else(|e| panic!("{client} failed to connect: {e}"))
+            .0
+    }
+
+    /// Connects expecting a refusal; returns the CONNECT_ERROR's message.
+    pub async fn connect_error(&mut self, client: &str, url: &str, namespace: &str, auth: Option<Value>) -> String {
+        match self.try_connect(client, url, namespace, &["websocket"], auth).await {
+            Ok((id, _)) => panic!("{client} connected as {id}, expected a refusal"),
+            Err(message) => message,
+        }
+    }
+
+    async fn try_connect(
+        &mut self,
+        client: &str,
+        url: &str,
+        namespace: &str,
+        transports: &[&str],
+        auth: Option<Value>,
+    ) -> Result<(String, String), String> {
+        let mut command =
+            json!({"op": "connect", "client": client, "url": url, "namespace": namespace, "transports": transports});
+        if let Some(auth) = auth {
+            command["auth"] = auth;
+        }
+        self.command(command).await;
         let report = self
             .take(&format!("{client} connected"), |r| {
                 r["client"] == client && (r.get("connected").is_some() || r.get("connect_error").is_some())
             })
             .await;
-        let id = report["connected"].as_str().unwrap_or_else(|| panic!("{client} failed to connect: {report}"));
-        (id.to_owned(), report["transport"].as_str().unwrap().to_owned())
+        match report["connected"].as_str() {
+            Some(id) => Ok((id.to_owned(), report["transport"].as_str().unwrap().to_owned())),
+            None => Err(report["connect_error"].as_str().unwrap_or_default().to_owned()),
+        }
     }
 
     pub async fn emit(&mut self, client: &str, event: &str, args: Value) {

@@ -1,0 +1,265 @@
+//! Identity and the room registry across two nodes with a private Redis: S4's flow
+//! (anonymous sign-in, create-room, register with the room token), expired and unknown
+//! rooms, AUTH_MODE=jwt in every dialect, and tokens verified against a JWKS
+//! (RS256 shaped like Cognito ID tokens, ES256).
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use protocol::ServerMsg;
+use serde_json::{json, Value};
+
+use crate::helpers::socketio::{url, SioAgent};
+use crate::helpers::{wait_until, Backend, Client, TestCluster, TestRedis};
+use crate::plain::PlainClient;
+
+const ANON_SECRET: &str = "anonymous-token-secret-0123456789-abcdef";
+const IDP_SECRET: &str = "identity-provider-secret-0123456789-abcdef";
+
+async fn post(addr: std::net::SocketAddr, path: &str, bearer: Option<&str>, body: Value) -> (u16, Value) {
+    let mut request = reqwest::Client::new().post(format!("http://{addr}{path}")).json(&body);
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("the node answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str, bearer: &str) -> (u16, Value) {
+    let response = reqwest::Client::new().get(format!("http://{addr}{path}")).bearer_auth(bearer).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn hs256(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s4_flow_works_across_nodes_and_refuses_wrong_tokens_and_unknown_rooms() {
+    let redis = TestRedis::start().await;
+    let settings = [("ANON_TOKEN_SECRET", ANON_SECRET), ("ROOMS_REQUIRE_CREATE", "true")];
+    let cluster = TestCluster::start_with(&Backend::Redis(redis.url()), 2, &settings).await;
+    let (n1, n2) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+
+    let (status, signin) = post(n1, "/anonymous-signin", None, json!({})).await;
+    assert_eq!(status, 200, "{signin}");
+    let id_token = signin["id_token"].as_str().unwrap().to_owned();
+    assert!(signin["username"].as_str().unwrap().starts_with("Guest-"));
+    assert_eq!(post(n2, "/create-room", None, json!({})).await.0, 401, "creating a room needs a token");
+    assert_eq!(post(n2, "/create-room", Some("not-a-jwt"), json!({})).await.0, 401);
+    // A token signed on node 1 is good on node 2: the nodes share the key.
+    let (status, created) = post(n2, "/create-room", Some(&id_token), json!({})).await;
+    assert_eq!(status, 200, "{created}");
+    let (room, token) = (created["room_id"].as_str().unwrap(), created["token"].as_str().unwrap());
+
+    let mut a = PlainClient::connect(n1).await;
+    a.send(json!({"type":"register","peer_id":"Worker-1","room_id":room,"token":token,"id_token":id_token})).await;
+    assert_eq!(a.recv().await, json!({"type":"registered_auth","room_id":room,"token":token,"peer_id":"Worker-1"}));
+    let mut b = PlainClient::connect(n2).await;
+    b.send(json!({"type":"register","peer_id":"Worker-2","room_id":room,"token":"wrong","id_token":id_token})).await;
+    assert_eq!(b.recv_error().await, "Invalid token");
+    b.send(json!({"type":"register","peer_id":"Worker-2","room_id":"nowhere","token":token})).await;
+    assert_eq!(b.recv_error().await, "Room not found");
+    b.send(json!({"type":"register","peer_id":"Worker-2","room_id":room,"token":token,"id_token":"forged.token.x"}))
+        .await;
+    assert_eq!(b.recv_error().await, "Invalid token", "a refused identity token stops the registration");
+    b.send(json!({"type":"register","peer_id":"Worker-2","room_id":room,"token":token})).await;
+    assert_eq!(b.recv().await["type"], "registered_auth");
+    assert_eq!(a.recv().await, json!({"type":"peer_joined","room_id":room,"peer_id":"Worker-2"}));
+
+    // A native client needs the same token; an implicit room does not exist here.
+    let mut native = Client::connect(n1).await;
+    native.send(json!({"type":"join","room":room})).await;
+    assert_eq!(native.recv_error("unauthorized").await.code, protocol::ErrorCode::Unauthorized);
+    native.send(json!({"type":"join","room":"made-up"})).await;
+    native.recv_error("not-found").await;
+    native.send(json!({"type":"join","room":room,"token":token})).await;
+    assert!(matches!(native.recv().await, ServerMsg::Joined(j) if j.peers.len() == 2));
+
+    // The room outlives its members until it expires: everyone leaves, the token still holds.
+    drop((a, b, native));
+    let (status, info) = get(n2, &format!("/api/rooms/{room}"), &id_token).await;
+    assert_eq!((status, &info["expired"]), (200, &json!(false)), "{info}");
+    assert!(info.get("token").is_none() && !info.to_string().contains(token), "the token is never shown again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_room_expires_and_is_refused_as_expired_in_each_dialect() {
+    let redis = TestRedis::start().await;
+    let settings = [("ANON_TOKEN_SECRET", ANON_SECRET), ("FRONTEND_URL", "https://meet.example.org/")];
+    let cluster = TestCluster::start_with(&Backend::Redis(redis.url()), 2, &settings).await;
+    let (n1, n2) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+    let id_token = post(n1, "/anonymous-signin", None, json!({"username": "Ada"})).await.1["id_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, created) =
+        post(n1, "/api/rooms", Some(&id_token), json!({"room_id": "standup", "ttl_secs": 1, "capacity": 2})).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["url"], "https://meet.example.org/meeting/standup");
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert_eq!(post(n2, "/api/rooms", Some(&id_token), json!({"room_id": "standup"})).await.0, 409);
+
+    // Capacity 2, across nodes.
+    let mut a = Client::connect(n1).await;
+    a.send(json!({"type":"join","room":"standup","token":token})).await;
+    assert!(matches!(a.recv().await, ServerMsg::Joined(_)));
+    let mut b = Client::connect(n2).await;
+    b.send(json!({"type":"join","room":"standup","token":token})).await;
+    assert!(matches!(b.recv().await, ServerMsg::Joined(_)));
+    let mut c = Client::connect(n2).await;
+    c.send(json!({"type":"join","room":"standup","token":token})).await;
+    c.recv_error("room-full").await;
+
+    wait_until(Duration::from_secs(5), "the room to expire", || async {
+        get(n2, "/api/rooms/standup", &id_token).await.1["expired"] == json!(true)
+    })
+    .await;
+    c.send(json!({"type":"join","room":"standup","token":token})).await;
+    c.recv_error("room-expired").await;
+    let mut plain = PlainClient::connect(n2).await;
+    plain.send(json!({"type":"register","peer_id":"Late","room_id":"standup","token":token})).await;
+    assert_eq!(plain.recv_error().await, "Room expired");
+    let mut sio = SioAgent::start().await;
+    sio.connect("s", &url(n1), "/", &["websocket"]).await;
+    let ack =
+        sio.emit_ack("s", "join-room", json!({"roomId": "standup", "userName": "S", "userRole": "observer"})).await;
+    assert_eq!(ack["code"], "room-expired", "{ack}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_jwt_mode_a_valid_token_is_required_in_every_dialect_and_its_claims_win() {
+    let redis = TestRedis::start().await;
+    let settings = [
+        ("AUTH_MODE", "jwt"),
+        ("JWT_HS256_SECRET", IDP_SECRET),
+        ("JWT_ISSUER", "https://idp.example.org"),
+        ("JWT_AUDIENCE", "meetings"),
+        ("JWT_LEEWAY_SECS", "0"),
+    ];
+    let cluster = TestCluster::start_with(&Backend::Redis(redis.url()), 2, &settings).await;
+    let (n1, n2) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+    let claims = |sub: &str, exp: u64| json!({"sub": sub, "name": "Alice Liddell", "role": "host", "iss": "https://idp.example.org", "aud": "meetings", "exp": exp});
+    let good = hs256(&claims("alice", now() + 600), IDP_SECRET);
+
+    // Refused at the upgrade: expired, wrong audience, wrong key, `none`, and an RS256
+    // header over the shared secret (algorithm confusion).
+    let mut wrong_aud = claims("alice", now() + 600);
+    wrong_aud["aud"] = json!("someone-else");
+    let header_none = base64_url(r#"{"alg":"none","typ":"JWT"}"#);
+    let body = base64_url(&claims("alice", now() + 600).to_string());
+    let confused = format!("{}.{}", base64_url(r#"{"alg":"RS256","typ":"JWT"}"#), good.split_once('.').unwrap().1);
+    for bad in [
+        hs256(&claims("alice", now() - 60), IDP_SECRET),
+        hs256(&wrong_aud, IDP_SECRET),
+        hs256(&claims("alice", now() + 600), "another-secret-0123456789-0123456789-xx"),
+        format!("{header_none}.{body}."),
+        confused,
+    ] {
+        assert_eq!(Client::try_connect(n1, "", Some(&bad)).await.err(), Some(401), "{bad}");
+    }
+
+    // Native: nothing works without a token; with one, the claims name the member.
+    let mut anonymous = Client::connect(n1).await;
+    anonymous.send(json!({"type":"join","room":"board"})).await;
+    anonymous.recv_error("unauthorized").await;
+    anonymous.send(json!({"type":"auth","token":good,"id":"a1"})).await;
+    match anonymous.recv().await {
+        ServerMsg::Authenticated(a) => {
+            assert_eq!(
+                (a.subject.as_deref(), a.name.as_deref(), a.role.as_deref()),
+                (Some("alice"), Some("Alice Liddell"), Some("host"))
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut bob =
+        Client::try_connect(n2, &format!("?access_token={}", hs256(&claims("bob", now() + 600), IDP_SECRET)), None)
+            .await
+            .unwrap();
+    let joined = bob.join_with(json!({"type":"join","room":"board","name":"declared","role":"viewer"})).await;
+    assert!(joined.peers.is_empty());
+    let mut header = Client::try_connect(n1, "", Some(&good)).await.unwrap();
+    let joined = header.join_with(json!({"type":"join","room":"board","name":"mallory"})).await;
+    assert_eq!((joined.peers[0].name.as_str(), joined.peers[0].role.as_str()), ("Alice Liddell", "host"));
+
+    // Socket.IO: the handshake's auth.token, or a CONNECT_ERROR.
+    let mut sio = SioAgent::start().await;
+    let refused = sio.connect_error("nobody", &url(n1), "/", None).await;
+    assert!(refused.contains("token is required"), "{refused}");
+    sio.connect_with_auth("alice", &url(n2), "/meetings", json!({"token": good})).await;
+    sio.emit("alice", "join-meeting", json!({"meetingId": "board", "displayName": "declared"})).await;
+    let me = sio.event("alice", "meeting-joined").await;
+    assert_eq!(me["participant"]["displayName"], "Alice Liddell", "{me}");
+
+    // Plain: id_token in register.
+    let mut plain = PlainClient::connect(n1).await;
+    plain.send(json!({"type":"register","peer_id":"W","room_id":"board"})).await;
+    assert_eq!(plain.recv_error().await, "Invalid token");
+    plain.send(json!({"type":"register","peer_id":"W","room_id":"board","id_token":good})).await;
+    assert_eq!(plain.recv().await["type"], "registered_auth");
+}
+
+fn base64_url(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs256_and_es256_tokens_verify_against_a_jwks_file_with_cognito_shaped_claims() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let pool = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_TeSt1234";
+    let client_id = "3n4b5urk1ft4fl3mg5e62d9ado";
+    let ec_pem = std::fs::read_to_string(fixtures.join("ec-test-key.pem")).unwrap();
+    let ec = auth::TokenIssuer::es256_from_pem(&ec_pem, pool, client_id, Duration::from_secs(600)).unwrap();
+    let n = std::fs::read_to_string(fixtures.join("rsa-test-key.n")).unwrap();
+    let mut jwks = ec.jwks().unwrap();
+    jwks["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"kty": "RSA", "kid": "rsa-1", "alg": "RS256", "use": "sig", "n": n.trim(), "e": "AQAB"}));
+    let dir = tempfile::tempdir().unwrap();
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks.to_string()).unwrap();
+
+    let redis = TestRedis::start().await;
+    let settings = [
+        ("AUTH_MODE", "jwt"),
+        ("JWT_JWKS_FILE", jwks_file.to_str().unwrap()),
+        ("JWT_ISSUER", pool),
+        ("JWT_AUDIENCE", client_id),
+    ];
+    let cluster = TestCluster::start_with(&Backend::Redis(redis.url()), 2, &settings).await;
+
+    // An ID token as Cognito issues it.
+    let rsa = EncodingKey::from_rsa_pem(&std::fs::read(fixtures.join("rsa-test-key.pem")).unwrap()).unwrap();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    let cognito = json!({
+        "sub": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", "cognito:username": "grace", "email": "grace@example.org",
+        "token_use": "id", "auth_time": now(), "iss": pool, "aud": client_id, "iat": now(), "exp": now() + 600,
+    });
+    let id_token = jsonwebtoken::encode(&header, &cognito, &rsa).unwrap();
+    let mut a = Client::try_connect(cluster.nodes[0].addr, "", Some(&id_token)).await.expect("RS256 accepted");
+    let joined = a.join_with(json!({"type":"join","room":"r"})).await;
+    assert!(joined.peers.is_empty());
+    let (es256, _) = ec.issue("ec-user", "Edsger");
+    let mut b = Client::try_connect(cluster.nodes[1].addr, "", Some(&es256)).await.expect("ES256 accepted");
+    let joined = b.join_with(json!({"type":"join","room":"r"})).await;
+    assert_eq!(joined.peers[0].name.as_str(), "grace", "cognito:username names the member");
+
+    // The wrong audience (an access token's client), a key not in the set, an unknown kid.
+    let mut other_client = cognito.clone();
+    other_client["aud"] = json!("another-client");
+    let wrong_aud = jsonwebtoken::encode(&header, &other_client, &rsa).unwrap();
+    header.kid = Some("rsa-unknown".into());
+    let unknown_kid = jsonwebtoken::encode(&header, &cognito, &rsa).unwrap();
+    for bad in [wrong_aud, unknown_kid] {
+        assert_eq!(Client::try_connect(cluster.nodes[0].addr, "", Some(&bad)).await.err(), Some(401));
+    }
+}
