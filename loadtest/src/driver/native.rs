@@ -145,6 +145,8 @@ pub fn decode(text: &str) -> Result<Event, DriverError> {
         ServerMsg::Welcome(_)
         | ServerMsg::Pong(_)
         | ServerMsg::Authenticated(_)
+        | ServerMsg::RoomClosed(_)
+        | ServerMsg::Closed(_)
         | ServerMsg::Signal(_)
         | ServerMsg::Broadcast(_)
         | ServerMsg::Members(_) => Event::Other,

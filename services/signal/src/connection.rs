@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use auth::Identity;
 use axum::extract::ws::Utf8Bytes;
-use protocol::{DecodeError, ErrorCode, Limits, PeerId};
+use protocol::{DecodeError, ErrorCode, Limits, PeerId, RoomId};
 use tokio::sync::mpsc::Receiver;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -144,8 +144,9 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                 _ = stop.cancelled() => return Box::pin(self.say_reconnect()).await,
                 _ = self.inbox.too_slow.cancelled() => return End::TooSlow,
                 Some(event) = self.inbox.rx.recv() => {
-                    if let Err(end) = Box::pin(self.write_events_unless_too_slow(event)).await {
-                        return end;
+                    match Box::pin(self.write_events_unless_too_slow(event)).await {
+                        Ok(closed) => Box::pin(self.leave_closed(closed)).await,
+                        Err(end) => return end,
                     }
                 }
                 _ = &mut timer => {
@@ -222,14 +223,27 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
 
     /// Handles one request and writes its answer; whether it was accepted (no error).
     async fn on_request(&mut self, req: protocol::Request) -> Result<bool, End> {
-        let (replies, verdict) = self.handle_while_writing_events(req).await?;
+        let (replies, verdict, mut closed) = self.handle_while_writing_events(req).await?;
         let accepted = !replies.iter().any(|r| matches!(r, crate::session::Reply::Error { .. }));
+        for reply in &replies {
+            if let crate::session::Reply::Events(events) = reply {
+                closed.extend(events.iter().filter_map(|e| closed_room(e)));
+            }
+        }
         // Local, not kept between requests: an idle connection must hold no buffer (a
         // signal has no reply, and an empty Vec does not allocate).
         let mut out = Vec::new();
         self.dialect.render_replies(replies, &mut out);
         self.write_all(out).await?;
+        self.leave_closed(closed).await;
         stay_unless_closed(verdict).map(|()| accepted)
+    }
+
+    /// Leaves rooms whose closing the client has just been shown.
+    async fn leave_closed(&mut self, closed: Vec<RoomId>) {
+        for room in closed {
+            self.session.room_closed(&room).await;
+        }
     }
 
     /// Runs one request to completion while events queued for this client keep being
@@ -240,18 +254,24 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
     async fn handle_while_writing_events(
         &mut self,
         req: protocol::Request,
-    ) -> Result<(Vec<crate::session::Reply>, Verdict), End> {
+    ) -> Result<(Vec<crate::session::Reply>, Verdict, Vec<RoomId>), End> {
         let Connection { io, dialect, session, inbox, .. } = self;
         let handling = session.handle(req);
         tokio::pin!(handling);
         let mut stopped: Option<End> = None;
+        // Rooms closed meanwhile are left once the request is done (the session is busy).
+        let mut closed = Vec::new();
         loop {
             tokio::select! {
                 biased;
-                handled = &mut handling => return stopped.map_or(Ok(handled), Err),
+                handled = &mut handling => {
+                    let (replies, verdict) = handled;
+                    return stopped.map_or(Ok((replies, verdict, closed)), Err);
+                }
                 Some(event) = inbox.rx.recv(), if stopped.is_none() => {
-                    if let Err(end) = write_events_unless_too_slow(io, dialect, inbox, event).await {
-                        stopped = Some(end);
+                    match write_events_unless_too_slow(io, dialect, inbox, event).await {
+                        Ok(more) => closed.extend(more),
+                        Err(end) => stopped = Some(end),
                     }
                 }
             }
@@ -266,7 +286,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         stay_unless_closed(verdict)
     }
 
-    async fn write_events_unless_too_slow(&mut self, first: Arc<Event>) -> Result<(), End> {
+    async fn write_events_unless_too_slow(&mut self, first: Arc<Event>) -> Result<Vec<RoomId>, End> {
         write_events_unless_too_slow(&mut self.io, &self.dialect, &mut self.inbox, first).await
     }
 
@@ -306,7 +326,7 @@ async fn write_events_unless_too_slow<T: Transport, D: Dialect>(
     dialect: &D,
     inbox: &mut SessionInbox,
     first: Arc<Event>,
-) -> Result<(), End> {
+) -> Result<Vec<RoomId>, End> {
     let SessionInbox { rx, too_slow } = inbox;
     tokio::select! {
         biased;
@@ -315,27 +335,38 @@ async fn write_events_unless_too_slow<T: Transport, D: Dialect>(
     }
 }
 
-/// Writes one event and whatever else is already queued, then flushes once.
+/// Writes one event and whatever else is already queued, then flushes once. Returns
+/// the rooms whose closing it wrote (the session must leave them); usually none, and
+/// an empty Vec does not allocate.
 async fn write_events<T: Transport, D: Dialect>(
     io: &mut T,
     dialect: &D,
     first: Arc<Event>,
     rx: &mut Receiver<Arc<Event>>,
-) -> Result<(), Gone> {
-    if let Some(frame) = dialect.render_event(&first) {
-        io.feed(frame).await?;
-    }
-    for _ in 1..WRITE_BATCH {
-        match rx.try_recv() {
-            Ok(event) => {
-                if let Some(frame) = dialect.render_event(&event) {
-                    io.feed(frame).await?;
-                }
+) -> Result<Vec<RoomId>, Gone> {
+    let mut closed = Vec::new();
+    let mut next = Some(first);
+    for _ in 0..WRITE_BATCH {
+        let Some(event) = next.take().or_else(|| rx.try_recv().ok()) else { break };
+        if let Some(frame) = dialect.render_event(&event) {
+            io.feed(frame).await?;
+        }
+        if let Some(room) = closed_room(&event) {
+            for frame in dialect.render_room_closed(&event) {
+                io.feed(frame).await?;
             }
-            Err(_) => break,
+            closed.push(room);
         }
     }
-    io.flush().await
+    io.flush().await?;
+    Ok(closed)
+}
+
+fn closed_room(event: &Event) -> Option<RoomId> {
+    match event {
+        Event::RoomClosed { room, .. } => Some(room.clone()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use bus::{Backend, BackendError, Inbound, JoinOutcome, JoinPolicy, MemberWrite};
 use bytes::Bytes;
 use protocol::{
-    BusEvent, DisplayName, Envelope, EventClass, LeftReason, MemberInfo, NodeId, Payload, PeerId, Role, RoomId,
-    SignalKind,
+    BusEvent, CloseReason, DisplayName, Envelope, EventClass, LeftReason, MemberInfo, NodeId, Payload, PeerId, Role,
+    RoomId, SignalKind,
 };
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -370,6 +370,34 @@ impl Core {
         let msg = self.envelope(BusEvent::Broadcast { room: room.clone(), from: from.clone(), kind, data });
         self.backend.publish_room(room, msg).await?;
         Ok(())
+    }
+
+    /// Closes a room for everyone, on every node: each node's members in it hear
+    /// `room-closed` (in their dialect) and leave with reason `closed`. With
+    /// `forget`, a room created ahead loses its registration too.
+    pub async fn close_room(&self, room: &RoomId, reason: CloseReason, forget: bool) -> Result<(), CoreError> {
+        let msg = self.envelope(BusEvent::Closed { room: room.clone(), reason });
+        self.backend.publish_room(room, msg).await?;
+        if forget {
+            self.backend.unregister_room(room).await?;
+        }
+        info!(%room, reason = reason.as_str(), "room closed");
+        Ok(())
+    }
+
+    /// Whether `peer` is an active local member of `room`.
+    pub fn is_member(&self, peer: &PeerId, room: &RoomId) -> bool {
+        self.rooms.is_active_local(room, peer)
+    }
+
+    /// Whether `who` holds host powers in `room`: a verified `host` role, or the
+    /// room's creator or one of the hosts named when it was created.
+    pub async fn is_host(&self, who: &auth::Identity, room: &RoomId) -> Result<bool, CoreError> {
+        if who.role.as_deref() == Some("host") {
+            return Ok(true);
+        }
+        let record = self.backend.room_record(room).await?;
+        Ok(record.is_some_and(|r| r.creator == who.subject || r.hosts.contains(&who.subject)))
     }
 
     /// Replaces the member's metadata; the others hear `peer-updated`.

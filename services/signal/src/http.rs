@@ -53,7 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/jwks.json", get(rooms::jwks))
         .route("/create-room", post(rooms::create_room_s4))
         .route("/api/rooms", post(rooms::create_room))
-        .route("/api/rooms/{id}", get(rooms::room_info))
+        .route("/api/rooms/{id}", get(rooms::room_info).delete(rooms::delete_room))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

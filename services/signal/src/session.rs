@@ -40,6 +40,12 @@ pub enum Reply {
     Pong {
         id: Option<RequestId>,
     },
+    /// The room this client closed (its members, this client included, then hear
+    /// `room-closed`).
+    Closed {
+        room: RoomId,
+        id: Option<RequestId>,
+    },
     /// Who the connection is now (None: anonymous, which the node allows).
     Authenticated {
         identity: Option<Identity>,
@@ -233,6 +239,17 @@ impl Session {
                 let members = core.members(&self.member_in(&room), &room)?;
                 Ok(vec![Reply::Members { room, members, id }])
             }
+            Command::Close { room } => {
+                if !core.is_member(&self.member_in(&room), &room) {
+                    return Err(CoreError::NotInRoom);
+                }
+                let who = self.identity.as_deref().ok_or(CoreError::NotHost)?;
+                if !core.is_host(who, &room).await? {
+                    return Err(CoreError::NotHost);
+                }
+                core.close_room(&room, protocol::CloseReason::Ended, false).await?;
+                Ok(vec![Reply::Closed { room, id }])
+            }
             Command::Ping => Ok(vec![Reply::Pong { id }]),
         }
     }
@@ -241,6 +258,20 @@ impl Session {
     /// the core then refuses with `not-in-room`).
     fn member_in(&self, room: &RoomId) -> PeerId {
         self.chosen.iter().find(|(r, _)| r == room).map_or_else(|| self.handle.peer.clone(), |(_, m)| m.clone())
+    }
+
+    /// The room was closed while this client was in it: leave it (the others hear
+    /// `peer-left` with reason `closed`).
+    pub async fn room_closed(&mut self, room: &RoomId) {
+        if !self.rooms.contains(room) {
+            return;
+        }
+        let member = self.member_in(room);
+        self.rooms.retain(|r| r != room);
+        self.chosen.retain(|(r, _)| r != room);
+        if let Err(e) = self.core.leave(&member, room, protocol::LeftReason::Closed).await {
+            debug!(%room, error = %e, "leaving a closed room failed; the removal is owed and retried");
+        }
     }
 
     /// A frame that could not be decoded: an error reply, and whether to hang up

@@ -134,6 +134,12 @@ pub trait Dialect: Send + Sync + 'static {
     /// The frame that tells the client of a core event, if the dialect shows it.
     fn render_event(&self, event: &Event) -> Option<Utf8Bytes>;
 
+    /// Frames that follow `render_event`'s for a room closing, for dialects that show it
+    /// as several messages (S1: one `user-left` per member, then an `error`).
+    fn render_room_closed(&self, _event: &Event) -> Vec<Utf8Bytes> {
+        Vec::new()
+    }
+
     /// The frame that asks the client to reconnect elsewhere (the node is draining).
     fn reconnect(&self, after: Duration) -> Option<Utf8Bytes>;
 

@@ -165,6 +165,9 @@ pub trait Backend: Send + Sync + 'static {
     /// A created room's record.
     async fn room_record(&self, room: &RoomId) -> Result<Option<RoomRecord>, BackendError>;
 
+    /// Deletes a room's registration and lock (its members leave by themselves).
+    async fn unregister_room(&self, room: &RoomId) -> Result<(), BackendError>;
+
     /// Writes a member back if it is missing (after Redis lost it), publishing the
     /// announcement only if it was missing. Ignores capacity. Returns whether it wrote.
     async fn restore(&self, write: MemberWrite<'_>, token_hash: Option<&str>) -> Result<bool, BackendError>;

@@ -123,6 +123,18 @@ impl Backend for MemoryBackend {
         Ok(self.state.lock().await.rooms.get(room).and_then(|r| r.record.clone()))
     }
 
+    async fn unregister_room(&self, room: &RoomId) -> Result<(), BackendError> {
+        let mut state = self.state.lock().await;
+        if let Some(r) = state.rooms.get_mut(room) {
+            r.record = None;
+            r.token_hash = None;
+            if r.members.is_empty() {
+                state.rooms.remove(room);
+            }
+        }
+        Ok(())
+    }
+
     async fn restore(&self, w: MemberWrite<'_>, token_hash: Option<&str>) -> Result<bool, BackendError> {
         let mut state = self.state.lock().await;
         let room = state.rooms.entry(w.room.clone()).or_default();

@@ -273,6 +273,11 @@ impl Backend for RedisBackend {
             .transpose()
     }
 
+    async fn unregister_room(&self, room: &RoomId) -> Result<(), BackendError> {
+        let _: i64 = self.client.del(keys::room_meta(room)).await.map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn restore(&self, w: MemberWrite<'_>, token_hash: Option<&str>) -> Result<bool, BackendError> {
         let keys = vec![keys::room_members(w.room), keys::room_meta(w.room)];
         let args: Vec<Value> = vec![

@@ -79,6 +79,10 @@ pub enum Command {
     Members {
         room: RoomId,
     },
+    /// Ends the room for everyone (a host power).
+    Close {
+        room: RoomId,
+    },
     /// Presents an identity token (a JWT), or with None asks whether the connection
     /// may proceed as it is (a Socket.IO namespace connect).
     Authenticate {
@@ -98,6 +102,7 @@ impl Command {
             Command::Update { .. } => "update",
             Command::Members { .. } => "members",
             Command::Authenticate { .. } => "auth",
+            Command::Close { .. } => "close",
             Command::Ping => "ping",
         }
     }
@@ -109,7 +114,8 @@ impl Command {
             | Command::Signal { room, .. }
             | Command::Broadcast { room, .. }
             | Command::Update { room, .. }
-            | Command::Members { room } => Some(room),
+            | Command::Members { room }
+            | Command::Close { room } => Some(room),
             Command::Authenticate { .. } | Command::Ping => None,
         }
     }
@@ -162,6 +168,8 @@ pub enum LeftReason {
     Disconnected,
     /// The node serving it stopped heartbeating.
     NodeLost,
+    /// The room was closed (ended by a host, deleted, or expired).
+    Closed,
 }
 
 /// A frame the node could not accept. `id` is echoed when the frame had a readable one.

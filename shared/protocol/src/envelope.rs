@@ -38,6 +38,25 @@ pub struct MemberInfo {
     pub node: Option<NodeId>,
 }
 
+/// Why a room was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloseReason {
+    /// A host ended it (or its creator, through the API).
+    Ended,
+    /// Its time ran out.
+    Expired,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Ended => "ended",
+            CloseReason::Expired => "expired",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BusEvent {
@@ -58,6 +77,10 @@ pub enum BusEvent {
     Marker { room: RoomId, nonce: u64 },
     /// On a node's own inbox: proves its subscription still delivers.
     Probe { nonce: u64 },
+    /// On the room channel: the room is closed (by a host, through the API, or because
+    /// it expired). Every node makes its members in the room leave, with reason
+    /// `closed`. An older node that does not know this event drops it.
+    Closed { room: RoomId, reason: CloseReason },
     /// On the inbox of the sender's node: a signal from `from` could not be delivered
     /// because `to` was no longer served where it was sent. An older node that does not
     /// know this event drops it (counted as an unreadable envelope).
@@ -111,7 +134,7 @@ impl EventClass {
         match peek_event_tag(bytes) {
             Some("signal" | "undeliverable") => EventClass::Signal,
             Some("broadcast") => EventClass::Broadcast,
-            Some("joined" | "left" | "updated" | "marker") => EventClass::RoomEvent,
+            Some("joined" | "left" | "updated" | "marker" | "closed") => EventClass::RoomEvent,
             Some("probe") => EventClass::Probe,
             _ => EventClass::Unknown,
         }

@@ -133,6 +133,10 @@ pub fn decode(text: &str, limits: &Limits) -> Result<Request, DecodeError> {
             Command::Update { room: room(&w.room)?, meta: meta(w.meta, limits, &id)? }
         }
         "ping" => Command::Ping,
+        "close" => {
+            let w: RoomWire = serde_json::from_str(text).map_err(parse)?;
+            Command::Close { room: room(&w.room)? }
+        }
         "auth" => {
             let w: AuthWire = serde_json::from_str(text).map_err(parse)?;
             if w.token.is_empty() || w.token.len() > AUTH_TOKEN_MAX_BYTES {
@@ -195,6 +199,16 @@ pub enum ServerMsg {
     Reconnect(Reconnect),
     /// The answer to `auth`: who the token says the client is.
     Authenticated(Authenticated),
+    /// The room was closed; the client is no longer in it.
+    RoomClosed(RoomClosed),
+    /// The answer to `close`.
+    Closed(RoomReply),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomClosed {
+    pub room: RoomId,
+    pub reason: crate::envelope::CloseReason,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -308,6 +322,8 @@ impl ServerMsg {
             "error" => ServerMsg::Error(serde_json::from_str(text)?),
             "reconnect" => ServerMsg::Reconnect(serde_json::from_str(text)?),
             "authenticated" => ServerMsg::Authenticated(serde_json::from_str(text)?),
+            "room-closed" => ServerMsg::RoomClosed(serde_json::from_str(text)?),
+            "closed" => ServerMsg::Closed(serde_json::from_str(text)?),
             other => {
                 return Err(serde::de::Error::custom(format!("unknown server message type {other}")));
             }

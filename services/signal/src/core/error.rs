@@ -18,6 +18,8 @@ pub enum CoreError {
     Unauthorized,
     #[error("room not found")]
     RoomNotFound,
+    #[error("only a host may do this: the room's creator, a host named at its creation, or a verified host role")]
+    NotHost,
     #[error("room expired")]
     RoomExpired,
     /// No valid identity: a token is required (AUTH_MODE=jwt) or the one presented
@@ -43,6 +45,7 @@ impl CoreError {
             CoreError::RoomFull => ErrorCode::RoomFull,
             CoreError::Unauthorized | CoreError::Unauthenticated(_) => ErrorCode::Unauthorized,
             CoreError::RoomNotFound => ErrorCode::NotFound,
+            CoreError::NotHost => ErrorCode::Forbidden,
             CoreError::RoomExpired => ErrorCode::RoomExpired,
             CoreError::NotInRoom => ErrorCode::NotInRoom,
             CoreError::NoSuchPeer => ErrorCode::NotFound,

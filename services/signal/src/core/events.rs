@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use protocol::{LeftReason, MemberInfo, Payload, PeerId, RoomId, SignalKind};
+use protocol::{CloseReason, LeftReason, MemberInfo, Payload, PeerId, RoomId, SignalKind};
 
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -41,16 +41,38 @@ pub enum Event {
         room: RoomId,
         to: PeerId,
     },
+    /// The room was closed: the session leaves it (reason `closed`) after showing this.
+    RoomClosed {
+        room: RoomId,
+        reason: CloseReason,
+        /// Everyone the mirror knew in the room at the close (dialects that tell each
+        /// departure, as S1's `user-left`, use it).
+        members: Vec<Arc<MemberInfo>>,
+    },
 }
 
 impl Event {
     /// The peer an event is about; it is never sent to that peer itself.
-    pub fn subject(&self) -> &PeerId {
+    pub fn subject(&self) -> Option<&PeerId> {
         match self {
-            Event::PeerJoined { member, .. } | Event::PeerUpdated { member, .. } => &member.peer,
-            Event::PeerLeft { peer, .. } => peer,
-            Event::Signal { from, .. } | Event::Broadcast { from, .. } => from,
-            Event::Undeliverable { to, .. } => to,
+            Event::PeerJoined { member, .. } | Event::PeerUpdated { member, .. } => Some(&member.peer),
+            Event::PeerLeft { peer, .. } => Some(peer),
+            Event::Signal { from, .. } | Event::Broadcast { from, .. } => Some(from),
+            Event::Undeliverable { to, .. } => Some(to),
+            Event::RoomClosed { .. } => None,
+        }
+    }
+
+    /// The room the event is about.
+    pub fn room(&self) -> &RoomId {
+        match self {
+            Event::PeerJoined { room, .. }
+            | Event::PeerLeft { room, .. }
+            | Event::PeerUpdated { room, .. }
+            | Event::Signal { room, .. }
+            | Event::Broadcast { room, .. }
+            | Event::Undeliverable { room, .. }
+            | Event::RoomClosed { room, .. } => room,
         }
     }
 }

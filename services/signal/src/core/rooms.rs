@@ -361,6 +361,7 @@ fn room_of(event: &BusEvent) -> Option<&RoomId> {
         | BusEvent::Left { room, .. }
         | BusEvent::Updated { room, .. }
         | BusEvent::Broadcast { room, .. }
+        | BusEvent::Closed { room, .. }
         | BusEvent::Marker { room, .. } => Some(room),
         BusEvent::Signal { .. } | BusEvent::Probe { .. } | BusEvent::Undeliverable { .. } => None,
     }
@@ -405,6 +406,14 @@ fn apply_room_event(mirror: &mut RoomMirror, event: &BusEvent) {
         BusEvent::Broadcast { room, from, kind, data } => {
             Some(Event::Broadcast { room: room.clone(), from: from.clone(), kind: kind.clone(), data: data.clone() })
         }
+        // Every local member that was in the room when it closed hears it, and leaves
+        // (a member whose join announcement has not come back yet joined after the
+        // close, into a new room of the same name).
+        BusEvent::Closed { room, reason } => Some(Event::RoomClosed {
+            room: room.clone(),
+            reason: *reason,
+            members: mirror.members.values().cloned().collect(),
+        }),
         BusEvent::Marker { .. } | BusEvent::Signal { .. } | BusEvent::Probe { .. } | BusEvent::Undeliverable { .. } => {
             None
         }
@@ -418,9 +427,9 @@ fn apply_room_event(mirror: &mut RoomMirror, event: &BusEvent) {
 /// now, members mid-handshake keep it for after their `joined`, and members whose
 /// marker has not arrived yet skip it (their snapshot will include its effect).
 fn deliver(mirror: &mut RoomMirror, event: Arc<Event>) {
-    let subject = event.subject().clone();
+    let subject = event.subject().cloned();
     for (peer, local) in mirror.local.iter_mut() {
-        if *peer == subject {
+        if Some(peer) == subject.as_ref() {
             continue;
         }
         match &mut local.state {
@@ -462,7 +471,10 @@ fn complete_join(mirror: &mut RoomMirror, peer: &PeerId) {
                 Event::PeerLeft { peer, .. } => {
                     mirror.members.remove(peer);
                 }
-                Event::Signal { .. } | Event::Broadcast { .. } | Event::Undeliverable { .. } => {}
+                Event::Signal { .. }
+                | Event::Broadcast { .. }
+                | Event::Undeliverable { .. }
+                | Event::RoomClosed { .. } => {}
             }
         }
         mirror.synced = true;

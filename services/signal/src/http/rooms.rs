@@ -195,3 +195,33 @@ pub(super) async fn room_info(
         "capacity": record.capacity,
     })))
 }
+
+/// `DELETE /api/rooms/{id}`: closes a created room for everyone, on every node (each
+/// member is told in its dialect and removed), and deletes its registration. Only its
+/// creator or a host named at its creation may.
+pub(super) async fn delete_room(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = caller(&state, &headers).await?;
+    let room = RoomId::parse_with_max(&id, state.connection.limits.room_id_chars)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("room id: {e}")))?;
+    let unavailable =
+        |e: bus::BackendError| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("signaling store unavailable: {e}"));
+    let record = state
+        .core
+        .backend()
+        .room_record(&room)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "Room not found".into()))?;
+    if record.creator != who.subject && !record.hosts.contains(&who.subject) {
+        return Err(ApiError(StatusCode::FORBIDDEN, "only the room's creator or its hosts may close it".into()));
+    }
+    state.core.close_room(&room, protocol::CloseReason::Ended, true).await.map_err(|e| match e {
+        crate::core::CoreError::Unavailable(e) => unavailable(e),
+        other => ApiError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    })?;
+    Ok(Json(json!({"room_id": room, "closed": true})))
+}

@@ -20,6 +20,7 @@ impl Native {
                 ServerMsg::Joined(Joined { room, peers: others.iter().map(|m| (**m).clone()).collect(), id })
             }
             Reply::Left { room, id } => ServerMsg::Left(RoomReply { room, id }),
+            Reply::Closed { room, id } => ServerMsg::Closed(RoomReply { room, id }),
             Reply::Updated { room, id } => ServerMsg::Updated(RoomReply { room, id }),
             Reply::Members { room, members, id } => {
                 ServerMsg::Members(Joined { room, peers: members.iter().map(|m| (**m).clone()).collect(), id })
@@ -87,6 +88,9 @@ fn render(event: &Event) -> ServerMsg {
             kind: kind.clone(),
             data: data.clone(),
         }),
+        Event::RoomClosed { room, reason, .. } => {
+            ServerMsg::RoomClosed(protocol::native::RoomClosed { room: room.clone(), reason: *reason })
+        }
         Event::Undeliverable { room, to } => ServerMsg::error(
             ErrorCode::PeerUnavailable,
             format!("signal to {to} in room {room} not delivered: the peer left"),

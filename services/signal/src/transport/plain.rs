@@ -154,7 +154,7 @@ impl Plain {
                 self.pending = None;
                 Some(error_frame(&reason(code, &message)))
             }
-            Reply::Left { .. } | Reply::Updated { .. } | Reply::Authenticated { .. } => None,
+            Reply::Left { .. } | Reply::Updated { .. } | Reply::Authenticated { .. } | Reply::Closed { .. } => None,
             Reply::Events(events) => return out.extend(events.iter().filter_map(|e| self.render_event(e))),
         };
         out.extend(frame);
@@ -227,6 +227,8 @@ impl Dialect for Plain {
             ),
             Event::PeerUpdated { .. } => return None,
             Event::Undeliverable { to, .. } => error_frame(&format!("Peer {to} is not reachable: it left.")),
+            Event::RoomClosed { reason: protocol::CloseReason::Expired, .. } => error_frame("Room expired"),
+            Event::RoomClosed { .. } => error_frame("Room closed"),
         })
     }
 
@@ -259,6 +261,7 @@ fn left_reason(reason: LeftReason) -> &'static str {
         LeftReason::Left => "left",
         LeftReason::Disconnected => "disconnected",
         LeftReason::NodeLost => "node-lost",
+        LeftReason::Closed => "closed",
     }
 }
 

@@ -327,7 +327,7 @@ impl Dialect for SocketIo {
                     let connect = encode_sio(SioType::Connect, flight.ns.path(), None, Some(&reply));
                     out.push(Utf8Bytes::from(format!("4{connect}")));
                 }
-                Reply::Members { .. } | Reply::Pong { .. } => {}
+                Reply::Members { .. } | Reply::Pong { .. } | Reply::Closed { .. } => {}
             }
         }
         if let Some((code, message)) = failure {
@@ -350,17 +350,16 @@ impl Dialect for SocketIo {
     }
 
     fn render_event(&self, event: &Event) -> Option<Utf8Bytes> {
-        let room = match event {
-            Event::PeerJoined { room, .. }
-            | Event::PeerLeft { room, .. }
-            | Event::PeerUpdated { room, .. }
-            | Event::Signal { room, .. }
-            | Event::Broadcast { room, .. }
-            | Event::Undeliverable { room, .. } => room,
-        };
-        match self.namespace_of(room)? {
+        match self.namespace_of(event.room())? {
             Ns::Rooms => rooms::render_event(event),
             Ns::Meetings => meetings::render_event(event),
+        }
+    }
+
+    fn render_room_closed(&self, event: &Event) -> Vec<Utf8Bytes> {
+        match self.namespace_of(event.room()) {
+            Some(Ns::Rooms) => rooms::render_room_closed(event, self.peer()),
+            _ => Vec::new(),
         }
     }
 

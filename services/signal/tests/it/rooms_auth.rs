@@ -263,3 +263,124 @@ async fn rs256_and_es256_tokens_verify_against_a_jwks_file_with_cognito_shaped_c
         assert_eq!(Client::try_connect(cluster.nodes[0].addr, "", Some(&bad)).await.err(), Some(401));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_created_room_closes_it_for_every_member_on_every_node_in_their_dialects() {
+    let redis = TestRedis::start().await;
+    let cluster = TestCluster::start_with(&Backend::Redis(redis.url()), 2, &[("ANON_TOKEN_SECRET", ANON_SECRET)]).await;
+    let (n1, n2) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+    let signin = |addr| async move {
+        post(addr, "/anonymous-signin", None, json!({})).await.1["id_token"].as_str().unwrap().to_owned()
+    };
+    let (creator, stranger) = (signin(n1).await, signin(n2).await);
+    let created = post(n1, "/api/rooms", Some(&creator), json!({"room_id": "townhall"})).await.1;
+    let token = created["token"].as_str().unwrap().to_owned();
+
+    let mut native = Client::connect(n1).await;
+    native.send(json!({"type":"join","room":"townhall","name":"Nat","token":token})).await;
+    assert!(matches!(native.recv().await, ServerMsg::Joined(_)));
+    let mut plain = PlainClient::connect(n2).await;
+    plain.send(json!({"type":"register","peer_id":"Worker-1","room_id":"townhall","token":token})).await;
+    assert_eq!(plain.recv().await["type"], "registered_auth");
+    let mut sio = SioAgent::start().await;
+    sio.connect("s1", &url(n1), "/", &["websocket"]).await;
+    let joined = sio
+        .emit_ack(
+            "s1",
+            "join-room",
+            json!({"roomId": "townhall", "userName": "Sam", "userRole": "observer", "token": token}),
+        )
+        .await;
+    assert_eq!(joined["ok"], true, "{joined}");
+    sio.connect("m", &url(n2), "/meetings", &["websocket"]).await;
+    let joined =
+        sio.emit_ack("m", "join-meeting", json!({"meetingId": "townhall", "name": "Meg", "token": token})).await;
+    assert_eq!(joined["ok"], true, "{joined}");
+
+    assert_eq!(reqwest_delete(n2, "/api/rooms/townhall", &stranger).await, 403, "only its creator or hosts");
+    assert_eq!(reqwest_delete(n2, "/api/rooms/townhall", &creator).await, 200);
+
+    // Each member, on either node, is told in its own dialect and is out of the room.
+    loop {
+        match native.recv().await {
+            ServerMsg::RoomClosed(c) => {
+                assert_eq!((c.room.as_str(), c.reason), ("townhall", protocol::CloseReason::Ended));
+                break;
+            }
+            ServerMsg::PeerJoined(_) | ServerMsg::PeerLeft(_) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    loop {
+        let msg = plain.recv().await;
+        if msg["type"] == "error" {
+            assert_eq!(msg["reason"], "Room closed");
+            break;
+        }
+        assert!(msg["type"] == "peer_joined" || msg["type"] == "peer_left", "{msg}");
+    }
+    let error = sio.event("s1", "error").await;
+    assert_eq!((&error["code"], &error["roomId"]), (&json!("room-closed"), &json!("townhall")));
+    // S1 has no event for a room closing: its clients see everyone leave.
+    let mut gone = std::collections::HashSet::new();
+    while gone.len() < 3 {
+        gone.insert(sio.event("s1", "user-left").await["userName"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(gone, ["Nat", "Worker-1", "Meg"].map(String::from).into_iter().collect());
+    let ended = sio.event("m", "meeting-ended").await;
+    assert_eq!((&ended["meetingId"], &ended["reason"]), (&json!("townhall"), &json!("ended")));
+
+    // (Departures already on their way when it left may still arrive.)
+    native.send(json!({"type":"broadcast","room":"townhall","kind":"chat","data":{},"id":"b1"})).await;
+    loop {
+        match native.recv().await {
+            ServerMsg::PeerLeft(left) => assert_eq!(left.reason, protocol::LeftReason::Closed),
+            ServerMsg::Error(e) => break assert_eq!(e.code, protocol::ErrorCode::NotInRoom),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(get(n1, "/api/rooms/townhall", &creator).await.0, 404, "the registration is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_host_ends_a_meeting_across_nodes_and_others_may_not() {
+    let redis = TestRedis::start().await;
+    let settings = [("JWT_HS256_SECRET", IDP_SECRET)];
+    let cluster = TestCluster::start_with(&Backend::Redis(redis.url()), 2, &settings).await;
+    let (n1, n2) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+    let host = hs256(&json!({"sub": "h", "name": "Hana", "role": "host", "exp": now() + 600}), IDP_SECRET);
+    let guest = hs256(&json!({"sub": "g", "name": "Gus", "exp": now() + 600}), IDP_SECRET);
+
+    let mut sio = SioAgent::start().await;
+    sio.connect_with_auth("host", &url(n1), "/meetings", json!({"token": host})).await;
+    sio.connect_with_auth("guest", &url(n2), "/meetings", json!({"token": guest})).await;
+    sio.emit("host", "join-meeting", json!({"meetingId": "weekly"})).await;
+    sio.event("host", "meeting-joined").await;
+    sio.emit("guest", "join-meeting", json!({"meetingId": "weekly"})).await;
+    sio.event("guest", "meeting-joined").await;
+    // A native member who declares itself host is not one: only a verified claim counts.
+    let mut native = Client::connect(n2).await;
+    native.join_with(json!({"type":"join","room":"weekly","name":"Nia","role":"host"})).await;
+    native.send(json!({"type":"close","room":"weekly","id":"c1"})).await;
+    assert_eq!(native.recv_error("forbidden").await.code, protocol::ErrorCode::Forbidden);
+
+    let refused = sio.emit_ack("guest", "end-meeting", json!({"meetingId": "weekly"})).await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    let done = sio.emit_ack("host", "end-meeting", json!({"meetingId": "weekly"})).await;
+    assert_eq!(done["ok"], true, "{done}");
+    for who in ["host", "guest"] {
+        assert_eq!(sio.event(who, "meeting-ended").await["reason"], "ended");
+    }
+    loop {
+        match native.recv().await {
+            ServerMsg::RoomClosed(c) => break assert_eq!(c.room.as_str(), "weekly"),
+            ServerMsg::PeerJoined(_) | ServerMsg::PeerLeft(_) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+async fn reqwest_delete(addr: std::net::SocketAddr, path: &str, bearer: &str) -> u16 {
+    let response = reqwest::Client::new().delete(format!("http://{addr}{path}")).bearer_auth(bearer).send().await;
+    response.expect("the node answers").status().as_u16()
+}

@@ -127,6 +127,7 @@ pub(super) fn decode(
             update(sio, Me { ready, change: Change::Ready, ..me })
         }
         "chat-message" => chat(sio, me, &fields),
+        "end-meeting" => Ok(Command::Close { room }),
         other => Err(bad(format!("Unknown event: {}", shown(other, 32)))),
     }
 }
@@ -157,8 +158,9 @@ fn join(sio: &mut SocketIo, room: RoomId, fields: &Fields<'_>, limits: &Limits) 
         change: Change::Joined,
     };
     let meta = me.meta();
+    let token = super::rooms::room_token(fields)?;
     sio.act(Action::JoinMeeting(me));
-    Ok(Command::Join { room, name, role, token: None, meta, member: None })
+    Ok(Command::Join { room, name, role, token, meta, member: None })
 }
 
 /// Media state after a toggle: `{audio, video, screen}` (any subset), or
@@ -347,6 +349,9 @@ pub(super) fn render_event(event: &Event) -> Option<Utf8Bytes> {
             event_frame(NS, "chat-message", data.get())
         }
         Event::Broadcast { .. } => return None,
+        Event::RoomClosed { room, reason, .. } => {
+            frame("meeting-ended", &json!({"meetingId": room, "reason": reason, "endedAt": now_iso()}))
+        }
         Event::Undeliverable { room, to } => frame(
             "webrtc-error",
             &json!({

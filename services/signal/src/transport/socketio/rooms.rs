@@ -69,15 +69,9 @@ fn join(sio: &mut SocketIo, arg: Option<&RawValue>, limits: &Limits) -> Result<C
         .and_then(|r| Role::parse(&r).ok())
         .ok_or_else(|| bad("Invalid user role: expected interviewer, candidate or observer"))?;
     let meta = format!(r#"{{"joinedAt":{}}}"#, quoted(&now_iso()));
+    let token = room_token(&fields)?;
     sio.act(Action::JoinRoom);
-    Ok(Command::Join {
-        room,
-        name,
-        role,
-        token: None,
-        meta: Payload::from_json(meta).expect("valid JSON"),
-        member: None,
-    })
+    Ok(Command::Join { room, name, role, token, meta: Payload::from_json(meta).expect("valid JSON"), member: None })
 }
 
 fn relay(
@@ -99,6 +93,15 @@ fn relay(
         kind: protocol::SignalKind::parse(kind).expect("a known kind"),
         data: Payload::from_json(data.get().to_owned()).map_err(|_| bad("Invalid JSON"))?,
     })
+}
+
+/// A room token (`token` or `roomToken`), for rooms created ahead; S1 had none.
+pub(super) fn room_token(fields: &Fields<'_>) -> Result<Option<String>, DecodeError> {
+    match fields.string(&["token", "roomToken"]) {
+        Ok(Some(token)) if token.len() > protocol::native::TOKEN_MAX_BYTES => Err(bad("Invalid token")),
+        Ok(token) => Ok(token.filter(|t| !t.is_empty())),
+        Err(()) => Err(bad("Invalid token")),
+    }
 }
 
 /// The event's `roomId`, or the socket's only room when it names none.
@@ -198,8 +201,9 @@ pub(super) fn render_event(event: &Event) -> Option<Utf8Bytes> {
                 quoted(room.as_str())
             ),
         ),
-        // S1 has no event for a member's metadata changing.
-        Event::PeerUpdated { .. } => return None,
+        // S1 has no event for a member's metadata changing; a room closing is told by
+        // `render_room_closed`.
+        Event::PeerUpdated { .. } | Event::RoomClosed { .. } => return None,
         Event::Undeliverable { room, to } => event_frame(
             "/",
             "error",
@@ -222,4 +226,30 @@ pub(super) fn error_frame(code: ErrorCode, message: &str, action: Option<&Action
         _ => String::new(),
     };
     event_frame("/", "error", &format!(r#"{{"message":{},"code":{}{target}}}"#, quoted(message), quoted(code.as_str())))
+}
+
+/// A room closing, as S1 clients can understand it: every other member leaves
+/// (`user-left`), then an `error` says why.
+pub(super) fn render_room_closed(event: &Event, me: &PeerId) -> Vec<Utf8Bytes> {
+    let Event::RoomClosed { room, reason, members } = event else { return Vec::new() };
+    let mut frames: Vec<Utf8Bytes> = members
+        .iter()
+        .filter(|m| &m.peer != me)
+        .map(|m| {
+            let left = format!(r#"{{"userId":{},"userName":{}}}"#, quoted(m.peer.as_str()), quoted(m.name.as_str()));
+            event_frame("/", "user-left", &left)
+        })
+        .collect();
+    let message = match reason {
+        protocol::CloseReason::Expired => "Room expired",
+        protocol::CloseReason::Ended => "Room closed",
+    };
+    let error = format!(
+        r#"{{"message":{},"code":"room-closed","reason":{},"roomId":{}}}"#,
+        quoted(message),
+        quoted(reason.as_str()),
+        quoted(room.as_str())
+    );
+    frames.push(event_frame("/", "error", &error));
+    frames
 }
