@@ -20,6 +20,9 @@ pub struct Admission {
     own: Option<JwtVerifier>,
     pub room_ttl: Duration,
     pub require_created: bool,
+    /// ROOM_EXPIRY=close: members of a created room are told and removed when it
+    /// expires; `finish` lets them stay (nobody new gets in).
+    pub close_on_expiry: bool,
     pub frontend_url: Option<String>,
 }
 
@@ -72,6 +75,7 @@ impl Admission {
             own,
             room_ttl: config.room_ttl,
             require_created: config.require_created,
+            close_on_expiry: config.close_on_expiry,
             frontend_url: config.frontend_url.clone(),
         })
     }
@@ -85,6 +89,7 @@ impl Admission {
             own: None,
             room_ttl: Duration::from_secs(7200),
             require_created: false,
+            close_on_expiry: true,
             frontend_url: None,
         }
     }

@@ -77,6 +77,9 @@ pub struct AdmissionConfig {
     pub room_ttl: Duration,
     /// ROOMS_REQUIRE_CREATE: only rooms created through the API may be joined.
     pub require_created: bool,
+    /// ROOM_EXPIRY: `close` (default: members are told and removed when a created room
+    /// expires) or `finish` (they stay until they leave).
+    pub close_on_expiry: bool,
     /// FRONTEND_URL: the base of the meeting URL `POST /api/rooms` answers with.
     pub frontend_url: Option<String>,
 }
@@ -134,6 +137,14 @@ fn read_admission(s: &mut Settings) -> AdmissionConfig {
         token_audience: s.string("TOKEN_AUDIENCE").unwrap_or_else(|| "signal".into()),
         room_ttl: Duration::from_secs(s.ranged("ROOM_TTL_SECS", 7200, 1, 365 * 86_400)),
         require_created: s.parse("ROOMS_REQUIRE_CREATE", false),
+        close_on_expiry: match s.string("ROOM_EXPIRY").as_deref() {
+            None | Some("close") => true,
+            Some("finish") => false,
+            Some(other) => {
+                s.problem(format!("ROOM_EXPIRY={other:?}: use close or finish"));
+                true
+            }
+        },
         frontend_url: s.string("FRONTEND_URL").map(|u| u.trim_end_matches('/').to_owned()),
     }
 }

@@ -271,7 +271,8 @@ impl Core {
             JoinOutcome::NotFound => Err(CoreError::RoomNotFound),
             JoinOutcome::Expired => Err(CoreError::RoomExpired),
             JoinOutcome::Taken => Err(CoreError::IdTaken),
-            JoinOutcome::Joined { others, token_hash } => {
+            JoinOutcome::Joined { others, token_hash, expires_ms } => {
+                self.rooms.note_expiry(room, expires_ms);
                 let others = others.iter().filter_map(|r| self.decode_member(r)).collect();
                 self.rooms.join_snapshot(room, &record.peer, others, token_hash);
                 match tokio::time::timeout(self.settings.join_timeout, done).await {

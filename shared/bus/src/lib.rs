@@ -114,6 +114,8 @@ pub enum JoinOutcome {
     Joined {
         others: Vec<Bytes>,
         token_hash: Option<String>,
+        /// When a room created ahead expires (Unix ms).
+        expires_ms: Option<u64>,
     },
     Full,
     BadToken,

@@ -102,8 +102,9 @@ impl Backend for MemoryBackend {
         room.members.insert(w.peer.clone(), w.record);
         let others = room.members.iter().filter(|(p, _)| *p != w.peer).map(|(_, r)| r.clone()).collect();
         let token_hash = room.token_hash.clone();
+        let expires_ms = room.record.as_ref().map(|r| r.expires_ms);
         self.publish_locked(&state, &keys::room_channel(w.room), w.announcement).await;
-        Ok(JoinOutcome::Joined { others, token_hash })
+        Ok(JoinOutcome::Joined { others, token_hash, expires_ms })
     }
 
     async fn create_room(&self, room: &RoomId, record: &RoomRecord) -> Result<bool, BackendError> {

@@ -242,7 +242,8 @@ impl Backend for RedisBackend {
         match status.as_str() {
             "ok" => {
                 let token = reply.next().and_then(|v| v.as_string()).filter(|t| !t.is_empty());
-                Ok(JoinOutcome::Joined { others: records(reply.collect()), token_hash: token })
+                let expires_ms = reply.next().and_then(|v| v.as_string()).and_then(|t| t.parse().ok());
+                Ok(JoinOutcome::Joined { others: records(reply.collect()), token_hash: token, expires_ms })
             }
             "full" => Ok(JoinOutcome::Full),
             "token" => Ok(JoinOutcome::BadToken),

@@ -4,7 +4,7 @@
 
 /// KEYS: members, meta. ARGV: peer, record, capacity, token hash or "", channel,
 /// announcement, publish command, now (Unix ms), "1" if only created rooms may be
-/// joined. Returns {"ok", token hash or "", other records...}, {"full"}, {"token"},
+/// joined. Returns {"ok", token hash or "", expiry (Unix ms) or "", other records...}, {"full"}, {"token"},
 /// {"notfound"}, {"expired"} or {"taken"} (a member with this id is already in the room).
 pub const JOIN: &str = r#"
 local meta = redis.call('HMGET', KEYS[2], 'token', 'registered', 'expires', 'capacity')
@@ -22,7 +22,7 @@ if not stored and ARGV[4] ~= '' then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local all = redis.call('HGETALL', KEYS[1])
-local out = {'ok', stored or ''}
+local out = {'ok', stored or '', registered and meta[3] or ''}
 for i = 1, #all, 2 do
   if all[i] ~= ARGV[1] then out[#out + 1] = all[i + 1] end
 end

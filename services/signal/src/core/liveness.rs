@@ -195,6 +195,21 @@ impl Core {
         self.settle_removals().await;
         self.reap_dead_nodes().await;
         self.settle_suspects().await;
+        self.close_expired_rooms().await;
+    }
+
+    /// Rooms created ahead whose time ran out while this node has members in them are
+    /// closed (ROOM_EXPIRY=close; every node with members does it, and a second close
+    /// finds nobody left) or left to finish (ROOM_EXPIRY=finish).
+    async fn close_expired_rooms(&self) {
+        for room in self.rooms.take_expired(super::now_ms()) {
+            if !self.settings.admission.close_on_expiry {
+                continue;
+            }
+            if let Err(e) = self.close_room(&room, protocol::CloseReason::Expired, false).await {
+                warn!(%room, error = %e, "closing an expired room failed");
+            }
+        }
     }
 
     /// One probe per tick: published to our own inbox, it must come back through the

@@ -79,6 +79,9 @@ struct RoomMirror {
     synced: bool,
     local: HashMap<PeerId, Local>,
     token_hash: Option<String>,
+    /// When the room expires, if it was created ahead (Unix ms); cleared once this node
+    /// has closed it.
+    expires_ms: Option<u64>,
     resync: Option<Resync>,
     /// Members missing from Redis after a resync; confirmed gone after a grace period,
     /// because their own node may not have written them back yet.
@@ -164,6 +167,26 @@ impl Rooms {
         if j.marker_seen {
             complete_join(mirror, peer);
         }
+    }
+
+    /// Remembers when a room created ahead expires.
+    pub fn note_expiry(&self, room: &RoomId, expires_ms: Option<u64>) {
+        if let Some(mirror) = self.lock().get_mut(room) {
+            mirror.expires_ms = expires_ms;
+        }
+    }
+
+    /// Rooms with local members that expired by `now_ms`; each is returned once.
+    pub fn take_expired(&self, now_ms: u64) -> Vec<RoomId> {
+        let mut rooms = self.lock();
+        let mut due = Vec::new();
+        for (room, mirror) in rooms.iter_mut() {
+            if mirror.expires_ms.is_some_and(|at| at <= now_ms) {
+                mirror.expires_ms = None;
+                due.push(room.clone());
+            }
+        }
+        due
     }
 
     /// Runs `owe` if `peer` is not a local member of `room` (joining or joined), under

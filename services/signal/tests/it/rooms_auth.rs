@@ -130,6 +130,37 @@ async fn a_created_room_expires_and_is_refused_as_expired_in_each_dialect() {
     let ack =
         sio.emit_ack("s", "join-room", json!({"roomId": "standup", "userName": "S", "userRole": "observer"})).await;
     assert_eq!(ack["code"], "room-expired", "{ack}");
+
+    // The members inside when it expired are told and removed (ROOM_EXPIRY=close).
+    for member in [&mut a, &mut b] {
+        loop {
+            match member.recv().await {
+                ServerMsg::RoomClosed(c) => break assert_eq!(c.reason, protocol::CloseReason::Expired),
+                ServerMsg::PeerJoined(_) | ServerMsg::PeerLeft(_) => continue,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_room_expiry_finish_members_inside_an_expired_room_stay() {
+    let settings = [("ROOM_EXPIRY", "finish"), ("HEARTBEAT_INTERVAL_MS", "100"), ("NODE_TTL_MS", "1000")];
+    let cluster = TestCluster::start_with(&Backend::Memory, 1, &settings).await;
+    let node = cluster.nodes[0].addr;
+    let id_token = post(node, "/anonymous-signin", None, json!({})).await.1["id_token"].as_str().unwrap().to_owned();
+    let created = post(node, "/api/rooms", Some(&id_token), json!({"room_id": "overtime", "ttl_secs": 1})).await.1;
+    let mut a = Client::connect(node).await;
+    a.send(json!({"type":"join","room":"overtime","token":created["token"]})).await;
+    assert!(matches!(a.recv().await, ServerMsg::Joined(_)));
+    wait_until(Duration::from_secs(5), "the room to expire", || async {
+        get(node, "/api/rooms/overtime", &id_token).await.1["expired"] == json!(true)
+    })
+    .await;
+    // Several heartbeats later the member is still in: no room-closed, and it may act.
+    a.expect_silence(Duration::from_millis(500)).await;
+    a.send(json!({"type":"members","room":"overtime","id":"m"})).await;
+    assert!(matches!(a.recv().await, ServerMsg::Members(_)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
