@@ -53,6 +53,8 @@ pub struct SignalConfig {
     pub log_format: LogFormat,
     /// Identity and rooms created ahead: docs/rooms-and-auth.md.
     pub admission: AdmissionConfig,
+    /// STATUS_TOKEN: protects `/api/health` and `GET /api/rooms`; unset: they are off.
+    pub status_token: Option<Secret>,
 }
 
 /// Who may connect and join: AUTH_MODE, the JWT_* verification settings, the cluster's
@@ -217,8 +219,11 @@ impl SignalConfig {
             log_format: s.parse("LOG_FORMAT", LogFormat::Text),
             plain_path: s.string("PLAIN_PATH").unwrap_or_else(|| "/".into()),
             admission: read_admission(&mut s),
+            status_token: s.secret("STATUS_TOKEN"),
         };
-        const TAKEN: [&str; 9] = [
+        const TAKEN: [&str; 11] = [
+            "/health",
+            "/ready",
             "/ws",
             "/healthz",
             "/readyz",

@@ -5,6 +5,7 @@
 
 mod rooms;
 mod socketio;
+mod status;
 
 use std::sync::Arc;
 
@@ -43,6 +44,7 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    status::note_start();
     let plain_path = state.config.plain_path.clone();
     Router::new()
         .route("/ws", get(ws))
@@ -52,7 +54,10 @@ pub fn router(state: AppState) -> Router {
         .route("/anonymous-signin", post(rooms::anonymous_signin))
         .route("/.well-known/jwks.json", get(rooms::jwks))
         .route("/create-room", post(rooms::create_room_s4))
-        .route("/api/rooms", post(rooms::create_room))
+        .route("/api/rooms", post(rooms::create_room).get(status::rooms))
+        .route("/api/health", get(status::health))
+        .route("/health", get(status::health_alias))
+        .route("/ready", get(status::ready_alias))
         .route("/api/rooms/{id}", get(rooms::room_info).delete(rooms::delete_room))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -167,6 +167,10 @@ pub trait Backend: Send + Sync + 'static {
     /// A created room's record.
     async fn room_record(&self, room: &RoomId) -> Result<Option<RoomRecord>, BackendError>;
 
+    /// Every room some node has (or recently had) members in, cluster-wide, from the
+    /// nodes' room indexes; for status pages, not for routing.
+    async fn active_rooms(&self) -> Result<Vec<RoomId>, BackendError>;
+
     /// Deletes a room's registration and lock (its members leave by themselves).
     async fn unregister_room(&self, room: &RoomId) -> Result<(), BackendError>;
 

@@ -124,6 +124,11 @@ impl Backend for MemoryBackend {
         Ok(self.state.lock().await.rooms.get(room).and_then(|r| r.record.clone()))
     }
 
+    async fn active_rooms(&self) -> Result<Vec<RoomId>, BackendError> {
+        let state = self.state.lock().await;
+        Ok(state.rooms.iter().filter(|(_, r)| !r.members.is_empty()).map(|(id, _)| id.clone()).collect())
+    }
+
     async fn unregister_room(&self, room: &RoomId) -> Result<(), BackendError> {
         let mut state = self.state.lock().await;
         if let Some(r) = state.rooms.get_mut(room) {

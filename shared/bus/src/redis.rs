@@ -274,6 +274,15 @@ impl Backend for RedisBackend {
             .transpose()
     }
 
+    async fn active_rooms(&self) -> Result<Vec<RoomId>, BackendError> {
+        let nodes: Vec<String> = self.client.smembers(keys::NODES).await.map_err(unavailable)?;
+        let mut rooms = std::collections::BTreeSet::new();
+        for node in nodes.iter().filter_map(|n| NodeId::parse(n).ok()) {
+            rooms.extend(self.node_rooms(&node).await?);
+        }
+        Ok(rooms.into_iter().collect())
+    }
+
     async fn unregister_room(&self, room: &RoomId) -> Result<(), BackendError> {
         let _: i64 = self.client.del(keys::room_meta(room)).await.map_err(unavailable)?;
         Ok(())

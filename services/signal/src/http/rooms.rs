@@ -24,7 +24,7 @@ use super::AppState;
 use crate::core::now_ms;
 
 /// An API refusal: a status and `{"error": message}`.
-pub(super) struct ApiError(StatusCode, String);
+pub(super) struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -415,3 +415,39 @@ async fn reqwest_delete(addr: std::net::SocketAddr, path: &str, bearer: &str) ->
     let response = reqwest::Client::new().delete(format!("http://{addr}{path}")).bearer_auth(bearer).send().await;
     response.expect("the node answers").status().as_u16()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_api_counts_members_on_every_node_behind_its_token() {
+    let redis = TestRedis::start().await;
+    let settings = [("STATUS_TOKEN", "status-token-0123456789")];
+    let cluster = TestCluster::start_with(&Backend::Redis(redis.url()), 2, &settings).await;
+    let (n1, n2) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+    let mut native = Client::connect(n1).await;
+    native.join_with(json!({"type":"join","room":"interview-1","name":"Nat","role":"interviewer"})).await;
+    let mut sio = SioAgent::start().await;
+    sio.connect("s", &url(n2), "/", &["websocket"]).await;
+    sio.emit("s", "join-room", json!({"roomId": "interview-1", "userName": "Sam", "userRole": "candidate"})).await;
+    sio.event("s", "existing-users").await;
+    let mut plain = PlainClient::connect(n2).await;
+    plain.register("Worker-1", "interview-2").await;
+
+    let unauthenticated = reqwest::get(format!("http://{n1}/api/health")).await.unwrap();
+    assert_eq!(unauthenticated.status().as_u16(), 401);
+    assert_eq!(reqwest::get(format!("http://{n1}/api/health?token=nope")).await.unwrap().status().as_u16(), 401);
+    let health: Value = reqwest::get(format!("http://{n1}/api/health?token=status-token-0123456789"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((&health["status"], &health["rooms"], &health["totalUsers"]), (&json!("healthy"), &json!(2), &json!(3)));
+    let (status, listed) = get(n2, "/api/rooms", "status-token-0123456789").await;
+    assert_eq!(status, 200);
+    let room = listed["rooms"].as_array().unwrap().iter().find(|r| r["roomId"] == "interview-1").unwrap().clone();
+    assert_eq!(room["userCount"], 2);
+    let mut names: Vec<&str> = room["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["Nat", "Sam"]);
+    assert_eq!(reqwest::get(format!("http://{n1}/health")).await.unwrap().text().await.unwrap(), "OK");
+    assert_eq!(reqwest::get(format!("http://{n2}/ready")).await.unwrap().text().await.unwrap(), "READY");
+}
