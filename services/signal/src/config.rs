@@ -221,7 +221,8 @@ impl SignalConfig {
             admission: read_admission(&mut s),
             status_token: s.secret("STATUS_TOKEN"),
         };
-        const TAKEN: [&str; 11] = [
+        const TAKEN: [&str; 12] = [
+            "/delete-peers-and-room",
             "/health",
             "/ready",
             "/ws",

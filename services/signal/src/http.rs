@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/anonymous-signin", post(rooms::anonymous_signin))
         .route("/.well-known/jwks.json", get(rooms::jwks))
         .route("/create-room", post(rooms::create_room_s4))
+        .route("/delete-peers-and-room", post(rooms::delete_peers_and_room))
         .route("/api/rooms", post(rooms::create_room).get(status::rooms))
         .route("/api/health", get(status::health))
         .route("/health", get(status::health_alias))

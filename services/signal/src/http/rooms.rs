@@ -126,12 +126,7 @@ async fn create(state: &AppState, creator: &str, req: CreateRoom) -> Result<(Roo
         capacity: req.capacity,
         hosts: req.hosts,
     };
-    let created = state
-        .core
-        .backend()
-        .create_room(&room, &record)
-        .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("signaling store unavailable: {e}")))?;
+    let created = state.core.backend().create_room(&room, &record).await.map_err(unavailable)?;
     if !created {
         return Err(ApiError(StatusCode::CONFLICT, "a room with this id exists".into()));
     }
@@ -183,7 +178,7 @@ pub(super) async fn room_info(
         .backend()
         .room_record(&room)
         .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("signaling store unavailable: {e}")))?
+        .map_err(unavailable)?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "Room not found".into()))?;
     Ok(Json(json!({
         "room_id": room,
@@ -194,6 +189,10 @@ pub(super) async fn room_info(
         "expired": record.expires_ms <= now_ms(),
         "capacity": record.capacity,
     })))
+}
+
+pub(super) fn unavailable(e: bus::BackendError) -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("signaling store unavailable: {e}"))
 }
 
 /// `DELETE /api/rooms/{id}`: closes a created room for everyone, on every node (each
@@ -207,21 +206,54 @@ pub(super) async fn delete_room(
     let who = caller(&state, &headers).await?;
     let room = RoomId::parse_with_max(&id, state.connection.limits.room_id_chars)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("room id: {e}")))?;
-    let unavailable =
-        |e: bus::BackendError| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("signaling store unavailable: {e}"));
+    close_as(&state, &who, &room).await?;
+    Ok(Json(json!({"room_id": room, "closed": true})))
+}
+
+/// Closes a created room and forgets it, if `who` is its creator or one of its hosts.
+async fn close_as(state: &AppState, who: &auth::Identity, room: &RoomId) -> Result<(), ApiError> {
     let record = state
         .core
         .backend()
-        .room_record(&room)
+        .room_record(room)
         .await
         .map_err(unavailable)?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "Room not found".into()))?;
     if record.creator != who.subject && !record.hosts.contains(&who.subject) {
         return Err(ApiError(StatusCode::FORBIDDEN, "only the room's creator or its hosts may close it".into()));
     }
-    state.core.close_room(&room, protocol::CloseReason::Ended, true).await.map_err(|e| match e {
+    state.core.close_room(room, protocol::CloseReason::Ended, true).await.map_err(|e| match e {
         crate::core::CoreError::Unavailable(e) => unavailable(e),
         other => ApiError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
-    })?;
-    Ok(Json(json!({"room_id": room, "closed": true})))
+    })
+}
+
+#[derive(Deserialize)]
+pub(super) struct DeletePeers {
+    peer_id: String,
+}
+
+/// S4's `POST /delete-peers-and-room {"peer_id"}`: the room that member is in is closed
+/// (every member told and removed, on every node) and deleted. The room is found by
+/// asking Redis about each active room in turn: an operation for hosts, not a hot path.
+pub(super) async fn delete_peers_and_room(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<DeletePeers>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = caller(&state, &headers).await?;
+    let peer = protocol::PeerId::parse(&body.peer_id)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("peer_id: {e}")))?;
+    let backend = state.core.backend();
+    let mut found = None;
+    for room in backend.active_rooms().await.map_err(unavailable)? {
+        let members = backend.members(&room).await.map_err(unavailable)?;
+        if members.iter().filter_map(|r| protocol::MemberInfo::decode(r).ok()).any(|m| m.peer == peer) {
+            found = Some(room);
+            break;
+        }
+    }
+    let room = found.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "Peer not found".into()))?;
+    close_as(&state, &who, &room).await?;
+    Ok(Json(json!({"message": "Peers and room deleted", "room_id": room})))
 }

@@ -16,7 +16,7 @@ use axum::Json;
 use protocol::MemberInfo;
 use serde_json::{json, Value};
 
-use super::rooms::ApiError;
+use super::rooms::{unavailable, ApiError};
 use super::AppState;
 
 /// When the process started, for `uptime`.
@@ -37,10 +37,6 @@ fn authorized(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Res
     } else {
         Err(ApiError(StatusCode::UNAUTHORIZED, "a valid status token is required".into()))
     }
-}
-
-fn unavailable(e: bus::BackendError) -> ApiError {
-    ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("signaling store unavailable: {e}"))
 }
 
 /// Every active room with its members, cluster-wide.

@@ -451,3 +451,42 @@ async fn the_status_api_counts_members_on_every_node_behind_its_token() {
     assert_eq!(reqwest::get(format!("http://{n1}/health")).await.unwrap().text().await.unwrap(), "OK");
     assert_eq!(reqwest::get(format!("http://{n2}/ready")).await.unwrap().text().await.unwrap(), "READY");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_peers_and_room_closes_the_peers_room_and_a_token_admits_to_its_own_room_only() {
+    let redis = TestRedis::start().await;
+    let cluster = TestCluster::start_with(&Backend::Redis(redis.url()), 2, &[("ANON_TOKEN_SECRET", ANON_SECRET)]).await;
+    let (n1, n2) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+    let id_token = post(n1, "/anonymous-signin", None, json!({})).await.1["id_token"].as_str().unwrap().to_owned();
+    let first = post(n1, "/create-room", Some(&id_token), json!({})).await.1;
+    let second = post(n2, "/create-room", Some(&id_token), json!({})).await.1;
+    let (room, token) = (first["room_id"].as_str().unwrap(), first["token"].as_str().unwrap());
+    let other_room = second["room_id"].as_str().unwrap();
+
+    let mut a = PlainClient::connect(n1).await;
+    a.send(json!({"type":"register","peer_id":"Worker-1","room_id":room,"token":token})).await;
+    assert_eq!(a.recv().await["type"], "registered_auth");
+    let mut b = PlainClient::connect(n2).await;
+    // The first room's token does not open the second, on either node.
+    b.send(json!({"type":"register","peer_id":"Worker-2","room_id":other_room,"token":token})).await;
+    assert_eq!(b.recv_error().await, "Invalid token");
+    b.send(json!({"type":"register","peer_id":"Worker-2","room_id":room,"token":token})).await;
+    assert_eq!(b.recv().await["type"], "registered_auth");
+
+    assert_eq!(post(n2, "/delete-peers-and-room", Some(&id_token), json!({"peer_id": "Nobody"})).await.0, 404);
+    let (status, deleted) = post(n2, "/delete-peers-and-room", Some(&id_token), json!({"peer_id": "Worker-2"})).await;
+    assert_eq!((status, deleted["room_id"].as_str()), (200, Some(room)), "{deleted}");
+    for client in [&mut a, &mut b] {
+        loop {
+            let msg = client.recv().await;
+            if msg["type"] == "error" {
+                break assert_eq!(msg["reason"], "Room closed");
+            }
+        }
+    }
+    a.send(json!({"type":"register","peer_id":"Worker-9","room_id":room,"token":token})).await;
+    assert_eq!(a.recv_error().await, "Already registered on this connection.");
+    let mut c = PlainClient::connect(n1).await;
+    c.send(json!({"type":"register","peer_id":"Worker-9","room_id":room,"token":token})).await;
+    assert_eq!(c.recv().await["type"], "registered_auth", "a deleted room is an implicit one again");
+}
