@@ -24,6 +24,8 @@ pub struct Admission {
     /// expires; `finish` lets them stay (nobody new gets in).
     pub close_on_expiry: bool,
     pub frontend_url: Option<String>,
+    /// ROLE_DENY: what each role may not do.
+    pub role_rules: crate::core::roles::RoleRules,
 }
 
 impl fmt::Debug for Admission {
@@ -77,6 +79,7 @@ impl Admission {
             require_created: config.require_created,
             close_on_expiry: config.close_on_expiry,
             frontend_url: config.frontend_url.clone(),
+            role_rules: config.role_rules.clone(),
         })
     }
 
@@ -91,6 +94,7 @@ impl Admission {
             require_created: false,
             close_on_expiry: true,
             frontend_url: None,
+            role_rules: Default::default(),
         }
     }
 

@@ -84,6 +84,8 @@ pub struct AdmissionConfig {
     pub close_on_expiry: bool,
     /// FRONTEND_URL: the base of the meeting URL `POST /api/rooms` answers with.
     pub frontend_url: Option<String>,
+    /// ROLE_DENY: actions denied to roles (`observer:offer,answer,candidate`).
+    pub role_rules: crate::core::roles::RoleRules,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +150,13 @@ fn read_admission(s: &mut Settings) -> AdmissionConfig {
             }
         },
         frontend_url: s.string("FRONTEND_URL").map(|u| u.trim_end_matches('/').to_owned()),
+        role_rules: match crate::core::roles::RoleRules::parse(&s.string("ROLE_DENY").unwrap_or_default()) {
+            Ok(rules) => rules,
+            Err(e) => {
+                s.problem(format!("ROLE_DENY: {e}"));
+                Default::default()
+            }
+        },
     }
 }
 

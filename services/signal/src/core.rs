@@ -11,6 +11,7 @@ mod error;
 mod events;
 mod liveness;
 mod removals;
+pub mod roles;
 mod room_probes;
 mod rooms;
 mod rules;
@@ -340,6 +341,7 @@ impl Core {
         // The room mirror knows where every member is: no Redis lookup.
         let (sender_in, target) = self.rooms.route(room, from, to);
         rules::may_signal(sender_in, target.is_some())?;
+        self.check_role(room, from, kind.as_str())?;
         let node = match target {
             Some(Target::Away(node)) => node,
             Some(Target::Here(Some(session))) => {
@@ -368,6 +370,7 @@ impl Core {
         if !self.rooms.is_active_local(room, from) {
             return Err(CoreError::NotInRoom);
         }
+        self.check_role(room, from, "broadcast")?;
         let msg = self.envelope(BusEvent::Broadcast { room: room.clone(), from: from.clone(), kind, data });
         self.backend.publish_room(room, msg).await?;
         Ok(())
@@ -384,6 +387,21 @@ impl Core {
         }
         info!(%room, reason = reason.as_str(), "room closed");
         Ok(())
+    }
+
+    /// Refuses `action` if ROLE_DENY denies it to the member's role in `room` (no cost
+    /// when no rule is configured).
+    fn check_role(&self, room: &RoomId, peer: &PeerId, action: &str) -> Result<(), CoreError> {
+        let rules = &self.settings.admission.role_rules;
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let Some(me) = self.rooms.local_record(room, peer) else { return Ok(()) };
+        if rules.allows(&me.role, action) {
+            Ok(())
+        } else {
+            Err(CoreError::RoleForbidden { role: me.role.to_string(), action: action.to_owned() })
+        }
     }
 
     /// Whether `peer` is an active local member of `room`.
@@ -404,6 +422,7 @@ impl Core {
     /// Replaces the member's metadata; the others hear `peer-updated`.
     pub async fn update(&self, peer: &PeerId, room: &RoomId, meta: Payload) -> Result<(), CoreError> {
         let current = self.rooms.local_record(room, peer).ok_or(CoreError::NotInRoom)?;
+        self.check_role(room, peer, "update")?;
         let record = Arc::new(MemberInfo { meta, ..(*current).clone() });
         let write = MemberWrite {
             room,

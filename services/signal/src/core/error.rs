@@ -18,6 +18,8 @@ pub enum CoreError {
     Unauthorized,
     #[error("room not found")]
     RoomNotFound,
+    #[error("the role {role} may not {action} in this room")]
+    RoleForbidden { role: String, action: String },
     #[error("only a host may do this: the room's creator, a host named at its creation, or a verified host role")]
     NotHost,
     #[error("room expired")]
@@ -45,7 +47,7 @@ impl CoreError {
             CoreError::RoomFull => ErrorCode::RoomFull,
             CoreError::Unauthorized | CoreError::Unauthenticated(_) => ErrorCode::Unauthorized,
             CoreError::RoomNotFound => ErrorCode::NotFound,
-            CoreError::NotHost => ErrorCode::Forbidden,
+            CoreError::NotHost | CoreError::RoleForbidden { .. } => ErrorCode::Forbidden,
             CoreError::RoomExpired => ErrorCode::RoomExpired,
             CoreError::NotInRoom => ErrorCode::NotInRoom,
             CoreError::NoSuchPeer => ErrorCode::NotFound,

@@ -490,3 +490,25 @@ async fn delete_peers_and_room_closes_the_peers_room_and_a_token_admits_to_its_o
     c.send(json!({"type":"register","peer_id":"Worker-9","room_id":room,"token":token})).await;
     assert_eq!(c.recv().await["type"], "registered_auth", "a deleted room is an implicit one again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_rules_let_observers_receive_offers_but_not_send_them() {
+    let redis = TestRedis::start().await;
+    let settings = [("ROLE_DENY", "observer:offer,answer,candidate")];
+    let cluster = TestCluster::start_with(&Backend::Redis(redis.url()), 2, &settings).await;
+    let mut sio = SioAgent::start().await;
+    let (watcher, _) = sio.connect("watcher", &url(cluster.nodes[0].addr), "/", &["websocket"]).await;
+    let (lead, _) = sio.connect("lead", &url(cluster.nodes[1].addr), "/", &["websocket"]).await;
+    sio.emit("watcher", "join-room", json!({"roomId": "panel", "userName": "W", "userRole": "observer"})).await;
+    sio.event("watcher", "existing-users").await;
+    sio.emit("lead", "join-room", json!({"roomId": "panel", "userName": "L", "userRole": "interviewer"})).await;
+    sio.event("lead", "existing-users").await;
+
+    let refused =
+        sio.emit_ack("watcher", "offer", json!({"targetUserId": lead, "offer": {"sdp": "x"}, "roomId": "panel"})).await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("observer"), "{refused}");
+    sio.no_event("lead", "offer", Duration::from_millis(200)).await;
+    sio.emit("lead", "offer", json!({"targetUserId": watcher, "offer": {"sdp": "y"}, "roomId": "panel"})).await;
+    assert_eq!(sio.event("watcher", "offer").await["offer"], json!({"sdp": "y"}));
+}
