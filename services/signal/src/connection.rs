@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use auth::Identity;
 use axum::extract::ws::Utf8Bytes;
-use protocol::{DecodeError, ErrorCode, Limits, PeerId, RoomId};
+use protocol::{CloseReason, DecodeError, ErrorCode, Limits, PeerId, RoomId};
 use tokio::sync::mpsc::Receiver;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -239,10 +239,10 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         stay_unless_closed(verdict).map(|()| accepted)
     }
 
-    /// Leaves rooms whose closing the client has just been shown.
-    async fn leave_closed(&mut self, closed: Vec<RoomId>) {
-        for room in closed {
-            self.session.room_closed(&room).await;
+    /// Leaves rooms whose closing (or the client's removal) the client has just been shown.
+    async fn leave_closed(&mut self, closed: Vec<(RoomId, CloseReason)>) {
+        for (room, reason) in closed {
+            self.session.room_closed(&room, reason).await;
         }
     }
 
@@ -254,7 +254,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
     async fn handle_while_writing_events(
         &mut self,
         req: protocol::Request,
-    ) -> Result<(Vec<crate::session::Reply>, Verdict, Vec<RoomId>), End> {
+    ) -> Result<(Vec<crate::session::Reply>, Verdict, Vec<(RoomId, CloseReason)>), End> {
         let Connection { io, dialect, session, inbox, .. } = self;
         let handling = session.handle(req);
         tokio::pin!(handling);
@@ -286,7 +286,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         stay_unless_closed(verdict)
     }
 
-    async fn write_events_unless_too_slow(&mut self, first: Arc<Event>) -> Result<Vec<RoomId>, End> {
+    async fn write_events_unless_too_slow(&mut self, first: Arc<Event>) -> Result<Vec<(RoomId, CloseReason)>, End> {
         write_events_unless_too_slow(&mut self.io, &self.dialect, &mut self.inbox, first).await
     }
 
@@ -326,7 +326,7 @@ async fn write_events_unless_too_slow<T: Transport, D: Dialect>(
     dialect: &D,
     inbox: &mut SessionInbox,
     first: Arc<Event>,
-) -> Result<Vec<RoomId>, End> {
+) -> Result<Vec<(RoomId, CloseReason)>, End> {
     let SessionInbox { rx, too_slow } = inbox;
     tokio::select! {
         biased;
@@ -343,7 +343,7 @@ async fn write_events<T: Transport, D: Dialect>(
     dialect: &D,
     first: Arc<Event>,
     rx: &mut Receiver<Arc<Event>>,
-) -> Result<Vec<RoomId>, Gone> {
+) -> Result<Vec<(RoomId, CloseReason)>, Gone> {
     let mut closed = Vec::new();
     let mut next = Some(first);
     for _ in 0..WRITE_BATCH {
@@ -351,20 +351,20 @@ async fn write_events<T: Transport, D: Dialect>(
         if let Some(frame) = dialect.render_event(&event) {
             io.feed(frame).await?;
         }
-        if let Some(room) = closed_room(&event) {
+        if let Some(room_and_reason) = closed_room(&event) {
             for frame in dialect.render_room_closed(&event) {
                 io.feed(frame).await?;
             }
-            closed.push(room);
+            closed.push(room_and_reason);
         }
     }
     io.flush().await?;
     Ok(closed)
 }
 
-fn closed_room(event: &Event) -> Option<RoomId> {
+fn closed_room(event: &Event) -> Option<(RoomId, CloseReason)> {
     match event {
-        Event::RoomClosed { room, .. } => Some(room.clone()),
+        Event::RoomClosed { room, reason, .. } => Some((room.clone(), *reason)),
         _ => None,
     }
 }

@@ -271,6 +271,7 @@ impl Core {
             JoinOutcome::BadToken => Err(CoreError::Unauthorized),
             JoinOutcome::NotFound => Err(CoreError::RoomNotFound),
             JoinOutcome::Expired => Err(CoreError::RoomExpired),
+            JoinOutcome::Locked => Err(CoreError::RoomLocked),
             JoinOutcome::Taken => Err(CoreError::IdTaken),
             JoinOutcome::Joined { others, token_hash, expires_ms } => {
                 self.rooms.note_expiry(room, expires_ms);
@@ -407,6 +408,22 @@ impl Core {
     /// Whether `peer` is an active local member of `room`.
     pub fn is_member(&self, peer: &PeerId, room: &RoomId) -> bool {
         self.rooms.is_active_local(room, peer)
+    }
+
+    /// Removes `peer` from `room` on behalf of a host: the node that serves it tells it
+    /// and makes it leave (the others hear `peer-left` with reason `removed`).
+    pub async fn remove_from_room(&self, room: &RoomId, peer: &PeerId) -> Result<(), CoreError> {
+        if !self.rooms.members(room).iter().any(|m| &m.peer == peer) {
+            return Err(CoreError::NoSuchPeer);
+        }
+        let msg = self.envelope(BusEvent::Removed { room: room.clone(), peer: peer.clone() });
+        self.backend.publish_room(room, msg).await?;
+        Ok(())
+    }
+
+    /// Locks `room` against new joins, or unlocks it.
+    pub async fn lock_room(&self, room: &RoomId, locked: bool) -> Result<(), CoreError> {
+        Ok(self.backend.set_room_locked(room, locked).await?)
     }
 
     /// Whether `who` holds host powers in `room`: a verified `host` role, or the

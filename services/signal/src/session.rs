@@ -46,6 +46,11 @@ pub enum Reply {
         room: RoomId,
         id: Option<RequestId>,
     },
+    /// A host command done (`remove`, `lock`).
+    Done {
+        room: RoomId,
+        id: Option<RequestId>,
+    },
     /// Who the connection is now (None: anonymous, which the node allows).
     Authenticated {
         identity: Option<Identity>,
@@ -240,15 +245,19 @@ impl Session {
                 Ok(vec![Reply::Members { room, members, id }])
             }
             Command::Close { room } => {
-                if !core.is_member(&self.member_in(&room), &room) {
-                    return Err(CoreError::NotInRoom);
-                }
-                let who = self.identity.as_deref().ok_or(CoreError::NotHost)?;
-                if !core.is_host(who, &room).await? {
-                    return Err(CoreError::NotHost);
-                }
+                self.must_be_host(&room).await?;
                 core.close_room(&room, protocol::CloseReason::Ended, false).await?;
                 Ok(vec![Reply::Closed { room, id }])
+            }
+            Command::Remove { room, peer } => {
+                self.must_be_host(&room).await?;
+                core.remove_from_room(&room, &peer).await?;
+                Ok(vec![Reply::Done { room, id }])
+            }
+            Command::Lock { room, locked } => {
+                self.must_be_host(&room).await?;
+                core.lock_room(&room, locked).await?;
+                Ok(vec![Reply::Done { room, id }])
             }
             Command::Ping => Ok(vec![Reply::Pong { id }]),
         }
@@ -260,16 +269,32 @@ impl Session {
         self.chosen.iter().find(|(r, _)| r == room).map_or_else(|| self.handle.peer.clone(), |(_, m)| m.clone())
     }
 
-    /// The room was closed while this client was in it: leave it (the others hear
-    /// `peer-left` with reason `closed`).
-    pub async fn room_closed(&mut self, room: &RoomId) {
+    /// Host powers need a member of the room with a verified identity that is a host.
+    async fn must_be_host(&self, room: &RoomId) -> Result<(), CoreError> {
+        if !self.core.is_member(&self.member_in(room), room) {
+            return Err(CoreError::NotInRoom);
+        }
+        let who = self.identity.as_deref().ok_or(CoreError::NotHost)?;
+        if !self.core.is_host(who, room).await? {
+            return Err(CoreError::NotHost);
+        }
+        Ok(())
+    }
+
+    /// The room was closed while this client was in it, or a host removed the client:
+    /// leave it (the others hear `peer-left` with reason `closed` or `removed`).
+    pub async fn room_closed(&mut self, room: &RoomId, reason: protocol::CloseReason) {
         if !self.rooms.contains(room) {
             return;
         }
         let member = self.member_in(room);
         self.rooms.retain(|r| r != room);
         self.chosen.retain(|(r, _)| r != room);
-        if let Err(e) = self.core.leave(&member, room, protocol::LeftReason::Closed).await {
+        let why = match reason {
+            protocol::CloseReason::Removed => protocol::LeftReason::Removed,
+            _ => protocol::LeftReason::Closed,
+        };
+        if let Err(e) = self.core.leave(&member, room, why).await {
             debug!(%room, error = %e, "leaving a closed room failed; the removal is owed and retried");
         }
     }

@@ -123,6 +123,8 @@ pub enum JoinOutcome {
     NotFound,
     /// The room was created and has expired.
     Expired,
+    /// A host locked the room: no new members.
+    Locked,
     /// A member with this id is already in the room (ids a client chose must be unique
     /// there).
     Taken,
@@ -170,6 +172,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Every room some node has (or recently had) members in, cluster-wide, from the
     /// nodes' room indexes; for status pages, not for routing.
     async fn active_rooms(&self) -> Result<Vec<RoomId>, BackendError>;
+
+    /// Locks a room against new joins, or unlocks it. The lock ends with the room (when
+    /// it empties, or its registration goes).
+    async fn set_room_locked(&self, room: &RoomId, locked: bool) -> Result<(), BackendError>;
 
     /// Deletes a room's registration and lock (its members leave by themselves).
     async fn unregister_room(&self, room: &RoomId) -> Result<(), BackendError>;

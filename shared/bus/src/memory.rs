@@ -22,6 +22,7 @@ struct Room {
     token_hash: Option<String>,
     /// Set for rooms created through the registry.
     record: Option<RoomRecord>,
+    locked: bool,
 }
 
 #[derive(Default)]
@@ -82,6 +83,9 @@ impl Backend for MemoryBackend {
             return Ok(JoinOutcome::Expired);
         }
         let room = state.rooms.entry(w.room.clone()).or_default();
+        if room.locked {
+            return Ok(JoinOutcome::Locked);
+        }
         let token_hash = policy.token_hash;
         if room.token_hash.is_some() && room.token_hash.as_deref() != token_hash {
             return Ok(JoinOutcome::BadToken);
@@ -114,8 +118,12 @@ impl Backend for MemoryBackend {
         }
         // The embedded backend forgets nothing by itself: an expired record stays (and
         // keeps answering "expired") until the process ends.
-        let entry =
-            Room { members: HashMap::new(), token_hash: Some(record.token_hash.clone()), record: Some(record.clone()) };
+        let entry = Room {
+            members: HashMap::new(),
+            token_hash: Some(record.token_hash.clone()),
+            record: Some(record.clone()),
+            locked: false,
+        };
         state.rooms.insert(room.clone(), entry);
         Ok(true)
     }
@@ -129,11 +137,19 @@ impl Backend for MemoryBackend {
         Ok(state.rooms.iter().filter(|(_, r)| !r.members.is_empty()).map(|(id, _)| id.clone()).collect())
     }
 
+    async fn set_room_locked(&self, room: &RoomId, locked: bool) -> Result<(), BackendError> {
+        if let Some(r) = self.state.lock().await.rooms.get_mut(room) {
+            r.locked = locked;
+        }
+        Ok(())
+    }
+
     async fn unregister_room(&self, room: &RoomId) -> Result<(), BackendError> {
         let mut state = self.state.lock().await;
         if let Some(r) = state.rooms.get_mut(room) {
             r.record = None;
             r.token_hash = None;
+            r.locked = false;
             if r.members.is_empty() {
                 state.rooms.remove(room);
             }

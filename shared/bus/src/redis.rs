@@ -249,6 +249,7 @@ impl Backend for RedisBackend {
             "token" => Ok(JoinOutcome::BadToken),
             "notfound" => Ok(JoinOutcome::NotFound),
             "expired" => Ok(JoinOutcome::Expired),
+            "locked" => Ok(JoinOutcome::Locked),
             "taken" => Ok(JoinOutcome::Taken),
             other => Err(BackendError::Protocol(format!("join script said {other:?}"))),
         }
@@ -281,6 +282,16 @@ impl Backend for RedisBackend {
             rooms.extend(self.node_rooms(&node).await?);
         }
         Ok(rooms.into_iter().collect())
+    }
+
+    async fn set_room_locked(&self, room: &RoomId, locked: bool) -> Result<(), BackendError> {
+        let meta = keys::room_meta(room);
+        if locked {
+            let _: i64 = self.client.hset(meta, ("locked", "1")).await.map_err(unavailable)?;
+        } else {
+            let _: i64 = self.client.hdel(meta, "locked").await.map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     async fn unregister_room(&self, room: &RoomId) -> Result<(), BackendError> {

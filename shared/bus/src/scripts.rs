@@ -4,11 +4,12 @@
 
 /// KEYS: members, meta. ARGV: peer, record, capacity, token hash or "", channel,
 /// announcement, publish command, now (Unix ms), "1" if only created rooms may be
-/// joined. Returns {"ok", token hash or "", expiry (Unix ms) or "", other records...}, {"full"}, {"token"},
+/// joined. Returns {"ok", token hash or "", expiry (Unix ms) or "", other records...}, {"full"}, {"token"}, {"locked"},
 /// {"notfound"}, {"expired"} or {"taken"} (a member with this id is already in the room).
 pub const JOIN: &str = r#"
-local meta = redis.call('HMGET', KEYS[2], 'token', 'registered', 'expires', 'capacity')
+local meta = redis.call('HMGET', KEYS[2], 'token', 'registered', 'expires', 'capacity', 'locked')
 local stored, registered = meta[1], meta[2] == '1'
+if meta[5] == '1' then return {'locked'} end
 if not registered and ARGV[9] == '1' then return {'notfound'} end
 if registered and tonumber(meta[3]) <= tonumber(ARGV[8]) then return {'expired'} end
 if stored and stored ~= ARGV[4] then return {'token'} end

@@ -83,6 +83,16 @@ pub enum Command {
     Close {
         room: RoomId,
     },
+    /// Removes one member from the room (a host power).
+    Remove {
+        room: RoomId,
+        peer: PeerId,
+    },
+    /// Locks the room (no new joins) or unlocks it (a host power).
+    Lock {
+        room: RoomId,
+        locked: bool,
+    },
     /// Presents an identity token (a JWT), or with None asks whether the connection
     /// may proceed as it is (a Socket.IO namespace connect).
     Authenticate {
@@ -103,6 +113,8 @@ impl Command {
             Command::Members { .. } => "members",
             Command::Authenticate { .. } => "auth",
             Command::Close { .. } => "close",
+            Command::Remove { .. } => "remove",
+            Command::Lock { .. } => "lock",
             Command::Ping => "ping",
         }
     }
@@ -115,7 +127,9 @@ impl Command {
             | Command::Broadcast { room, .. }
             | Command::Update { room, .. }
             | Command::Members { room }
-            | Command::Close { room } => Some(room),
+            | Command::Close { room }
+            | Command::Remove { room, .. }
+            | Command::Lock { room, .. } => Some(room),
             Command::Authenticate { .. } | Command::Ping => None,
         }
     }
@@ -170,6 +184,8 @@ pub enum LeftReason {
     NodeLost,
     /// The room was closed (ended by a host, deleted, or expired).
     Closed,
+    /// A host removed it.
+    Removed,
 }
 
 /// A frame the node could not accept. `id` is echoed when the frame had a readable one.

@@ -46,6 +46,8 @@ pub enum CloseReason {
     Ended,
     /// Its time ran out.
     Expired,
+    /// Not the room: one member was removed from it by a host.
+    Removed,
 }
 
 impl CloseReason {
@@ -53,6 +55,7 @@ impl CloseReason {
         match self {
             CloseReason::Ended => "ended",
             CloseReason::Expired => "expired",
+            CloseReason::Removed => "removed",
         }
     }
 }
@@ -81,6 +84,9 @@ pub enum BusEvent {
     /// it expired). Every node makes its members in the room leave, with reason
     /// `closed`. An older node that does not know this event drops it.
     Closed { room: RoomId, reason: CloseReason },
+    /// On the room channel: a host removed `peer`; the node that serves it makes it
+    /// leave (reason `removed`).
+    Removed { room: RoomId, peer: PeerId },
     /// On the inbox of the sender's node: a signal from `from` could not be delivered
     /// because `to` was no longer served where it was sent. An older node that does not
     /// know this event drops it (counted as an unreadable envelope).
@@ -134,7 +140,7 @@ impl EventClass {
         match peek_event_tag(bytes) {
             Some("signal" | "undeliverable") => EventClass::Signal,
             Some("broadcast") => EventClass::Broadcast,
-            Some("joined" | "left" | "updated" | "marker" | "closed") => EventClass::RoomEvent,
+            Some("joined" | "left" | "updated" | "marker" | "closed" | "removed") => EventClass::RoomEvent,
             Some("probe") => EventClass::Probe,
             _ => EventClass::Unknown,
         }

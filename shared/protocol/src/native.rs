@@ -62,6 +62,18 @@ pub const TOKEN_MAX_BYTES: usize = 512;
 pub const AUTH_TOKEN_MAX_BYTES: usize = 8 * 1024;
 
 #[derive(Deserialize)]
+struct RemoveWire {
+    room: String,
+    peer: String,
+}
+
+#[derive(Deserialize)]
+struct LockWire {
+    room: String,
+    locked: Option<bool>,
+}
+
+#[derive(Deserialize)]
 struct AuthWire {
     token: String,
 }
@@ -137,6 +149,14 @@ pub fn decode(text: &str, limits: &Limits) -> Result<Request, DecodeError> {
             let w: RoomWire = serde_json::from_str(text).map_err(parse)?;
             Command::Close { room: room(&w.room)? }
         }
+        "remove" => {
+            let w: RemoveWire = serde_json::from_str(text).map_err(parse)?;
+            Command::Remove { room: room(&w.room)?, peer: PeerId::parse(&w.peer).map_err(field)? }
+        }
+        "lock" => {
+            let w: LockWire = serde_json::from_str(text).map_err(parse)?;
+            Command::Lock { room: room(&w.room)?, locked: w.locked.unwrap_or(true) }
+        }
         "auth" => {
             let w: AuthWire = serde_json::from_str(text).map_err(parse)?;
             if w.token.is_empty() || w.token.len() > AUTH_TOKEN_MAX_BYTES {
@@ -203,6 +223,8 @@ pub enum ServerMsg {
     RoomClosed(RoomClosed),
     /// The answer to `close`.
     Closed(RoomReply),
+    /// The answer to `remove` and `lock`.
+    Done(RoomReply),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -324,6 +346,7 @@ impl ServerMsg {
             "authenticated" => ServerMsg::Authenticated(serde_json::from_str(text)?),
             "room-closed" => ServerMsg::RoomClosed(serde_json::from_str(text)?),
             "closed" => ServerMsg::Closed(serde_json::from_str(text)?),
+            "done" => ServerMsg::Done(serde_json::from_str(text)?),
             other => {
                 return Err(serde::de::Error::custom(format!("unknown server message type {other}")));
             }

@@ -24,6 +24,8 @@ pub enum CoreError {
     NotHost,
     #[error("room expired")]
     RoomExpired,
+    #[error("the room is locked: a host locked it against new members")]
+    RoomLocked,
     /// No valid identity: a token is required (AUTH_MODE=jwt) or the one presented
     /// was refused (the reason never echoes the token).
     #[error("{0}")]
@@ -47,7 +49,7 @@ impl CoreError {
             CoreError::RoomFull => ErrorCode::RoomFull,
             CoreError::Unauthorized | CoreError::Unauthenticated(_) => ErrorCode::Unauthorized,
             CoreError::RoomNotFound => ErrorCode::NotFound,
-            CoreError::NotHost | CoreError::RoleForbidden { .. } => ErrorCode::Forbidden,
+            CoreError::NotHost | CoreError::RoleForbidden { .. } | CoreError::RoomLocked => ErrorCode::Forbidden,
             CoreError::RoomExpired => ErrorCode::RoomExpired,
             CoreError::NotInRoom => ErrorCode::NotInRoom,
             CoreError::NoSuchPeer => ErrorCode::NotFound,

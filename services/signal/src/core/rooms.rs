@@ -385,6 +385,7 @@ fn room_of(event: &BusEvent) -> Option<&RoomId> {
         | BusEvent::Updated { room, .. }
         | BusEvent::Broadcast { room, .. }
         | BusEvent::Closed { room, .. }
+        | BusEvent::Removed { room, .. }
         | BusEvent::Marker { room, .. } => Some(room),
         BusEvent::Signal { .. } | BusEvent::Probe { .. } | BusEvent::Undeliverable { .. } => None,
     }
@@ -437,6 +438,17 @@ fn apply_room_event(mirror: &mut RoomMirror, event: &BusEvent) {
             reason: *reason,
             members: mirror.members.values().cloned().collect(),
         }),
+        // Only the removed member hears it (from its own node), as its room closing.
+        BusEvent::Removed { room, peer } => {
+            if let Some(local) = mirror.local.get(peer).filter(|l| matches!(l.state, LocalState::Active)) {
+                local.session.push(Arc::new(Event::RoomClosed {
+                    room: room.clone(),
+                    reason: protocol::CloseReason::Removed,
+                    members: mirror.members.values().cloned().collect(),
+                }));
+            }
+            None
+        }
         BusEvent::Marker { .. } | BusEvent::Signal { .. } | BusEvent::Probe { .. } | BusEvent::Undeliverable { .. } => {
             None
         }

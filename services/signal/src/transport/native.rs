@@ -21,6 +21,7 @@ impl Native {
             }
             Reply::Left { room, id } => ServerMsg::Left(RoomReply { room, id }),
             Reply::Closed { room, id } => ServerMsg::Closed(RoomReply { room, id }),
+            Reply::Done { room, id } => ServerMsg::Done(RoomReply { room, id }),
             Reply::Updated { room, id } => ServerMsg::Updated(RoomReply { room, id }),
             Reply::Members { room, members, id } => {
                 ServerMsg::Members(Joined { room, peers: members.iter().map(|m| (**m).clone()).collect(), id })

@@ -154,7 +154,11 @@ impl Plain {
                 self.pending = None;
                 Some(error_frame(&reason(code, &message)))
             }
-            Reply::Left { .. } | Reply::Updated { .. } | Reply::Authenticated { .. } | Reply::Closed { .. } => None,
+            Reply::Left { .. }
+            | Reply::Updated { .. }
+            | Reply::Authenticated { .. }
+            | Reply::Closed { .. }
+            | Reply::Done { .. } => None,
             Reply::Events(events) => return out.extend(events.iter().filter_map(|e| self.render_event(e))),
         };
         out.extend(frame);
@@ -228,6 +232,7 @@ impl Dialect for Plain {
             Event::PeerUpdated { .. } => return None,
             Event::Undeliverable { to, .. } => error_frame(&format!("Peer {to} is not reachable: it left.")),
             Event::RoomClosed { reason: protocol::CloseReason::Expired, .. } => error_frame("Room expired"),
+            Event::RoomClosed { reason: protocol::CloseReason::Removed, .. } => error_frame("Removed from the room"),
             Event::RoomClosed { .. } => error_frame("Room closed"),
         })
     }
@@ -262,6 +267,7 @@ fn left_reason(reason: LeftReason) -> &'static str {
         LeftReason::Disconnected => "disconnected",
         LeftReason::NodeLost => "node-lost",
         LeftReason::Closed => "closed",
+        LeftReason::Removed => "removed",
     }
 }
 

@@ -327,7 +327,7 @@ impl Dialect for SocketIo {
                     let connect = encode_sio(SioType::Connect, flight.ns.path(), None, Some(&reply));
                     out.push(Utf8Bytes::from(format!("4{connect}")));
                 }
-                Reply::Members { .. } | Reply::Pong { .. } | Reply::Closed { .. } => {}
+                Reply::Members { .. } | Reply::Pong { .. } | Reply::Closed { .. } | Reply::Done { .. } => {}
             }
         }
         if let Some((code, message)) = failure {

@@ -512,3 +512,39 @@ async fn role_rules_let_observers_receive_offers_but_not_send_them() {
     sio.emit("lead", "offer", json!({"targetUserId": watcher, "offer": {"sdp": "y"}, "roomId": "panel"})).await;
     assert_eq!(sio.event("watcher", "offer").await["offer"], json!({"sdp": "y"}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_removes_a_member_on_another_node_and_locks_the_room() {
+    let redis = TestRedis::start().await;
+    let cluster = TestCluster::start_with(&Backend::Redis(redis.url()), 2, &[("JWT_HS256_SECRET", IDP_SECRET)]).await;
+    let (n1, n2) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+    let host_token = hs256(&json!({"sub": "h", "name": "Hana", "role": "host", "exp": now() + 600}), IDP_SECRET);
+    let mut host = Client::try_connect(n1, "", Some(&host_token)).await.unwrap();
+    host.join("studio").await;
+    let mut guest = Client::connect(n2).await;
+    guest.join("studio").await;
+    assert!(matches!(host.recv().await, ServerMsg::PeerJoined(_)));
+
+    // Not a host: refused.
+    guest.send(json!({"type":"remove","room":"studio","peer":host.peer().as_str(),"id":1})).await;
+    guest.recv_error("forbidden").await;
+    guest.send(json!({"type":"lock","room":"studio","id":2})).await;
+    guest.recv_error("forbidden").await;
+
+    host.send(json!({"type":"remove","room":"studio","peer":guest.peer().as_str(),"id":3})).await;
+    assert!(matches!(host.recv().await, ServerMsg::Done(_)));
+    match guest.recv().await {
+        ServerMsg::RoomClosed(c) => assert_eq!(c.reason, protocol::CloseReason::Removed),
+        other => panic!("{other:?}"),
+    }
+    let left = host.recv_peer_left().await;
+    assert_eq!((left.peer.as_str(), left.reason), (guest.peer().as_str(), protocol::LeftReason::Removed));
+
+    host.send(json!({"type":"lock","room":"studio","id":4})).await;
+    assert!(matches!(host.recv().await, ServerMsg::Done(_)));
+    guest.send(json!({"type":"join","room":"studio"})).await;
+    assert!(guest.recv_error("forbidden").await.message.contains("locked"));
+    host.send(json!({"type":"lock","room":"studio","locked":false,"id":5})).await;
+    assert!(matches!(host.recv().await, ServerMsg::Done(_)));
+    guest.join("studio").await;
+}

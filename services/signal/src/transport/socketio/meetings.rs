@@ -128,6 +128,12 @@ pub(super) fn decode(
         }
         "chat-message" => chat(sio, me, &fields),
         "end-meeting" => Ok(Command::Close { room }),
+        "remove-participant" => {
+            let target = fields.string(TARGET).ok().flatten().ok_or_else(|| bad("Invalid participant ID"))?;
+            let peer = PeerId::parse(&target).map_err(|_| bad("Invalid participant ID"))?;
+            Ok(Command::Remove { room, peer })
+        }
+        "lock-meeting" => Ok(Command::Lock { room, locked: fields.boolean(&["locked", "lock"]).unwrap_or(true) }),
         other => Err(bad(format!("Unknown event: {}", shown(other, 32)))),
     }
 }

@@ -243,6 +243,7 @@ pub(super) fn render_room_closed(event: &Event, me: &PeerId) -> Vec<Utf8Bytes> {
     let message = match reason {
         protocol::CloseReason::Expired => "Room expired",
         protocol::CloseReason::Ended => "Room closed",
+        protocol::CloseReason::Removed => "Removed from the room by a host",
     };
     let error = format!(
         r#"{{"message":{},"code":"room-closed","reason":{},"roomId":{}}}"#,
