@@ -147,6 +147,7 @@ pub fn decode(text: &str) -> Result<Event, DriverError> {
         | ServerMsg::Authenticated(_)
         | ServerMsg::RoomClosed(_)
         | ServerMsg::Closed(_)
+        | ServerMsg::Done(_)
         | ServerMsg::Signal(_)
         | ServerMsg::Broadcast(_)
         | ServerMsg::Members(_) => Event::Other,
