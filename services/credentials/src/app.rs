@@ -20,7 +20,7 @@ use crate::http::{router, AppState, Shared};
 use crate::keyring::{Keyring, RedisKeyring};
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, MonitorSettings};
-use crate::ratelimit::RateLimiter;
+use edge::RateLimiter;
 use crate::source::{unix_now_ms, TurnSource};
 
 /// Buckets kept per rate limiter (IPs or subjects), bounding its memory.

@@ -3,7 +3,7 @@
 //! metrics. Handlers validate input, ask `issue` for a grant and shape it; errors map to
 //! one JSON body `{error, message}` with no secret in it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use crate::config::{CredentialsConfig, MIN_TTL};
 use crate::keyring::{KeyringError, KeyringReport};
 use crate::metrics::{Metrics, Outcome};
 use crate::monitor::Monitor;
-use crate::ratelimit::{retry_after_secs, RateLimiter};
+use edge::{client_ip, retry_after_secs, RateLimiter};
 use crate::source::{unix_now_ms, Grant, GrantRequest, SourceError, TurnSource};
 use crate::turn::user_id_from_subject;
 
@@ -323,23 +323,6 @@ fn random_user_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The caller's address: the socket peer, or with `hops` trusted proxies in front, the
-/// address the outermost of them saw (X-Forwarded-For, counted from the right, so a
-/// client cannot spoof it by sending its own header).
-pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, hops: usize) -> IpAddr {
-    if hops == 0 {
-        return peer.ip();
-    }
-    let chain: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse().ok())
-        .collect();
-    chain.len().checked_sub(hops).and_then(|i| chain.get(i).copied()).unwrap_or(peer.ip())
-}
-
 fn require_token(expected: Option<&config::Secret>, headers: &HeaderMap, name: &'static str) -> Result<(), ApiError> {
     let expected = expected.ok_or(ApiError::Forbidden(name))?;
     if token_matches(auth::bearer(headers), expected.expose()) {
@@ -463,20 +446,4 @@ async fn metrics(State(s): State<Shared>) -> Response {
     }
     let text = telemetry::process_metrics() + &s.metrics.render(s.config.source.name());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forwarded_for_is_trusted_only_for_configured_hops() {
-        let peer: SocketAddr = "10.0.0.9:5000".parse().unwrap();
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6, 203.0.113.7"));
-        assert_eq!(client_ip(peer, &h, 0), "10.0.0.9".parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip(peer, &h, 1), "203.0.113.7".parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip(peer, &h, 2), "6.6.6.6".parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip(peer, &h, 3), "10.0.0.9".parse::<IpAddr>().unwrap(), "too short a chain: the socket");
-    }
 }

@@ -12,7 +12,6 @@ pub mod keyring;
 pub mod metrics;
 pub mod monitor;
 pub mod providers;
-pub mod ratelimit;
 pub mod redis;
 pub mod source;
 pub mod stats;
