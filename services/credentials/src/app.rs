@@ -20,8 +20,8 @@ use crate::http::{router, AppState, Shared};
 use crate::keyring::{Keyring, RedisKeyring};
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, MonitorSettings};
-use edge::RateLimiter;
 use crate::source::{unix_now_ms, TurnSource};
+use edge::RateLimiter;
 
 /// Buckets kept per rate limiter (IPs or subjects), bounding its memory.
 const RATE_LIMIT_KEYS: usize = 100_000;

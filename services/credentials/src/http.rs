@@ -24,9 +24,9 @@ use crate::config::{CredentialsConfig, MIN_TTL};
 use crate::keyring::{KeyringError, KeyringReport};
 use crate::metrics::{Metrics, Outcome};
 use crate::monitor::Monitor;
-use edge::{client_ip, retry_after_secs, RateLimiter};
 use crate::source::{unix_now_ms, Grant, GrantRequest, SourceError, TurnSource};
 use crate::turn::user_id_from_subject;
+use edge::{client_ip, retry_after_secs, RateLimiter};
 
 /// Everything a handler may touch.
 pub struct AppState {

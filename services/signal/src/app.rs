@@ -69,11 +69,13 @@ impl App {
                 rate_burst: config.rate_burst,
                 strikes: 20,
                 strike_window: Duration::from_secs(10),
+                joins_per_minute: config.abuse.joins_per_minute,
             },
             outbound_queue: config.outbound_queue,
             client_heartbeat: config.client_heartbeat,
             reconnect_after: config.reconnect_after,
         };
+        let guards = Arc::new(crate::http::guard::EdgeGuards::new(&config.abuse));
         let state = AppState {
             core,
             config: Arc::new(config),
@@ -81,6 +83,7 @@ impl App {
             sessions: TaskTracker::new(),
             sessions_stop: CancellationToken::new(),
             polling: Default::default(),
+            guards,
         };
         Ok(App { listener, state, background, background_stop })
     }
@@ -122,7 +125,7 @@ impl App {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
         });
-        axum::serve(listener, router(state))
+        axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 draining.health().set_draining();

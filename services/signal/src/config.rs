@@ -55,6 +55,27 @@ pub struct SignalConfig {
     pub admission: AdmissionConfig,
     /// STATUS_TOKEN: protects `/api/health` and `GET /api/rooms`; unset: they are off.
     pub status_token: Option<Secret>,
+    pub abuse: AbuseLimits,
+}
+
+/// Per-address and per-connection limits (docs/rooms-and-auth.md, "Limits").
+#[derive(Debug, Clone)]
+pub struct AbuseLimits {
+    /// TRUSTED_PROXY_HOPS: proxies in front that append to X-Forwarded-For (0: the
+    /// socket's address is the client's).
+    pub trusted_proxy_hops: usize,
+    /// IP_CONNECTS_PER_SEC / IP_CONNECTS_BURST: new connections per address (0: no
+    /// limit, the default: a load test or a large office behind one NAT is one address).
+    pub ip_connects_per_sec: u32,
+    pub ip_connects_burst: u32,
+    /// IP_MAX_CONNECTIONS: open connections per address (0: no cap, the default).
+    pub ip_max_connections: usize,
+    /// JOINS_PER_MINUTE: joins per connection.
+    pub joins_per_minute: u32,
+    /// API_RATE_LIMIT / API_RATE_WINDOW_SECS: HTTP API requests per address per window
+    /// (S1's 100 per 15 minutes).
+    pub api_requests: u32,
+    pub api_window: Duration,
 }
 
 /// Who may connect and join: AUTH_MODE, the JWT_* verification settings, the cluster's
@@ -229,6 +250,15 @@ impl SignalConfig {
             plain_path: s.string("PLAIN_PATH").unwrap_or_else(|| "/".into()),
             admission: read_admission(&mut s),
             status_token: s.secret("STATUS_TOKEN"),
+            abuse: AbuseLimits {
+                trusted_proxy_hops: s.ranged("TRUSTED_PROXY_HOPS", 0usize, 0, 10),
+                ip_connects_per_sec: s.ranged("IP_CONNECTS_PER_SEC", 0u32, 0, 1_000_000),
+                ip_connects_burst: s.ranged("IP_CONNECTS_BURST", 100u32, 1, 1_000_000),
+                ip_max_connections: s.ranged("IP_MAX_CONNECTIONS", 0usize, 0, 10_000_000),
+                joins_per_minute: s.ranged("JOINS_PER_MINUTE", 120u32, 1, 1_000_000),
+                api_requests: s.ranged("API_RATE_LIMIT", 100u32, 1, 1_000_000),
+                api_window: Duration::from_secs(s.ranged("API_RATE_WINDOW_SECS", 900u64, 1, 86_400)),
+            },
         };
         const TAKEN: [&str; 12] = [
             "/delete-peers-and-room",

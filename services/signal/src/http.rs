@@ -3,6 +3,7 @@
 //! alive), `/readyz` (send traffic here: not draining, Redis reachable, and the
 //! node's own subscription proven alive by a probe that came back) and `/metrics`.
 
+pub mod guard;
 mod rooms;
 mod socketio;
 mod status;
@@ -10,7 +11,9 @@ mod status;
 use std::sync::Arc;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{RawQuery, State, WebSocketUpgrade};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, RawQuery, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -41,29 +44,52 @@ pub struct AppState {
     pub sessions_stop: CancellationToken,
     /// Socket.IO sessions on HTTP long-polling, by Engine.IO session id.
     pub polling: Arc<PollingSessions>,
+    /// Per-address limits.
+    pub guards: Arc<guard::EdgeGuards>,
 }
 
 pub fn router(state: AppState) -> Router {
     status::note_start();
     let plain_path = state.config.plain_path.clone();
+    // The HTTP API: rate-limited per address, and open to the browser origins of
+    // ALLOWED_ORIGINS.
+    let api = Router::new()
+        .route("/anonymous-signin", post(rooms::anonymous_signin))
+        .route("/create-room", post(rooms::create_room_s4))
+        .route("/delete-peers-and-room", post(rooms::delete_peers_and_room))
+        .route("/api/rooms", post(rooms::create_room).get(status::rooms))
+        .route("/api/rooms/{id}", get(rooms::room_info).delete(rooms::delete_room))
+        .route("/api/health", get(status::health))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::api_rate_limit))
+        .layer(api_cors(&state.config));
     Router::new()
         .route("/ws", get(ws))
         .route(&plain_path, get(plain))
         .route("/socket.io/", get(socketio::get).post(socketio::post).options(socketio::preflight))
         .route("/socket.io", get(socketio::get).post(socketio::post).options(socketio::preflight))
-        .route("/anonymous-signin", post(rooms::anonymous_signin))
         .route("/.well-known/jwks.json", get(rooms::jwks))
-        .route("/create-room", post(rooms::create_room_s4))
-        .route("/delete-peers-and-room", post(rooms::delete_peers_and_room))
-        .route("/api/rooms", post(rooms::create_room).get(status::rooms))
-        .route("/api/health", get(status::health))
         .route("/health", get(status::health_alias))
         .route("/ready", get(status::ready_alias))
-        .route("/api/rooms/{id}", get(rooms::room_info).delete(rooms::delete_room))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(api)
         .with_state(state)
+}
+
+/// CORS for the HTTP API: the origins of ALLOWED_ORIGINS (any with `*`).
+fn api_cors(config: &SignalConfig) -> tower_http::cors::CorsLayer {
+    use axum::http::{header, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins = if config.allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(config.allowed_origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
 }
 
 async fn healthz() -> &'static str {
@@ -140,17 +166,28 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// Runs a connection while it holds its place under its address's cap.
+pub(crate) async fn hold_while(held: edge::Held, serving: impl std::future::Future<Output = ()>) {
+    serving.await;
+    drop(held);
+}
+
 /// Bytes the WebSocket layer reads per syscall (frames larger than this take several reads).
 const READ_BUFFER_BYTES: usize = 1024;
 
 async fn ws(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let held = match guard::admit_connection(&state, peer, &headers) {
+        Ok(held) => held,
+        Err(refusal) => return refusal,
+    };
     match identity_at_upgrade(&state, &headers, query.as_deref()).await {
-        Ok(identity) => upgrade_to(Native, state, &headers, upgrade, identity),
+        Ok(identity) => upgrade_to(Native, state, &headers, upgrade, identity, held),
         Err(refusal) => refusal,
     }
 }
@@ -180,12 +217,16 @@ pub(crate) async fn identity_at_upgrade(
 /// an answer.
 async fn plain(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     match upgrade {
         // S4 clients present their identity token in `register`.
-        Ok(upgrade) => upgrade_to(Plain::default(), state, &headers, upgrade, None),
+        Ok(upgrade) => match guard::admit_connection(&state, peer, &headers) {
+            Ok(held) => upgrade_to(Plain::default(), state, &headers, upgrade, None, held),
+            Err(refusal) => refusal,
+        },
         Err(_) => "signaling node: plain-JSON WebSocket clients connect here, native clients at /ws\n".into_response(),
     }
 }
@@ -199,6 +240,7 @@ pub(crate) fn upgrade_to<D: Dialect>(
     headers: &HeaderMap,
     upgrade: WebSocketUpgrade,
     identity: Option<auth::Identity>,
+    held: edge::Held,
 ) -> Response {
     let origin = headers.get("origin").and_then(|o| o.to_str().ok());
     if !state.config.origin_allowed(origin) {
@@ -221,6 +263,7 @@ pub(crate) fn upgrade_to<D: Dialect>(
         .on_upgrade(move |socket| {
             let AppState { core, connection, sessions, sessions_stop, .. } = state;
             let io = WsTransport::new(socket);
-            sessions.track_future(connection::serve(io, dialect, core, connection, identity, sessions_stop))
+            let serving = connection::serve(io, dialect, core, connection, identity, sessions_stop);
+            sessions.track_future(hold_while(held, serving))
         })
 }

@@ -73,6 +73,14 @@ pub struct SessionLimits {
     /// Bad frames tolerated per `strike_window` before the connection is closed.
     pub strikes: u32,
     pub strike_window: Duration,
+    /// Joins per connection per minute (JOINS_PER_MINUTE).
+    pub joins_per_minute: u32,
+}
+
+/// Seconds since the process started (a compact clock for per-connection windows).
+fn process_secs() -> u32 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs() as u32
 }
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
@@ -115,6 +123,10 @@ pub struct Session {
     /// Who the client proved to be (a verified token); boxed so anonymous connections
     /// pay one pointer.
     identity: Option<Box<Identity>>,
+    /// Joins in the current minute (a fixed window: 8 bytes a connection).
+    join_window: u32,
+    joins_in_window: u32,
+    joins_per_minute: u32,
 }
 
 /// Whether the connection may stay open after a request or a refusal.
@@ -136,6 +148,9 @@ impl Session {
             rate: Bucket::new(f64::from(limits.rate_per_sec), f64::from(limits.rate_burst)),
             strikes: Bucket::new(strike_rate, f64::from(limits.strikes)),
             identity: identity.map(Box::new),
+            join_window: 0,
+            joins_in_window: 0,
+            joins_per_minute: limits.joins_per_minute,
         }
     }
 
@@ -197,6 +212,7 @@ impl Session {
                 Ok(vec![Reply::Authenticated { identity: self.identity.as_deref().cloned(), id }])
             }
             Command::Join { room, name, role, token, meta, member } => {
+                self.count_join()?;
                 // What a verified token says wins over what the client declares.
                 let (name, role) = self.identity.as_deref().map_or((name.clone(), role.clone()), |who| {
                     let claimed_name = who.name.as_deref().and_then(|n| {
@@ -267,6 +283,20 @@ impl Session {
     /// the core then refuses with `not-in-room`).
     fn member_in(&self, room: &RoomId) -> PeerId {
         self.chosen.iter().find(|(r, _)| r == room).map_or_else(|| self.handle.peer.clone(), |(_, m)| m.clone())
+    }
+
+    /// One more join this minute, or a refusal (JOINS_PER_MINUTE).
+    fn count_join(&mut self) -> Result<(), CoreError> {
+        let minute = process_secs() / 60;
+        if minute != self.join_window {
+            self.join_window = minute;
+            self.joins_in_window = 0;
+        }
+        if self.joins_in_window >= self.joins_per_minute {
+            return Err(CoreError::TooManyJoins(self.joins_per_minute));
+        }
+        self.joins_in_window += 1;
+        Ok(())
     }
 
     /// Host powers need a member of the room with a verified identity that is a host.

@@ -31,6 +31,16 @@ impl RateLimiter {
         }
     }
 
+    /// `count` requests per `window` on average, up to `burst` at once.
+    pub fn per_window(count: u32, window: Duration, burst: u32, max_keys: usize) -> Self {
+        Self {
+            per_sec: f64::from(count.max(1)) / window.as_secs_f64().max(0.001),
+            burst: f64::from(burst.max(1)),
+            max_keys: max_keys.max(1),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Takes one token for `key`; Err(how long until one is available).
     pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());

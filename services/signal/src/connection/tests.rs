@@ -91,6 +91,7 @@ fn settings() -> ConnectionSettings {
             rate_burst: 1000,
             strikes: 3,
             strike_window: Duration::from_secs(10),
+            joins_per_minute: 100,
         },
         outbound_queue: 8,
         client_heartbeat: Duration::from_secs(30),

@@ -14,6 +14,8 @@ pub enum CoreError {
     TooManyRooms(usize),
     #[error("room is full")]
     RoomFull,
+    #[error("too many joins: at most {0} a minute per connection")]
+    TooManyJoins(u32),
     #[error("wrong or missing room token")]
     Unauthorized,
     #[error("room not found")]
@@ -47,6 +49,7 @@ impl CoreError {
         match self {
             CoreError::AlreadyInRoom | CoreError::IdTaken | CoreError::TooManyRooms(_) => ErrorCode::BadRequest,
             CoreError::RoomFull => ErrorCode::RoomFull,
+            CoreError::TooManyJoins(_) => ErrorCode::RateLimited,
             CoreError::Unauthorized | CoreError::Unauthenticated(_) => ErrorCode::Unauthorized,
             CoreError::RoomNotFound => ErrorCode::NotFound,
             CoreError::NotHost | CoreError::RoleForbidden { .. } | CoreError::RoomLocked => ErrorCode::Forbidden,

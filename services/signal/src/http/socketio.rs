@@ -6,12 +6,12 @@
 
 use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{RawQuery, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, RawQuery, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{identity_at_upgrade, upgrade_to, AppState};
+use super::{guard, hold_while, identity_at_upgrade, upgrade_to, AppState};
 use crate::connection;
 use crate::transport::polling::PollError;
 use crate::transport::socketio::{SocketIo, MAX_PAYLOAD, PING_INTERVAL};
@@ -108,6 +108,7 @@ fn refused(err: PollError) -> EioError {
 
 pub(super) async fn get(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -117,11 +118,15 @@ pub(super) async fn get(
     match (query.transport, query.sid) {
         (Transport::WebSocket, None) => {
             let upgrade = upgrade.map_err(|_| EioError::BadRequest("expected a WebSocket upgrade"))?;
+            let held = match guard::admit_connection(&state, peer, &headers) {
+                Ok(held) => held,
+                Err(refusal) => return Ok(refusal),
+            };
             let identity = match identity_at_upgrade(&state, &headers, None).await {
                 Ok(identity) => identity,
                 Err(refusal) => return Ok(refusal),
             };
-            Ok(upgrade_to(SocketIo::over_websocket(), state, &headers, upgrade, identity))
+            Ok(upgrade_to(SocketIo::over_websocket(), state, &headers, upgrade, identity, held))
         }
         (Transport::WebSocket, Some(sid)) => {
             let upgrade = upgrade.map_err(|_| EioError::BadRequest("expected a WebSocket upgrade"))?;
@@ -135,6 +140,10 @@ pub(super) async fn get(
             if state.core.health().is_draining() {
                 return Ok((StatusCode::SERVICE_UNAVAILABLE, "node is draining").into_response());
             }
+            let held = match guard::admit_connection(&state, peer, &headers) {
+                Ok(held) => held,
+                Err(refusal) => return Ok(refusal),
+            };
             let identity = match identity_at_upgrade(&state, &headers, None).await {
                 Ok(identity) => identity,
                 Err(refusal) => return Ok(refusal),
@@ -142,7 +151,8 @@ pub(super) async fn get(
             let (session, transport) = state.polling.open();
             let AppState { core, connection, sessions, sessions_stop, .. } = state.clone();
             let dialect = SocketIo::over_polling(session.sid());
-            sessions.spawn(connection::serve(transport, dialect, core, connection, identity, sessions_stop));
+            let serving = connection::serve(transport, dialect, core, connection, identity, sessions_stop);
+            sessions.spawn(hold_while(held, serving));
             let body = session.poll(POLL_WAIT).await.map_err(refused)?;
             Ok(polling_body(cors, body))
         }

@@ -484,8 +484,15 @@ async fn delete_peers_and_room_closes_the_peers_room_and_a_token_admits_to_its_o
             }
         }
     }
+    // (Departures already on their way when it left may still arrive first.)
     a.send(json!({"type":"register","peer_id":"Worker-9","room_id":room,"token":token})).await;
-    assert_eq!(a.recv_error().await, "Already registered on this connection.");
+    loop {
+        let msg = a.recv().await;
+        if msg["type"] == "error" {
+            break assert_eq!(msg["reason"], "Already registered on this connection.");
+        }
+        assert_eq!((&msg["type"], &msg["reason"]), (&json!("peer_left"), &json!("closed")), "{msg}");
+    }
     let mut c = PlainClient::connect(n1).await;
     c.send(json!({"type":"register","peer_id":"Worker-9","room_id":room,"token":token})).await;
     assert_eq!(c.recv().await["type"], "registered_auth", "a deleted room is an implicit one again");
@@ -547,4 +554,49 @@ async fn a_host_removes_a_member_on_another_node_and_locks_the_room() {
     host.send(json!({"type":"lock","room":"studio","locked":false,"id":5})).await;
     assert!(matches!(host.recv().await, ServerMsg::Done(_)));
     guest.join("studio").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_address_and_per_connection_limits_answer_429_with_retry_after() {
+    let settings = [
+        ("IP_MAX_CONNECTIONS", "2"),
+        ("JOINS_PER_MINUTE", "2"),
+        ("API_RATE_LIMIT", "3"),
+        ("ANON_TOKEN_SECRET", ANON_SECRET),
+    ];
+    let cluster = TestCluster::start_with(&Backend::Memory, 1, &settings).await;
+    let node = cluster.nodes[0].addr;
+
+    // Open connections per address: the third is refused while two are open, and
+    // admitted again once one has closed.
+    let mut a = Client::connect(node).await;
+    let b = Client::connect(node).await;
+    assert_eq!(Client::try_connect(node, "", None).await.err(), Some(429));
+    b.close().await;
+    wait_until(Duration::from_secs(5), "a place to come back", || async {
+        Client::try_connect(node, "", None).await.is_ok()
+    })
+    .await;
+
+    // Joins per connection per minute.
+    a.join("one").await;
+    a.join("two").await;
+    a.send(json!({"type":"join","room":"three","id":"j3"})).await;
+    assert!(a.recv_error("rate-limited").await.message.contains("joins"));
+
+    // The HTTP API: 3 requests per window per address, then 429 with Retry-After.
+    for _ in 0..3 {
+        assert_eq!(post(node, "/anonymous-signin", None, json!({})).await.0, 200);
+    }
+    let response = reqwest::Client::new().post(format!("http://{node}/anonymous-signin")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let retry: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1, "{retry}");
+
+    // New connections per second per address, on a node that limits them.
+    let rated =
+        TestCluster::start_with(&Backend::Memory, 1, &[("IP_CONNECTS_PER_SEC", "1"), ("IP_CONNECTS_BURST", "2")]).await;
+    let _first = Client::connect(rated.nodes[0].addr).await;
+    let _second = Client::connect(rated.nodes[0].addr).await;
+    assert_eq!(Client::try_connect(rated.nodes[0].addr, "", None).await.err(), Some(429));
 }
