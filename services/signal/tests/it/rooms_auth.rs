@@ -600,3 +600,64 @@ async fn per_address_and_per_connection_limits_answer_429_with_retry_after() {
     let _second = Client::connect(rated.nodes[0].addr).await;
     assert_eq!(Client::try_connect(rated.nodes[0].addr, "", None).await.err(), Some(429));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_secrets_never_reach_logs_errors_or_metrics() {
+    let redis = TestRedis::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("node.log");
+    let settings = [
+        ("ANON_TOKEN_SECRET", ANON_SECRET),
+        ("JWT_HS256_SECRET", IDP_SECRET),
+        ("STATUS_TOKEN", "status-token-0123456789"),
+        ("RUST_LOG", "debug"),
+    ];
+    let node = crate::helpers::NodeProcess::start_with_log(&redis.url(), "n1", &settings, Some(&log)).await;
+    let addr = node.addr;
+    let id_token = post(addr, "/anonymous-signin", None, json!({})).await.1["id_token"].as_str().unwrap().to_owned();
+    let idp = hs256(&json!({"sub": "s", "exp": now() + 600}), IDP_SECRET);
+    let forged = format!("{}x", &idp[..idp.len() - 1]);
+    let created = post(addr, "/create-room", Some(&id_token), json!({})).await.1;
+    let (room, room_token) = (created["room_id"].as_str().unwrap(), created["token"].as_str().unwrap());
+
+    // Every place a token is presented, valid and not.
+    let mut errors = Vec::new();
+    let mut native = Client::try_connect(addr, "", Some(&idp)).await.unwrap();
+    native.send(json!({"type":"auth","token":forged})).await;
+    errors.push(native.recv_error("unauthorized").await.message);
+    native.send(json!({"type":"join","room":room,"token":"not-the-room-token"})).await;
+    errors.push(native.recv_error("unauthorized").await.message);
+    native.send(json!({"type":"join","room":room,"token":room_token})).await;
+    assert!(matches!(native.recv().await, ServerMsg::Joined(_)));
+    let refused = reqwest::Client::new().post(format!("http://{addr}/create-room")).bearer_auth(&forged).send().await;
+    errors.push(refused.unwrap().text().await.unwrap());
+    let mut plain = PlainClient::connect(addr).await;
+    plain.send(json!({"type":"register","peer_id":"W","room_id":room,"token":room_token,"id_token":forged})).await;
+    errors.push(plain.recv_error().await);
+    let metrics = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    let health = reqwest::get(format!("http://{addr}/api/health?token=status-token-0123456789")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    drop((native, plain));
+
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("room created"), "the log is being written at debug level");
+    let secrets = [
+        id_token.as_str(),
+        idp.as_str(),
+        forged.as_str(),
+        room_token,
+        ANON_SECRET,
+        IDP_SECRET,
+        "status-token-0123456789",
+    ];
+    for secret in secrets {
+        // A token's signature is its secret part: look for it, and for the whole.
+        let tail = secret.rsplit('.').next().unwrap();
+        for (place, text) in [("log", &logged), ("metrics", &metrics)] {
+            assert!(!text.contains(tail), "a secret reached the {place}");
+        }
+        for error in &errors {
+            assert!(!error.contains(tail), "a secret reached an error: {error}");
+        }
+    }
+}

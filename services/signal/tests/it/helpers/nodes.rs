@@ -125,6 +125,16 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     pub async fn start(redis_url: &str, node_id: &str, extra: &[(&str, &str)]) -> Self {
+        Self::start_with_log(redis_url, node_id, extra, None).await
+    }
+
+    /// Like [`NodeProcess::start`], with the node's log (stdout and stderr) written to `log`.
+    pub async fn start_with_log(
+        redis_url: &str,
+        node_id: &str,
+        extra: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_signal"));
         cmd.env_clear()
@@ -137,12 +147,15 @@ impl NodeProcess {
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn signal binary");
+        let (stdout, stderr) = match log {
+            Some(path) => {
+                let file = std::fs::File::create(path).expect("create the log file");
+                (Stdio::from(file.try_clone().unwrap()), Stdio::from(file))
+            }
+            None if std::env::var_os("TEST_LOG").is_some() => (Stdio::null(), Stdio::inherit()),
+            None => (Stdio::null(), Stdio::null()),
+        };
+        let child = cmd.stdout(stdout).stderr(stderr).kill_on_drop(true).spawn().expect("spawn signal binary");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         wait_ready(addr).await;
         Self { child, addr }
