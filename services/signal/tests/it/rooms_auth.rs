@@ -661,3 +661,39 @@ async fn tokens_and_secrets_never_reach_logs_errors_or_metrics() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es256_anonymous_tokens_are_verified_elsewhere_with_the_published_jwks() {
+    let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ec-test-key.pem");
+    let issuing = TestCluster::start_with(&Backend::Memory, 1, &[("ANON_TOKEN_KEY_FILE", key.to_str().unwrap())]).await;
+    let addr = issuing.nodes[0].addr;
+    let signin = post(addr, "/anonymous-signin", None, json!({"username": "Ada"})).await.1;
+    let token = signin["id_token"].as_str().unwrap().to_owned();
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.alg, Algorithm::ES256);
+    let jwks: Value = reqwest::get(format!("http://{addr}/.well-known/jwks.json")).await.unwrap().json().await.unwrap();
+    assert_eq!(jwks["keys"][0]["kid"].as_str(), header.kid.as_deref());
+    assert!(jwks["keys"][0].get("d").is_none(), "only the public key is published");
+
+    // Another service (here: a node that does not issue) verifies them with that JWKS.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jwks.json");
+    std::fs::write(&file, jwks.to_string()).unwrap();
+    let verifying = TestCluster::start_with(
+        &Backend::Memory,
+        1,
+        &[
+            ("AUTH_MODE", "jwt"),
+            ("JWT_JWKS_FILE", file.to_str().unwrap()),
+            ("JWT_ISSUER", "signal"),
+            ("JWT_AUDIENCE", "signal"),
+        ],
+    )
+    .await;
+    let mut client = Client::try_connect(verifying.nodes[0].addr, "", Some(&token)).await.expect("accepted");
+    let joined = client.join_with(json!({"type":"join","room":"r","name":"declared"})).await;
+    assert!(joined.peers.is_empty());
+    let mut other = Client::try_connect(verifying.nodes[0].addr, "", Some(&token)).await.unwrap();
+    let joined = other.join_with(json!({"type":"join","room":"r"})).await;
+    assert_eq!(joined.peers[0].name.as_str(), "Ada", "the token's name");
+}
