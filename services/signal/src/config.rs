@@ -255,7 +255,7 @@ impl SignalConfig {
                 ip_connects_per_sec: s.ranged("IP_CONNECTS_PER_SEC", 0u32, 0, 1_000_000),
                 ip_connects_burst: s.ranged("IP_CONNECTS_BURST", 100u32, 1, 1_000_000),
                 ip_max_connections: s.ranged("IP_MAX_CONNECTIONS", 0usize, 0, 10_000_000),
-                joins_per_minute: s.ranged("JOINS_PER_MINUTE", 120u32, 1, 1_000_000),
+                joins_per_minute: s.ranged("JOINS_PER_MINUTE", 600u32, 1, 1_000_000),
                 api_requests: s.ranged("API_RATE_LIMIT", 100u32, 1, 1_000_000),
                 api_window: Duration::from_secs(s.ranged("API_RATE_WINDOW_SECS", 900u64, 1, 86_400)),
             },

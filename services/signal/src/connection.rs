@@ -83,6 +83,8 @@ struct Connection<T, D> {
     session: Session,
     inbox: SessionInbox,
     settings: Arc<ConnectionSettings>,
+    /// The connection's place under its address's cap, given back when it ends.
+    _held: Option<edge::Held>,
 }
 
 /// Serves one connection until the client leaves, the node drains or the transport
@@ -100,6 +102,7 @@ pub fn serve<T: Transport, D: Dialect>(
     core: Arc<Core>,
     settings: Arc<ConnectionSettings>,
     identity: Option<Identity>,
+    held: Option<edge::Held>,
     stop: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
     let peer = PeerId::new_on(core.node());
@@ -108,7 +111,7 @@ pub fn serve<T: Transport, D: Dialect>(
     let (handle, inbox) = SessionHandle::new(peer, settings.outbound_queue);
     core.sessions().insert(handle.clone());
     let session = Session::new(core, handle, &settings.session, identity);
-    Connection { io, dialect, session, inbox, settings }.serve(welcome, stop).instrument(span)
+    Connection { io, dialect, session, inbox, settings, _held: held }.serve(welcome, stop).instrument(span)
 }
 
 impl<T: Transport, D: Dialect> Connection<T, D> {

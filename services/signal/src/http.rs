@@ -166,12 +166,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-/// Runs a connection while it holds its place under its address's cap.
-pub(crate) async fn hold_while(held: edge::Held, serving: impl std::future::Future<Output = ()>) {
-    serving.await;
-    drop(held);
-}
-
 /// Bytes the WebSocket layer reads per syscall (frames larger than this take several reads).
 const READ_BUFFER_BYTES: usize = 1024;
 
@@ -240,7 +234,7 @@ pub(crate) fn upgrade_to<D: Dialect>(
     headers: &HeaderMap,
     upgrade: WebSocketUpgrade,
     identity: Option<auth::Identity>,
-    held: edge::Held,
+    held: Option<edge::Held>,
 ) -> Response {
     let origin = headers.get("origin").and_then(|o| o.to_str().ok());
     if !state.config.origin_allowed(origin) {
@@ -263,7 +257,6 @@ pub(crate) fn upgrade_to<D: Dialect>(
         .on_upgrade(move |socket| {
             let AppState { core, connection, sessions, sessions_stop, .. } = state;
             let io = WsTransport::new(socket);
-            let serving = connection::serve(io, dialect, core, connection, identity, sessions_stop);
-            sessions.track_future(hold_while(held, serving))
+            sessions.track_future(connection::serve(io, dialect, core, connection, identity, held, sessions_stop))
         })
 }

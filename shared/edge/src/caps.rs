@@ -24,6 +24,11 @@ impl ConnectionCaps {
         Self { per_key, held: Arc::default() }
     }
 
+    /// Whether there is a cap at all.
+    pub fn is_capped(&self) -> bool {
+        self.per_key > 0
+    }
+
     /// A place for one more connection from `key`, or None at the cap.
     pub fn try_hold(&self, key: IpAddr) -> Option<Held> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());

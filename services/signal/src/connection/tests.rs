@@ -136,7 +136,15 @@ fn connect_with<D: Dialect>(
     let (to_node, from_client) = mpsc::channel(16);
     let (to_client, from_node) = mpsc::channel(client_buffer);
     let (core, stop) = (core.clone(), stop.clone());
-    tokio::spawn(serve(ChannelTransport { from_client, to_client }, dialect, core, Arc::new(settings), None, stop));
+    tokio::spawn(serve(
+        ChannelTransport { from_client, to_client },
+        dialect,
+        core,
+        Arc::new(settings),
+        None,
+        None,
+        stop,
+    ));
     TestClient { to_node, from_node }
 }
 

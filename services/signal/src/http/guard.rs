@@ -59,18 +59,25 @@ fn too_many(message: &str, retry_after_secs: u64) -> Response {
     response
 }
 
-/// Admits one more connection from the caller, or refuses it. The returned place is
-/// held for the connection's life.
+/// Admits one more connection from the caller, or refuses it. The returned place (none
+/// when open connections are not capped: nothing to count, no lock taken) is held for
+/// the connection's life.
 #[allow(clippy::result_large_err)] // a refusal is the response itself, sent at once
-pub fn admit_connection(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<Held, Response> {
+pub fn admit_connection(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<Option<Held>, Response> {
     let guards: &Arc<EdgeGuards> = &state.guards;
+    if guards.connects.is_none() && !guards.caps.is_capped() {
+        return Ok(None);
+    }
     let ip = client_ip(peer, headers, guards.hops);
     if let Some(limiter) = &guards.connects {
         if let Err(wait) = limiter.check(&ip.to_string(), Instant::now()) {
             return Err(too_many("too many new connections from this address", retry_after_secs(wait)));
         }
     }
-    guards.caps.try_hold(ip).ok_or_else(|| too_many("too many open connections from this address", 5))
+    if !guards.caps.is_capped() {
+        return Ok(None);
+    }
+    guards.caps.try_hold(ip).map(Some).ok_or_else(|| too_many("too many open connections from this address", 5))
 }
 
 /// Middleware for the HTTP API: requests per address per window.

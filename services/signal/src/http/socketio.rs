@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{guard, hold_while, identity_at_upgrade, upgrade_to, AppState};
+use super::{guard, identity_at_upgrade, upgrade_to, AppState};
 use crate::connection;
 use crate::transport::polling::PollError;
 use crate::transport::socketio::{SocketIo, MAX_PAYLOAD, PING_INTERVAL};
@@ -151,8 +151,7 @@ pub(super) async fn get(
             let (session, transport) = state.polling.open();
             let AppState { core, connection, sessions, sessions_stop, .. } = state.clone();
             let dialect = SocketIo::over_polling(session.sid());
-            let serving = connection::serve(transport, dialect, core, connection, identity, sessions_stop);
-            sessions.spawn(hold_while(held, serving));
+            sessions.spawn(connection::serve(transport, dialect, core, connection, identity, held, sessions_stop));
             let body = session.poll(POLL_WAIT).await.map_err(refused)?;
             Ok(polling_body(cors, body))
         }
