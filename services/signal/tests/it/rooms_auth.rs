@@ -697,3 +697,33 @@ async fn es256_anonymous_tokens_are_verified_elsewhere_with_the_published_jwks()
     let joined = other.join_with(json!({"type":"join","room":"r"})).await;
     assert_eq!(joined.peers[0].name.as_str(), "Ada", "the token's name");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_answers_cors_for_allowed_origins_only() {
+    let settings = [("ALLOWED_ORIGINS", "https://meet.example.org"), ("ANON_TOKEN_SECRET", ANON_SECRET)];
+    let cluster = TestCluster::start_with(&Backend::Memory, 1, &settings).await;
+    let node = cluster.nodes[0].addr;
+    let preflight = |origin: &'static str| async move {
+        reqwest::Client::new()
+            .request(reqwest::Method::OPTIONS, format!("http://{node}/api/rooms"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type")
+            .send()
+            .await
+            .unwrap()
+    };
+    let allowed = preflight("https://meet.example.org").await;
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://meet.example.org");
+    let methods = allowed.headers()["access-control-allow-methods"].to_str().unwrap().to_owned();
+    assert!(methods.contains("POST") && methods.contains("DELETE"), "{methods}");
+    let refused = preflight("https://evil.example").await;
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    let signin = reqwest::Client::new()
+        .post(format!("http://{node}/anonymous-signin"))
+        .header("origin", "https://meet.example.org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signin.headers()["access-control-allow-origin"], "https://meet.example.org");
+}
