@@ -110,6 +110,7 @@ pub fn serve<T: Transport, D: Dialect>(
     let welcome = dialect.welcome(&Greeting { peer: &peer, node: core.node(), heartbeat: settings.client_heartbeat });
     let (handle, inbox) = SessionHandle::new(peer, settings.outbound_queue);
     core.sessions().insert(handle.clone());
+    core.metrics().connection_opened(D::NAME);
     let session = Session::new(core, handle, &settings.session, identity);
     Connection { io, dialect, session, inbox, settings, _held: held }.serve(welcome, stop).instrument(span)
 }
@@ -126,6 +127,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         };
         debug!(?end, "connection ended");
         Box::pin(self.session.close()).await;
+        self.session.core().metrics().connection_closed(D::NAME);
         if let Some((code, reason)) = end.close() {
             Box::pin(self.io.close(code, reason)).await;
         }

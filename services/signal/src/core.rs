@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::admission::Admission;
+use crate::metrics::NodeMetrics;
 
 pub use error::CoreError;
 pub use events::Event;
@@ -79,6 +80,7 @@ pub struct Core {
     health: Health,
     resync_wanted: Notify,
     bus_stats: bus_stats::BusStats,
+    metrics: NodeMetrics,
 }
 
 impl Core {
@@ -96,6 +98,7 @@ impl Core {
             bounces: bounces::Bounces::new(),
             resync_wanted: Notify::new(),
             bus_stats: bus_stats::BusStats::default(),
+            metrics: NodeMetrics::new(),
         })
     }
 
@@ -116,7 +119,11 @@ impl Core {
     }
 
     fn envelope(&self, event: BusEvent) -> Bytes {
-        Bytes::from(Envelope::new(self.node.clone(), event).encode())
+        Bytes::from(Envelope::new(self.node.clone(), event).sent_at(now_us()).encode())
+    }
+
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
     }
 
     /// Subscribes to this node's inbox, registers the node, removes what an earlier run
@@ -274,6 +281,7 @@ impl Core {
             JoinOutcome::Locked => Err(CoreError::RoomLocked),
             JoinOutcome::Taken => Err(CoreError::IdTaken),
             JoinOutcome::Joined { others, token_hash, expires_ms } => {
+                self.metrics.joins.inc();
                 self.rooms.note_expiry(room, expires_ms);
                 let others = others.iter().filter_map(|r| self.decode_member(r)).collect();
                 self.rooms.join_snapshot(room, &record.peer, others, token_hash);
@@ -307,6 +315,7 @@ impl Core {
         if !self.rooms.is_active_local(room, peer) {
             return Err(CoreError::NotInRoom);
         }
+        self.metrics.left(reason);
         let result = self.remove_member(room, peer, reason).await;
         // Locally the member is gone either way: a removal Redis did not confirm is
         // owed, and retried until it lands.
@@ -346,17 +355,20 @@ impl Core {
         let node = match target {
             Some(Target::Away(node)) => node,
             Some(Target::Here(Some(session))) => {
+                self.metrics.signal_relayed(kind.as_str(), false);
                 session.push(Arc::new(Event::Signal { room: room.clone(), from: from.clone(), kind, data }));
                 return Ok(());
             }
             Some(Target::Here(None)) | None => return Err(CoreError::PeerUnavailable),
         };
+        let counted_kind = metrics_kind(kind.as_str());
         let msg =
             self.envelope(BusEvent::Signal { room: room.clone(), from: from.clone(), to: to.clone(), kind, data });
         // One publish to the serving node's inbox. Nobody listening = that node is gone.
         if self.backend.publish_node(&node, msg).await? == 0 {
             return Err(CoreError::PeerUnavailable);
         }
+        self.metrics.signal_relayed(counted_kind, true);
         Ok(())
     }
 
@@ -374,6 +386,7 @@ impl Core {
         self.check_role(room, from, "broadcast")?;
         let msg = self.envelope(BusEvent::Broadcast { room: room.clone(), from: from.clone(), kind, data });
         self.backend.publish_room(room, msg).await?;
+        self.metrics.broadcasts.inc();
         Ok(())
     }
 
@@ -508,10 +521,10 @@ impl Core {
                 return;
             }
         };
-        let Envelope { from_node, event, .. } = env;
+        let Envelope { from_node, event, sent_us, .. } = env;
         match event {
             BusEvent::Signal { room, from, to, kind, data } => {
-                self.deliver_signal(from_node, room, from, to, kind, data)
+                self.deliver_signal(from_node, room, from, to, kind, data, sent_us)
             }
             BusEvent::Undeliverable { room, from, to } => self.deliver_bounce(room, from, to),
             // Probes on room channels reach every node there; only ours count here.
@@ -531,6 +544,7 @@ impl Core {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn deliver_signal(
         &self,
         from_node: NodeId,
@@ -539,9 +553,16 @@ impl Core {
         to: PeerId,
         kind: SignalKind,
         data: Payload,
+        sent_us: u64,
     ) {
         match self.rooms.active_session(&room, &to) {
-            Some(target) => target.push(Arc::new(Event::Signal { room, from, kind, data })),
+            Some(target) => {
+                target.push(Arc::new(Event::Signal { room, from, kind, data }));
+                if sent_us > 0 {
+                    let seconds = now_us().saturating_sub(sent_us) as f64 / 1e6;
+                    self.metrics.cross_node_relay.observe(seconds);
+                }
+            }
             // The target left while the signal was on its way (its sender's node had not
             // heard `peer-left` yet): tell the sender instead of dropping it silently.
             _ => {
@@ -567,4 +588,19 @@ impl Core {
 /// Now, in Unix milliseconds (a created room's expiry is kept in these).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Now, in microseconds since the Unix epoch (bus envelopes are stamped with it).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The signal kind as the metrics label it: a static str from a bounded set.
+fn metrics_kind(kind: &str) -> &'static str {
+    match kind {
+        "offer" => "offer",
+        "answer" => "answer",
+        "candidate" => "candidate",
+        _ => "other",
+    }
 }

@@ -115,54 +115,24 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus text: the process (memory, CPU, file descriptors) and the node's gauges.
+/// Prometheus text: the process (memory, CPU, file descriptors; what loadtest reads)
+/// and the node's metrics (`crate::metrics`), the ones kept elsewhere brought up to
+/// date first.
 async fn metrics(State(state): State<AppState>) -> Response {
     let core = &state.core;
     let stats = core.bus_stats();
-    let mut text = telemetry::process_metrics();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
-    };
-    metric("signal_connections", "gauge", "Open client connections.", core.sessions().len() as u64);
-    metric("signal_rooms", "gauge", "Rooms with members on this node.", core.room_count() as u64);
-    metric("signal_ready", "gauge", "1 when /readyz passes.", u64::from(core.health().ready().is_ok()));
-    metric(
-        "signal_dropped_envelopes_total",
-        "counter",
-        "Bus messages that reached this node but could not be decoded.",
-        stats.unreadable(),
-    );
-    metric(
-        "signal_bus_lagged_messages_total",
-        "counter",
-        "Bus messages lost because this node fell behind (overload); the sum of signal_bus_lost_messages_total.",
-        stats.lost_total(),
-    );
-    metric(
-        "signal_bus_gaps_total",
-        "counter",
-        "Times the bus subscription, or one room channel whose probe failed, was re-established: messages published meanwhile may be lost, uncounted.",
-        stats.gaps(),
-    );
-    metric(
-        "signal_owed_removals",
-        "gauge",
-        "Member removals Redis has not confirmed yet (retried every heartbeat).",
-        core.owed_removals() as u64,
-    );
-    metric(
-        "signal_bounces_dropped_total",
-        "counter",
-        "Notices of undeliverable signals dropped because their queue was full.",
-        core.dropped_bounces(),
-    );
-    let name = "signal_bus_lost_messages_total";
-    text.push_str(&format!(
-        "# HELP {name} Bus messages lost because this node fell behind, by what they carried.\n# TYPE {name} counter\n"
-    ));
+    let scraped = &core.metrics().scraped;
+    scraped.rooms.set(core.room_count() as i64);
+    scraped.ready.set(i64::from(core.health().ready().is_ok()));
+    scraped.owed_removals.set(core.owed_removals() as i64);
+    crate::metrics::catch_up(&scraped.unreadable, stats.unreadable());
+    crate::metrics::catch_up(&scraped.lagged, stats.lost_total());
+    crate::metrics::catch_up(&scraped.gaps, stats.gaps());
+    crate::metrics::catch_up(&scraped.bounces_dropped, core.dropped_bounces());
     for class in EventClass::ALL {
-        text.push_str(&format!("{name}{{kind=\"{}\"}} {}\n", class.as_str(), stats.lost(class)));
+        crate::metrics::catch_up(&scraped.lost.with_label_values(&[class.as_str()]), stats.lost(class));
     }
+    let text = telemetry::process_metrics() + &core.metrics().render();
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

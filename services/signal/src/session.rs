@@ -158,11 +158,16 @@ impl Session {
         &self.handle.peer
     }
 
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
     /// Handles one request; failures become `error` replies and the session stays,
     /// unless the client keeps exceeding its rate limit (each excess is a strike).
     pub async fn handle(&mut self, req: Request) -> (Vec<Reply>, Verdict) {
         let Request { id, command } = req;
         if !self.rate.take() {
+            self.core.metrics().client_error(ErrorCode::RateLimited);
             let reply =
                 Reply::Error { code: ErrorCode::RateLimited, message: "too many messages; slow down".into(), id };
             return (vec![reply], self.strike("rate limit exceeded repeatedly"));
@@ -172,6 +177,7 @@ impl Session {
             Ok(replies) => replies,
             Err(e) => {
                 debug!(code = e.code().as_str(), error = %e, "command refused");
+                self.core.metrics().client_error(e.code());
                 vec![Reply::Error { code: e.code(), message: e.to_string(), id }]
             }
         };
@@ -332,6 +338,7 @@ impl Session {
     /// A frame that could not be decoded: an error reply, and whether to hang up
     /// because the client keeps misbehaving.
     pub fn refuse(&mut self, err: DecodeError) -> (Reply, Verdict) {
+        self.core.metrics().client_error(err.code);
         let verdict = self.strike("too many bad messages");
         (Reply::Error { code: err.code, message: err.message, id: err.id }, verdict)
     }

@@ -119,6 +119,9 @@ pub enum Ping {
 /// so a dialect may remember what its client told it (the plain dialect's registered
 /// id, for instance).
 pub trait Dialect: Send + Sync + 'static {
+    /// The dialect's name in metrics (`native`, `plain`, `socketio`).
+    const NAME: &'static str;
+
     /// The frame sent when the connection opens, if the dialect has one. Runs once,
     /// before any frame is decoded.
     fn welcome(&mut self, greeting: &Greeting<'_>) -> Option<Utf8Bytes>;

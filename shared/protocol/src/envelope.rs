@@ -20,7 +20,15 @@ pub struct Envelope {
     /// across nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// When the sending node published it, in microseconds since the Unix epoch (0 from
+    /// nodes that do not stamp): the target's node measures cross-node latency with it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sent_us: u64,
     pub event: BusEvent,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// A member of a room as the cluster stores it (in Redis and on the bus) and as clients
@@ -197,7 +205,13 @@ pub enum EnvelopeError {
 
 impl Envelope {
     pub fn new(from_node: NodeId, event: BusEvent) -> Self {
-        Self { v: ENVELOPE_VERSION, from_node, traceparent: None, event }
+        Self { v: ENVELOPE_VERSION, from_node, traceparent: None, sent_us: 0, event }
+    }
+
+    /// Marks when it is sent (microseconds since the Unix epoch).
+    pub fn sent_at(mut self, sent_us: u64) -> Self {
+        self.sent_us = sent_us;
+        self
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -257,6 +257,8 @@ async fn a_silent_client_is_closed_as_idle_after_twice_the_heartbeat() {
 struct PingingNative;
 
 impl Dialect for PingingNative {
+    const NAME: &'static str = "native";
+
     fn welcome(&mut self, greeting: &Greeting<'_>) -> Option<Utf8Bytes> {
         Native.welcome(greeting)
     }

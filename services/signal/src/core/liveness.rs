@@ -319,7 +319,10 @@ impl Core {
         for node in dead {
             match self.backend.claim_reap(&node, &self.node, REAP_CLAIM_MS).await {
                 Ok(true) => match self.reap(&node).await {
-                    Ok(peers) => info!(%node, peers, "reaped a dead node"),
+                    Ok(peers) => {
+                        self.metrics.node_lost(peers);
+                        info!(%node, peers, "reaped a dead node")
+                    }
                     Err(e) => warn!(%node, error = %e, "reaping a dead node failed; another node retries"),
                 },
                 Ok(false) => {}

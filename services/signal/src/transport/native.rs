@@ -39,6 +39,8 @@ impl Native {
 }
 
 impl Dialect for Native {
+    const NAME: &'static str = "native";
+
     fn welcome(&mut self, greeting: &Greeting<'_>) -> Option<Utf8Bytes> {
         Some(frame(&ServerMsg::Welcome(Welcome {
             peer: greeting.peer.clone(),

@@ -166,6 +166,8 @@ impl Plain {
 }
 
 impl Dialect for Plain {
+    const NAME: &'static str = "plain";
+
     fn welcome(&mut self, _greeting: &Greeting<'_>) -> Option<Utf8Bytes> {
         None
     }

@@ -260,6 +260,8 @@ impl SocketIo {
 }
 
 impl Dialect for SocketIo {
+    const NAME: &'static str = "socketio";
+
     /// The Engine.IO handshake.
     fn welcome(&mut self, greeting: &Greeting<'_>) -> Option<Utf8Bytes> {
         self.peer = Some(greeting.peer.clone());

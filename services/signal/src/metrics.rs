@@ -1,0 +1,219 @@
+//! The node's Prometheus metrics (the `prometheus` crate; docs/observability.md lists
+//! them). Labels are bounded sets: dialects, reasons, error codes, signal kinds folded
+//! to offer / answer / candidate / other, routes; never a room, peer or user.
+//!
+//! Hot-path counters are resolved to their label children once, here, so counting a
+//! relayed signal is one atomic add.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use protocol::{ErrorCode, LeftReason};
+
+/// Cross-node relay latency buckets, in seconds: 100 µs to 2.5 s.
+const RELAY_BUCKETS: [f64; 14] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// Signal kinds as labelled: the three of WebRTC, everything else as `other`.
+const KINDS: [&str; 4] = ["offer", "answer", "candidate", "other"];
+
+pub struct NodeMetrics {
+    registry: Registry,
+    connections: IntGaugeVec,
+    connects: IntCounterVec,
+    pub joins: IntCounter,
+    leaves: IntCounterVec,
+    /// [route][kind]: route 0 = local, 1 = cross-node.
+    signals: [[IntCounter; 4]; 2],
+    pub broadcasts: IntCounter,
+    client_errors: IntCounterVec,
+    nodes_lost: IntCounter,
+    members_lost: IntCounter,
+    /// From the moment the sending node published a signal to the moment the target's
+    /// node handed it to the target's connection.
+    pub cross_node_relay: Histogram,
+    /// Gauges and counters kept elsewhere (the bus statistics, the core's maps), brought
+    /// up to date at each scrape.
+    pub scraped: Scraped,
+}
+
+pub struct Scraped {
+    pub rooms: IntGauge,
+    pub ready: IntGauge,
+    pub owed_removals: IntGauge,
+    pub unreadable: IntCounter,
+    pub lagged: IntCounter,
+    pub lost: IntCounterVec,
+    pub gaps: IntCounter,
+    pub bounces_dropped: IntCounter,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("a valid metric");
+    registry.register(Box::new(c.clone())).expect("registered once");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("a valid metric");
+    registry.register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric");
+    registry.register(Box::new(c.clone())).expect("registered once");
+    c
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NodeMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let connections =
+            IntGaugeVec::new(Opts::new("signal_connections", "Open client connections, by dialect."), &["dialect"])
+                .expect("a valid metric");
+        registry.register(Box::new(connections.clone())).expect("registered once");
+        let signals_vec = counter_vec(
+            &registry,
+            "signal_signals_relayed_total",
+            "Signals relayed to a peer, by kind (offer, answer, candidate, other) and route (local: both peers on this node; cross-node: one publish to the target's node).",
+            &["kind", "route"],
+        );
+        let route = |r: &str| KINDS.map(|k| signals_vec.with_label_values(&[k, r]));
+        let cross_node_relay = Histogram::with_opts(
+            HistogramOpts::new(
+                "signal_cross_node_relay_seconds",
+                "Time from the sending node's publish to the target node handing the signal to the target's connection (clocks of the two nodes; a negative skew counts as 0).",
+            )
+            .buckets(RELAY_BUCKETS.to_vec()),
+        )
+        .expect("a valid metric");
+        registry.register(Box::new(cross_node_relay.clone())).expect("registered once");
+        let build = IntGaugeVec::new(
+            Opts::new("signal_build_info", "The running build: version and git commit."),
+            &["version", "git_sha"],
+        )
+        .expect("a valid metric");
+        registry.register(Box::new(build.clone())).expect("registered once");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("GIT_SHA").unwrap_or("unknown")]).set(1);
+        let scraped = Scraped {
+            rooms: gauge(&registry, "signal_rooms", "Rooms with members on this node."),
+            ready: gauge(&registry, "signal_ready", "1 when /readyz passes."),
+            owed_removals: gauge(
+                &registry,
+                "signal_owed_removals",
+                "Member removals Redis has not confirmed yet (retried every heartbeat).",
+            ),
+            unreadable: counter(
+                &registry,
+                "signal_dropped_envelopes_total",
+                "Bus messages that reached this node but could not be decoded.",
+            ),
+            lagged: counter(
+                &registry,
+                "signal_bus_lagged_messages_total",
+                "Bus messages lost because this node fell behind (overload); the sum of signal_bus_lost_messages_total.",
+            ),
+            lost: counter_vec(
+                &registry,
+                "signal_bus_lost_messages_total",
+                "Bus messages lost because this node fell behind, by what they carried.",
+                &["kind"],
+            ),
+            gaps: counter(
+                &registry,
+                "signal_bus_gaps_total",
+                "Times the bus subscription, or one room channel whose probe failed, was re-established: messages published meanwhile may be lost, uncounted.",
+            ),
+            bounces_dropped: counter(
+                &registry,
+                "signal_bounces_dropped_total",
+                "Notices of undeliverable signals dropped because their queue was full.",
+            ),
+        };
+        Self {
+            connects: counter_vec(&registry, "signal_connects_total", "Connections opened, by dialect.", &["dialect"]),
+            joins: counter(&registry, "signal_joins_total", "Rooms joined by this node's clients."),
+            leaves: counter_vec(
+                &registry,
+                "signal_leaves_total",
+                "Members of this node that left a room, by reason (left, disconnected, closed, removed).",
+                &["reason"],
+            ),
+            signals: [route("local"), route("cross-node")],
+            broadcasts: counter(&registry, "signal_broadcasts_total", "Broadcasts sent by this node's clients."),
+            nodes_lost: counter(
+                &registry,
+                "signal_nodes_reaped_total",
+                "Dead nodes whose members this node removed and announced as node-lost.",
+            ),
+            members_lost: counter(
+                &registry,
+                "signal_node_lost_members_total",
+                "Members of dead nodes this node announced as node-lost.",
+            ),
+            client_errors: counter_vec(
+                &registry,
+                "signal_client_errors_total",
+                "Errors sent to clients, by protocol code.",
+                &["code"],
+            ),
+            cross_node_relay,
+            connections,
+            scraped,
+            registry,
+        }
+    }
+
+    pub fn connection_opened(&self, dialect: &'static str) {
+        self.connects.with_label_values(&[dialect]).inc();
+        self.connections.with_label_values(&[dialect]).inc();
+    }
+
+    pub fn connection_closed(&self, dialect: &'static str) {
+        self.connections.with_label_values(&[dialect]).dec();
+    }
+
+    pub fn left(&self, reason: LeftReason) {
+        let label = match reason {
+            LeftReason::Left => "left",
+            LeftReason::Disconnected => "disconnected",
+            LeftReason::NodeLost => "node-lost",
+            LeftReason::Closed => "closed",
+            LeftReason::Removed => "removed",
+        };
+        self.leaves.with_label_values(&[label]).inc();
+    }
+
+    pub fn signal_relayed(&self, kind: &str, cross_node: bool) {
+        let k = KINDS.iter().position(|k| *k == kind).unwrap_or(3);
+        self.signals[usize::from(cross_node)][k].inc();
+    }
+
+    pub fn node_lost(&self, members: usize) {
+        self.nodes_lost.inc();
+        self.members_lost.inc_by(members as u64);
+    }
+
+    pub fn client_error(&self, code: ErrorCode) {
+        self.client_errors.with_label_values(&[code.as_str()]).inc();
+    }
+
+    /// The Prometheus text of every metric here.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// Brings a counter kept elsewhere (it only grows) up to `current`.
+pub fn catch_up(counter: &IntCounter, current: u64) {
+    counter.inc_by(current.saturating_sub(counter.get()));
+}
