@@ -58,6 +58,18 @@ enum End {
 }
 
 impl End {
+    /// The `reason` label of `signal_disconnects_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            End::ClientLeft => "client",
+            End::SocketGone => "socket",
+            End::Draining => "draining",
+            End::TooSlow => "too-slow",
+            End::Misbehaving(_) => "misbehaving",
+            End::Idle => "idle",
+        }
+    }
+
     /// The close the node initiates; None when the client closed or the socket failed.
     fn close(&self) -> Option<(u16, &'static str)> {
         match self {
@@ -128,6 +140,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         debug!(?end, "connection ended");
         Box::pin(self.session.close()).await;
         self.session.core().metrics().connection_closed(D::NAME);
+        self.session.core().metrics().disconnected(end.label());
         if let Some((code, reason)) = end.close() {
             Box::pin(self.io.close(code, reason)).await;
         }
@@ -206,23 +219,32 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                 let message = "binary frames are not supported; send JSON text";
                 self.on_refusal(DecodeError { code: ErrorCode::BadRequest, message: message.into(), id: None }).await
             }
-            Incoming::Text(text) => match self.dialect.decode(text.as_str(), &self.settings.limits) {
-                Ok(Decoded::Request(req)) => self.on_request(req).await.map(drop),
-                Ok(Decoded::Requests(reqs)) => {
-                    // In order, stopping at the first refused one (a refused token
-                    // must not let the registration that follows it run).
-                    for req in reqs {
-                        if !self.on_request(req).await? {
-                            break;
-                        }
+            Incoming::Text(text) => {
+                let started = Instant::now();
+                let handled = self.on_text(text).await;
+                self.session.core().metrics().frame_handling.observe(started.elapsed().as_secs_f64());
+                handled
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
+        match self.dialect.decode(text.as_str(), &self.settings.limits) {
+            Ok(Decoded::Request(req)) => self.on_request(req).await.map(drop),
+            Ok(Decoded::Requests(reqs)) => {
+                // In order, stopping at the first refused one (a refused token
+                // must not let the registration that follows it run).
+                for req in reqs {
+                    if !self.on_request(req).await? {
+                        break;
                     }
-                    Ok(())
                 }
-                Ok(Decoded::Answer(frame)) => Ok(self.send(frame).await?),
-                Ok(Decoded::Nothing) => Ok(()),
-                Ok(Decoded::Close) => Err(End::ClientLeft),
-                Err(err) => self.on_refusal(err).await,
-            },
+                Ok(())
+            }
+            Ok(Decoded::Answer(frame)) => Ok(self.send(frame).await?),
+            Ok(Decoded::Nothing) => Ok(()),
+            Ok(Decoded::Close) => Err(End::ClientLeft),
+            Err(err) => self.on_refusal(err).await,
         }
     }
 

@@ -29,6 +29,11 @@ pub struct NodeMetrics {
     client_errors: IntCounterVec,
     nodes_lost: IntCounter,
     members_lost: IntCounter,
+    disconnects: IntCounterVec,
+    /// Time to handle one client frame (decode, the command, the answer written).
+    pub frame_handling: Histogram,
+    pub resyncs: IntCounter,
+    pub probes_overdue: IntCounter,
     /// From the moment the sending node published a signal to the moment the target's
     /// node handed it to the target's connection.
     pub cross_node_relay: Histogram,
@@ -148,6 +153,26 @@ impl NodeMetrics {
             ),
             signals: [route("local"), route("cross-node")],
             broadcasts: counter(&registry, "signal_broadcasts_total", "Broadcasts sent by this node's clients."),
+            disconnects: counter_vec(
+                &registry,
+                "signal_disconnects_total",
+                "Connections ended, by why: client (it closed), socket (the connection failed), draining, too-slow (its outbound queue overflowed), misbehaving (rate limit or bad frames, repeatedly), idle.",
+                &["reason"],
+            ),
+            frame_handling: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "signal_frame_handling_seconds",
+                        "Time to handle one client frame: decoding, the command (including its Redis calls) and writing the answer.",
+                    )
+                    .buckets(RELAY_BUCKETS.to_vec()),
+                )
+                .expect("a valid metric");
+                registry.register(Box::new(h.clone())).expect("registered once");
+                h
+            },
+            resyncs: counter(&registry, "signal_resyncs_total", "Resynchronisations of this node's rooms with Redis (after a bus gap, a lost heartbeat key, or on request)."),
+            probes_overdue: counter(&registry, "signal_probes_overdue_total", "Probes of the node's own subscription that did not come back in time (the subscriber is then reconnected)."),
             nodes_lost: counter(
                 &registry,
                 "signal_nodes_reaped_total",
@@ -194,6 +219,10 @@ impl NodeMetrics {
     pub fn signal_relayed(&self, kind: &str, cross_node: bool) {
         let k = KINDS.iter().position(|k| *k == kind).unwrap_or(3);
         self.signals[usize::from(cross_node)][k].inc();
+    }
+
+    pub fn disconnected(&self, reason: &'static str) {
+        self.disconnects.with_label_values(&[reason]).inc();
     }
 
     pub fn node_lost(&self, members: usize) {

@@ -220,6 +220,7 @@ impl Core {
         match self.health.probe_state(Instant::now()) {
             ProbeState::Waiting => return,
             ProbeState::Overdue => {
+                self.metrics.probes_overdue.inc();
                 warn!("bus subscription did not deliver our probe; reconnecting the subscriber");
                 self.health.clear_probe();
                 self.reconnect_subscriber().await;
@@ -251,6 +252,7 @@ impl Core {
 
     /// Writes this node's peers back into Redis and re-reads every room it mirrors.
     async fn resync(&self, why: &'static str) {
+        self.metrics.resyncs.inc();
         self.health.resync_pending.store(true, Ordering::Relaxed);
         let locals = self.rooms.active_locals();
         let rooms = self.rooms.synced_rooms();

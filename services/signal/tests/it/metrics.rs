@@ -42,6 +42,8 @@ async fn metrics_count_connections_and_rooms() {
     .await;
     let text = scrape(addr).await;
     assert_eq!(value(&text, r#"signal_leaves_total{reason="disconnected"}"#), 1.0);
+    assert_eq!(value(&text, r#"signal_disconnects_total{reason="client"}"#), 1.0);
+    assert!(value(&text, "signal_frame_handling_seconds_count") >= 2.0, "two joins were handled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
