@@ -19,6 +19,8 @@ use crate::config::SignalConfig;
 use crate::connection::ConnectionSettings;
 use crate::core::{Core, CoreSettings};
 use crate::http::{router, AppState};
+use crate::metered::Metered;
+use crate::metrics::NodeMetrics;
 use crate::session::SessionLimits;
 
 pub struct App {
@@ -32,16 +34,19 @@ impl App {
     /// Connects to Redis (or starts the embedded backend), subscribes, registers the
     /// node and binds the port. Fails with context if any of it is impossible.
     pub async fn build(config: SignalConfig) -> anyhow::Result<App> {
+        let metrics = Arc::new(NodeMetrics::new());
         let backend: Arc<dyn Backend> = match &config.redis_url {
             None => Arc::new(MemoryBackend::new()),
-            Some(url) => Arc::new(
-                RedisBackend::connect(
+            Some(url) => {
+                let redis = RedisBackend::connect(
                     url.expose(),
                     RedisOptions { subscriber_buffer: config.bus_buffer, ..RedisOptions::default() },
                 )
                 .await
-                .context("connecting to REDIS_URL")?,
-            ),
+                .context("connecting to REDIS_URL")?;
+                // Every call to Redis timed, by operation.
+                Arc::new(Metered::new(Arc::new(redis), &metrics))
+            }
         };
         let admission = Admission::from_config(&config.admission, config.redis_url.is_none())
             .await
@@ -54,7 +59,7 @@ impl App {
             node_ttl: config.node_ttl,
             join_timeout: Duration::from_secs(5),
         };
-        let core = Core::new(config.node_id.clone(), backend, settings);
+        let core = Core::with_metrics(config.node_id.clone(), backend, settings, metrics);
         let background = TaskTracker::new();
         let background_stop = CancellationToken::new();
         core.start(&background, background_stop.clone()).await.context("subscribing to this node's inbox")?;

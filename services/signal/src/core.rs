@@ -80,11 +80,21 @@ pub struct Core {
     health: Health,
     resync_wanted: Notify,
     bus_stats: bus_stats::BusStats,
-    metrics: NodeMetrics,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl Core {
     pub fn new(node: NodeId, backend: Arc<dyn Backend>, settings: CoreSettings) -> Arc<Self> {
+        Self::with_metrics(node, backend, settings, Arc::new(NodeMetrics::new()))
+    }
+
+    /// With metrics shared with other parts of the node (the timed store).
+    pub fn with_metrics(
+        node: NodeId,
+        backend: Arc<dyn Backend>,
+        settings: CoreSettings,
+        metrics: Arc<NodeMetrics>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             rooms: rooms::Rooms::new(node.clone()),
             health: Health::new(settings.heartbeat_interval),
@@ -98,7 +108,7 @@ impl Core {
             bounces: bounces::Bounces::new(),
             resync_wanted: Notify::new(),
             bus_stats: bus_stats::BusStats::default(),
-            metrics: NodeMetrics::new(),
+            metrics,
         })
     }
 

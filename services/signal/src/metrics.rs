@@ -34,6 +34,8 @@ pub struct NodeMetrics {
     pub frame_handling: Histogram,
     pub resyncs: IntCounter,
     pub probes_overdue: IntCounter,
+    store_seconds: prometheus::HistogramVec,
+    store_errors: IntCounterVec,
     /// From the moment the sending node published a signal to the moment the target's
     /// node handed it to the target's connection.
     pub cross_node_relay: Histogram,
@@ -171,6 +173,20 @@ impl NodeMetrics {
                 registry.register(Box::new(h.clone())).expect("registered once");
                 h
             },
+            store_seconds: {
+                let h = prometheus::HistogramVec::new(
+                    HistogramOpts::new(
+                        "signal_redis_command_seconds",
+                        "Latency of the node's calls to Redis (a Lua script, a publish, a subscription change), by operation.",
+                    )
+                    .buckets(RELAY_BUCKETS.to_vec()),
+                    &["op"],
+                )
+                .expect("a valid metric");
+                registry.register(Box::new(h.clone())).expect("registered once");
+                h
+            },
+            store_errors: counter_vec(&registry, "signal_redis_errors_total", "Calls to Redis that failed, by operation.", &["op"]),
             resyncs: counter(&registry, "signal_resyncs_total", "Resynchronisations of this node's rooms with Redis (after a bus gap, a lost heartbeat key, or on request)."),
             probes_overdue: counter(&registry, "signal_probes_overdue_total", "Probes of the node's own subscription that did not come back in time (the subscriber is then reconnected)."),
             nodes_lost: counter(
@@ -219,6 +235,11 @@ impl NodeMetrics {
     pub fn signal_relayed(&self, kind: &str, cross_node: bool) {
         let k = KINDS.iter().position(|k| *k == kind).unwrap_or(3);
         self.signals[usize::from(cross_node)][k].inc();
+    }
+
+    /// One store operation's latency histogram and error counter.
+    pub fn store_operation(&self, op: &str) -> (Histogram, IntCounter) {
+        (self.store_seconds.with_label_values(&[op]), self.store_errors.with_label_values(&[op]))
     }
 
     pub fn disconnected(&self, reason: &'static str) {

@@ -43,6 +43,7 @@ async fn a_removal_redis_refused_is_retried_and_the_others_hear_peer_left() {
     })
     .await;
     assert_eq!(redis.cli(&["HEXISTS", "sig:{room:r}:members", b_peer.as_str()]).await, "1", "b is a ghost");
+    assert!(owed.metric(r#"signal_redis_errors_total{op="leave"}"#).await >= 1.0, "the refused call is counted");
 
     // a's node still lists b: the signal goes to b's old node, which bounces it.
     a.send(json!({"type":"signal","room":"r","to":b_peer,"kind":"offer","data":{}})).await;

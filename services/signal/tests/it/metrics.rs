@@ -76,5 +76,9 @@ async fn relays_errors_and_cross_node_latency_are_counted() {
     // The receiving node timed the cross-node signal against the sender's stamp.
     let receiver = scrape(n2).await;
     assert_eq!(value(&receiver, "signal_cross_node_relay_seconds_count"), 1.0);
+    // Every Redis call is timed by operation: the joins ran the join script.
+    assert!(value(&sender, r#"signal_redis_command_seconds_count{op="join"}"#) >= 2.0);
+    assert!(value(&sender, r#"signal_redis_command_seconds_count{op="publish_node"}"#) >= 1.0);
+    assert_eq!(value(&sender, r#"signal_redis_errors_total{op="join"}"#), 0.0);
     assert!(value(&receiver, r#"signal_cross_node_relay_seconds_bucket{le="2.5"}"#) >= 1.0);
 }
