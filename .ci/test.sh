@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine. Installs what the tests need
-# when missing: redis-server, redis-cli, coturn (turnserver, turnutils_uclient) and
-# Node.js with npm with apt-get; socket.io-client (the official Socket.IO client the
+# when missing: redis-server, redis-cli, coturn (turnserver, turnutils_uclient),
+# prometheus (for promtool, which checks and unit-tests the alert rules) and Node.js with
+# npm with apt-get; socket.io-client (the official Socket.IO client the
 # Socket.IO dialect is tested with) with `npm ci` from the lockfile in
 # services/signal/tests/socketio; kubernetes-validate (which checks the load test's
 # Kubernetes Job manifest) with pip. The tests start their own servers on free loopback ports and never touch a
@@ -13,6 +14,7 @@ need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 { command -v turnserver && command -v turnutils_uclient; } >/dev/null 2>&1 || need_apt+=(coturn)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -35,5 +37,9 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
   hash -r
 fi
+
+# The alert rules: valid, and their unit tests pass.
+promtool check rules deploy/prometheus/rules.yml
+(cd deploy/prometheus && promtool test rules rules.test.yml)
 
 cargo test --workspace --locked "$@"
