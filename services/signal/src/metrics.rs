@@ -144,7 +144,7 @@ impl NodeMetrics {
                 "Notices of undeliverable signals dropped because their queue was full.",
             ),
         };
-        Self {
+        let metrics = Self {
             connects: counter_vec(&registry, "signal_connects_total", "Connections opened, by dialect.", &["dialect"]),
             joins: counter(&registry, "signal_joins_total", "Rooms joined by this node's clients."),
             leaves: counter_vec(
@@ -209,7 +209,20 @@ impl NodeMetrics {
             connections,
             scraped,
             registry,
+        };
+        // Every label value known in advance is shown from the start (at 0), so a
+        // dashboard's rate is 0 rather than "no data" before the first event.
+        for dialect in ["native", "plain", "socketio"] {
+            metrics.connections.with_label_values(&[dialect]);
+            metrics.connects.with_label_values(&[dialect]);
         }
+        for reason in ["left", "disconnected", "node-lost", "closed", "removed"] {
+            metrics.leaves.with_label_values(&[reason]);
+        }
+        for reason in ["client", "socket", "draining", "too-slow", "misbehaving", "idle"] {
+            metrics.disconnects.with_label_values(&[reason]);
+        }
+        metrics
     }
 
     pub fn connection_opened(&self, dialect: &'static str) {

@@ -7,6 +7,7 @@ mod bad_input;
 mod bursts;
 mod bus;
 mod cluster;
+mod dashboards;
 mod faults;
 mod ghosts;
 mod limits;
