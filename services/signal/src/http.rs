@@ -146,14 +146,23 @@ async fn ws(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let held = match guard::admit_connection(&state, peer, &headers) {
-        Ok(held) => held,
-        Err(refusal) => return refusal,
-    };
-    match identity_at_upgrade(&state, &headers, query.as_deref()).await {
-        Ok(identity) => upgrade_to(Native, state, &headers, upgrade, identity, held),
+    match admit(&state, peer, &headers, query.as_deref()).await {
+        Ok((held, identity)) => upgrade_to(Native, state, &headers, upgrade, identity, held),
         Err(refusal) => refusal,
     }
+}
+
+/// Whether a new connection may open, and as whom: its address's limits first, then
+/// the identity token presented at the upgrade. A refusal is the response to send.
+pub(crate) async fn admit(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(Option<edge::Held>, Option<auth::Identity>), Response> {
+    let held = guard::admit_connection(state, peer, headers)?;
+    let identity = identity_at_upgrade(state, headers, query).await?;
+    Ok((held, identity))
 }
 
 /// The identity token presented at a WebSocket upgrade (`Authorization: Bearer`, or an

@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{guard, identity_at_upgrade, upgrade_to, AppState};
+use super::{admit, upgrade_to, AppState};
 use crate::connection;
 use crate::transport::polling::PollError;
 use crate::transport::socketio::{SocketIo, MAX_PAYLOAD, PING_INTERVAL};
@@ -118,12 +118,8 @@ pub(super) async fn get(
     match (query.transport, query.sid) {
         (Transport::WebSocket, None) => {
             let upgrade = upgrade.map_err(|_| EioError::BadRequest("expected a WebSocket upgrade"))?;
-            let held = match guard::admit_connection(&state, peer, &headers) {
-                Ok(held) => held,
-                Err(refusal) => return Ok(refusal),
-            };
-            let identity = match identity_at_upgrade(&state, &headers, None).await {
-                Ok(identity) => identity,
+            let (held, identity) = match admit(&state, peer, &headers, None).await {
+                Ok(admitted) => admitted,
                 Err(refusal) => return Ok(refusal),
             };
             Ok(upgrade_to(SocketIo::over_websocket(), state, &headers, upgrade, identity, held))
@@ -140,12 +136,8 @@ pub(super) async fn get(
             if state.core.health().is_draining() {
                 return Ok((StatusCode::SERVICE_UNAVAILABLE, "node is draining").into_response());
             }
-            let held = match guard::admit_connection(&state, peer, &headers) {
-                Ok(held) => held,
-                Err(refusal) => return Ok(refusal),
-            };
-            let identity = match identity_at_upgrade(&state, &headers, None).await {
-                Ok(identity) => identity,
+            let (held, identity) = match admit(&state, peer, &headers, None).await {
+                Ok(admitted) => admitted,
                 Err(refusal) => return Ok(refusal),
             };
             let (session, transport) = state.polling.open();
