@@ -38,7 +38,7 @@ impl App {
     /// Connects to Redis (when configured), loads the secret and key sets, starts
     /// monitoring and binds the port. Fails with context if any of it is impossible.
     pub async fn build(config: CredentialsConfig) -> anyhow::Result<App> {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(config.source.name()));
         let http = reqwest::Client::builder()
             .timeout(config.provider_timeout)
             .user_agent(concat!("webrtc-signal-credentials/", env!("CARGO_PKG_VERSION")))

@@ -442,8 +442,8 @@ async fn readyz(State(s): State<Shared>) -> Response {
 async fn metrics(State(s): State<Shared>) -> Response {
     if let Some(m) = &s.monitor {
         let active = m.table.lock().unwrap_or_else(|e| e.into_inner()).active() as u64;
-        s.metrics.active_allocations.store(active, Ordering::Relaxed);
+        s.metrics.active_allocations.set(active as i64);
     }
-    let text = telemetry::process_metrics() + &s.metrics.render(s.config.source.name());
+    let text = telemetry::process_metrics() + &s.metrics.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -1,25 +1,8 @@
-//! Prometheus counters for /metrics, in the text exposition format. Labels are fixed
-//! words (routes, outcomes, sources): no subject, key, IP or secret ever becomes a label.
+//! Prometheus metrics for /metrics, through the `prometheus` crate's registry. Labels
+//! are fixed words (sources, outcomes): no subject, key, IP or secret ever becomes a
+//! label.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Outcomes of a credential request, one counter each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,18 +29,81 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Default)]
+/// A counter kept by the service (cloning shares it).
+#[derive(Debug, Clone)]
+pub struct Counter(IntCounter);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.inc();
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.inc_by(n);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.get()
+    }
+}
+
 pub struct Metrics {
-    requests: [Counter; 5],
+    registry: Registry,
+    /// By [`Outcome`], resolved once for the service's source.
+    requests: [IntCounter; 5],
     pub rotations: Counter,
     pub secrets_retired: Counter,
     pub turn_events: Counter,
     pub turn_events_written: Counter,
     pub turn_events_dropped: Counter,
-    pub active_allocations: AtomicU64,
+    pub active_allocations: IntGauge,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> Counter {
+    let c = IntCounter::new(name, help).expect("a valid metric");
+    registry.register(Box::new(c.clone())).expect("registered once");
+    Counter(c)
 }
 
 impl Metrics {
+    /// Metrics of a service whose credentials come from `source` (its label value).
+    pub fn new(source: &str) -> Self {
+        let registry = Registry::new();
+        let requests_vec = IntCounterVec::new(
+            Opts::new("credentials_requests_total", "Credential requests by outcome."),
+            &["source", "outcome"],
+        )
+        .expect("a valid metric");
+        registry.register(Box::new(requests_vec.clone())).expect("registered once");
+        let requests = Outcome::ALL.map(|o| requests_vec.with_label_values(&[source, o.label()]));
+        let active_allocations =
+            IntGauge::new("credentials_turn_active_allocations", "Active coturn allocations seen.")
+                .expect("a valid metric");
+        registry.register(Box::new(active_allocations.clone())).expect("registered once");
+        Self {
+            requests,
+            rotations: counter(&registry, "credentials_secret_rotations_total", "TURN secrets added by rotation."),
+            secrets_retired: counter(
+                &registry,
+                "credentials_secrets_retired_total",
+                "TURN secrets removed after their overlap.",
+            ),
+            turn_events: counter(&registry, "credentials_turn_events_total", "coturn allocation events received."),
+            turn_events_written: counter(
+                &registry,
+                "credentials_turn_events_written_total",
+                "Events appended to the stream.",
+            ),
+            turn_events_dropped: counter(
+                &registry,
+                "credentials_turn_events_dropped_total",
+                "Events lost (queue full, Redis errors).",
+            ),
+            active_allocations,
+            registry,
+        }
+    }
+
     pub fn request(&self, outcome: Outcome) {
         self.requests[outcome as usize].inc();
     }
@@ -66,37 +112,10 @@ impl Metrics {
         self.requests[outcome as usize].get()
     }
 
-    pub fn render(&self, source: &str) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "# HELP credentials_requests_total Credential requests by outcome.");
-        let _ = writeln!(out, "# TYPE credentials_requests_total counter");
-        for outcome in Outcome::ALL {
-            let _ = writeln!(
-                out,
-                "credentials_requests_total{{source=\"{source}\",outcome=\"{}\"}} {}",
-                outcome.label(),
-                self.requests(outcome)
-            );
-        }
-        let counters = [
-            ("credentials_secret_rotations_total", "TURN secrets added by rotation.", &self.rotations),
-            ("credentials_secrets_retired_total", "TURN secrets removed after their overlap.", &self.secrets_retired),
-            ("credentials_turn_events_total", "coturn allocation events received.", &self.turn_events),
-            ("credentials_turn_events_written_total", "Events appended to the stream.", &self.turn_events_written),
-            (
-                "credentials_turn_events_dropped_total",
-                "Events lost (queue full, Redis errors).",
-                &self.turn_events_dropped,
-            ),
-        ];
-        for (name, help, counter) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.get());
-        }
-        let _ = writeln!(
-            out,
-            "# HELP credentials_turn_active_allocations Active coturn allocations seen.\n# TYPE credentials_turn_active_allocations gauge\ncredentials_turn_active_allocations {}",
-            self.active_allocations.load(Ordering::Relaxed)
-        );
-        out
+    /// The Prometheus text of every metric here.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
     }
 }

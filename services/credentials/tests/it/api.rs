@@ -136,8 +136,8 @@ async fn anonymous_callers_are_rate_limited_per_ip_with_retry_after() {
     assert_eq!(service.text("/healthz").await.0, 200);
 
     let (_, metrics) = service.text("/metrics").await;
-    assert!(metrics.contains("credentials_requests_total{source=\"rest\",outcome=\"issued\"} 3"), "{metrics}");
-    assert!(metrics.contains("credentials_requests_total{source=\"rest\",outcome=\"rate_limited\"} 1"), "{metrics}");
+    assert!(metrics.contains("credentials_requests_total{outcome=\"issued\",source=\"rest\"} 3"), "{metrics}");
+    assert!(metrics.contains("credentials_requests_total{outcome=\"rate_limited\",source=\"rest\"} 1"), "{metrics}");
     assert!(!metrics.contains(SECRET));
 }
 

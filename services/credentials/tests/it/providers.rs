@@ -183,5 +183,8 @@ async fn cloudflare_answers_are_normalised_and_provider_failures_are_502() {
     assert!(b["message"].as_str().unwrap().contains("HTTP 401"), "{b}");
     assert!(!b.to_string().contains("cf-api-token"));
     let (_, metrics) = broken.text("/metrics").await;
-    assert!(metrics.contains("outcome=\"unavailable\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("credentials_requests_total{outcome=\"unavailable\",source=\"cloudflare\"} 1"),
+        "{metrics}"
+    );
 }
