@@ -162,6 +162,8 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                 _ = stop.cancelled() => return Box::pin(self.say_reconnect()).await,
                 _ = self.inbox.too_slow.cancelled() => return End::TooSlow,
                 Some(event) = self.inbox.rx.recv() => {
+                    let depth = self.inbox.rx.len() + 1;
+                    self.session.core().metrics().outbound_queue.observe(depth as f64);
                     match Box::pin(self.write_events_unless_too_slow(event)).await {
                         Ok(closed) => Box::pin(self.leave_closed(closed)).await,
                         Err(end) => return end,

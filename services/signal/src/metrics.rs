@@ -34,6 +34,8 @@ pub struct NodeMetrics {
     pub frame_handling: Histogram,
     pub resyncs: IntCounter,
     pub probes_overdue: IntCounter,
+    /// Events waiting for a connection when it starts writing a batch.
+    pub outbound_queue: Histogram,
     store_seconds: prometheus::HistogramVec,
     store_errors: IntCounterVec,
     /// From the moment the sending node published a signal to the moment the target's
@@ -187,6 +189,18 @@ impl NodeMetrics {
                 h
             },
             store_errors: counter_vec(&registry, "signal_redis_errors_total", "Calls to Redis that failed, by operation.", &["op"]),
+            outbound_queue: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "signal_outbound_queue_depth",
+                        "Events waiting in a connection's outbound queue when it starts writing a batch (a slow reader's queue grows towards OUTBOUND_QUEUE, where it is disconnected).",
+                    )
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0]),
+                )
+                .expect("a valid metric");
+                registry.register(Box::new(h.clone())).expect("registered once");
+                h
+            },
             resyncs: counter(&registry, "signal_resyncs_total", "Resynchronisations of this node's rooms with Redis (after a bus gap, a lost heartbeat key, or on request)."),
             probes_overdue: counter(&registry, "signal_probes_overdue_total", "Probes of the node's own subscription that did not come back in time (the subscriber is then reconnected)."),
             nodes_lost: counter(

@@ -73,6 +73,7 @@ async fn relays_errors_and_cross_node_latency_are_counted() {
     assert_eq!(value(&sender, "signal_broadcasts_total"), 1.0);
     assert_eq!(value(&sender, r#"signal_client_errors_total{code="bad-request"}"#), 1.0);
     assert_eq!(value(&sender, "signal_joins_total"), 2.0);
+    assert!(value(&sender, "signal_outbound_queue_depth_count") >= 1.0, "a's writes of events were observed");
     // The receiving node timed the cross-node signal against the sender's stamp.
     let receiver = scrape(n2).await;
     assert_eq!(value(&receiver, "signal_cross_node_relay_seconds_count"), 1.0);
