@@ -365,20 +365,20 @@ impl Core {
         let node = match target {
             Some(Target::Away(node)) => node,
             Some(Target::Here(Some(session))) => {
-                self.metrics.signal_relayed(kind.as_str(), false);
+                self.metrics.signal_relayed(NodeMetrics::kind_slot(kind.as_str()), false);
                 session.push(Arc::new(Event::Signal { room: room.clone(), from: from.clone(), kind, data }));
                 return Ok(());
             }
             Some(Target::Here(None)) | None => return Err(CoreError::PeerUnavailable),
         };
-        let counted_kind = metrics_kind(kind.as_str());
+        let kind_slot = NodeMetrics::kind_slot(kind.as_str());
         let msg =
             self.envelope(BusEvent::Signal { room: room.clone(), from: from.clone(), to: to.clone(), kind, data });
         // One publish to the serving node's inbox. Nobody listening = that node is gone.
         if self.backend.publish_node(&node, msg).await? == 0 {
             return Err(CoreError::PeerUnavailable);
         }
-        self.metrics.signal_relayed(counted_kind, true);
+        self.metrics.signal_relayed(kind_slot, true);
         Ok(())
     }
 
@@ -603,14 +603,4 @@ pub fn now_ms() -> u64 {
 /// Now, in microseconds since the Unix epoch (bus envelopes are stamped with it).
 pub fn now_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
-}
-
-/// The signal kind as the metrics label it: a static str from a bounded set.
-fn metrics_kind(kind: &str) -> &'static str {
-    match kind {
-        "offer" => "offer",
-        "answer" => "answer",
-        "candidate" => "candidate",
-        _ => "other",
-    }
 }

@@ -259,9 +259,13 @@ impl NodeMetrics {
         self.leaves.with_label_values(&[label]).inc();
     }
 
-    pub fn signal_relayed(&self, kind: &str, cross_node: bool) {
-        let k = KINDS.iter().position(|k| *k == kind).unwrap_or(3);
-        self.signals[usize::from(cross_node)][k].inc();
+    /// A signal kind's slot in `signal_signals_relayed_total` (other kinds share one).
+    pub fn kind_slot(kind: &str) -> usize {
+        KINDS.iter().position(|k| *k == kind).unwrap_or(KINDS.len() - 1)
+    }
+
+    pub fn signal_relayed(&self, kind_slot: usize, cross_node: bool) {
+        self.signals[usize::from(cross_node)][kind_slot].inc();
     }
 
     /// One store operation's latency histogram and error counter.

@@ -34,6 +34,11 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The first of `names` present, if it is a string with more than blanks in it.
+    pub(super) fn text(&self, names: &[&str]) -> Option<String> {
+        self.string(names).ok().flatten().filter(|t| !t.trim().is_empty())
+    }
+
     /// The first of `names` present, if it is a boolean.
     pub(super) fn boolean(&self, names: &[&str]) -> Option<bool> {
         self.raw(names).and_then(|raw| serde_json::from_str(raw.get()).ok())
@@ -84,6 +89,9 @@ mod tests {
         assert_eq!(fields.string(&["roomId", "meetingId"]), Ok(Some("m1".to_owned())));
         assert_eq!(fields.string(&["n"]), Err(()));
         assert_eq!(fields.string(&["absent"]), Ok(None));
+        let blank = raw(r#"{"a":"  ","b":7,"c":"x"}"#);
+        let blank = Fields::of(Some(&blank)).unwrap();
+        assert_eq!((blank.text(&["a"]), blank.text(&["b"]), blank.text(&["c"])), (None, None, Some("x".to_owned())));
         assert_eq!(fields.raw(&["offer", "sdp"]).unwrap().get(), r#"{"type":"offer"}"#);
         assert_eq!(fields.boolean(&["audio"]), Some(true));
         assert_eq!(fields.boolean(&["n"]), None);

@@ -99,10 +99,7 @@ pub(super) fn decode(
 ) -> Result<Command, DecodeError> {
     let fields = Fields::of(arg).ok_or_else(|| bad("Invalid payload: expected an object with meetingId"))?;
     let room = fields
-        .string(MEETING_ID)
-        .ok()
-        .flatten()
-        .filter(|m| !m.trim().is_empty())
+        .text(MEETING_ID)
         .and_then(|m| RoomId::parse_with_max(&m, limits.room_id_chars).ok())
         .ok_or_else(|| bad("Invalid meeting ID"))?;
     if event == "join-meeting" {
@@ -129,7 +126,7 @@ pub(super) fn decode(
         "chat-message" => chat(sio, me, &fields),
         "end-meeting" => Ok(Command::Close { room }),
         "remove-participant" => {
-            let target = fields.string(TARGET).ok().flatten().ok_or_else(|| bad("Invalid participant ID"))?;
+            let target = fields.text(TARGET).ok_or_else(|| bad("Invalid participant ID"))?;
             let peer = PeerId::parse(&target).map_err(|_| bad("Invalid participant ID"))?;
             Ok(Command::Remove { room, peer })
         }
@@ -213,7 +210,7 @@ fn signal(
     names: &[&str],
     kind: &str,
 ) -> Result<Command, DecodeError> {
-    let target = fields.string(TARGET).ok().flatten().ok_or_else(|| bad("Invalid target participant ID"))?;
+    let target = fields.text(TARGET).ok_or_else(|| bad("Invalid target participant ID"))?;
     let to = PeerId::parse(&target).map_err(|_| bad("Invalid target participant ID"))?;
     let data = fields.raw(names).ok_or_else(|| bad(format!("Missing {}", names[0])))?;
     sio.act(Action::Signal { room: room.clone(), target });
@@ -226,12 +223,7 @@ fn signal(
 }
 
 fn chat(sio: &mut SocketIo, me: Me, fields: &Fields<'_>) -> Result<Command, DecodeError> {
-    let text = fields
-        .string(TEXT)
-        .ok()
-        .flatten()
-        .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| bad("Invalid chat message: expected a non-empty text"))?;
+    let text = fields.text(TEXT).ok_or_else(|| bad("Invalid chat message: expected a non-empty text"))?;
     if text.chars().count() > CHAT_TEXT_MAX {
         return Err(bad(format!("Chat message longer than {CHAT_TEXT_MAX} characters")));
     }

@@ -48,23 +48,15 @@ pub(super) fn decode(
 fn join(sio: &mut SocketIo, arg: Option<&RawValue>, limits: &Limits) -> Result<Command, DecodeError> {
     let fields = Fields::of(arg).ok_or_else(|| bad("Invalid payload: expected {roomId, userName, userRole}"))?;
     let room = fields
-        .string(&["roomId"])
-        .ok()
-        .flatten()
-        .filter(|r| !r.trim().is_empty())
+        .text(&["roomId"])
         .and_then(|r| RoomId::parse_with_max(&r, ROOM_ID_MAX.min(limits.room_id_chars)).ok())
         .ok_or_else(|| bad("Invalid room ID"))?;
     let name = fields
-        .string(&["userName"])
-        .ok()
-        .flatten()
-        .filter(|n| !n.trim().is_empty())
+        .text(&["userName"])
         .and_then(|n| DisplayName::parse_with_max(&n, USER_NAME_MAX.min(limits.name_chars)).ok())
         .ok_or_else(|| bad("Invalid user name"))?;
     let role = fields
-        .string(&["userRole"])
-        .ok()
-        .flatten()
+        .text(&["userRole"])
         .filter(|r| ROLES.contains(&r.as_str()))
         .and_then(|r| Role::parse(&r).ok())
         .ok_or_else(|| bad("Invalid user role: expected interviewer, candidate or observer"))?;
@@ -82,7 +74,7 @@ fn relay(
     limits: &Limits,
 ) -> Result<Command, DecodeError> {
     let fields = Fields::of(arg).ok_or_else(|| bad("Invalid payload: expected an object"))?;
-    let target = fields.string(&["targetUserId"]).ok().flatten().ok_or_else(|| bad("Invalid target user ID"))?;
+    let target = fields.text(&["targetUserId"]).ok_or_else(|| bad("Invalid target user ID"))?;
     let to = PeerId::parse(&target).map_err(|_| bad("Invalid target user ID"))?;
     let data = fields.raw(&[field]).ok_or_else(|| bad(format!("Missing {field}")))?;
     let room = room_of(sio, &fields, limits)?;
