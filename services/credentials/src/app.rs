@@ -86,7 +86,12 @@ impl App {
                     .map_err(|e| anyhow::anyhow!("connecting to the TURN statsdb: {}", e.kind().to_str()))?;
                 redis_clients.push(clients.client.clone());
                 let subscriber = clients.subscriber.context("statsdb subscriber")?;
-                let settings = MonitorSettings { stream: config.events_stream.clone(), max_len: config.events_max_len };
+                let realm = match &config.source {
+                    SourceConfig::Rest { realm, .. } => Some(realm.clone()),
+                    _ => None,
+                };
+                let settings =
+                    MonitorSettings { stream: config.events_stream.clone(), max_len: config.events_max_len, realm };
                 let monitor =
                     Monitor::start(clients.client, subscriber, settings, metrics.clone(), &background, stop.clone())
                         .await

@@ -22,7 +22,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::auth::{token_matches, AuthError, Authenticator, Caller};
 use crate::config::{CredentialsConfig, MIN_TTL};
 use crate::keyring::{KeyringError, KeyringReport};
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::{Endpoint, LimitScope, Metrics, Outcome};
 use crate::monitor::Monitor;
 use crate::source::{unix_now_ms, Grant, GrantRequest, SourceError, TurnSource};
 use crate::turn::user_id_from_subject;
@@ -207,6 +207,7 @@ type Q = Params<CredentialQuery>;
 async fn turn_credentials(State(s): State<Shared>, ConnectInfo(peer): Peer, h: HeaderMap, Params(q): Q) -> Response {
     respond(
         &s,
+        Endpoint::TurnCredentials,
         issue(&s, peer, &h, &q, false).await.map(|g| {
             json!({
                 "username": g.username, "credential": g.credential, "ttl": g.ttl,
@@ -222,17 +223,26 @@ async fn api_turn_credentials(
     h: HeaderMap,
     Params(q): Q,
 ) -> Response {
-    respond(&s, issue(&s, peer, &h, &q, false).await.map(|g| json!({ "iceServers": g.ice_servers, "ttl": g.ttl })))
+    respond(
+        &s,
+        Endpoint::ApiTurnCredentials,
+        issue(&s, peer, &h, &q, false).await.map(|g| json!({ "iceServers": g.ice_servers, "ttl": g.ttl })),
+    )
 }
 
 async fn turn_config(State(s): State<Shared>, ConnectInfo(peer): Peer, h: HeaderMap, Params(q): Q) -> Response {
-    respond(&s, issue(&s, peer, &h, &q, false).await.map(|g| json!({ "iceServers": g.ice_servers })))
+    respond(
+        &s,
+        Endpoint::TurnConfig,
+        issue(&s, peer, &h, &q, false).await.map(|g| json!({ "iceServers": g.ice_servers })),
+    )
 }
 
 async fn webrtc_config(State(s): State<Shared>, ConnectInfo(peer): Peer, h: HeaderMap, Params(q): Q) -> Response {
     let pool = s.config.ice_candidate_pool_size;
     respond(
         &s,
+        Endpoint::WebrtcConfig,
         issue(&s, peer, &h, &q, true)
             .await
             .map(|g| json!({ "iceServers": g.ice_servers, "iceCandidatePoolSize": pool })),
@@ -242,10 +252,11 @@ async fn webrtc_config(State(s): State<Shared>, ConnectInfo(peer): Peer, h: Head
 /// draft-uberti-behave-turn-rest-00 §2.2: `{username, password, ttl, uris}`.
 async fn rest_draft(State(s): State<Shared>, ConnectInfo(peer): Peer, h: HeaderMap, Params(q): Q) -> Response {
     if q.service.as_deref().is_some_and(|svc| svc != "turn") {
-        return respond(&s, Err(ApiError::BadRequest("service must be \"turn\"".into())));
+        return respond(&s, Endpoint::RestDraft, Err(ApiError::BadRequest("service must be \"turn\"".into())));
     }
     respond(
         &s,
+        Endpoint::RestDraft,
         issue(&s, peer, &h, &q, false).await.map(|g| {
             let uris = g.turn_uris();
             json!({ "username": g.username, "password": g.credential, "ttl": g.ttl, "uris": uris })
@@ -254,14 +265,14 @@ async fn rest_draft(State(s): State<Shared>, ConnectInfo(peer): Peer, h: HeaderM
 }
 
 /// Counts the outcome; credentials are never cached by browsers or proxies.
-fn respond(state: &AppState, result: Result<Value, ApiError>) -> Response {
+fn respond(state: &AppState, endpoint: Endpoint, result: Result<Value, ApiError>) -> Response {
     match result {
         Ok(body) => {
-            state.metrics.request(Outcome::Issued);
+            state.metrics.request(endpoint, Outcome::Issued);
             ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
         }
         Err(e) => {
-            state.metrics.request(e.outcome());
+            state.metrics.request(endpoint, e.outcome());
             if matches!(e, ApiError::BadGateway(_) | ApiError::Unavailable(_)) {
                 tracing::warn!(error = %e, "could not issue TURN credentials");
             }
@@ -270,8 +281,7 @@ fn respond(state: &AppState, result: Result<Value, ApiError>) -> Response {
     }
 }
 
-/// The one path every credential shape goes through: limit by IP, authenticate, limit
-/// by subject, read the request, ask the source.
+/// The one path every credential shape goes through, timed.
 async fn issue(
     state: &AppState,
     peer: SocketAddr,
@@ -279,14 +289,38 @@ async fn issue(
     query: &CredentialQuery,
     jwt_required: bool,
 ) -> Result<Grant, ApiError> {
-    let now = Instant::now();
+    let started = Instant::now();
+    let result = issue_untimed(state, peer, headers, query, jwt_required, started).await;
+    state.metrics.issued_in(started.elapsed());
+    result
+}
+
+/// Limit by IP, authenticate, limit by subject, read the request, ask the source.
+async fn issue_untimed(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    query: &CredentialQuery,
+    jwt_required: bool,
+    now: Instant,
+) -> Result<Grant, ApiError> {
     let ip = client_ip(peer, headers, state.config.trusted_proxy_hops);
-    state.ip_limiter.check(&ip.to_string(), now).map_err(ApiError::RateLimited)?;
+    state.ip_limiter.check(&ip.to_string(), now).map_err(|wait| {
+        state.metrics.rate_limited(LimitScope::Ip);
+        ApiError::RateLimited(wait)
+    })?;
     let caller: Caller =
-        if jwt_required { state.auth.jwt_caller(headers).await } else { state.auth.caller(headers).await }
-            .map_err(ApiError::Unauthorized)?;
+        if jwt_required { state.auth.jwt_caller(headers).await } else { state.auth.caller(headers).await }.map_err(
+            |e| {
+                state.metrics.auth_failure(&e);
+                ApiError::Unauthorized(e)
+            },
+        )?;
     if let Some(subject) = &caller.subject {
-        state.subject_limiter.check(subject, now).map_err(ApiError::RateLimited)?;
+        state.subject_limiter.check(subject, now).map_err(|wait| {
+            state.metrics.rate_limited(LimitScope::Subject);
+            ApiError::RateLimited(wait)
+        })?;
     }
     let ttl = match &query.ttl {
         None => state.config.ttl,
@@ -313,7 +347,18 @@ async fn issue(
         (None, Some(hint)) if !hint.is_empty() => user_id_from_subject(hint),
         _ => random_user_id(),
     };
-    Ok(state.source.grant(&GrantRequest { user_id, ttl, region }).await?)
+    let request = GrantRequest { user_id, ttl, region };
+    let TurnSource::Provider { provider, .. } = &state.source else {
+        return Ok(state.source.grant(&request).await?);
+    };
+    let called = Instant::now();
+    let result = state.source.grant(&request).await;
+    let failure = match &result {
+        Err(SourceError::Provider(e)) => Some(e),
+        _ => None,
+    };
+    state.metrics.provider_call(provider.name(), called.elapsed(), failure);
+    Ok(result?)
 }
 
 fn random_user_id() -> String {
@@ -441,8 +486,13 @@ async fn readyz(State(s): State<Shared>) -> Response {
 
 async fn metrics(State(s): State<Shared>) -> Response {
     if let Some(m) = &s.monitor {
-        let active = m.table.lock().unwrap_or_else(|e| e.into_inner()).active() as u64;
-        s.metrics.active_allocations.set(active as i64);
+        let table = m.table.lock().unwrap_or_else(|e| e.into_inner());
+        s.metrics.turn_totals(table.realms());
+    }
+    if let TurnSource::Rest { keyring: crate::keyring::Keyring::Redis(ring), .. } = &s.source {
+        if let Some(ages) = ring.ages() {
+            s.metrics.secret_ages(ages, unix_now_ms());
+        }
     }
     let text = telemetry::process_metrics() + &s.metrics.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()

@@ -20,6 +20,8 @@ use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::metrics::SecretAges;
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyringError {
     #[error("the secret store in Redis is unavailable: {0}")]
@@ -144,6 +146,8 @@ pub struct RedisKeyring {
     retire_after: Duration,
     /// The newest secret, refreshed by [`RedisKeyring::refresh`]; minting reads only this.
     current: RwLock<Option<Secret>>,
+    /// When the newest and the oldest secret were added, as of the last refresh.
+    ages: RwLock<Option<SecretAges>>,
 }
 
 impl RedisKeyring {
@@ -154,6 +158,7 @@ impl RedisKeyring {
             meta_key: secret_meta_key(realm),
             retire_after,
             current: RwLock::new(None),
+            ages: RwLock::new(None),
         }
     }
 
@@ -164,6 +169,11 @@ impl RedisKeyring {
     /// The secret to mint with, as of the last refresh.
     pub fn current(&self) -> Option<Secret> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The secrets' ages, as of the last refresh.
+    pub fn ages(&self) -> Option<SecretAges> {
+        *self.ages.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Re-reads the set. When it is empty, seeds it with `seed` or a generated secret,
@@ -243,8 +253,10 @@ impl RedisKeyring {
             .chunks_exact(2)
             .map(|p| (p[0].clone(), p[1].parse().unwrap_or(0)))
             .collect();
-        if let Some((newest, _)) = secrets.last() {
+        if let (Some((newest, newest_added_ms)), Some((_, oldest_added_ms))) = (secrets.last(), secrets.first()) {
             *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Secret::new(newest.clone()));
+            *self.ages.write().unwrap_or_else(|e| e.into_inner()) =
+                Some(SecretAges { newest_added_ms: *newest_added_ms, oldest_added_ms: *oldest_added_ms });
         }
         Ok(KeyringReport {
             rotated: number(0) == 1,

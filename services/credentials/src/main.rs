@@ -48,7 +48,10 @@ async fn serve() -> anyhow::Result<()> {
         eprintln!("credentials: invalid configuration:\n{e}");
         std::process::exit(config::EXIT_USAGE);
     });
-    telemetry::init(config.log_format);
+    let _tracing = telemetry::init(config.log_format, "credentials", None).unwrap_or_else(|e| {
+        eprintln!("credentials: invalid configuration:\n{e}");
+        std::process::exit(config::EXIT_USAGE);
+    });
     tracing::info!(
         source = config.source.name(),
         auth = ?config.auth_mode,

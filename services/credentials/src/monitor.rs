@@ -32,6 +32,8 @@ pub struct MonitorSettings {
     pub stream: String,
     /// TURN_EVENTS_MAXLEN: approximate cap (XADD MAXLEN ~).
     pub max_len: u64,
+    /// The realm we mint credentials for, listed before coturn reports on it.
+    pub realm: Option<String>,
 }
 
 pub struct Monitor {
@@ -48,7 +50,11 @@ impl Monitor {
         tasks: &tokio_util::task::TaskTracker,
         stop: CancellationToken,
     ) -> Result<Monitor, fred::error::Error> {
-        let table = Arc::new(Mutex::new(AllocationTable::default()));
+        let mut table = AllocationTable::default();
+        if let Some(realm) = &settings.realm {
+            table.expect_realm(realm);
+        }
+        let table = Arc::new(Mutex::new(table));
         let mut messages = subscriber.message_rx();
         let mut reconnects = subscriber.reconnect_rx();
         subscriber.psubscribe("turn/realm/*/allocation/*").await?;

@@ -21,6 +21,17 @@ pub enum ProviderError {
     Shape { provider: &'static str, reason: String },
 }
 
+impl ProviderError {
+    /// The failure's kind, as a metrics label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProviderError::Unreachable { .. } => "unreachable",
+            ProviderError::Status { .. } => "status",
+            ProviderError::Shape { .. } => "shape",
+        }
+    }
+}
+
 /// `urls` is a string or a list in RTCIceServer; providers use both.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]

@@ -146,8 +146,21 @@ pub struct Allocation {
 pub struct RealmTotals {
     pub active_allocations: usize,
     pub allocations_created: u64,
+    /// Ended: deleted by coturn, or expired without a refresh.
+    pub allocations_deleted: u64,
     pub traffic: Traffic,
     pub peer_traffic: Traffic,
+}
+
+impl RealmTotals {
+    /// Adds `other`'s figures to these.
+    pub fn merge(&mut self, other: &RealmTotals) {
+        self.active_allocations += other.active_allocations;
+        self.allocations_created += other.allocations_created;
+        self.allocations_deleted += other.allocations_deleted;
+        self.traffic.add(&other.traffic);
+        self.peer_traffic.add(&other.peer_traffic);
+    }
 }
 
 /// The live picture built from the events.
@@ -210,6 +223,7 @@ impl AllocationTable {
         if report.status == Status::Deleted {
             if self.allocations.remove(&ch.allocation).is_some() {
                 realm.active_allocations = realm.active_allocations.saturating_sub(1);
+                realm.allocations_deleted += 1;
             }
             return;
         }
@@ -262,6 +276,7 @@ impl AllocationTable {
             if !alive {
                 if let Some(r) = realms.get_mut(&a.realm) {
                     r.active_allocations = r.active_allocations.saturating_sub(1);
+                    r.allocations_deleted += 1;
                 }
             }
             alive
@@ -278,10 +293,7 @@ impl AllocationTable {
     pub fn stats(&self) -> Value {
         let mut totals = RealmTotals::default();
         for r in self.realms.values() {
-            totals.active_allocations += r.active_allocations;
-            totals.allocations_created += r.allocations_created;
-            totals.traffic.add(&r.traffic);
-            totals.peer_traffic.add(&r.peer_traffic);
+            totals.merge(r);
         }
         json!({
             "activeAllocations": self.allocations.len(),
@@ -293,6 +305,17 @@ impl AllocationTable {
 
     pub fn active(&self) -> usize {
         self.allocations.len()
+    }
+
+    /// Lists `realm` (with zero totals) before any of its events: its series then exist
+    /// from the start, and "no allocations" reads as 0 rather than as no data.
+    pub fn expect_realm(&mut self, realm: &str) {
+        self.realms.entry(realm.to_owned()).or_default();
+    }
+
+    /// The totals of every realm seen.
+    pub fn realms(&self) -> &BTreeMap<String, RealmTotals> {
+        &self.realms
     }
 }
 

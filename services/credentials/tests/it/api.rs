@@ -136,8 +136,13 @@ async fn anonymous_callers_are_rate_limited_per_ip_with_retry_after() {
     assert_eq!(service.text("/healthz").await.0, 200);
 
     let (_, metrics) = service.text("/metrics").await;
-    assert!(metrics.contains("credentials_requests_total{outcome=\"issued\",source=\"rest\"} 3"), "{metrics}");
-    assert!(metrics.contains("credentials_requests_total{outcome=\"rate_limited\",source=\"rest\"} 1"), "{metrics}");
+    let requests = |outcome: &str| {
+        format!("credentials_requests_total{{endpoint=\"/api/turn/config\",outcome=\"{outcome}\",source=\"rest\"}}")
+    };
+    assert!(metrics.contains(&format!("{} 3", requests("issued"))), "{metrics}");
+    assert!(metrics.contains(&format!("{} 1", requests("rate_limited"))), "{metrics}");
+    assert!(metrics.contains("credentials_rate_limited_total{scope=\"ip\"} 1"), "{metrics}");
+    assert!(metrics.contains("credentials_issue_seconds_count{source=\"rest\"} 4"), "{metrics}");
     assert!(!metrics.contains(SECRET));
 }
 

@@ -58,6 +58,10 @@ async fn api_keys_are_required_and_name_the_caller() {
     assert!(b["username"].as_str().unwrap().ends_with(":web"), "{b}");
     let (_, _, b) = service.get("/turn-credentials", &[("x-api-key", "key-for-bots-000000001")]).await;
     assert!(b["username"].as_str().unwrap().ends_with(":api-key-2"), "{b}");
+
+    let (_, metrics) = service.text("/metrics").await;
+    assert!(metrics.contains("credentials_auth_failures_total{reason=\"missing\"} 1"), "{metrics}");
+    assert!(metrics.contains("credentials_auth_failures_total{reason=\"invalid\"} 1"), "{metrics}");
 }
 
 #[tokio::test]

@@ -104,6 +104,16 @@ async fn an_allocation_shows_in_sessions_and_stats_and_its_events_reach_the_stre
     assert!(deleted.iter().all(|id| !listed.contains(&id.as_str())), "deleted {deleted:?} still listed in {s}");
     let (_, _, stats) = service.get("/api/turn/stats", &auth).await;
     assert!(stats["totals"]["traffic"]["receivedBytes"].as_u64().unwrap() > 0, "{stats}");
+    // /metrics says the same, by realm.
+    let (_, metrics) = service.text("/metrics").await;
+    let realm = format!("realm=\"{REALM}\"");
+    let value = |series: String| testkit::metric_sum(&metrics, &series).unwrap_or(0.0);
+    assert!(value(format!("credentials_turn_allocations_created_total{{{realm}}}")) >= 1.0, "{metrics}");
+    assert!(value(format!("credentials_turn_allocations_deleted_total{{{realm}}}")) >= 1.0, "{metrics}");
+    let received = format!("credentials_turn_traffic_bytes_total{{direction=\"received\",{realm},side=\"client\"}}");
+    // Read after the stats, from totals that only grow.
+    assert!(value(received) >= stats["totals"]["traffic"]["receivedBytes"].as_u64().unwrap() as f64, "{metrics}");
+    assert!(value("credentials_turn_events_written_total".into()) >= 3.0, "{metrics}");
     // coturn may still be reporting a release, so two separate reads can see two
     // moments: wait (bounded) until the count and the list agree.
     wait_until(Duration::from_secs(10), "active allocations to match the session list", || async {

@@ -184,7 +184,14 @@ async fn cloudflare_answers_are_normalised_and_provider_failures_are_502() {
     assert!(!b.to_string().contains("cf-api-token"));
     let (_, metrics) = broken.text("/metrics").await;
     assert!(
-        metrics.contains("credentials_requests_total{outcome=\"unavailable\",source=\"cloudflare\"} 1"),
+        metrics.contains(
+            "credentials_requests_total{endpoint=\"/turn-credentials\",outcome=\"unavailable\",source=\"cloudflare\"} 1"
+        ),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("credentials_provider_failures_total{provider=\"cloudflare\",reason=\"status\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("credentials_provider_request_seconds_count{provider=\"cloudflare\"} 1"), "{metrics}");
 }

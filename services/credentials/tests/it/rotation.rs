@@ -135,6 +135,14 @@ async fn the_rotate_command_adds_a_secret_the_running_service_picks_up() {
     })
     .await;
 
+    // Both secrets are young; the oldest is at least as old as the newest.
+    let (_, metrics) = service.text("/metrics").await;
+    let age = |which: &str| {
+        testkit::metric_sum(&metrics, &format!("credentials_turn_secret_age_seconds{{secret=\"{which}\"}}"))
+    };
+    let (newest_age, oldest_age) = (age("newest").expect("newest age"), age("oldest").expect("oldest age"));
+    assert!((0.0..60.0).contains(&newest_age) && oldest_age >= newest_age, "{metrics}");
+
     // A leaked secret: revoke every older one at once.
     let out = run(&["rotate", "--revoke-previous"]).await;
     assert!(out.status.success());
