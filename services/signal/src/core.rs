@@ -30,7 +30,7 @@ use protocol::{
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::admission::Admission;
 use crate::metrics::NodeMetrics;
@@ -130,6 +130,14 @@ impl Core {
 
     fn envelope(&self, event: BusEvent) -> Bytes {
         Bytes::from(Envelope::new(self.node.clone(), event).sent_at(now_us()).encode())
+    }
+
+    /// An envelope carrying the trace context of `span` (when traces are on), so the
+    /// receiving node's delivery joins the sender's trace.
+    fn traced_envelope(&self, event: BusEvent, span: &tracing::Span) -> Bytes {
+        let mut envelope = Envelope::new(self.node.clone(), event).sent_at(now_us());
+        envelope.traceparent = telemetry::traces::traceparent(span);
+        Bytes::from(envelope.encode())
     }
 
     pub fn metrics(&self) -> &NodeMetrics {
@@ -372,10 +380,13 @@ impl Core {
             Some(Target::Here(None)) | None => return Err(CoreError::PeerUnavailable),
         };
         let kind_slot = NodeMetrics::kind_slot(kind.as_str());
-        let msg =
-            self.envelope(BusEvent::Signal { room: room.clone(), from: from.clone(), to: to.clone(), kind, data });
+        let span = publish_span(&node);
+        let msg = self.traced_envelope(
+            BusEvent::Signal { room: room.clone(), from: from.clone(), to: to.clone(), kind, data },
+            &span,
+        );
         // One publish to the serving node's inbox. Nobody listening = that node is gone.
-        if self.backend.publish_node(&node, msg).await? == 0 {
+        if self.backend.publish_node(&node, msg).instrument(span).await? == 0 {
             return Err(CoreError::PeerUnavailable);
         }
         self.metrics.signal_relayed(kind_slot, true);
@@ -394,8 +405,10 @@ impl Core {
             return Err(CoreError::NotInRoom);
         }
         self.check_role(room, from, "broadcast")?;
-        let msg = self.envelope(BusEvent::Broadcast { room: room.clone(), from: from.clone(), kind, data });
-        self.backend.publish_room(room, msg).await?;
+        let span = publish_span(room);
+        let msg =
+            self.traced_envelope(BusEvent::Broadcast { room: room.clone(), from: from.clone(), kind, data }, &span);
+        self.backend.publish_room(room, msg).instrument(span).await?;
         self.metrics.broadcasts.inc();
         Ok(())
     }
@@ -531,7 +544,12 @@ impl Core {
                 return;
             }
         };
-        let Envelope { from_node, event, sent_us, .. } = env;
+        let Envelope { from_node, event, sent_us, traceparent, .. } = env;
+        let span = match traceparent {
+            Some(parent) if telemetry::traces::enabled() => deliver_span(&from_node, &parent),
+            _ => tracing::Span::none(),
+        };
+        let _delivering = span.enter();
         match event {
             BusEvent::Signal { room, from, to, kind, data } => {
                 self.deliver_signal(from_node, room, from, to, kind, data, sent_us)
@@ -593,6 +611,30 @@ impl Core {
     pub fn owed_removals(&self) -> usize {
         self.removals.len()
     }
+}
+
+/// The span of a publish to the bus (`to`: a node or a room), when traces are on.
+fn publish_span(to: &dyn std::fmt::Display) -> tracing::Span {
+    if !telemetry::traces::enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!("publish", otel.kind = "producer", messaging.system = "redis", messaging.destination.name = %to)
+}
+
+/// The span of a delivery on this node of what another node published, in the
+/// publisher's trace.
+fn deliver_span(from_node: &NodeId, traceparent: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "deliver",
+        otel.kind = "consumer",
+        from_node = %from_node,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    telemetry::traces::continue_from(&span, traceparent);
+    telemetry::traces::record_ids(&span);
+    span
 }
 
 /// Now, in Unix milliseconds (a created room's expiry is kept in these).

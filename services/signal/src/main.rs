@@ -6,7 +6,10 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("signal: invalid configuration:\n{e}");
         std::process::exit(config::EXIT_USAGE);
     });
-    telemetry::init(config.log_format);
+    let _tracing = telemetry::init(config.log_format, "signal", Some(config.node_id.as_str())).unwrap_or_else(|e| {
+        eprintln!("signal: invalid configuration:\n{e}");
+        std::process::exit(config::EXIT_USAGE);
+    });
     tracing::info!(
         node = %config.node_id,
         backend = if config.redis_url.is_some() { "redis" } else { "in-process" },

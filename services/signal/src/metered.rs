@@ -12,6 +12,7 @@ use bytes::Bytes;
 use prometheus::{Histogram, IntCounter};
 use protocol::{NodeId, PeerId, RoomId};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::metrics::NodeMetrics;
 
@@ -62,7 +63,8 @@ impl Metered {
         call: impl std::future::Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
         let started = Instant::now();
-        let result = call.await;
+        let result =
+            if telemetry::traces::enabled() { call.instrument(redis_span(OPERATIONS[slot])).await } else { call.await };
         let (seconds, errors) = &self.slots[slot];
         seconds.observe(started.elapsed().as_secs_f64());
         if result.is_err() {
@@ -70,6 +72,21 @@ impl Metered {
         }
         result
     }
+}
+
+/// A Redis call's span, under the command or delivery being traced; none for the
+/// node's own background calls (heartbeats, probes), which would each make a trace.
+fn redis_span(operation: &'static str) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "redis",
+        otel.name = operation,
+        otel.kind = "client",
+        db.system = "redis",
+        db.operation.name = operation
+    )
 }
 
 #[async_trait]

@@ -165,23 +165,51 @@ impl Session {
     /// Handles one request; failures become `error` replies and the session stays,
     /// unless the client keeps exceeding its rate limit (each excess is a strike).
     pub async fn handle(&mut self, req: Request) -> (Vec<Reply>, Verdict) {
-        let Request { id, command } = req;
+        let Request { id, command, traceparent } = req;
         if !self.rate.take() {
             self.core.metrics().client_error(ErrorCode::RateLimited);
             let reply =
                 Reply::Error { code: ErrorCode::RateLimited, message: "too many messages; slow down".into(), id };
             return (vec![reply], self.strike("rate limit exceeded repeatedly"));
         }
-        let span = tracing::debug_span!("command", kind = command.kind(), room = command.room().map(|r| r.as_str()));
-        let replies = match self.execute(command, id.clone()).instrument(span).await {
+        let span = if telemetry::traces::enabled() && !matches!(command, Command::Ping) {
+            self.traced_command_span(&command, traceparent.as_ref())
+        } else {
+            tracing::debug_span!("command", kind = command.kind(), room = command.room().map(|r| r.as_str()))
+        };
+        let replies = match self.execute(command, id.clone()).instrument(span.clone()).await {
             Ok(replies) => replies,
             Err(e) => {
-                debug!(code = e.code().as_str(), error = %e, "command refused");
+                span.in_scope(|| debug!(code = e.code().as_str(), error = %e, "command refused"));
                 self.core.metrics().client_error(e.code());
                 vec![Reply::Error { code: e.code(), message: e.to_string(), id }]
             }
         };
         (replies, Verdict::Stay)
+    }
+
+    /// A command's span for traces: the root of its own trace (or a child of the
+    /// client's `traceparent`), linked to the connection's span rather than under it,
+    /// so that a connection open for hours does not make one endless trace.
+    fn traced_command_span(&self, command: &Command, traceparent: Option<&protocol::Traceparent>) -> tracing::Span {
+        let kind = command.kind();
+        let span = tracing::info_span!(
+            parent: None,
+            "command",
+            otel.name = kind,
+            kind,
+            room = command.room().map(|r| r.as_str()),
+            peer = %self.handle.peer,
+            node = %self.core.node(),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        if let Some(parent) = traceparent {
+            telemetry::traces::continue_from(&span, parent.as_str());
+        }
+        telemetry::traces::link_to(&span, &tracing::Span::current());
+        telemetry::traces::record_ids(&span);
+        span
     }
 
     fn strike(&mut self, reason: &'static str) -> Verdict {

@@ -42,6 +42,43 @@ pub enum RequestId {
 pub struct Request {
     pub id: Option<RequestId>,
     pub command: Command,
+    /// The client's W3C trace context, when it sent one: the server continues that trace.
+    pub traceparent: Option<Traceparent>,
+}
+
+impl Request {
+    /// A request without a client trace context.
+    pub fn new(id: Option<RequestId>, command: Command) -> Self {
+        Self { id, command, traceparent: None }
+    }
+}
+
+/// A W3C `traceparent` (version 00): `00-<32 hex trace id>-<16 hex parent id>-<2 hex
+/// flags>`, with non-zero ids. Anything else is not one (the spec says to ignore it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Traceparent(String);
+
+impl Traceparent {
+    pub const LEN: usize = 55;
+
+    pub fn parse(s: &str) -> Option<Traceparent> {
+        let parts: Vec<&str> = s.split('-').collect();
+        let hex = |p: &str, len: usize| p.len() == len && p.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let nonzero = |p: &str| p.bytes().any(|b| b != b'0');
+        let valid = s.len() == Self::LEN
+            && parts.len() == 4
+            && parts[0] == "00"
+            && hex(parts[1], 32)
+            && nonzero(parts[1])
+            && hex(parts[2], 16)
+            && nonzero(parts[2])
+            && hex(parts[3], 2);
+        valid.then(|| Traceparent(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// What a client asks of its node, whatever dialect it speaks.

@@ -12,7 +12,7 @@ pub mod native;
 pub mod payload;
 pub mod socketio;
 
-pub use command::{Command, DecodeError, ErrorCode, LeftReason, Limits, Request, RequestId};
+pub use command::{Command, DecodeError, ErrorCode, LeftReason, Limits, Request, RequestId, Traceparent};
 pub use envelope::{BusEvent, CloseReason, Envelope, EnvelopeError, EventClass, MemberInfo, ENVELOPE_VERSION};
 pub use ids::{DisplayName, IdError, NodeId, PeerId, Role, RoomId, SignalKind};
 pub use native::ServerMsg;

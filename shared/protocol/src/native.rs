@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::command::{Command, DecodeError, ErrorCode, LeftReason, Limits, Request, RequestId};
+use crate::command::{Command, DecodeError, ErrorCode, LeftReason, Limits, Request, RequestId, Traceparent};
 use crate::envelope::MemberInfo;
 use crate::ids::{DisplayName, IdError, NodeId, PeerId, Role, RoomId, SignalKind};
 use crate::payload::Payload;
@@ -19,6 +19,9 @@ struct Head {
     ty: Option<String>,
     #[serde(default)]
     id: Option<RequestId>,
+    /// Optional W3C trace context; ignored unless well-formed.
+    #[serde(default)]
+    traceparent: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -169,7 +172,11 @@ pub fn decode(text: &str, limits: &Limits) -> Result<Request, DecodeError> {
             return Err(DecodeError::bad(format!("unknown type `{shown}`"), id));
         }
     };
-    Ok(Request { id, command: msg })
+    let traceparent = head.traceparent.as_deref().and_then(|raw| {
+        let text: &str = serde_json::from_str(raw.get()).ok()?;
+        Traceparent::parse(text)
+    });
+    Ok(Request { id, command: msg, traceparent })
 }
 
 /// The `id` of a frame whose head could not be read (a `type` that is not a string, a

@@ -1,8 +1,18 @@
-//! Logging set-up shared by the services: `tracing` with an `EnvFilter` (`RUST_LOG`,
-//! default `info`), JSON lines in a cluster (`LOG_FORMAT=json`) and readable text
-//! locally. Trace export and metrics attach here as further layers.
+//! Logs, traces and process metrics shared by the services: `tracing` with an
+//! `EnvFilter` (`RUST_LOG`, default `info`), JSON lines in a cluster (`LOG_FORMAT=json`)
+//! and readable text locally; OpenTelemetry traces over OTLP when an OTLP endpoint is
+//! configured ([`traces`]); the standard `process_*` metrics from /proc.
 
-use tracing_subscriber::{fmt, EnvFilter};
+pub mod traces;
+
+use tracing::level_filters::LevelFilter;
+use tracing::Level;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer};
+
+pub use traces::{TraceError, TraceSettings, Tracing};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -22,14 +32,31 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Installs the global subscriber. Call once, from `main`.
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber: logs, and traces when the OTEL_* variables ask for
+/// them ([`traces`]). Call once, from `main`, inside the tokio runtime; keep the
+/// returned [`Tracing`] until exit (dropping it flushes the last spans).
+///
+/// Log lines written inside a traced span carry its `trace_id` and `span_id` (the
+/// spans record them; see [`traces::record_ids`]).
+pub fn init(format: LogFormat, service: &'static str, instance: Option<&str>) -> Result<Option<Tracing>, TraceError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_target(false);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let logs = match format {
+        LogFormat::Json => fmt::layer().with_target(false).json().flatten_event(true).with_current_span(true).boxed(),
+        LogFormat::Text => fmt::layer().with_target(false).boxed(),
+    }
+    .with_filter(filter);
+    let Some(settings) = TraceSettings::from_env()? else {
+        let _ = tracing_subscriber::registry().with(logs).try_init();
+        return Ok(None);
     };
+    let (tracing, spans) = traces::pipeline(&settings, service, instance)?;
+    // Spans at INFO and above whatever RUST_LOG says (the code makes them only while
+    // tracing is on), and warnings and errors as span events.
+    let spans = spans
+        .with_filter(LevelFilter::INFO)
+        .with_filter(filter_fn(|meta| meta.is_span() || *meta.level() <= Level::WARN));
+    let _ = tracing_subscriber::registry().with(logs).with(spans).try_init();
+    Ok(Some(tracing))
 }
 
 /// For tests: silent unless `TEST_LOG=1`; safe to call from every test.

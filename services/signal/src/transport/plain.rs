@@ -194,8 +194,8 @@ impl Dialect for Plain {
                         self.pending = None;
                         return Err(refuse("Invalid token"));
                     }
-                    let authenticate = Request { id: None, command: Command::Authenticate { token: Some(token) } };
-                    return Ok(Decoded::Requests(vec![authenticate, Request { id: None, command: join }]));
+                    let authenticate = Request::new(None, Command::Authenticate { token: Some(token) });
+                    return Ok(Decoded::Requests(vec![authenticate, Request::new(None, join)]));
                 }
                 join
             }
@@ -207,7 +207,7 @@ impl Dialect for Plain {
                 return Err(refuse(format!("Unknown message type: {shown}")));
             }
         };
-        Ok(Decoded::Request(Request { id: None, command }))
+        Ok(Decoded::Request(Request::new(None, command)))
     }
 
     fn render_replies(&mut self, replies: Vec<Reply>, out: &mut Vec<Utf8Bytes>) {

@@ -203,7 +203,7 @@ impl SocketIo {
                     None => None,
                     Some(auth) => handshake_token(auth)?,
                 };
-                Ok(Decoded::Request(Request { id: None, command: Command::Authenticate { token } }))
+                Ok(Decoded::Request(Request::new(None, Command::Authenticate { token })))
             }
             SioType::Disconnect => {
                 self.connected &= !ns.bit();
@@ -211,7 +211,7 @@ impl SocketIo {
                     .rooms
                     .iter()
                     .filter(|(_, n)| *n == ns)
-                    .map(|(room, _)| Request { id: None, command: Command::Leave { room: room.clone() } })
+                    .map(|(room, _)| Request::new(None, Command::Leave { room: room.clone() }))
                     .collect();
                 Ok(if leaves.is_empty() { Decoded::Nothing } else { Decoded::Requests(leaves) })
             }
@@ -226,7 +226,7 @@ impl SocketIo {
                     Ns::Rooms => rooms::decode(self, &name, arg, limits)?,
                     Ns::Meetings => meetings::decode(self, &name, arg, limits)?,
                 };
-                Ok(Decoded::Request(Request { id: None, command }))
+                Ok(Decoded::Request(Request::new(None, command)))
             }
             // The node never asks for acknowledgements.
             SioType::Ack => Ok(Decoded::Nothing),

@@ -16,4 +16,5 @@ mod plain;
 mod protocol_suite;
 mod rooms_auth;
 mod socketio;
+mod traces;
 mod upgrade;

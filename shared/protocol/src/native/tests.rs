@@ -137,3 +137,25 @@ fn every_error_code_has_its_kebab_case_name() {
         assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
     }
 }
+
+#[test]
+fn a_well_formed_traceparent_is_kept_and_anything_else_ignored() {
+    use serde_json::json;
+    let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let frame = |tp: serde_json::Value| json!({"type": "leave", "room": "r", "traceparent": tp}).to_string();
+    let req = decode(&frame(json!(good))).unwrap();
+    assert_eq!(req.traceparent.as_ref().map(|t| t.as_str()), Some(good));
+    for bad in [
+        json!("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        json!("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+        json!("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"),
+        json!("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+        json!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"),
+        json!(42),
+        json!({"nested": true}),
+    ] {
+        let req = decode(&frame(bad.clone())).unwrap_or_else(|e| panic!("{bad}: {e:?}"));
+        assert_eq!(req.traceparent, None, "{bad}");
+    }
+    assert_eq!(decode(r#"{"type":"leave","room":"r"}"#).unwrap().traceparent, None);
+}
