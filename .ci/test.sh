@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine. Installs what the tests need
 # when missing: redis-server, redis-cli, coturn (turnserver, turnutils_uclient),
-# prometheus (for promtool, which checks and unit-tests the alert rules) and Node.js with
+# prometheus (promtool checks and unit-tests the alert rules; the dashboard tests run a
+# private Prometheus), rabbitmq-server (the TURN event log's broker) and Node.js with
 # npm with apt-get; socket.io-client (the official Socket.IO client the
 # Socket.IO dialect is tested with) with `npm ci` from the lockfile in
 # services/signal/tests/socketio; kubernetes-validate (which checks the load test's
-# Kubernetes Job manifest) with pip. The tests start their own servers on free loopback ports and never touch a
-# Redis (or a coturn) already running on the machine.
+# Kubernetes Job manifest) with pip. The tests start their own servers on free loopback
+# ports and never touch a Redis, coturn or RabbitMQ already running on the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 { command -v turnserver && command -v turnutils_uclient; } >/dev/null 2>&1 || need_apt+=(coturn)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need_apt+=(rabbitmq-server)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then

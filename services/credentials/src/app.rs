@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::amqp::EventLog;
 use crate::auth::{ApiKey, Authenticator};
 use crate::config::{CredentialsConfig, SourceConfig};
 use crate::http::{router, AppState, Shared};
@@ -39,6 +40,9 @@ impl App {
     /// monitoring and binds the port. Fails with context if any of it is impossible.
     pub async fn build(config: CredentialsConfig) -> anyhow::Result<App> {
         let metrics = Arc::new(Metrics::new(config.source.name()));
+        if let Some(period) = config.rotate_every {
+            metrics.rotates_every(period);
+        }
         let http = reqwest::Client::builder()
             .timeout(config.provider_timeout)
             .user_agent(concat!("webrtc-signal-credentials/", env!("CARGO_PKG_VERSION")))
@@ -92,10 +96,19 @@ impl App {
                 };
                 let settings =
                     MonitorSettings { stream: config.events_stream.clone(), max_len: config.events_max_len, realm };
-                let monitor =
-                    Monitor::start(clients.client, subscriber, settings, metrics.clone(), &background, stop.clone())
-                        .await
-                        .map_err(|e| anyhow::anyhow!("subscribing to TURN allocation events: {}", e.kind().to_str()))?;
+                let event_log =
+                    config.amqp.clone().map(|amqp| EventLog::start(amqp, metrics.clone(), &background, stop.clone()));
+                let monitor = Monitor::start(
+                    clients.client,
+                    subscriber,
+                    settings,
+                    metrics.clone(),
+                    event_log,
+                    &background,
+                    stop.clone(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("subscribing to TURN allocation events: {}", e.kind().to_str()))?;
                 Some(monitor)
             }
             _ => None,

@@ -60,6 +60,8 @@ pub struct CredentialsConfig {
     pub stats: bool,
     pub events_stream: String,
     pub events_max_len: u64,
+    /// AMQP_URL and friends: the TURN event log on RabbitMQ, off when unset.
+    pub amqp: Option<crate::amqp::AmqpSettings>,
     /// TURN_SECRET_ROTATE_SECS: rotate automatically when the newest secret is this old.
     pub rotate_every: Option<Duration>,
     /// TURN_SECRET_RETIRE_GRACE_SECS: added to TURN_TTL_MAX before an old secret goes.
@@ -173,6 +175,20 @@ impl CredentialsConfig {
         let drain_timeout = Duration::from_millis(s.ranged("DRAIN_TIMEOUT_MS", 10_000u64, 0, 600_000));
         let events_stream = s.string("TURN_EVENTS_STREAM").unwrap_or_else(|| "turn:events".into());
         let events_max_len = s.ranged("TURN_EVENTS_MAXLEN", 100_000u64, 100, 100_000_000);
+        let amqp_queue = s.string("AMQP_QUEUE").unwrap_or_else(|| "webrtc_events".into());
+        let amqp_buffer = s.ranged("AMQP_BUFFER", 10_000usize, 1, 1_000_000);
+        let amqp = s.secret("AMQP_URL").map(|url| {
+            if !(url.expose().starts_with("amqp://") || url.expose().starts_with("amqps://")) {
+                s.problem("AMQP_URL: must start with amqp:// or amqps://");
+            }
+            if !stats {
+                s.problem("AMQP_URL publishes coturn's events: it needs TURN_STATS (TURN_STATSDB_URL or REDIS_URL)");
+            }
+            if amqp_queue.is_empty() || amqp_queue.len() > 255 {
+                s.problem("AMQP_QUEUE: 1 to 255 bytes");
+            }
+            crate::amqp::AmqpSettings { url, queue: amqp_queue.clone(), buffer: amqp_buffer }
+        });
         s.finish()?;
         Ok(Self {
             host,
@@ -186,6 +202,7 @@ impl CredentialsConfig {
             stats,
             events_stream,
             events_max_len,
+            amqp,
             rotate_every,
             retire_grace,
             secret_refresh,

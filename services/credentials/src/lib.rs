@@ -3,6 +3,7 @@
 //! coturn's Redis userdb, and TURN allocation monitoring from coturn's redis-statsdb.
 //! `main.rs` only wires; `app.rs` connects the parts.
 
+pub mod amqp;
 pub mod app;
 pub mod auth;
 pub mod config;

@@ -117,11 +117,15 @@ pub struct Metrics {
     /// By [`LimitScope`].
     rate_limited: [IntCounter; 2],
     secret_age: IntGaugeVec,
+    rotate_period: IntGaugeVec,
     pub rotations: Counter,
     pub secrets_retired: Counter,
     pub turn_events: Counter,
     pub turn_events_written: Counter,
     pub turn_events_dropped: Counter,
+    pub amqp_published: Counter,
+    pub amqp_dropped: Counter,
+    pub amqp_connected: prometheus::IntGauge,
     turn_active: IntGaugeVec,
     turn_created: IntCounterVec,
     turn_deleted: IntCounterVec,
@@ -211,6 +215,17 @@ impl Metrics {
             )
             .expect("a valid metric"),
         );
+        let rotate_period = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "credentials_turn_secret_rotate_period_seconds",
+                    "TURN_SECRET_ROTATE_SECS, when automatic rotation is on (alerts compare the newest secret's age with it).",
+                ),
+                &[],
+            )
+            .expect("a valid metric"),
+        );
         let turn_active = register(
             &registry,
             IntGaugeVec::new(
@@ -227,6 +242,7 @@ impl Metrics {
             auth_failures,
             rate_limited,
             secret_age,
+            rotate_period,
             rotations: counter(&registry, "credentials_secret_rotations_total", "TURN secrets added by rotation."),
             secrets_retired: counter(
                 &registry,
@@ -243,6 +259,21 @@ impl Metrics {
                 &registry,
                 "credentials_turn_events_dropped_total",
                 "Events lost (queue full, Redis errors).",
+            ),
+            amqp_published: counter(
+                &registry,
+                "credentials_amqp_events_published_total",
+                "TURN events the AMQP broker confirmed (AMQP_URL).",
+            ),
+            amqp_dropped: counter(
+                &registry,
+                "credentials_amqp_events_dropped_total",
+                "TURN events dropped because the AMQP buffer was full (broker away).",
+            ),
+            amqp_connected: register(
+                &registry,
+                prometheus::IntGauge::new("credentials_amqp_connected", "1 while connected to the AMQP broker.")
+                    .expect("a valid metric"),
             ),
             turn_active,
             turn_created: counter_vec(
@@ -312,6 +343,11 @@ impl Metrics {
         let age = |added: u64| (now_ms.saturating_sub(added) / 1000) as i64;
         self.secret_age.with_label_values(&["newest"]).set(age(ages.newest_added_ms));
         self.secret_age.with_label_values(&["oldest"]).set(age(ages.oldest_added_ms));
+    }
+
+    /// Automatic rotation is on, every `period`.
+    pub fn rotates_every(&self, period: Duration) {
+        self.rotate_period.with_label_values(&[] as &[&str]).set(period.as_secs() as i64);
     }
 
     /// Brings the TURN series up to the allocation table's totals (they only grow, so

@@ -5,7 +5,8 @@
 //! Every replica keeps its own table (seeded from the `.../status` keys coturn leaves in
 //! Redis, so a restarted replica still lists open allocations). Exactly one replica
 //! writes the stream: it holds a lease key renewed every second; when it stops, another
-//! takes over within the lease time (events in that gap are not written).
+//! takes over within the lease time (events in that gap are not written). The same
+//! replica hands each event to the AMQP event log when AMQP_URL is set.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::amqp::EventLog;
 use crate::metrics::Metrics;
 use crate::source::unix_now_ms;
 use crate::stats::{AllocationTable, TurnEvent};
@@ -47,6 +49,7 @@ impl Monitor {
         subscriber: SubscriberClient,
         settings: MonitorSettings,
         metrics: Arc<Metrics>,
+        event_log: Option<EventLog>,
         tasks: &tokio_util::task::TaskTracker,
         stop: CancellationToken,
     ) -> Result<Monitor, fred::error::Error> {
@@ -62,7 +65,7 @@ impl Monitor {
 
         let (tx, rx) = mpsc::channel::<TurnEvent>(STREAM_QUEUE);
         let instance = crate::keyring::generate_secret().expose().to_owned();
-        tasks.spawn(write_stream(client.clone(), settings, rx, instance, metrics.clone(), stop.clone()));
+        tasks.spawn(write_stream(client.clone(), settings, rx, instance, metrics.clone(), event_log, stop.clone()));
 
         let (t, c, s) = (table.clone(), client.clone(), stop.clone());
         tasks.spawn(async move {
@@ -144,13 +147,15 @@ async fn seed(client: &Client, table: &Mutex<AllocationTable>) {
     debug!(seeded, "TURN allocations seeded from statsdb keys");
 }
 
-/// Appends events to the stream while this replica holds the writer lease.
+/// Appends events to the stream (and hands them to the AMQP event log) while this
+/// replica holds the writer lease: one replica writes each event once.
 async fn write_stream(
     client: Client,
     settings: MonitorSettings,
     mut events: mpsc::Receiver<TurnEvent>,
     instance: String,
     metrics: Arc<Metrics>,
+    event_log: Option<EventLog>,
     stop: CancellationToken,
 ) {
     let mut lease_tick = tokio::time::interval(Duration::from_secs(1));
@@ -169,6 +174,9 @@ async fn write_stream(
                 let Some(event) = event else { break };
                 if !leader {
                     continue;
+                }
+                if let Some(log) = &event_log {
+                    log.offer(&event);
                 }
                 let cap = ("MAXLEN", "~", settings.max_len as i64);
                 let added: Result<String, _> = client.xadd(&settings.stream, false, cap, "*", event.fields()).await;

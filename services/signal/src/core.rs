@@ -128,6 +128,10 @@ impl Core {
         self.rooms.room_count()
     }
 
+    pub fn local_member_count(&self) -> usize {
+        self.rooms.local_member_count()
+    }
+
     fn envelope(&self, event: BusEvent) -> Bytes {
         Bytes::from(Envelope::new(self.node.clone(), event).sent_at(now_us()).encode())
     }

@@ -123,6 +123,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let stats = core.bus_stats();
     let scraped = &core.metrics().scraped;
     scraped.rooms.set(core.room_count() as i64);
+    scraped.members.set(core.local_member_count() as i64);
     scraped.ready.set(i64::from(core.health().ready().is_ok()));
     scraped.owed_removals.set(core.owed_removals() as i64);
     crate::metrics::catch_up(&scraped.unreadable, stats.unreadable());

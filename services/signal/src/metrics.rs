@@ -48,6 +48,7 @@ pub struct NodeMetrics {
 
 pub struct Scraped {
     pub rooms: IntGauge,
+    pub members: IntGauge,
     pub ready: IntGauge,
     pub owed_removals: IntGauge,
     pub unreadable: IntCounter,
@@ -113,6 +114,11 @@ impl NodeMetrics {
         build.with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("GIT_SHA").unwrap_or("unknown")]).set(1);
         let scraped = Scraped {
             rooms: gauge(&registry, "signal_rooms", "Rooms with members on this node."),
+            members: gauge(
+                &registry,
+                "signal_members",
+                "Room members served by this node (a connection in two rooms counts twice).",
+            ),
             ready: gauge(&registry, "signal_ready", "1 when /readyz passes."),
             owed_removals: gauge(
                 &registry,

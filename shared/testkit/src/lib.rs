@@ -1,8 +1,10 @@
 //! Fixtures for integration tests: private redis-server processes, free loopback
-//! ports, private coturn servers, bounded polling and a tiny HTTP GET. Never the
-//! machine's own Redis.
+//! ports, private coturn servers, a private Prometheus, bounded polling and a tiny HTTP
+//! GET. Never the machine's own Redis.
 
 pub mod coturn;
+pub mod prometheus;
+pub mod rabbitmq;
 pub mod redis;
 
 use std::future::Future;
@@ -12,6 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use coturn::{CoturnOptions, TestCoturn};
+pub use prometheus::TestPrometheus;
 pub use redis::{TestRedis, TestRedisCluster};
 
 /// A port that was free a moment ago (bind :0, then release: racy, fine here).

@@ -4,9 +4,11 @@
 
 mod helpers;
 
+mod amqp;
 mod api;
 mod auth;
 mod coturn;
+mod dashboards;
 mod monitoring;
 mod providers;
 mod rotation;

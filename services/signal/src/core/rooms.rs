@@ -298,6 +298,11 @@ impl Rooms {
         self.lock().len()
     }
 
+    /// Members served by this node, over every room (a connection in two rooms counts twice).
+    pub fn local_member_count(&self) -> usize {
+        self.lock().values().map(|m| m.local.len()).sum()
+    }
+
     /// Starts a resynchronisation of `room`; its marker carries `nonce`.
     pub fn begin_resync(&self, room: &RoomId, nonce: u64) {
         if let Some(mirror) = self.lock().get_mut(room) {

@@ -34,6 +34,7 @@ async fn metrics_count_connections_and_rooms() {
     let text = scrape(addr).await;
     assert_eq!(value(&text, r#"signal_connections{dialect="native"}"#), 2.0);
     assert_eq!(value(&text, "signal_rooms"), 1.0);
+    assert_eq!(value(&text, "signal_members"), 2.0);
     assert!(value(&text, "process_open_fds") >= 2.0);
     b.close().await;
     crate::helpers::wait_until(std::time::Duration::from_secs(5), "the connection to be counted out", || async {
@@ -41,6 +42,7 @@ async fn metrics_count_connections_and_rooms() {
     })
     .await;
     let text = scrape(addr).await;
+    assert_eq!(value(&text, "signal_members"), 1.0);
     assert_eq!(value(&text, r#"signal_leaves_total{reason="disconnected"}"#), 1.0);
     assert_eq!(value(&text, r#"signal_disconnects_total{reason="client"}"#), 1.0);
     assert!(value(&text, "signal_frame_handling_seconds_count") >= 2.0, "two joins were handled");

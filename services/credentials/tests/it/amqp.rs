@@ -1,0 +1,109 @@
+//! The TURN event log on RabbitMQ: a private broker started by the test, real coturn
+//! allocations, and a real AMQP consumer reading `webrtc_events`; then the broker goes
+//! away and comes back, and what happened meanwhile still arrives.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties, Consumer};
+use serde_json::Value;
+use testkit::rabbitmq::TestRabbitMq;
+use testkit::{metric_sum, wait_until, CoturnOptions, TestCoturn, TestRedis};
+
+use crate::helpers::{pairs, rest_settings, Service, REALM};
+
+async fn consumer(url: &str) -> (Connection, Consumer) {
+    let connection = Connection::connect(url, ConnectionProperties::default()).await.expect("consumer connects");
+    let channel = connection.create_channel().await.unwrap();
+    channel.queue_declare("webrtc_events".into(), QueueDeclareOptions::durable(), FieldTable::default()).await.unwrap();
+    let consumer = channel
+        .basic_consume("webrtc_events".into(), "test".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    (connection, consumer)
+}
+
+/// Reads messages until one of each `wanted` event type for `user` arrived (bounded).
+async fn read_until(consumer: &mut Consumer, user: &str, wanted: &[&str]) -> Vec<Value> {
+    let mut seen: Vec<Value> = Vec::new();
+    let done = |seen: &[Value]| {
+        wanted.iter().all(|t| seen.iter().any(|e| e["eventType"] == *t && e["details"]["username"] == user))
+    };
+    let read = async {
+        while !done(&seen) {
+            let delivery = consumer.next().await.expect("the consumer stays open").expect("a delivery");
+            let properties = &delivery.properties;
+            assert_eq!(properties.content_type().as_ref().map(|c| c.as_str()), Some("application/json"));
+            assert_eq!(*properties.delivery_mode(), Some(2), "persistent");
+            let event: Value = serde_json::from_slice(&delivery.data).expect("a JSON body");
+            delivery.ack(BasicAckOptions::default()).await.unwrap();
+            seen.push(event);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .unwrap_or_else(|_| panic!("{wanted:?} for {user} did not arrive; got {seen:#?}"));
+    seen
+}
+
+async fn allocate(coturn: &TestCoturn, service: &Service, name: &str) -> String {
+    let (_, _, body) = service.get(&format!("/turn-credentials?username={name}"), &[]).await;
+    let (user, pass) = (body["username"].as_str().unwrap(), body["credential"].as_str().unwrap());
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("turnutils_uclient")
+            .args(["-u", user, "-w", pass, "-p", &coturn.port.to_string()])
+            .args(["-n", "4", "-m", "1", "-l", "170", "-y", "127.0.0.1"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    user.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coturn_events_reach_a_rabbitmq_consumer_and_survive_a_broker_restart() {
+    let mut broker = TestRabbitMq::start().await;
+    let redis = TestRedis::start().await;
+    let coturn = TestCoturn::start(REALM, CoturnOptions { redis_port: Some(redis.port), ..Default::default() }).await;
+    let mut settings = rest_settings(&coturn.port.to_string());
+    settings.extend([("REDIS_URL", redis.url()), ("AMQP_URL", broker.url())]);
+    let service = Service::start(&pairs(&settings)).await;
+    let (_connection, mut events) = consumer(&broker.url()).await;
+
+    let user = allocate(&coturn, &service, "amqp-one").await;
+    let seen = read_until(&mut events, &user, &["allocation_created", "allocation_deleted"]).await;
+    let created = seen.iter().find(|e| e["eventType"] == "allocation_created").unwrap();
+    let mut keys: Vec<&str> = created.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["details", "eventType", "service", "timestamp"], "{created}");
+    assert_eq!(created["service"], "turn");
+    assert_eq!(created["details"]["realm"], REALM);
+    assert!(created["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{created}");
+    let (_, metrics) = service.text("/metrics").await;
+    assert!(metric_sum(&metrics, "credentials_amqp_events_published_total").unwrap() >= 2.0, "{metrics}");
+    assert_eq!(metric_sum(&metrics, "credentials_amqp_connected"), Some(1.0));
+
+    // The broker goes away: events wait in the buffer, the service stays healthy.
+    drop((_connection, events));
+    broker.stop();
+    let during = allocate(&coturn, &service, "amqp-during").await;
+    wait_until(Duration::from_secs(15), "the service to notice the broker is gone", || async {
+        let (_, metrics) = service.text("/metrics").await;
+        metric_sum(&metrics, "credentials_amqp_connected") == Some(0.0)
+    })
+    .await;
+    assert_eq!(service.text("/readyz").await.0, 200);
+
+    // It comes back: the service reconnects and what happened meanwhile arrives.
+    broker.restart().await;
+    let (_connection, mut events) = consumer(&broker.url()).await;
+    read_until(&mut events, &during, &["allocation_created", "allocation_deleted"]).await;
+    let (_, metrics) = service.text("/metrics").await;
+    assert_eq!(metric_sum(&metrics, "credentials_amqp_events_dropped_total"), Some(0.0), "{metrics}");
+}
