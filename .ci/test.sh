@@ -5,9 +5,12 @@
 # private Prometheus), rabbitmq-server (the TURN event log's broker) and Node.js with
 # npm with apt-get; socket.io-client (the official Socket.IO client the
 # Socket.IO dialect is tested with) with `npm ci` from the lockfile in
-# services/signal/tests/socketio; kubernetes-validate (which checks the load test's
-# Kubernetes Job manifest) with pip. The tests start their own servers on free loopback
-# ports and never touch a Redis, coturn or RabbitMQ already running on the machine.
+# services/signal/tests/socketio; haproxy, nginx, openssl and curl (the deployment
+# files are checked by their own tools, and deploy/local/run.sh runs the compose
+# topology as local processes); kubernetes-validate (the load test's Job, the Helm
+# chart's and k8s/'s objects) and helm-python-sdk (Helm's engine, no helm binary) with
+# pip. The tests start their own servers on free loopback ports and never touch a Redis,
+# coturn or RabbitMQ already running on the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +20,10 @@ command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 { command -v turnserver && command -v turnutils_uclient; } >/dev/null 2>&1 || need_apt+=(coturn)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need_apt+=(rabbitmq-server)
+command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
+command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -38,6 +45,10 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "installing: kubernetes-validate (PyPI)"
   python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
   hash -r
+fi
+if ! python3 -c "import helm_python, yaml" >/dev/null 2>&1; then
+  echo "installing: helm-python-sdk and PyYAML (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check helm-python-sdk pyyaml
 fi
 
 # The alert rules: valid, and their unit tests pass.

@@ -96,6 +96,15 @@ impl CredentialsConfig {
         Self::from_settings(Settings::from_pairs(pairs))
     }
 
+    /// Like [`Self::from_pairs`], and the names among `pairs` that were never read
+    /// (deployment files are checked with it: a typo there is silently ignored).
+    pub fn from_pairs_listing_unread(pairs: &[(&str, &str)]) -> (Result<Self, ConfigError>, Vec<String>) {
+        let settings = Settings::from_pairs(pairs);
+        let reads = settings.reads();
+        let config = Self::from_settings(settings);
+        (config, reads.unread())
+    }
+
     fn from_settings(mut s: Settings) -> Result<Self, ConfigError> {
         let secs = Duration::from_secs;
         let host = s.parse("HOST", IpAddr::from([0, 0, 0, 0]));

@@ -29,6 +29,9 @@ enum Command {
     /// Remove the secrets whose overlap has passed (running services do this on their
     /// own; this is for set-ups that rotate from cron without a running service).
     Retire,
+    /// Exit 0 when the service on this machine (PORT) answers /healthz: for container
+    /// health checks (the image has no shell or curl).
+    Healthcheck,
 }
 
 #[tokio::main]
@@ -40,6 +43,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Secrets => print_report(&keyring().await?.list(unix_now_ms()).await?),
         Command::Retire => print_report(&keyring().await?.retire_due(unix_now_ms()).await?),
+        Command::Healthcheck => {
+            let healthy =
+                lifecycle::healthcheck(lifecycle::port_from_env(8090), std::time::Duration::from_secs(3)).await;
+            std::process::exit(if healthy { 0 } else { 1 });
+        }
     }
 }
 

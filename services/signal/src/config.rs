@@ -190,6 +190,15 @@ impl SignalConfig {
         Self::from_settings(Settings::from_pairs(pairs))
     }
 
+    /// Like [`Self::from_pairs`], and the names among `pairs` that were never read
+    /// (deployment files are checked with it: a typo there is silently ignored).
+    pub fn from_pairs_listing_unread(pairs: &[(&str, &str)]) -> (Result<Self, ConfigError>, Vec<String>) {
+        let settings = Settings::from_pairs(pairs);
+        let reads = settings.reads();
+        let config = Self::from_settings(settings);
+        (config, reads.unread())
+    }
+
     fn from_settings(mut s: Settings) -> Result<Self, ConfigError> {
         let defaults = Limits::default();
         let ms = |v: u64| Duration::from_millis(v);

@@ -118,15 +118,21 @@ pub fn serve<T: Transport, D: Dialect>(
     stop: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
     let peer = PeerId::new_on(core.node());
-    let span = tracing::info_span!(
-        "connection",
-        peer = %peer,
-        node = %core.node(),
-        dialect = D::NAME,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-    );
-    telemetry::traces::record_ids(&span);
+    let span = if telemetry::traces::sample() {
+        let span = tracing::info_span!(
+            target: telemetry::traces::TARGET,
+            "connection",
+            peer = %peer,
+            node = %core.node(),
+            dialect = D::NAME,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        telemetry::traces::record_ids(&span);
+        span
+    } else {
+        tracing::info_span!("connection", peer = %peer, node = %core.node(), dialect = D::NAME)
+    };
     let welcome = dialect.welcome(&Greeting { peer: &peer, node: core.node(), heartbeat: settings.client_heartbeat });
     let (handle, inbox) = SessionHandle::new(peer, settings.outbound_queue);
     core.sessions().insert(handle.clone());

@@ -550,7 +550,7 @@ impl Core {
         };
         let Envelope { from_node, event, sent_us, traceparent, .. } = env;
         let span = match traceparent {
-            Some(parent) if telemetry::traces::enabled() => deliver_span(&from_node, &parent),
+            Some(parent) if telemetry::traces::sampled(&parent) => deliver_span(&from_node, &parent),
             _ => tracing::Span::none(),
         };
         let _delivering = span.enter();
@@ -617,18 +617,25 @@ impl Core {
     }
 }
 
-/// The span of a publish to the bus (`to`: a node or a room), when traces are on.
+/// The span of a publish to the bus (`to`: a node or a room), within a recorded trace.
 fn publish_span(to: &dyn std::fmt::Display) -> tracing::Span {
-    if !telemetry::traces::enabled() {
+    if !telemetry::traces::in_trace() {
         return tracing::Span::none();
     }
-    tracing::info_span!("publish", otel.kind = "producer", messaging.system = "redis", messaging.destination.name = %to)
+    tracing::info_span!(
+        target: telemetry::traces::TARGET,
+        "publish",
+        otel.kind = "producer",
+        messaging.system = "redis",
+        messaging.destination.name = %to
+    )
 }
 
 /// The span of a delivery on this node of what another node published, in the
 /// publisher's trace.
 fn deliver_span(from_node: &NodeId, traceparent: &str) -> tracing::Span {
     let span = tracing::info_span!(
+        target: telemetry::traces::TARGET,
         parent: None,
         "deliver",
         otel.kind = "consumer",

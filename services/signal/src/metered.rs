@@ -63,8 +63,11 @@ impl Metered {
         call: impl std::future::Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
         let started = Instant::now();
-        let result =
-            if telemetry::traces::enabled() { call.instrument(redis_span(OPERATIONS[slot])).await } else { call.await };
+        let result = if telemetry::traces::in_trace() {
+            call.instrument(redis_span(OPERATIONS[slot])).await
+        } else {
+            call.await
+        };
         let (seconds, errors) = &self.slots[slot];
         seconds.observe(started.elapsed().as_secs_f64());
         if result.is_err() {
@@ -74,13 +77,11 @@ impl Metered {
     }
 }
 
-/// A Redis call's span, under the command or delivery being traced; none for the
-/// node's own background calls (heartbeats, probes), which would each make a trace.
+/// A Redis call's span, under the recorded command or delivery that made the call (the
+/// node's own background calls, heartbeats and probes, are not traced).
 fn redis_span(operation: &'static str) -> tracing::Span {
-    if tracing::Span::current().is_none() {
-        return tracing::Span::none();
-    }
     tracing::info_span!(
+        target: telemetry::traces::TARGET,
         "redis",
         otel.name = operation,
         otel.kind = "client",

@@ -172,7 +172,10 @@ impl Session {
                 Reply::Error { code: ErrorCode::RateLimited, message: "too many messages; slow down".into(), id };
             return (vec![reply], self.strike("rate limit exceeded repeatedly"));
         }
-        let span = if telemetry::traces::enabled() && !matches!(command, Command::Ping) {
+        let traced = telemetry::traces::enabled()
+            && !matches!(command, Command::Ping)
+            && traceparent.as_ref().map_or_else(telemetry::traces::sample, |t| telemetry::traces::sampled(t.as_str()));
+        let span = if traced {
             self.traced_command_span(&command, traceparent.as_ref())
         } else {
             tracing::debug_span!("command", kind = command.kind(), room = command.room().map(|r| r.as_str()))
@@ -188,12 +191,14 @@ impl Session {
         (replies, Verdict::Stay)
     }
 
-    /// A command's span for traces: the root of its own trace (or a child of the
-    /// client's `traceparent`), linked to the connection's span rather than under it,
-    /// so that a connection open for hours does not make one endless trace.
+    /// A recorded command's span: the root of its own trace (or a child of the
+    /// client's `traceparent`), linked to the connection's span (when that is recorded)
+    /// rather than under it, so that a connection open for hours does not make one
+    /// endless trace.
     fn traced_command_span(&self, command: &Command, traceparent: Option<&protocol::Traceparent>) -> tracing::Span {
         let kind = command.kind();
         let span = tracing::info_span!(
+            target: telemetry::traces::TARGET,
             parent: None,
             "command",
             otel.name = kind,

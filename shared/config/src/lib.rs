@@ -3,9 +3,10 @@
 //! collects every problem instead of stopping at the first, so an operator fixes a bad
 //! deployment in one round.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 /// Every problem found, one per line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,10 +44,28 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Reads named settings from a source, remembering every problem.
+/// Reads named settings from a source, remembering every problem and every name asked.
 pub struct Settings {
     vars: HashMap<String, String>,
     problems: Vec<String>,
+    asked: Arc<Mutex<BTreeSet<String>>>,
+}
+
+/// Which of a source's names a configuration read (see [`Settings::reads`]).
+pub struct Reads {
+    names: Vec<String>,
+    asked: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Reads {
+    /// The source's names never asked for, sorted: typos, or settings of another
+    /// service or of a mode not chosen.
+    pub fn unread(&self) -> Vec<String> {
+        let asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        let mut unread: Vec<String> = self.names.iter().filter(|n| !asked.contains(*n)).cloned().collect();
+        unread.sort();
+        unread
+    }
 }
 
 impl Settings {
@@ -57,7 +76,12 @@ impl Settings {
 
     /// Any set of name/value pairs (tests pass a map).
     pub fn from_source(vars: impl IntoIterator<Item = (String, String)>) -> Self {
-        Self { vars: vars.into_iter().collect(), problems: Vec::new() }
+        Self { vars: vars.into_iter().collect(), problems: Vec::new(), asked: Arc::default() }
+    }
+
+    /// A handle that tells, once the settings have been read, which names were not.
+    pub fn reads(&self) -> Reads {
+        Reads { names: self.vars.keys().cloned().collect(), asked: self.asked.clone() }
     }
 
     /// Literal pairs (tests).
@@ -67,6 +91,7 @@ impl Settings {
 
     /// A non-empty string, if set.
     pub fn string(&self, name: &str) -> Option<String> {
+        self.asked.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned());
         self.vars.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
     }
 
@@ -153,5 +178,15 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?} {s}"), "*** ***");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn names_never_read_are_listed() {
+        let s = settings(&[("PORT", "8080"), ("PROT", "1"), ("LOG_FORMAT", "json")]);
+        let reads = s.reads();
+        assert_eq!(s.string("PORT").as_deref(), Some("8080"));
+        let _ = s.string("LOG_FORMAT");
+        let _ = s.string("UNSET");
+        assert_eq!(reads.unread(), vec!["PROT".to_owned()]);
     }
 }

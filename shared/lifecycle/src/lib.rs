@@ -1,5 +1,6 @@
-//! Process lifecycle shared by the services: the shutdown signal `main` waits for, and
-//! the handle tests and embedders get for a service serving in a background task.
+//! Process lifecycle shared by the services: the shutdown signal `main` waits for, the
+//! handle tests and embedders get for a service serving in a background task, and the
+//! `healthcheck` command container runtimes run (the images have no shell or curl).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -72,4 +73,24 @@ impl Drop for RunningService {
             task.abort();
         }
     }
+}
+
+/// Asks the service on this machine's `port` for `/healthz`: true on HTTP 200 within
+/// `timeout`. The images' HEALTHCHECK runs this as `<binary> healthcheck`.
+pub async fn healthcheck(port: u16, timeout: std::time::Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let check = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let request = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
+    };
+    matches!(tokio::time::timeout(timeout, check).await, Ok(Some(true)))
+}
+
+/// The port a service listens on, from PORT (as its configuration reads it).
+pub fn port_from_env(default: u16) -> u16 {
+    std::env::var("PORT").ok().and_then(|p| p.trim().parse().ok()).unwrap_or(default)
 }

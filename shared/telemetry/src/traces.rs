@@ -1,9 +1,13 @@
 //! Traces: OpenTelemetry spans exported over OTLP/HTTP, configured by the standard
 //! OTEL_* variables and off unless an OTLP endpoint is set.
 //!
-//! When off, no span is built at all: code that makes spans for traces asks
-//! [`enabled`] first (one relaxed load) and uses `Span::none()` otherwise, so a node
-//! that does not export traces pays nothing for them.
+//! Spans meant for traces use the target [`TARGET`]; only those reach the exporter.
+//! Code makes them only when a trace is being recorded: a new trace when [`sample`]
+//! says so (OTEL_TRACES_SAMPLER's ratio, decided here, before any span exists), a
+//! continued one when the incoming `traceparent` is sampled ([`sampled`]), and a child
+//! when the current span belongs to a recorded trace ([`in_trace`]). Otherwise they
+//! use `Span::none()`: a node not exporting traces, or a command not sampled, pays one
+//! relaxed load (and, sampling, one random number) for them.
 //!
 //! The variables read (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/):
 //! - `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the full URL) or `OTEL_EXPORTER_OTLP_ENDPOINT`
@@ -17,7 +21,7 @@
 //! - `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turn it off again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use opentelemetry::propagation::TextMapPropagator;
@@ -29,26 +33,75 @@ use opentelemetry_sdk::Resource;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
+/// The target of every span meant for traces (the exporter sees no other span).
+pub const TARGET: &str = "otel_span";
 
-/// Whether spans are exported; code making spans for traces checks this first.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+/// The share of new traces recorded, as f64 bits.
+static RATIO: AtomicU64 = AtomicU64::new(0);
+/// Whether a remote parent's sampled flag decides (the `parentbased_*` samplers).
+static PARENT_BASED: AtomicBool = AtomicBool::new(true);
+
+/// Whether spans are exported at all.
 #[inline]
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
+}
+
+/// Whether to record a new trace (a root span): false when tracing is off, else by the
+/// configured ratio.
+#[inline]
+pub fn sample() -> bool {
+    if !enabled() {
+        return false;
+    }
+    let ratio = f64::from_bits(RATIO.load(Ordering::Relaxed));
+    ratio >= 1.0 || (ratio > 0.0 && rand::random::<f64>() < ratio)
+}
+
+/// Whether to continue a remote trace: by its sampled flag under the `parentbased_*`
+/// samplers (the default), by the ratio otherwise; false for a malformed one.
+pub fn sampled(traceparent: &str) -> bool {
+    if !enabled() {
+        return false;
+    }
+    let Some(flags) = traceparent.rsplit('-').next().and_then(|f| u8::from_str_radix(f, 16).ok()) else {
+        return false;
+    };
+    if PARENT_BASED.load(Ordering::Relaxed) {
+        flags & 1 == 1
+    } else {
+        sample()
+    }
+}
+
+/// Whether the current span belongs to a recorded trace (its children should be
+/// spans too).
+#[inline]
+pub fn in_trace() -> bool {
+    enabled() && Span::current().metadata().is_some_and(|m| m.target() == TARGET)
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
     #[error("{var}={value:?}: use http/protobuf or http/json (OTLP over gRPC is not built in)")]
     Protocol { var: &'static str, value: String },
+    #[error("OTEL_TRACES_SAMPLER={0:?}: use always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio")]
+    Sampler(String),
+    #[error("OTEL_TRACES_SAMPLER_ARG={0:?}: a ratio from 0 to 1")]
+    SamplerArg(String),
     #[error("building the OTLP exporter: {0}")]
     Exporter(String),
 }
 
 /// The exporter's settings, read from the environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TraceSettings {
     pub protocol: Protocol,
+    /// The share of new traces recorded (OTEL_TRACES_SAMPLER and its argument).
+    pub ratio: f64,
+    /// Whether a remote parent's sampled flag decides.
+    pub parent_based: bool,
 }
 
 impl TraceSettings {
@@ -74,7 +127,24 @@ impl TraceSettings {
             Some((_, value)) if value == "http/json" => Protocol::HttpJson,
             Some((var, value)) => return Err(TraceError::Protocol { var, value }),
         };
-        Ok(Some(TraceSettings { protocol }))
+        let ratio = || match set("OTEL_TRACES_SAMPLER_ARG") {
+            None => Ok(1.0),
+            Some(arg) => match arg.trim().parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+                _ => Err(TraceError::SamplerArg(arg)),
+            },
+        };
+        let sampler = set("OTEL_TRACES_SAMPLER").unwrap_or_else(|| "parentbased_always_on".into());
+        let (ratio, parent_based) = match sampler.as_str() {
+            "always_on" => (1.0, false),
+            "always_off" => (0.0, false),
+            "traceidratio" => (ratio()?, false),
+            "parentbased_always_on" => (1.0, true),
+            "parentbased_always_off" => (0.0, true),
+            "parentbased_traceidratio" => (ratio()?, true),
+            _ => return Err(TraceError::Sampler(sampler)),
+        };
+        Ok(Some(TraceSettings { protocol, ratio, parent_based }))
     }
 }
 
@@ -132,6 +202,8 @@ where
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false);
+    RATIO.store(settings.ratio.to_bits(), Ordering::Relaxed);
+    PARENT_BASED.store(settings.parent_based, Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
     Ok((Tracing { provider }, layer))
 }
@@ -191,9 +263,11 @@ pub fn continue_from(span: &Span, traceparent: &str) {
 }
 
 /// Links `span` to `other` (a long-lived span such as a connection, which is not made
-/// the parent so that each command stays a small trace of its own).
+/// the parent so that each command stays a small trace of its own), if `other` is
+/// recorded.
 pub fn link_to(span: &Span, other: &Span) {
-    if !enabled() || span.is_none() || other.is_none() {
+    let recorded = |s: &Span| s.metadata().is_some_and(|m| m.target() == TARGET);
+    if !enabled() || !recorded(span) || !recorded(other) {
         return;
     }
     let linked = other.context().span().span_context().clone();
@@ -231,7 +305,8 @@ mod tests {
         assert!(settings(&[]).unwrap().is_none());
         assert!(settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]).unwrap().is_none());
         let on = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")];
-        assert_eq!(settings(&on).unwrap(), Some(TraceSettings { protocol: Protocol::HttpBinary }));
+        let default = TraceSettings { protocol: Protocol::HttpBinary, ratio: 1.0, parent_based: true };
+        assert_eq!(settings(&on).unwrap(), Some(default));
         let disabled = [on[0], ("OTEL_SDK_DISABLED", "true")];
         assert!(settings(&disabled).unwrap().is_none());
         let none = [on[0], ("OTEL_TRACES_EXPORTER", "none")];
@@ -242,11 +317,26 @@ mod tests {
     fn protocols_are_http_only_and_the_traces_variable_wins() {
         let traces = [("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/v1/traces")];
         let json = [traces[0], ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")];
-        assert_eq!(settings(&json).unwrap(), Some(TraceSettings { protocol: Protocol::HttpJson }));
+        assert_eq!(settings(&json).unwrap().unwrap().protocol, Protocol::HttpJson);
         let grpc = [traces[0], ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")];
         let err = settings(&grpc).unwrap_err().to_string();
         assert!(err.contains("OTEL_EXPORTER_OTLP_PROTOCOL") && err.contains("gRPC"), "{err}");
         let both = [grpc[0], grpc[1], ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")];
-        assert_eq!(settings(&both).unwrap(), Some(TraceSettings { protocol: Protocol::HttpBinary }));
+        assert_eq!(settings(&both).unwrap().unwrap().protocol, Protocol::HttpBinary);
+    }
+
+    #[test]
+    fn the_sampler_is_read_from_the_standard_variables() {
+        let on = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318");
+        let read = |sampler: &str, arg: Option<&str>| {
+            let mut vars = vec![on, ("OTEL_TRACES_SAMPLER", sampler)];
+            vars.extend(arg.map(|a| ("OTEL_TRACES_SAMPLER_ARG", a)));
+            settings(&vars).map(|s| s.map(|s| (s.ratio, s.parent_based)))
+        };
+        assert_eq!(read("parentbased_traceidratio", Some("0.01")).unwrap(), Some((0.01, true)));
+        assert_eq!(read("traceidratio", None).unwrap(), Some((1.0, false)));
+        assert_eq!(read("always_off", None).unwrap(), Some((0.0, false)));
+        assert!(matches!(read("traceidratio", Some("2")), Err(TraceError::SamplerArg(_))));
+        assert!(matches!(read("jaeger_remote", None), Err(TraceError::Sampler(_))));
     }
 }

@@ -6,6 +6,7 @@ pub mod coturn;
 pub mod prometheus;
 pub mod rabbitmq;
 pub mod redis;
+pub mod socketio;
 
 use std::future::Future;
 use std::net::SocketAddr;

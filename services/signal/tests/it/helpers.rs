@@ -3,7 +3,8 @@
 
 pub mod client;
 pub mod nodes;
-pub mod socketio;
+/// The Socket.IO client agent lives in `testkit` (the deployment tests drive it too).
+pub use testkit::socketio;
 
 pub use client::Client;
 pub use nodes::{Backend, NodeProcess, TestCluster};

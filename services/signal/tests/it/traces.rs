@@ -173,3 +173,49 @@ async fn one_cross_node_signal_is_one_trace_from_the_client_through_both_nodes()
     .await;
     drop((n1, n2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_ratio_of_zero_only_sampled_client_traces_are_recorded() {
+    let (otlp, spans) = receiver().await;
+    let redis = TestRedis::start().await;
+    let endpoint = format!("http://{otlp}");
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0"),
+    ];
+    let n1 = NodeProcess::start(&redis.url(), "n1", &otel).await;
+    let n2 = NodeProcess::start(&redis.url(), "n2", &otel).await;
+    let mut a = Client::connect(n1.addr).await;
+    let mut b = Client::connect(n2.addr).await;
+    a.join_pair(&mut b, "sampled").await;
+
+    // Not sampled: no client trace, and a client trace whose sampled flag is off.
+    a.signal("sampled", b.peer(), "offer", json!({"n": 1})).await;
+    a.send(json!({
+        "type": "signal", "room": "sampled", "to": b.peer(), "kind": "offer", "data": {"n": 2},
+        "traceparent": "00-11111111111111111111111111111111-2222222222222222-00",
+    }))
+    .await;
+    // Sampled by the client: recorded on both nodes whatever the ratio.
+    let sampled_trace = "33333333333333333333333333333333";
+    a.send(json!({
+        "type": "signal", "room": "sampled", "to": b.peer(), "kind": "offer", "data": {"n": 3},
+        "traceparent": format!("00-{sampled_trace}-4444444444444444-01"),
+    }))
+    .await;
+    for _ in 0..3 {
+        b.recv_signal().await;
+    }
+    wait_until(Duration::from_secs(20), "the sampled signal's spans", || async {
+        let spans = spans.lock().unwrap();
+        ["signal", "deliver"].iter().all(|name| spans.iter().any(|s| s.name == *name && s.trace_id == sampled_trace))
+    })
+    .await;
+    // Spans are exported in the order they end: anything from the first two signals
+    // would have arrived by now.
+    let spans = spans.lock().unwrap().clone();
+    assert!(spans.iter().all(|s| s.trace_id == sampled_trace), "only the sampled trace: {spans:#?}");
+    drop((n1, n2));
+}

@@ -3,7 +3,8 @@
 // process (a test with 40 clients starts one Node.js, not 40).
 //
 // Commands:
-//   {"op":"connect","client":C,"url":U,"namespace":"/","transports":["websocket"],"upgrade":true,"auth":{...}}
+//   {"op":"connect","client":C,"url":U,"namespace":"/","transports":["websocket"],"upgrade":true,"auth":{...},
+//    "withCredentials":false}   (true: keep cookies, as a browser does behind a sticky load balancer)
 //   {"op":"emit","client":C,"event":E,"args":[...],"ack":true,"seq":N}
 //   {"op":"disconnect","client":C}
 // Reports:
@@ -19,11 +20,12 @@ import { io } from "socket.io-client";
 const sockets = new Map();
 const report = (line) => process.stdout.write(JSON.stringify(line) + "\n");
 
-function connect({ client, url, namespace = "/", transports = ["websocket"], upgrade = true, auth }) {
+function connect({ client, url, namespace = "/", transports = ["websocket"], upgrade = true, auth, withCredentials = false }) {
   const socket = io(url + (namespace === "/" ? "" : namespace), {
     transports,
     upgrade,
     auth,
+    withCredentials,
     reconnection: false,
     forceNew: true,
     timeout: 10000,

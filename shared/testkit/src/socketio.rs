@@ -1,5 +1,5 @@
 //! The official Socket.IO client (socket.io-client 4.x on Node.js), driven through
-//! `tests/socketio/agent.mjs`: one Node.js process hosts any number of named client
+//! `services/signal/tests/socketio/agent.mjs`: one Node.js process hosts any number of named client
 //! sockets; commands go in as JSON lines, everything the sockets see comes back as
 //! JSON lines, which the test awaits with a deadline.
 
@@ -25,7 +25,7 @@ pub struct SioAgent {
 }
 
 fn agent_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/socketio")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../services/signal/tests/socketio")
 }
 
 impl SioAgent {
@@ -107,6 +107,13 @@ impl SioAgent {
         }
     }
 
+    /// Connects over HTTP long-polling only, keeping cookies as a browser does
+    /// (`withCredentials`: what a sticky load balancer's affinity cookie needs); returns
+    /// the socket id, or the connection error.
+    pub async fn connect_polling_with_cookies(&mut self, client: &str, url: &str) -> Result<String, String> {
+        self.connect_with(client, url, "/", &["polling"], None, true).await.map(|(id, _)| id)
+    }
+
     async fn try_connect(
         &mut self,
         client: &str,
@@ -115,8 +122,22 @@ impl SioAgent {
         transports: &[&str],
         auth: Option<Value>,
     ) -> Result<(String, String), String> {
-        let mut command =
-            json!({"op": "connect", "client": client, "url": url, "namespace": namespace, "transports": transports});
+        self.connect_with(client, url, namespace, transports, auth, false).await
+    }
+
+    async fn connect_with(
+        &mut self,
+        client: &str,
+        url: &str,
+        namespace: &str,
+        transports: &[&str],
+        auth: Option<Value>,
+        with_credentials: bool,
+    ) -> Result<(String, String), String> {
+        let mut command = json!({
+            "op": "connect", "client": client, "url": url, "namespace": namespace,
+            "transports": transports, "withCredentials": with_credentials,
+        });
         if let Some(auth) = auth {
             command["auth"] = auth;
         }
