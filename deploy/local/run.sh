@@ -95,6 +95,8 @@ if [ "$prometheus" = 1 ] && command -v prometheus >/dev/null; then
     $((base + 1)) $((base + 2)) $((base + 3)) >"$dir/prometheus/targets/signal.json"
   printf '[{"targets": ["127.0.0.1:%s"], "labels": {"namespace": "local"}}]\n' $((base + 4)) \
     >"$dir/prometheus/targets/credentials.json"
+  # Debian's coturn is built without its Prometheus exporter: no coturn target here.
+  echo '[]' >"$dir/prometheus/targets/coturn.json"
   prometheus --config.file="$dir/prometheus/prometheus.yml" --storage.tsdb.path="$dir/prometheus/data" \
     --web.listen-address="127.0.0.1:$prom_port" >"$dir/prometheus.log" 2>&1 &
   pids+=($!)

@@ -2,23 +2,10 @@
 //! (installed by the test command): `haproxy -c`, `nginx -t`, `promtool check config`.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use crate::paths::repo;
-
-fn run(command: &mut Command) -> Output {
-    let program = format!("{command:?}");
-    command.output().unwrap_or_else(|e| panic!("{program}: {e} (the README test command installs it)"))
-}
-
-fn assert_success(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::tools::{assert_success, run};
 
 #[test]
 fn haproxy_accepts_the_load_balancer_configuration() {
@@ -65,7 +52,7 @@ pub fn prometheus_layout(dir: &Path) {
     std::fs::create_dir_all(dir.join("targets")).unwrap();
     std::fs::create_dir_all(dir.join("rules")).unwrap();
     std::fs::copy(compose.join("prometheus.yml"), dir.join("prometheus.yml")).unwrap();
-    for file in ["signal.json", "credentials.json"] {
+    for file in ["signal.json", "credentials.json", "coturn.json"] {
         std::fs::copy(compose.join("targets").join(file), dir.join("targets").join(file)).unwrap();
     }
     std::fs::copy(repo().join("deploy/prometheus/rules.yml"), dir.join("rules/rules.yml")).unwrap();

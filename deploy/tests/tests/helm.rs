@@ -12,6 +12,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::paths::repo;
+use crate::tools::{assert_success, run};
 
 fn chart() -> PathBuf {
     repo().join("helm/signaling")
@@ -57,18 +58,8 @@ fn render_all(dir: &Path) -> serde_json::Map<String, Value> {
 }
 
 fn kubernetes_validate(file: &Path) {
-    let out = Command::new("kubernetes-validate")
-        .args(["--strict", "--kubernetes-version", "1.30.0"])
-        .arg(file)
-        .output()
-        .expect("kubernetes-validate on PATH (the README test command installs it)");
-    assert!(
-        out.status.success(),
-        "{} does not pass the Kubernetes 1.30 schemas:\n{}{}",
-        file.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run(Command::new("kubernetes-validate").args(["--strict", "--kubernetes-version", "1.30.0"]).arg(file));
+    assert_success(&out, &format!("kubernetes-validate of {}", file.display()));
 }
 
 #[test]

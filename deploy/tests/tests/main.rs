@@ -6,5 +6,7 @@
 mod compose;
 mod configs;
 mod helm;
+mod k8s;
 mod local_stack;
 mod paths;
+mod tools;
