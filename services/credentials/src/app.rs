@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context;
 use fred::prelude::*;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -137,6 +136,7 @@ impl App {
             monitor,
             redis: userdb,
             draining: AtomicBool::new(false),
+            gate: Arc::default(),
         });
         background.spawn(maintain_keyring(state.clone(), stop.clone()));
         Ok(App { listener, state, background, stop, redis_clients })
@@ -158,22 +158,14 @@ impl App {
         let App { listener, state, background, stop, redis_clients } = self;
         let drain_timeout = state.config.drain_timeout;
         let draining = state.clone();
-        let (drained_tx, drained_rx) = oneshot::channel::<()>();
-        let serve = axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                draining.draining.store(true, Ordering::Relaxed);
-                info!("draining");
-                let _ = drained_tx.send(());
-            });
-        let mut serve = std::pin::pin!(std::future::IntoFuture::into_future(serve));
-        tokio::select! {
-            result = &mut serve => result.context("serving HTTP")?,
-            _ = async {
-                let _ = drained_rx.await;
-                tokio::time::sleep(drain_timeout).await;
-            } => warn!("drain timeout: closing requests still in flight"),
-        }
+        let limits = state.config.http.clone();
+        let gate = state.gate.clone();
+        let shutdown = async move {
+            shutdown.await;
+            draining.draining.store(true, Ordering::Relaxed);
+            info!("draining");
+        };
+        edge::serve(listener, router(state), limits, gate, shutdown, drain_timeout).await.context("serving HTTP")?;
         stop.cancel();
         background.close();
         let _ = tokio::time::timeout(Duration::from_secs(3), background.wait()).await;

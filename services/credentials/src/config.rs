@@ -80,6 +80,9 @@ pub struct CredentialsConfig {
     /// TRUSTED_PROXY_HOPS: proxies in front that append to X-Forwarded-For (0 = use the
     /// socket address).
     pub trusted_proxy_hops: usize,
+    /// HTTP_HEADER_TIMEOUT_MS, HTTP_MAX_HEADER_BYTES, HTTP_MAX_HEADERS, MAX_CONNECTIONS,
+    /// HTTP_MAX_BODY_BYTES: slow, idle and excess connections (edge::serve).
+    pub http: edge::HttpLimits,
     pub admin_token: Option<Secret>,
     pub status_token: Option<Secret>,
     pub ice_candidate_pool_size: u8,
@@ -177,6 +180,7 @@ impl CredentialsConfig {
             s.ranged("RATE_LIMIT_SUBJECT_BURST", 10u32, 1, 1_000_000),
         );
         let trusted_proxy_hops = s.ranged("TRUSTED_PROXY_HOPS", 0usize, 0, 10);
+        let http = edge::HttpLimits::read(&mut s);
         let admin_token = token(&mut s, "ADMIN_TOKEN");
         let status_token = token(&mut s, "STATUS_TOKEN");
         let ice_candidate_pool_size = s.parse("ICE_CANDIDATE_POOL_SIZE", 0u8);
@@ -223,6 +227,7 @@ impl CredentialsConfig {
             rate_ip,
             rate_subject,
             trusted_proxy_hops,
+            http,
             admin_token,
             status_token,
             ice_candidate_pool_size,

@@ -40,6 +40,8 @@ pub struct AppState {
     /// The userdb connection, pinged by /readyz.
     pub redis: Option<Client>,
     pub draining: AtomicBool,
+    /// Open sockets under MAX_CONNECTIONS, and the refusals at the cap.
+    pub gate: Arc<edge::ConnectionGate>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -60,10 +62,14 @@ pub fn router(state: Shared) -> Router {
         Some(cors) => api.layer(cors),
         None => api,
     };
-    api.route("/healthz", get(|| async { "ok" }))
+    let max_body = state.config.http.max_body_bytes;
+    let router = api
+        .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::NotFound })
+        .fallback(|| async { ApiError::NotFound });
+    edge::limit_bodies(router, max_body)
+        .layer(axum::middleware::map_response(edge::json_payload_too_large))
         .with_state(state)
 }
 
@@ -489,6 +495,7 @@ async fn metrics(State(s): State<Shared>) -> Response {
         let table = m.table.lock().unwrap_or_else(|e| e.into_inner());
         s.metrics.turn_totals(table.realms());
     }
+    s.metrics.connections(s.gate.open(), s.gate.refused());
     if let TurnSource::Rest { keyring: crate::keyring::Keyring::Redis(ring), .. } = &s.source {
         if let Some(ages) = ring.ages() {
             s.metrics.secret_ages(ages, unix_now_ms());

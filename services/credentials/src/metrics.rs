@@ -126,6 +126,8 @@ pub struct Metrics {
     pub amqp_published: Counter,
     pub amqp_dropped: Counter,
     pub amqp_connected: prometheus::IntGauge,
+    open_sockets: prometheus::IntGauge,
+    refused_connections: IntCounter,
     turn_active: IntGaugeVec,
     turn_created: IntCounterVec,
     turn_deleted: IntCounterVec,
@@ -275,6 +277,20 @@ impl Metrics {
                 prometheus::IntGauge::new("credentials_amqp_connected", "1 while connected to the AMQP broker.")
                     .expect("a valid metric"),
             ),
+            open_sockets: register(
+                &registry,
+                prometheus::IntGauge::new(
+                    "credentials_open_sockets",
+                    "TCP connections open on this replica, counted against MAX_CONNECTIONS.",
+                )
+                .expect("a valid metric"),
+            ),
+            refused_connections: counter(
+                &registry,
+                "credentials_refused_connections_total",
+                "Connections refused with 503 because the replica was at MAX_CONNECTIONS.",
+            )
+            .0,
             turn_active,
             turn_created: counter_vec(
                 &registry,
@@ -343,6 +359,12 @@ impl Metrics {
         let age = |added: u64| (now_ms.saturating_sub(added) / 1000) as i64;
         self.secret_age.with_label_values(&["newest"]).set(age(ages.newest_added_ms));
         self.secret_age.with_label_values(&["oldest"]).set(age(ages.oldest_added_ms));
+    }
+
+    /// The connection gate's figures, at a scrape.
+    pub fn connections(&self, open: usize, refused: u64) {
+        self.open_sockets.set(open as i64);
+        catch_up(&self.refused_connections, refused);
     }
 
     /// Automatic rotation is on, every `period`.

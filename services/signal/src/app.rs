@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use bus::{Backend, MemoryBackend, RedisBackend, RedisOptions};
 use protocol::NodeId;
 use tokio::net::TcpListener;
@@ -22,6 +21,9 @@ use crate::http::{router, AppState};
 use crate::metered::Metered;
 use crate::metrics::NodeMetrics;
 use crate::session::SessionLimits;
+
+/// How long HTTP requests in flight may take to finish at shutdown.
+const HTTP_DRAIN: Duration = Duration::from_secs(1);
 
 pub struct App {
     listener: TcpListener,
@@ -89,6 +91,7 @@ impl App {
             sessions_stop: CancellationToken::new(),
             polling: Default::default(),
             guards,
+            gate: Arc::default(),
         };
         Ok(App { listener, state, background, background_stop })
     }
@@ -123,21 +126,16 @@ impl App {
         let (sessions, sessions_stop) = (state.sessions.clone(), state.sessions_stop.clone());
         let drain_timeout = state.config.drain_timeout;
         let draining = core.clone();
-        // Signaling is many small frames that must leave at once: without TCP_NODELAY a
-        // second small write waits for the client's delayed ACK (about 40 ms).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                draining.health().set_draining();
-                info!("draining: no new connections");
-            })
-            .await
-            .context("serving HTTP")?;
+        // Requests in flight get a moment; Socket.IO polling requests, which wait for
+        // events, are answered by the session drain below.
+        let limits = state.config.http.clone();
+        let gate = state.gate.clone();
+        let shutdown = async move {
+            shutdown.await;
+            draining.health().set_draining();
+            info!("draining: no new connections");
+        };
+        edge::serve(listener, router(state), limits, gate, shutdown, HTTP_DRAIN).await.context("serving HTTP")?;
 
         let open = core.sessions().len();
         sessions_stop.cancel();

@@ -56,6 +56,9 @@ pub struct SignalConfig {
     /// STATUS_TOKEN: protects `/api/health` and `GET /api/rooms`; unset: they are off.
     pub status_token: Option<Secret>,
     pub abuse: AbuseLimits,
+    /// HTTP_HEADER_TIMEOUT_MS, HTTP_MAX_HEADER_BYTES, HTTP_MAX_HEADERS, MAX_CONNECTIONS,
+    /// HTTP_MAX_BODY_BYTES: slow, idle and excess connections (edge::serve).
+    pub http: edge::HttpLimits,
 }
 
 /// Per-address and per-connection limits (docs/rooms-and-auth.md, "Limits").
@@ -268,6 +271,7 @@ impl SignalConfig {
                 api_requests: s.ranged("API_RATE_LIMIT", 100u32, 1, 1_000_000),
                 api_window: Duration::from_secs(s.ranged("API_RATE_WINDOW_SECS", 900u64, 1, 86_400)),
             },
+            http: edge::HttpLimits::read(&mut s),
         };
         const TAKEN: [&str; 12] = [
             "/delete-peers-and-room",

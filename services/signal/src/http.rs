@@ -46,6 +46,8 @@ pub struct AppState {
     pub polling: Arc<PollingSessions>,
     /// Per-address limits.
     pub guards: Arc<guard::EdgeGuards>,
+    /// The node's open sockets under MAX_CONNECTIONS, and the refusals at the cap.
+    pub gate: Arc<edge::ConnectionGate>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -62,11 +64,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/health", get(status::health))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::api_rate_limit))
         .layer(api_cors(&state.config));
+    let api = edge::limit_bodies(api, state.config.http.max_body_bytes);
+    // Engine.IO's own bound (maxPayload) for polling POSTs.
+    let socketio = edge::limit_bodies(
+        Router::new()
+            .route("/socket.io/", get(socketio::get).post(socketio::post).options(socketio::preflight))
+            .route("/socket.io", get(socketio::get).post(socketio::post).options(socketio::preflight)),
+        crate::transport::socketio::MAX_PAYLOAD,
+    );
     Router::new()
         .route("/ws", get(ws))
         .route(&plain_path, get(plain))
-        .route("/socket.io/", get(socketio::get).post(socketio::post).options(socketio::preflight))
-        .route("/socket.io", get(socketio::get).post(socketio::post).options(socketio::preflight))
+        .merge(socketio)
         .route("/.well-known/jwks.json", get(rooms::jwks))
         .route("/health", get(status::health_alias))
         .route("/ready", get(status::ready_alias))
@@ -74,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api)
+        .layer(axum::middleware::map_response(edge::json_payload_too_large))
         .with_state(state)
 }
 
@@ -124,6 +134,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let scraped = &core.metrics().scraped;
     scraped.rooms.set(core.room_count() as i64);
     scraped.members.set(core.local_member_count() as i64);
+    scraped.open_sockets.set(state.gate.open() as i64);
+    crate::metrics::catch_up(&scraped.refused_connections, state.gate.refused());
     scraped.ready.set(i64::from(core.health().ready().is_ok()));
     scraped.owed_removals.set(core.owed_removals() as i64);
     crate::metrics::catch_up(&scraped.unreadable, stats.unreadable());

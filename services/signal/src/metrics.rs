@@ -49,6 +49,8 @@ pub struct NodeMetrics {
 pub struct Scraped {
     pub rooms: IntGauge,
     pub members: IntGauge,
+    pub open_sockets: IntGauge,
+    pub refused_connections: IntCounter,
     pub ready: IntGauge,
     pub owed_removals: IntGauge,
     pub unreadable: IntCounter,
@@ -118,6 +120,16 @@ impl NodeMetrics {
                 &registry,
                 "signal_members",
                 "Room members served by this node (a connection in two rooms counts twice).",
+            ),
+            open_sockets: gauge(
+                &registry,
+                "signal_open_sockets",
+                "TCP connections open on this node (HTTP and WebSocket), counted against MAX_CONNECTIONS.",
+            ),
+            refused_connections: counter(
+                &registry,
+                "signal_refused_connections_total",
+                "Connections refused with 503 because the node was at MAX_CONNECTIONS.",
             ),
             ready: gauge(&registry, "signal_ready", "1 when /readyz passes."),
             owed_removals: gauge(

@@ -1,9 +1,11 @@
 //! The HTTP edge both services share: who the caller is at the network level
-//! ([`client_ip`]), how often it may come ([`ratelimit`]), and how many connections it
-//! may hold at once ([`caps`]).
+//! ([`client_ip`]), how often it may come ([`ratelimit`]), how many connections it may
+//! hold at once ([`caps`]), and the server itself with its limits on slow, idle and
+//! excess connections ([`serve`]).
 
 pub mod caps;
 pub mod ratelimit;
+pub mod serve;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -11,6 +13,7 @@ use axum::http::HeaderMap;
 
 pub use caps::{ConnectionCaps, Held};
 pub use ratelimit::{retry_after_secs, RateLimiter};
+pub use serve::{json_payload_too_large, limit_bodies, serve, ConnectionGate, HttpLimits};
 
 /// The caller's address: the socket peer, or with `hops` trusted proxies in front, the
 /// address the outermost of them saw (X-Forwarded-For, counted from the right, so a

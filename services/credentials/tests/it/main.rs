@@ -9,6 +9,7 @@ mod api;
 mod auth;
 mod coturn;
 mod dashboards;
+mod edge;
 mod monitoring;
 mod providers;
 mod rotation;

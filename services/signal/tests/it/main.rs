@@ -8,6 +8,7 @@ mod bursts;
 mod bus;
 mod cluster;
 mod dashboards;
+mod edge;
 mod faults;
 mod ghosts;
 mod limits;
