@@ -9,8 +9,9 @@
 # files are checked by their own tools, and deploy/local/run.sh runs the compose
 # topology as local processes); kubernetes-validate (the load test's Job, the Helm
 # chart's and k8s/'s objects) and helm-python-sdk (Helm's engine, no helm binary) with
-# pip. The tests start their own servers on free loopback ports and never touch a Redis,
-# coturn or RabbitMQ already running on the machine.
+# pip; cargo-fuzz (the fuzz targets in shared/fuzz, run by .ci/fuzz.sh) with cargo. The
+# tests start their own servers on free loopback ports and never touch a Redis, coturn
+# or RabbitMQ already running on the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,3 +57,9 @@ promtool check rules deploy/prometheus/rules.yml
 (cd deploy/prometheus && promtool test rules rules.test.yml)
 
 cargo test --workspace --locked "$@"
+
+# Every fuzz target for a bounded time (FUZZ_SECONDS each, default 30), unless the run
+# was narrowed to some tests.
+if [ $# -eq 0 ]; then
+  bash .ci/fuzz.sh
+fi
