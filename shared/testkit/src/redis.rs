@@ -68,6 +68,22 @@ impl TestRedis {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers. It keeps its
+    /// data; [`TestRedis::resume`] lets it go on.
+    pub async fn pause(&self) {
+        self.signal("-STOP").await;
+    }
+
+    pub async fn resume(&self) {
+        self.signal("-CONT").await;
+    }
+
+    async fn signal(&self, which: &str) {
+        let pid = self.child.as_ref().and_then(|c| c.id()).expect("a running server");
+        let status = Command::new("kill").args([which, &pid.to_string()]).status().await.unwrap();
+        assert!(status.success());
+    }
+
     /// Starts a fresh, empty server on the same port.
     pub async fn restart(&mut self) {
         self.kill().await;
@@ -76,19 +92,25 @@ impl TestRedis {
     }
 }
 
-/// Three masters, no replicas, slots spread by redis-cli.
+/// Three masters (and, with [`TestRedisCluster::start_with_replicas`], a replica each),
+/// slots spread by redis-cli.
 pub struct TestRedisCluster {
-    _children: Vec<Child>,
+    children: Vec<Option<Child>>,
     pub ports: Vec<u16>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
 impl TestRedisCluster {
     pub async fn start() -> Self {
+        Self::start_with_replicas(0).await
+    }
+
+    /// Three masters with `replicas` replicas each.
+    pub async fn start_with_replicas(replicas: usize) -> Self {
         let mut children = Vec::new();
         let mut ports = Vec::new();
         let mut dirs = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..3 * (1 + replicas) {
             let dir = tempfile::tempdir().unwrap();
             let port = free_port();
             children.push(spawn_redis(
@@ -103,7 +125,7 @@ impl TestRedisCluster {
         let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let mut args = vec!["--cluster".to_owned(), "create".to_owned()];
         args.extend(addrs);
-        args.extend(["--cluster-replicas".to_owned(), "0".to_owned(), "--cluster-yes".to_owned()]);
+        args.extend(["--cluster-replicas".to_owned(), replicas.to_string(), "--cluster-yes".to_owned()]);
         let out = Command::new("redis-cli").args(&args).output().await.expect("redis-cli");
         assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
         // Every node must know every slot and node before a client reads the topology
@@ -111,11 +133,52 @@ impl TestRedisCluster {
         for &port in &ports {
             wait_until(Duration::from_secs(20), "every cluster node to see the whole cluster", || async move {
                 let info = cli(port, &["CLUSTER", "INFO"]).await;
-                ["cluster_state:ok", "cluster_slots_ok:16384", "cluster_known_nodes:3"].iter().all(|f| info.contains(f))
+                let known = format!("cluster_known_nodes:{}", 3 * (1 + replicas));
+                ["cluster_state:ok", "cluster_slots_ok:16384", known.as_str()].iter().all(|f| info.contains(f))
             })
             .await;
         }
-        Self { _children: children, ports, _dirs: dirs }
+        if replicas > 0 {
+            // Each replica attached and in sync before anyone relies on a failover.
+            for &port in &ports {
+                wait_until(Duration::from_secs(20), "the replicas to sync", || async move {
+                    let info = cli(port, &["INFO", "replication"]).await;
+                    info.contains("role:master") || info.contains("master_link_status:up")
+                })
+                .await;
+            }
+        }
+        Self { children: children.into_iter().map(Some).collect(), ports, _dirs: dirs }
+    }
+
+    /// The port of a master that holds slots, and the port of its replica.
+    pub async fn master_with_replica(&self) -> (u16, u16) {
+        let nodes = cli(self.ports[0], &["CLUSTER", "NODES"]).await;
+        let port_of = |addr: &str| addr.split(['@', ':']).nth(1).and_then(|p| p.parse::<u16>().ok());
+        for line in nodes.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 8 && f[2].contains("master") {
+                let id = f[0];
+                if let Some(replica) = nodes.lines().find(|l| l.split_whitespace().nth(3) == Some(id)) {
+                    let replica_addr = replica.split_whitespace().nth(1).unwrap();
+                    return (port_of(f[1]).unwrap(), port_of(replica_addr).unwrap());
+                }
+            }
+        }
+        panic!("no master with a replica in:\n{nodes}");
+    }
+
+    /// Kills the node on `port` (SIGKILL).
+    pub async fn kill(&mut self, port: u16) {
+        let i = self.ports.iter().position(|p| *p == port).expect("a node of this cluster");
+        if let Some(mut child) = self.children[i].take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    /// Whether the node on `port` now says it is a master.
+    pub async fn is_master(&self, port: u16) -> bool {
+        cli(port, &["ROLE"]).await.lines().next() == Some("master")
     }
 
     pub fn url(&self) -> String {
@@ -125,5 +188,112 @@ impl TestRedisCluster {
             url.push_str(&format!("node=127.0.0.1:{p}"));
         }
         url
+    }
+}
+
+/// A primary, one replica and three sentinels watching them (service `mymaster`,
+/// quorum 2, a primary is down after 1 s without answers).
+pub struct TestRedisSentinel {
+    primary: Option<Child>,
+    _replica: Child,
+    _sentinels: Vec<Child>,
+    pub primary_port: u16,
+    pub replica_port: u16,
+    pub sentinel_ports: Vec<u16>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+pub const SENTINEL_SERVICE: &str = "mymaster";
+
+impl TestRedisSentinel {
+    pub async fn start() -> Self {
+        let mut dirs = Vec::new();
+        let (primary_port, replica_port) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let primary = spawn_redis(primary_port, dir.path(), &[]);
+        dirs.push(dir);
+        wait_for_ping(primary_port).await;
+        let dir = tempfile::tempdir().unwrap();
+        let replica = spawn_redis(replica_port, dir.path(), &["--replicaof", "127.0.0.1", &primary_port.to_string()]);
+        dirs.push(dir);
+        wait_for_ping(replica_port).await;
+        wait_until(Duration::from_secs(10), "the replica to sync", || async move {
+            cli(replica_port, &["INFO", "replication"]).await.contains("master_link_status:up")
+        })
+        .await;
+        let mut sentinels = Vec::new();
+        let mut sentinel_ports = Vec::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let conf = dir.path().join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\nsentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary_port} 2\n\
+                     sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n\
+                     sentinel failover-timeout {SENTINEL_SERVICE} 5000\n\
+                     sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
+                ),
+            )
+            .unwrap();
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("redis-server on PATH");
+            wait_for_ping(port).await;
+            sentinels.push(child);
+            sentinel_ports.push(port);
+            dirs.push(dir);
+        }
+        // Every sentinel knows the replica and the other sentinels before a failover.
+        for &port in &sentinel_ports {
+            wait_until(Duration::from_secs(20), "the sentinels to know each other and the replica", || async move {
+                let master = cli(port, &["SENTINEL", "MASTER", SENTINEL_SERVICE]).await;
+                let field = |name: &str| {
+                    let lines: Vec<&str> = master.lines().collect();
+                    lines.iter().position(|l| *l == name).and_then(|i| lines.get(i + 1)).map(|v| v.to_string())
+                };
+                field("num-slaves").as_deref() == Some("1") && field("num-other-sentinels").as_deref() == Some("2")
+            })
+            .await;
+        }
+        Self {
+            primary: Some(primary),
+            _replica: replica,
+            _sentinels: sentinels,
+            primary_port,
+            replica_port,
+            sentinel_ports,
+            _dirs: dirs,
+        }
+    }
+
+    /// `redis-sentinel://` naming every sentinel and the service.
+    pub fn url(&self) -> String {
+        let mut url =
+            format!("redis-sentinel://127.0.0.1:{}/0?sentinelServiceName={SENTINEL_SERVICE}", self.sentinel_ports[0]);
+        for port in &self.sentinel_ports[1..] {
+            url.push_str(&format!("&node=127.0.0.1:{port}"));
+        }
+        url
+    }
+
+    /// The primary's port as the sentinels see it.
+    pub async fn primary_as_seen(&self) -> Option<u16> {
+        let out = cli(self.sentinel_ports[0], &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE]).await;
+        out.lines().nth(1)?.trim().parse().ok()
+    }
+
+    /// Kills the primary (SIGKILL); the sentinels then promote the replica.
+    pub async fn kill_primary(&mut self) {
+        if let Some(mut child) = self.primary.take() {
+            child.kill().await.unwrap();
+        }
     }
 }

@@ -42,6 +42,11 @@ pub struct Health {
     fell_behind: Mutex<Option<Instant>>,
     /// The node's bus inbox is more than half full: it is not keeping up.
     backlog_high: AtomicBool,
+    /// A heartbeat failed since the last one that went through (Redis unreachable).
+    outage: AtomicBool,
+    /// No reaping before this: after an outage or a failover every node's heartbeat may
+    /// have expired meanwhile, and each needs a heartbeat interval to write it again.
+    reap_not_before: Mutex<Option<Instant>>,
 }
 
 impl Health {
@@ -54,7 +59,19 @@ impl Health {
             probe: Mutex::new(Probe::default()),
             fell_behind: Mutex::new(None),
             backlog_high: AtomicBool::new(false),
+            outage: AtomicBool::new(false),
+            reap_not_before: Mutex::new(None),
         }
+    }
+
+    /// Reaping waits until `until`: heartbeats missed while Redis was away are no sign
+    /// that a node died.
+    fn pause_reaping(&self, until: Instant) {
+        *self.reap_not_before.lock().expect("health lock") = Some(until);
+    }
+
+    fn may_reap(&self, now: Instant) -> bool {
+        self.reap_not_before.lock().expect("health lock").is_none_or(|until| now >= until)
     }
 
     /// The bus lost messages for this node: not ready until the resync that follows
@@ -176,6 +193,12 @@ impl Core {
         match self.backend.heartbeat(&self.node, ttl_ms).await {
             Ok(beat) => {
                 self.health.set_redis(true);
+                // After Redis was away (or failed over, or lost data: our own key was
+                // gone), every node's heartbeat may have lapsed: give them a TTL to
+                // write it again before anyone is declared dead.
+                if self.health.outage.swap(false, Ordering::Relaxed) || beat == bus::Heartbeat::Fresh {
+                    self.health.pause_reaping(Instant::now() + self.settings.node_ttl);
+                }
                 if beat == bus::Heartbeat::Fresh {
                     warn!("heartbeat key was missing: Redis lost data or declared this node dead; resyncing");
                     self.resync("heartbeat key missing").await;
@@ -184,6 +207,7 @@ impl Core {
                 }
             }
             Err(e) => {
+                self.health.outage.store(true, Ordering::Relaxed);
                 if self.health.redis_ok.swap(false, Ordering::Relaxed) {
                     warn!(error = %e, "redis unreachable; node not ready");
                 }
@@ -314,6 +338,9 @@ impl Core {
     }
 
     async fn reap_dead_nodes(&self) {
+        if !self.health.may_reap(Instant::now()) {
+            return;
+        }
         let dead = match self.backend.dead_nodes(&self.node).await {
             Ok(dead) => dead,
             Err(e) => return debug!(error = %e, "dead-node scan failed"),

@@ -9,6 +9,7 @@ mod bus;
 mod cluster;
 mod dashboards;
 mod edge;
+mod failover;
 mod faults;
 mod ghosts;
 mod limits;
