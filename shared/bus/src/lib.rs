@@ -29,8 +29,10 @@ pub use redis::{RedisBackend, RedisOptions};
 /// `unavailable`, and `/readyz` reflects it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
+    /// Redis did not answer, refused the command, or could not be configured; the
+    /// cause stays reachable as the error's source.
     #[error("redis unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] fred::error::Error),
     #[error("redis replied with an unexpected shape: {0}")]
     Protocol(String),
 }

@@ -66,13 +66,13 @@ pub struct RedisBackend {
 }
 
 fn unavailable(e: fred::error::Error) -> BackendError {
-    BackendError::Unavailable(e.to_string())
+    BackendError::Unavailable(e)
 }
 
 impl RedisBackend {
     /// Connects both clients; fails if Redis cannot be reached now.
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, BackendError> {
-        let config = Config::from_url(url).map_err(|e| BackendError::Unavailable(format!("bad REDIS_URL: {e}")))?;
+        let config = Config::from_url(url).map_err(BackendError::Unavailable)?;
         let sharded = matches!(config.server, ServerConfig::Clustered { .. });
         let mut builder = Builder::from_config(config);
         builder
@@ -434,5 +434,20 @@ impl Backend for RedisBackend {
         let _: i64 = self.client.del(vec![keys::node_rooms(node)]).await.map_err(unavailable)?;
         let _: i64 = self.client.srem(keys::NODES, node.as_str()).await.map_err(unavailable)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_failure_keeps_its_cause_as_the_source() {
+        let cause = fred::error::Error::new(fred::error::ErrorKind::Timeout, "no answer in time");
+        let error = unavailable(cause);
+        let source = std::error::Error::source(&error).expect("the cause is kept");
+        let fred_error = source.downcast_ref::<fred::error::Error>().expect("as fred's own error");
+        assert_eq!(fred_error.kind(), &fred::error::ErrorKind::Timeout);
+        assert!(error.to_string().contains("no answer in time"), "{error}");
     }
 }
