@@ -81,6 +81,7 @@ impl App {
             outbound_queue: config.outbound_queue,
             client_heartbeat: config.client_heartbeat,
             reconnect_after: config.reconnect_after,
+            drain_spread: config.drain_spread,
         };
         let guards = Arc::new(crate::http::guard::EdgeGuards::new(&config.abuse));
         let state = AppState {

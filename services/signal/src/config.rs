@@ -42,6 +42,9 @@ pub struct SignalConfig {
     pub node_ttl: Duration,
     /// DRAIN_TIMEOUT_MS: how long a stopping node waits for its sessions to close.
     pub drain_timeout: Duration,
+    /// DRAIN_SPREAD_MS: on SIGTERM, clients are told to reconnect at random moments over
+    /// this long (0: all at once), so the other nodes do not take them all in one burst.
+    pub drain_spread: Duration,
     /// RECONNECT_AFTER_MS: the delay `reconnect` suggests to clients of a draining node.
     pub reconnect_after: Duration,
     /// ALLOWED_ORIGINS: comma-separated browser origins allowed to open /ws; `*` = any.
@@ -250,6 +253,7 @@ impl SignalConfig {
             heartbeat_interval: ms(s.ranged("HEARTBEAT_INTERVAL_MS", 2_000, 100, 60_000)),
             node_ttl: ms(s.ranged("NODE_TTL_MS", 6_000, 300, 600_000)),
             drain_timeout: ms(s.ranged("DRAIN_TIMEOUT_MS", 10_000, 0, 600_000)),
+            drain_spread: ms(s.ranged("DRAIN_SPREAD_MS", 0, 0, 600_000)),
             reconnect_after: ms(s.ranged("RECONNECT_AFTER_MS", 1_000, 0, 600_000)),
             allowed_origins: s
                 .string("ALLOWED_ORIGINS")
@@ -293,6 +297,9 @@ impl SignalConfig {
                 config.plain_path,
                 TAKEN.join(", ")
             ));
+        }
+        if config.drain_spread >= config.drain_timeout && !config.drain_spread.is_zero() {
+            s.problem("DRAIN_SPREAD_MS must be shorter than DRAIN_TIMEOUT_MS, or the last clients are cut off before they are told to reconnect");
         }
         if config.node_ttl < config.heartbeat_interval * 2 {
             s.problem(
@@ -366,5 +373,13 @@ mod tests {
     fn a_ttl_shorter_than_two_beats_is_refused() {
         let err = SignalConfig::from_pairs(&[("HEARTBEAT_INTERVAL_MS", "1000"), ("NODE_TTL_MS", "1500")]).unwrap_err();
         assert!(err.to_string().contains("NODE_TTL_MS"));
+    }
+
+    #[test]
+    fn the_drain_spread_must_fit_in_the_drain() {
+        let err = SignalConfig::from_pairs(&[("DRAIN_TIMEOUT_MS", "5000"), ("DRAIN_SPREAD_MS", "5000")]).unwrap_err();
+        assert!(err.to_string().contains("DRAIN_SPREAD_MS"), "{err}");
+        let ok = SignalConfig::from_pairs(&[("DRAIN_TIMEOUT_MS", "5000"), ("DRAIN_SPREAD_MS", "4000")]).unwrap();
+        assert_eq!(ok.drain_spread, Duration::from_secs(4));
     }
 }

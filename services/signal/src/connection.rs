@@ -44,6 +44,8 @@ pub struct ConnectionSettings {
     pub outbound_queue: usize,
     pub client_heartbeat: Duration,
     pub reconnect_after: Duration,
+    /// DRAIN_SPREAD_MS: the window over which draining connections say `reconnect`.
+    pub drain_spread: Duration,
 }
 
 /// Why a connection ended, and the close the node sends for it.
@@ -168,12 +170,23 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         // across this loop's awaits is held by every idle connection.
         let mut last_seen = Instant::now();
         let mut next_ping = self.keepalive().ping.map(|(every, _)| last_seen + every);
+        // Set when the node drains: this connection's moment, within DRAIN_SPREAD_MS, to
+        // tell its client to reconnect (it is served as usual until then).
+        let mut reconnect_at: Option<Instant> = None;
         let timer = tokio::time::sleep_until(self.wake_at(last_seen, next_ping));
         tokio::pin!(timer);
         loop {
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => return Box::pin(self.say_reconnect()).await,
+                _ = stop.cancelled(), if reconnect_at.is_none() => {
+                    let spread = self.settings.drain_spread;
+                    if spread.is_zero() {
+                        return Box::pin(self.say_reconnect()).await;
+                    }
+                    let at = Instant::now() + spread.mul_f64(rand::random::<f64>());
+                    reconnect_at = Some(at);
+                    timer.as_mut().reset(self.wake_at(last_seen, next_ping).min(at));
+                }
                 _ = self.inbox.too_slow.cancelled() => return End::TooSlow,
                 Some(event) = self.inbox.rx.recv() => {
                     let depth = self.inbox.rx.len() + 1;
@@ -185,6 +198,9 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                 }
                 _ = &mut timer => {
                     let now = Instant::now();
+                    if reconnect_at.is_some_and(|at| now >= at) {
+                        return Box::pin(self.say_reconnect()).await;
+                    }
                     let keepalive = self.keepalive();
                     if now >= last_seen + keepalive.idle_after {
                         return End::Idle;
@@ -197,7 +213,8 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                             next_ping = Some(now + every);
                         }
                     }
-                    timer.as_mut().reset(self.wake_at(last_seen, next_ping));
+                    let wake = self.wake_at(last_seen, next_ping);
+                    timer.as_mut().reset(reconnect_at.map_or(wake, |at| wake.min(at)));
                 }
                 incoming = self.io.recv() => {
                     last_seen = Instant::now();

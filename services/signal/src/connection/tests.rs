@@ -96,6 +96,7 @@ fn settings() -> ConnectionSettings {
         outbound_queue: 8,
         client_heartbeat: Duration::from_secs(30),
         reconnect_after: Duration::from_millis(500),
+        drain_spread: Duration::ZERO,
     }
 }
 

@@ -8,7 +8,7 @@ use protocol::{LeftReason, ServerMsg};
 use serde_json::json;
 
 use crate::helpers::nodes::{not_ready_reason, process_pair_in_room, ready, DEFAULT_TIMINGS};
-use crate::helpers::{wait_until, Backend, Client, TestCluster, TestRedis};
+use crate::helpers::{wait_until, Backend, Client, NodeProcess, TestCluster, TestRedis};
 
 /// The documented liveness defaults (README): a dead node's peers are announced within
 /// NODE_TTL_MS + HEARTBEAT_INTERVAL_MS; suspects are confirmed gone after NODE_TTL_MS.
@@ -229,4 +229,55 @@ async fn readyz_fails_while_only_the_subscription_is_dead_and_recovers_after_rep
     let mut b = cluster.client(0).await;
     b.join("r").await;
     assert!(matches!(a.recv().await, ServerMsg::PeerJoined(_)));
+}
+
+/// With DRAIN_SPREAD_MS, a draining node tells its clients to reconnect at moments
+/// spread over that window (not all at once: the other nodes would take them in one
+/// burst), serving them as usual until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_drain_spreads_the_reconnects_over_the_window() {
+    let redis = TestRedis::start().await;
+    let node = NodeProcess::start(&redis.url(), "n1", &[("DRAIN_SPREAD_MS", "2000")]).await;
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut c = Client::connect(node.addr).await;
+        c.join("paced").await;
+        clients.push(c);
+    }
+    // Everyone has heard everyone's join before the drain starts.
+    for c in &mut clients {
+        while c.try_recv(Duration::from_millis(100)).await.is_some() {}
+    }
+    let pid = node.pid();
+    let started = Instant::now();
+    let terminate = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    assert!(terminate.await.unwrap().success());
+    // Each client waits for its own notice at once, so the times are arrival times.
+    let waits: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                loop {
+                    match c.recv_or_close().await {
+                        Ok(ServerMsg::Reconnect(r)) => {
+                            assert_eq!(r.reason, "draining");
+                            return started.elapsed();
+                        }
+                        // Others reconnecting before this one show as leaves meanwhile.
+                        Ok(_) => continue,
+                        Err(e) => panic!("closed before being told to reconnect: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut told = Vec::new();
+    for wait in waits {
+        told.push(wait.await.unwrap());
+    }
+    told.sort();
+    let (first, last) = (told[0], told[told.len() - 1]);
+    eprintln!("reconnects told from {first:?} to {last:?} after SIGTERM");
+    assert!(last - first >= Duration::from_millis(500), "not spread: {told:?}");
+    assert!(last < Duration::from_millis(3000), "past the window: {told:?}");
 }

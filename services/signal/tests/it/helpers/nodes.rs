@@ -161,6 +161,10 @@ impl NodeProcess {
         Self { child, addr }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     pub async fn kill9(&mut self) {
         self.child.kill().await.unwrap();
     }
