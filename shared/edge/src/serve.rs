@@ -203,6 +203,7 @@ pub async fn serve(
     let connections = TaskTracker::new();
     let stopping = CancellationToken::new();
     let refusal = Arc::new(refusal(limits.retry_after_secs));
+    let refusing = Arc::new(AtomicUsize::new(0));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -221,7 +222,11 @@ pub async fn serve(
         // second small write waits for the client's delayed ACK (about 40 ms).
         let _ = tcp.set_nodelay(true);
         let Some(place) = gate.try_enter(limits.max_connections) else {
-            tokio::spawn(refuse(tcp, refusal.clone()));
+            // A flood past the cap must not become a flood of tasks: beyond
+            // MAX_REFUSING answers in flight, the socket is just closed.
+            if let Some(slot) = Refusing::enter(&refusing) {
+                tokio::spawn(refuse(tcp, refusal.clone(), slot));
+            }
             continue;
         };
         let stream = CountedStream { inner: tcp, _place: place };
@@ -286,7 +291,29 @@ fn refusal(retry_after_secs: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn refuse(mut tcp: TcpStream, response: Arc<Vec<u8>>) {
+/// Refusals being written at once, at most.
+const MAX_REFUSING: usize = 256;
+
+/// One refusal in flight, counted until it is dropped.
+struct Refusing(Arc<AtomicUsize>);
+
+impl Refusing {
+    fn enter(count: &Arc<AtomicUsize>) -> Option<Refusing> {
+        if count.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Refusing(count.clone()))
+    }
+}
+
+impl Drop for Refusing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn refuse(mut tcp: TcpStream, response: Arc<Vec<u8>>, _slot: Refusing) {
     // Bounded: a client that does not read does not keep the socket.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = tcp.write_all(&response).await;
@@ -311,6 +338,17 @@ mod tests {
         assert_eq!(gate.open(), 2);
         let unlimited: Vec<Place> = (0..10).filter_map(|_| gate.try_enter(0)).collect();
         assert_eq!(unlimited.len(), 10);
+    }
+
+    #[test]
+    fn refusals_in_flight_are_bounded() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let held: Vec<Refusing> = (0..MAX_REFUSING).filter_map(|_| Refusing::enter(&count)).collect();
+        assert_eq!(held.len(), MAX_REFUSING);
+        assert!(Refusing::enter(&count).is_none(), "one more is just closed");
+        drop(held);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+        assert!(Refusing::enter(&count).is_some());
     }
 
     #[test]
