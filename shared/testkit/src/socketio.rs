@@ -86,14 +86,14 @@ impl SioAgent {
     /// Connects `client` to `namespace` at `url` with these transports; returns its
     /// `socket.id` and the transport it connected with.
     pub async fn connect(&mut self, client: &str, url: &str, namespace: &str, transports: &[&str]) -> (String, String) {
-        self.try_connect(client, url, namespace, transports, None)
+        self.connect_with(client, url, namespace, transports, None, false)
             .await
             .unwrap_or_else(|e| panic!("{client} failed to connect: {e}"))
     }
 
     /// Connects with the handshake's `auth` payload (over WebSocket); returns the socket id.
     pub async fn connect_with_auth(&mut self, client: &str, url: &str, namespace: &str, auth: Value) -> String {
-        self.try_connect(client, url, namespace, &["websocket"], Some(auth))
+        self.connect_with(client, url, namespace, &["websocket"], Some(auth), false)
             .await
             .unwrap_or_else(|e| panic!("{client} failed to connect: {e}"))
             .0
@@ -101,7 +101,7 @@ impl SioAgent {
 
     /// Connects expecting a refusal; returns the CONNECT_ERROR's message.
     pub async fn connect_error(&mut self, client: &str, url: &str, namespace: &str, auth: Option<Value>) -> String {
-        match self.try_connect(client, url, namespace, &["websocket"], auth).await {
+        match self.connect_with(client, url, namespace, &["websocket"], auth, false).await {
             Ok((id, _)) => panic!("{client} connected as {id}, expected a refusal"),
             Err(message) => message,
         }
@@ -112,17 +112,6 @@ impl SioAgent {
     /// the socket id, or the connection error.
     pub async fn connect_polling_with_cookies(&mut self, client: &str, url: &str) -> Result<String, String> {
         self.connect_with(client, url, "/", &["polling"], None, true).await.map(|(id, _)| id)
-    }
-
-    async fn try_connect(
-        &mut self,
-        client: &str,
-        url: &str,
-        namespace: &str,
-        transports: &[&str],
-        auth: Option<Value>,
-    ) -> Result<(String, String), String> {
-        self.connect_with(client, url, namespace, transports, auth, false).await
     }
 
     async fn connect_with(
