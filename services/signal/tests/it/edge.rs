@@ -115,8 +115,7 @@ async fn at_its_connection_cap_the_node_refuses_with_503_and_recovers() {
     clients.pop().unwrap().close().await;
     let metrics = std::sync::Mutex::new(String::new());
     wait_until(Duration::from_secs(5), "a place to be free again", || async {
-        let response =
-            raw_request(node.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let response = raw_request(node.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
         let served = response.starts_with("HTTP/1.1 200");
         *metrics.lock().unwrap() = response;
         served
