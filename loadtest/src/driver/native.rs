@@ -150,7 +150,8 @@ pub fn decode(text: &str) -> Result<Event, DriverError> {
         | ServerMsg::Done(_)
         | ServerMsg::Signal(_)
         | ServerMsg::Broadcast(_)
-        | ServerMsg::Members(_) => Event::Other,
+        | ServerMsg::Members(_)
+        | ServerMsg::Resumed(_) => Event::Other,
     })
 }
 

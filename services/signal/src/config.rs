@@ -45,6 +45,9 @@ pub struct SignalConfig {
     /// DRAIN_SPREAD_MS: on SIGTERM, clients are told to reconnect at random moments over
     /// this long (0: all at once), so the other nodes do not take them all in one burst.
     pub drain_spread: Duration,
+    /// RESUME_GRACE_MS: how long the member of a dropped native connection stays in its
+    /// rooms, away, for its client to resume it on any node (0: no resume).
+    pub resume_grace: Duration,
     /// RECONNECT_AFTER_MS: the delay `reconnect` suggests to clients of a draining node.
     pub reconnect_after: Duration,
     /// ALLOWED_ORIGINS: comma-separated browser origins allowed to open /ws; `*` = any.
@@ -255,6 +258,7 @@ impl SignalConfig {
             drain_timeout: ms(s.ranged("DRAIN_TIMEOUT_MS", 10_000, 0, 600_000)),
             drain_spread: ms(s.ranged("DRAIN_SPREAD_MS", 0, 0, 600_000)),
             reconnect_after: ms(s.ranged("RECONNECT_AFTER_MS", 1_000, 0, 600_000)),
+            resume_grace: ms(s.ranged("RESUME_GRACE_MS", 15_000, 0, 3_600_000)),
             allowed_origins: s
                 .string("ALLOWED_ORIGINS")
                 .unwrap_or_else(|| "*".into())

@@ -29,6 +29,10 @@ const WRITE_BATCH: usize = 64;
 /// Longest wait to hand the `reconnect` notice to a client that is not reading.
 const RECONNECT_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a draining connection that may resume is still served after `reconnect`:
+/// its client closes it once it has sent what it had, then resumes elsewhere.
+const RECONNECT_LINGER: Duration = Duration::from_secs(5);
+
 /// WebSocket close codes used by the node (other transports map them to their own).
 pub mod close {
     pub const POLICY: u16 = 1008;
@@ -52,30 +56,42 @@ pub struct ConnectionSettings {
 #[derive(Debug, PartialEq, Eq)]
 enum End {
     ClientLeft,
+    /// The client closed with code 1000: done, no resume.
+    ClientFinished,
     SocketGone,
     Draining,
     TooSlow,
     Misbehaving(&'static str),
     Idle,
+    /// Its client resumed it on another connection.
+    TakenOver,
 }
 
 impl End {
     /// The `reason` label of `signal_disconnects_total`.
     fn label(&self) -> &'static str {
         match self {
-            End::ClientLeft => "client",
+            End::ClientLeft | End::ClientFinished => "client",
             End::SocketGone => "socket",
             End::Draining => "draining",
             End::TooSlow => "too-slow",
             End::Misbehaving(_) => "misbehaving",
             End::Idle => "idle",
+            End::TakenOver => "taken-over",
         }
+    }
+
+    /// Whether its client may resume it: the member stays, away, for the grace. Not
+    /// after a close for good, nor when the node cut the client off for its behaviour.
+    fn resumable(&self) -> bool {
+        matches!(self, End::ClientLeft | End::SocketGone | End::Draining | End::Idle | End::TakenOver)
     }
 
     /// The close the node initiates; None when the client closed or the socket failed.
     fn close(&self) -> Option<(u16, &'static str)> {
         match self {
-            End::ClientLeft | End::SocketGone => None,
+            End::ClientLeft | End::ClientFinished | End::SocketGone => None,
+            End::TakenOver => Some((close::POLICY, "resumed on another connection")),
             End::Draining => Some((close::GOING_AWAY, "draining")),
             End::TooSlow => Some((close::TRY_AGAIN, "too-slow: outbound queue full")),
             End::Misbehaving(reason) => Some((close::POLICY, reason)),
@@ -135,11 +151,19 @@ pub fn serve<T: Transport, D: Dialect>(
     } else {
         tracing::info_span!("connection", peer = %peer, node = %core.node(), dialect = D::NAME)
     };
-    let welcome = dialect.welcome(&Greeting { peer: &peer, node: core.node(), heartbeat: settings.client_heartbeat });
+    let resume_nonce = (D::RESUMABLE && core.resumes().enabled()).then(rand::random::<u32>);
+    let token = resume_nonce.map(|nonce| core.resumes().token(&peer, nonce));
+    let welcome = dialect.welcome(&Greeting {
+        peer: &peer,
+        node: core.node(),
+        heartbeat: settings.client_heartbeat,
+        resume: token.as_deref(),
+    });
+    drop(token);
     let (handle, inbox) = SessionHandle::new(peer, settings.outbound_queue);
     core.sessions().insert(handle.clone());
     core.metrics().connection_opened(D::NAME);
-    let session = Session::new(core, handle, &settings.session, identity);
+    let session = Session::new(core, handle, &settings.session, identity, resume_nonce);
     Connection { io, dialect, session, inbox, settings, _held: held }.serve(welcome, stop).instrument(span)
 }
 
@@ -153,12 +177,21 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
             Ok(()) => self.run(&stop).await,
             Err(Gone) => End::SocketGone,
         };
+        let end = match end {
+            End::TooSlow if self.session.core().resumes().taken_over(self.session.peer()) => End::TakenOver,
+            end => end,
+        };
         debug!(?end, "connection ended");
-        Box::pin(self.session.close()).await;
         self.session.core().metrics().connection_closed(D::NAME);
         self.session.core().metrics().disconnected(end.label());
+        let Connection { mut io, mut session, inbox, .. } = self;
+        if end.resumable() && session.may_resume() {
+            session.go_away(inbox);
+        } else {
+            Box::pin(session.close()).await;
+        }
         if let Some((code, reason)) = end.close() {
-            Box::pin(self.io.close(code, reason)).await;
+            Box::pin(io.close(code, reason)).await;
         }
     }
 
@@ -173,14 +206,17 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         // Set when the node drains: this connection's moment, within DRAIN_SPREAD_MS, to
         // tell its client to reconnect (it is served as usual until then).
         let mut reconnect_at: Option<Instant> = None;
+        // Set once a connection that may resume was told to reconnect: it is closed at
+        // this moment unless its client closed it first.
+        let mut close_at: Option<Instant> = None;
         let timer = tokio::time::sleep_until(self.wake_at(last_seen, next_ping));
         tokio::pin!(timer);
         loop {
             tokio::select! {
                 biased;
-                _ = stop.cancelled(), if reconnect_at.is_none() => {
+                _ = stop.cancelled(), if reconnect_at.is_none() && close_at.is_none() => {
                     let spread = self.settings.drain_spread;
-                    if spread.is_zero() {
+                    if spread.is_zero() && !self.session.may_resume() {
                         return Box::pin(self.say_reconnect()).await;
                     }
                     let at = Instant::now() + spread.mul_f64(rand::random::<f64>());
@@ -198,8 +234,20 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                 }
                 _ = &mut timer => {
                     let now = Instant::now();
+                    if close_at.is_some_and(|at| now >= at) {
+                        return End::Draining;
+                    }
                     if reconnect_at.is_some_and(|at| now >= at) {
-                        return Box::pin(self.say_reconnect()).await;
+                        if !self.session.may_resume() {
+                            return Box::pin(self.say_reconnect()).await;
+                        }
+                        // Served on until its client closes: what it sends meanwhile is
+                        // handled, and nothing is lost between here and its resume.
+                        if Box::pin(self.tell_reconnect()).await.is_err() {
+                            return End::SocketGone;
+                        }
+                        reconnect_at = None;
+                        close_at = Some(now + RECONNECT_LINGER);
                     }
                     let keepalive = self.keepalive();
                     if now >= last_seen + keepalive.idle_after {
@@ -214,7 +262,8 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                         }
                     }
                     let wake = self.wake_at(last_seen, next_ping);
-                    timer.as_mut().reset(reconnect_at.map_or(wake, |at| wake.min(at)));
+                    let drain = reconnect_at.or(close_at);
+                    timer.as_mut().reset(drain.map_or(wake, |at| wake.min(at)));
                 }
                 incoming = self.io.recv() => {
                     last_seen = Instant::now();
@@ -246,6 +295,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
     async fn on_incoming(&mut self, incoming: Incoming) -> Result<(), End> {
         match incoming {
             Incoming::Closed => Err(End::ClientLeft),
+            Incoming::Finished => Err(End::ClientFinished),
             Incoming::Failed => Err(End::SocketGone),
             Incoming::KeepAlive => Ok(()),
             Incoming::Binary => {
@@ -364,10 +414,18 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
     }
 
     async fn say_reconnect(&mut self) -> End {
-        if let Some(notice) = self.dialect.reconnect(self.settings.reconnect_after) {
-            let _ = tokio::time::timeout(RECONNECT_SEND_TIMEOUT, self.send(notice)).await;
-        }
+        let _ = self.tell_reconnect().await;
         End::Draining
+    }
+
+    /// Sends `reconnect`, waiting a bounded time for a client that is not reading.
+    async fn tell_reconnect(&mut self) -> Result<(), Gone> {
+        if let Some(notice) = self.dialect.reconnect(self.settings.reconnect_after) {
+            if let Ok(sent) = tokio::time::timeout(RECONNECT_SEND_TIMEOUT, self.send(notice)).await {
+                return sent;
+            }
+        }
+        Ok(())
     }
 }
 

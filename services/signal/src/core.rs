@@ -9,8 +9,10 @@ mod bounces;
 mod bus_stats;
 mod error;
 mod events;
+pub mod hold;
 mod liveness;
 mod removals;
+mod resume;
 pub mod roles;
 mod room_probes;
 mod rooms;
@@ -36,7 +38,8 @@ use crate::admission::Admission;
 use crate::metrics::NodeMetrics;
 
 pub use error::CoreError;
-pub use events::Event;
+pub use events::{Event, HandOverMark};
+pub use resume::Resumes;
 pub use liveness::Health;
 pub use rooms::JoinDone;
 use rooms::Target;
@@ -52,6 +55,9 @@ pub struct CoreSettings {
     pub node_ttl: Duration,
     /// How long a join waits for its own announcement to come back on the room channel.
     pub join_timeout: Duration,
+    /// RESUME_GRACE_MS: how long a dropped connection's member stays, away, for its
+    /// client to resume it (zero: no resume; members leave at once).
+    pub resume_grace: Duration,
     /// Identity and the room registry's rules.
     pub admission: Arc<Admission>,
 }
@@ -81,6 +87,10 @@ pub struct Core {
     resync_wanted: Notify,
     bus_stats: bus_stats::BusStats,
     metrics: Arc<NodeMetrics>,
+    resumes: Resumes,
+    /// Every signal holds it shared from its route to its publish; a fence takes it
+    /// exclusively, so that it leaves after every signal routed the old way.
+    publish_gate: tokio::sync::RwLock<()>,
 }
 
 impl Core {
@@ -98,6 +108,8 @@ impl Core {
         Arc::new(Self {
             rooms: rooms::Rooms::new(node.clone()),
             health: Health::new(settings.heartbeat_interval),
+            resumes: Resumes::new(settings.resume_grace),
+            publish_gate: tokio::sync::RwLock::new(()),
             node,
             backend,
             settings,
@@ -370,6 +382,8 @@ impl Core {
         kind: SignalKind,
         data: Payload,
     ) -> Result<(), CoreError> {
+        // Held from the route to the publish: see `publish_gate`.
+        let _routing = self.publish_gate.read().await;
         // The room mirror knows where every member is: no Redis lookup.
         let (sender_in, target) = self.rooms.route(room, from, to);
         rules::may_signal(sender_in, target.is_some())?;
@@ -503,17 +517,18 @@ impl Core {
     }
 
     /// A connection ended: leave every room it was in (as the member id it had there).
-    pub async fn disconnect(&self, connection: &PeerId, memberships: &[(RoomId, PeerId)]) {
+    pub async fn disconnect(&self, connection: &SessionHandle, memberships: &[(RoomId, PeerId)]) {
         for (room, member) in memberships {
             if let Err(e) = self.leave(member, room, LeftReason::Disconnected).await {
                 debug!(%room, error = %e, "leave on disconnect failed; the removal is owed and retried");
             }
         }
+        self.forget_incoming(connection);
         self.sessions.remove(connection);
     }
 
     /// Handles one inbound bus item. Runs on the dispatcher task, in arrival order.
-    fn dispatch(&self, inbound: Inbound) {
+    fn dispatch(self: &Arc<Self>, inbound: Inbound) {
         let bytes = match inbound {
             Inbound::Message(bytes) => bytes,
             Inbound::Resync(why) => {
@@ -566,6 +581,20 @@ impl Core {
                 }
             }
             BusEvent::Probe { .. } => {}
+            BusEvent::Moved { room, member, from, nonce } => {
+                let here = self.rooms.apply_moved(&room, &member, nonce);
+                let new = member.serving_node();
+                if here.fence {
+                    tokio::spawn(self.clone().send_fence(room.clone(), member.peer.clone(), from, new));
+                }
+                if here.emptied {
+                    let core = self.clone();
+                    tokio::spawn(async move { core.release_room(&room).await });
+                }
+            }
+            BusEvent::ResumeRequest { peer, to } => self.on_resume_request(peer, to),
+            BusEvent::Fence { room, peer } => self.on_fence(room, &peer, from_node),
+            BusEvent::Forward { peer, events } => self.on_forward(&peer, events),
             event => {
                 let grace = Instant::now() + self.settings.node_ttl;
                 if self.rooms.apply(&event, grace) {

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use bus::{Backend, BackendError, Heartbeat, Inbound, JoinOutcome, JoinPolicy, MemberWrite, RoomRecord};
+use bus::{
+    Backend, BackendError, Claimed, Heartbeat, Inbound, JoinOutcome, JoinPolicy, MemberWrite, MoveOutcome, ResumeStore,
+    RoomRecord,
+};
 use bytes::Bytes;
 use prometheus::{Histogram, IntCounter};
 use protocol::{NodeId, PeerId, RoomId};
@@ -17,7 +20,7 @@ use tracing::Instrument;
 use crate::metrics::NodeMetrics;
 
 /// The operations timed, in the order of [`Metered`]'s slots.
-pub const OPERATIONS: [&str; 25] = [
+pub const OPERATIONS: [&str; 31] = [
     "ping",
     "join",
     "create_room",
@@ -43,6 +46,12 @@ pub const OPERATIONS: [&str; 25] = [
     "dead_nodes",
     "claim_reap",
     "forget_node",
+    "move_member",
+    "note_resumable",
+    "forget_resumable_room",
+    "claim_resumable",
+    "end_resumable",
+    "member_record",
 ];
 
 pub struct Metered {
@@ -194,5 +203,44 @@ impl Backend for Metered {
 
     async fn forget_node(&self, node: &NodeId) -> Result<(), BackendError> {
         self.timed(24, self.inner.forget_node(node)).await
+    }
+
+    async fn move_member(&self, write: MemberWrite<'_>, expected: Bytes) -> Result<MoveOutcome, BackendError> {
+        self.timed(25, self.inner.move_member(write, expected)).await
+    }
+
+    async fn member_record(&self, room: &RoomId, peer: &PeerId) -> Result<Option<Bytes>, BackendError> {
+        self.timed(30, self.inner.member_record(room, peer)).await
+    }
+}
+
+#[async_trait]
+impl ResumeStore for Metered {
+    async fn note_resumable(
+        &self,
+        peer: &PeerId,
+        token_hash: &str,
+        node: &NodeId,
+        room: &RoomId,
+    ) -> Result<(), BackendError> {
+        self.timed(26, self.inner.note_resumable(peer, token_hash, node, room)).await
+    }
+
+    async fn forget_resumable_room(&self, peer: &PeerId, room: &RoomId) -> Result<(), BackendError> {
+        self.timed(27, self.inner.forget_resumable_room(peer, room)).await
+    }
+
+    async fn claim_resumable(
+        &self,
+        peer: &PeerId,
+        token_hash: &str,
+        new_token_hash: &str,
+        node: &NodeId,
+    ) -> Result<Option<Claimed>, BackendError> {
+        self.timed(28, self.inner.claim_resumable(peer, token_hash, new_token_hash, node)).await
+    }
+
+    async fn end_resumable(&self, peer: &PeerId, node: &NodeId) -> Result<bool, BackendError> {
+        self.timed(29, self.inner.end_resumable(peer, node)).await
     }
 }

@@ -44,6 +44,73 @@ pub struct NodeMetrics {
     /// Gauges and counters kept elsewhere (the bus statistics, the core's maps), brought
     /// up to date at each scrape.
     pub scraped: Scraped,
+    pub resume: ResumeMetrics,
+}
+
+/// Resume: members held away, resumes, and what their hand-over cost.
+pub struct ResumeMetrics {
+    /// Outcome: resumed, failed.
+    pub resumes: IntCounterVec,
+    /// From `resume` read to `resumed` written.
+    pub seconds: Histogram,
+    /// Members whose connection dropped, held on this node.
+    pub away: IntGauge,
+    /// Held members whose grace ran out here (they left, reason disconnected).
+    pub expired: IntCounter,
+    /// Held members whose queue filled before they resumed (they left at once).
+    pub overflowed: IntCounter,
+    /// Events forwarded to the node a member resumed on.
+    pub forwarded: IntCounter,
+    /// Forwarded events that found no resumed member here, or could not be published.
+    pub forward_lost: IntCounter,
+    /// Resumed members whose fences did not all arrive within the bound.
+    pub fence_timeouts: IntCounter,
+}
+
+impl ResumeMetrics {
+    fn new(registry: &Registry) -> Self {
+        let seconds = Histogram::with_opts(
+            HistogramOpts::new("signal_resume_seconds", "Time from a client's resume to its resumed answer.")
+                .buckets(RELAY_BUCKETS.to_vec()),
+        )
+        .expect("a valid metric");
+        registry.register(Box::new(seconds.clone())).expect("registered once");
+        let resumes =
+            counter_vec(registry, "signal_resumes_total", "Resume requests on this node, by outcome.", &["outcome"]);
+        for outcome in ["resumed", "failed"] {
+            resumes.with_label_values(&[outcome]);
+        }
+        Self {
+            resumes,
+            seconds,
+            away: gauge(registry, "signal_away_members", "Connections held away on this node, waiting for a resume."),
+            expired: counter(
+                registry,
+                "signal_resume_expired_total",
+                "Away connections whose grace ran out here (their members left, reason disconnected).",
+            ),
+            overflowed: counter(
+                registry,
+                "signal_resume_held_overflow_total",
+                "Away connections whose held events filled their queue (their members left at once).",
+            ),
+            forwarded: counter(
+                registry,
+                "signal_resume_forwarded_total",
+                "Held events forwarded to the node a member resumed on.",
+            ),
+            forward_lost: counter(
+                registry,
+                "signal_resume_forward_lost_total",
+                "Forwarded events lost: no resumed member here to take them, or the publish failed.",
+            ),
+            fence_timeouts: counter(
+                registry,
+                "signal_resume_fence_timeouts_total",
+                "Resumed members released before every fence arrived (per-pair order then rests on timing).",
+            ),
+        }
+    }
 }
 
 pub struct Scraped {
@@ -240,6 +307,7 @@ impl NodeMetrics {
             cross_node_relay,
             connections,
             scraped,
+            resume: ResumeMetrics::new(&registry),
             registry,
         };
         // Every label value known in advance is shown from the start (at 0), so a
@@ -251,7 +319,7 @@ impl NodeMetrics {
         for reason in ["left", "disconnected", "node-lost", "closed", "removed"] {
             metrics.leaves.with_label_values(&[reason]);
         }
-        for reason in ["client", "socket", "draining", "too-slow", "misbehaving", "idle"] {
+        for reason in ["client", "socket", "draining", "too-slow", "misbehaving", "idle", "taken-over"] {
             metrics.disconnects.with_label_values(&[reason]);
         }
         metrics

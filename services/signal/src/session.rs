@@ -63,6 +63,14 @@ pub enum Reply {
     },
     /// Events that belong right after a `joined` (they happened during the join).
     Events(Vec<Arc<Event>>),
+    /// The connection resumed `peer`: back in these rooms, each with its other members;
+    /// `token` resumes it next time.
+    Resumed {
+        peer: PeerId,
+        rooms: Vec<(RoomId, Vec<Arc<MemberInfo>>)>,
+        token: String,
+        id: Option<RequestId>,
+    },
 }
 
 /// Session-level limits, from the node's configuration.
@@ -127,6 +135,11 @@ pub struct Session {
     join_window: u32,
     joins_in_window: u32,
     joins_per_minute: u32,
+    /// Set on connections that may resume (a dialect whose clients can, with
+    /// RESUME_GRACE_MS on): the nonce of the token its client holds.
+    resume_nonce: Option<u32>,
+    /// Whether the cluster holds a resumable record for it.
+    recorded: bool,
 }
 
 /// Whether the connection may stay open after a request or a refusal.
@@ -138,7 +151,13 @@ pub enum Verdict {
 }
 
 impl Session {
-    pub fn new(core: Arc<Core>, handle: SessionHandle, limits: &SessionLimits, identity: Option<Identity>) -> Self {
+    pub fn new(
+        core: Arc<Core>,
+        handle: SessionHandle,
+        limits: &SessionLimits,
+        identity: Option<Identity>,
+        resume_nonce: Option<u32>,
+    ) -> Self {
         let strike_rate = f64::from(limits.strikes) / limits.strike_window.as_secs_f64();
         Self {
             core,
@@ -151,7 +170,24 @@ impl Session {
             join_window: 0,
             joins_in_window: 0,
             joins_per_minute: limits.joins_per_minute,
+            resume_nonce,
+            recorded: false,
         }
+    }
+
+    /// The token that resumes this connection, when it may resume.
+    pub fn resume_token(&self) -> Option<String> {
+        self.resume_nonce.map(|nonce| self.core.resumes().token(&self.handle.peer, nonce))
+    }
+
+    /// Whether the connection, ending now, may be resumed by its client: its member
+    /// then stays in its rooms, away, for the grace.
+    pub fn may_resume(&self) -> bool {
+        self.resume_nonce.is_some() && self.recorded
+    }
+
+    pub fn session_handle(&self) -> &SessionHandle {
+        &self.handle
     }
 
     pub fn peer(&self) -> &protocol::PeerId {
@@ -264,6 +300,10 @@ impl Session {
                 let recorded = name.clone();
                 let req = JoinRequest { room: room.clone(), name, role, token, meta, member: member.clone() };
                 let done = core.join(&self.handle, req, self.rooms.len()).await?;
+                if let Some(token) = self.resume_token() {
+                    core.note_resumable(&self.handle.peer, &token, &room).await;
+                    self.recorded = true;
+                }
                 self.rooms.push(room.clone());
                 if let Some(member) = member {
                     self.chosen.push((room.clone(), member));
@@ -279,6 +319,9 @@ impl Session {
                 if !matches!(result, Err(CoreError::NotInRoom)) {
                     self.rooms.retain(|r| r != &room);
                     self.chosen.retain(|(r, _)| r != &room);
+                    if self.recorded {
+                        core.forget_resumable_room(&self.handle.peer, &room).await;
+                    }
                 }
                 result?;
                 Ok(vec![Reply::Left { room, id }])
@@ -314,8 +357,58 @@ impl Session {
                 core.lock_room(&room, locked).await?;
                 Ok(vec![Reply::Done { room, id }])
             }
+            Command::Resume { token } => self.resume(&token, id).await,
             Command::Ping => Ok(vec![Reply::Pong { id }]),
         }
+    }
+
+    /// Becomes the peer `token` resumes, on this node, in its rooms (see
+    /// `core::resume`). Only as the connection's first command.
+    async fn resume(&mut self, token: &str, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
+        let core = self.core.clone();
+        let started = Instant::now();
+        if self.resume_nonce.is_none() {
+            return Err(CoreError::ResumeFailed("resume is off on this node (RESUME_GRACE_MS=0) or in this dialect"));
+        }
+        if !self.rooms.is_empty() || self.recorded {
+            return Err(CoreError::ResumeFailed("resume must be the connection's first command; join afresh"));
+        }
+        let failed = |e: CoreError| {
+            core.metrics().resume.resumes.with_label_values(&["failed"]).inc();
+            e
+        };
+        let peer = crate::core::Resumes::peer_of(token)
+            .ok_or_else(|| failed(CoreError::ResumeFailed("malformed resume token; join afresh")))?;
+        let nonce = rand::random::<u32>();
+        let next = core.resumes().token(&peer, nonce);
+        let claimed = core
+            .backend()
+            .claim_resumable(&peer, &crate::core::token_hash(token), &crate::core::token_hash(&next), core.node())
+            .await
+            .map_err(|e| failed(e.into()))?
+            .ok_or_else(|| {
+                failed(CoreError::ResumeFailed("unknown, used or expired resume token; join afresh"))
+            })?;
+        if claimed.node == *core.node() {
+            core.take_over_here(&peer);
+        }
+        let resumed = self.handle.resumed_as(peer.clone(), claimed.rooms.iter().cloned());
+        core.sessions().remove(&self.handle);
+        core.sessions().insert(resumed.clone());
+        self.handle = resumed;
+        self.resume_nonce = Some(nonce);
+        self.recorded = true;
+        let rooms = core.resume(&self.handle, claimed).await.map_err(failed)?;
+        self.rooms = rooms.iter().map(|(room, _)| room.clone()).collect();
+        debug!(%peer, rooms = self.rooms.len(), "resumed");
+        let held = self.handle.hold().map(|h| h.open_forwarded()).unwrap_or_default();
+        core.metrics().resume.resumes.with_label_values(&["resumed"]).inc();
+        core.metrics().resume.seconds.observe(started.elapsed().as_secs_f64());
+        let mut replies = vec![Reply::Resumed { peer, rooms, token: next, id }];
+        if !held.is_empty() {
+            replies.push(Reply::Events(held));
+        }
+        Ok(replies)
     }
 
     /// The member id this connection has in `room` (its own id when not in the room:
@@ -359,6 +452,9 @@ impl Session {
         let member = self.member_in(room);
         self.rooms.retain(|r| r != room);
         self.chosen.retain(|(r, _)| r != room);
+        if self.recorded {
+            self.core.forget_resumable_room(&self.handle.peer, room).await;
+        }
         let why = match reason {
             protocol::CloseReason::Removed => protocol::LeftReason::Removed,
             _ => protocol::LeftReason::Closed,
@@ -379,9 +475,26 @@ impl Session {
     /// The connection ended: leave every room (others hear `peer-left`, reason
     /// `disconnected`) and forget the peer.
     pub async fn close(&mut self) {
-        let memberships: Vec<(RoomId, PeerId)> = self.rooms.iter().map(|r| (r.clone(), self.member_in(r))).collect();
+        let memberships = self.take_memberships();
+        if self.recorded {
+            self.core.end_resumable(&self.handle.peer).await;
+        }
+        self.core.disconnect(&self.handle, &memberships).await;
+    }
+
+    /// The connection dropped and its client may resume it: its member stays in its
+    /// rooms, away, with `inbox` holding what arrives (see `core::resume`).
+    pub fn go_away(mut self, inbox: crate::core::SessionInbox) {
+        let memberships = self.take_memberships();
+        let core = self.core.clone();
+        core.forget_incoming(&self.handle);
+        core.go_away(self.handle, inbox, memberships);
+    }
+
+    fn take_memberships(&mut self) -> Vec<(RoomId, PeerId)> {
+        let memberships = self.rooms.iter().map(|r| (r.clone(), self.member_in(r))).collect();
         self.rooms.clear();
         self.chosen.clear();
-        self.core.disconnect(&self.handle.peer, &memberships).await;
+        memberships
     }
 }

@@ -39,6 +39,9 @@ pub enum Incoming {
     KeepAlive,
     /// The client closed the connection.
     Closed,
+    /// The client closed the connection for good (WebSocket close code 1000): it
+    /// leaves its rooms at once, with no resume.
+    Finished,
     /// The connection failed.
     Failed,
 }
@@ -72,6 +75,8 @@ pub struct Greeting<'a> {
     pub peer: &'a PeerId,
     pub node: &'a NodeId,
     pub heartbeat: Duration,
+    /// The token that resumes the connection, when it may resume.
+    pub resume: Option<&'a str>,
 }
 
 /// What one client frame asks of the connection.
@@ -121,6 +126,10 @@ pub enum Ping {
 pub trait Dialect: Send + Sync + 'static {
     /// The dialect's name in metrics (`native`, `plain`, `socketio`).
     const NAME: &'static str;
+
+    /// Whether its clients can resume a dropped connection (`resume`); the others'
+    /// members leave as soon as their connection ends.
+    const RESUMABLE: bool = false;
 
     /// The frame sent when the connection opens, if the dialect has one. Runs once,
     /// before any frame is decoded.

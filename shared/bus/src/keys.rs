@@ -2,7 +2,7 @@
 //! hash tag `{room:<id>}`, so they live on one Cluster slot and a Lua script may touch
 //! them together (and SPUBLISH on that shard). A node's keys share `{node:<id>}`.
 
-use protocol::{NodeId, RoomId};
+use protocol::{NodeId, PeerId, RoomId};
 
 /// Hash of member peer id -> member record (MessagePack [`protocol::MemberInfo`]).
 pub fn room_members(room: &RoomId) -> String {
@@ -39,6 +39,12 @@ pub fn node_reaper(node: &NodeId) -> String {
     format!("sig:{{node:{node}}}:reaper")
 }
 
+/// Hash of a resumable connection's record: `token` (SHA-256 hex of its resume token),
+/// `node` (the node serving it) and one `r:<room>` field per room it is in.
+pub fn resumable(peer: &PeerId) -> String {
+    format!("sig:{{peer:{peer}}}:resume")
+}
+
 /// Set of every registered node id.
 pub const NODES: &str = "sig:nodes";
 
@@ -57,6 +63,7 @@ mod tests {
         assert_eq!(node_alive(&node), "sig:{node:n1}:alive");
         assert_eq!(node_rooms(&node), "sig:{node:n1}:rooms");
         assert_eq!(node_reaper(&node), "sig:{node:n1}:reaper");
+        assert_eq!(resumable(&PeerId::parse("n1.abc").unwrap()), "sig:{peer:n1.abc}:resume");
         assert_eq!(NODES, "sig:nodes");
     }
 }

@@ -14,6 +14,7 @@
 mod keys;
 mod memory;
 mod redis;
+mod resume;
 mod scripts;
 
 use async_trait::async_trait;
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 pub use keys::*;
 pub use memory::MemoryBackend;
 pub use redis::{RedisBackend, RedisOptions};
+pub use resume::{Claimed, ResumeStore, RESUMABLE_TTL_MS};
 
 /// A bus failure. Every variant means "Redis could not do it now"; clients see
 /// `unavailable`, and `/readyz` reflects it.
@@ -132,6 +134,17 @@ pub enum JoinOutcome {
     Taken,
 }
 
+/// The outcome of moving a member to another node (it resumed there).
+#[derive(Debug)]
+pub enum MoveOutcome {
+    /// Moved; as [`JoinOutcome::Joined`].
+    Moved { others: Vec<Bytes>, token_hash: Option<String>, expires_ms: Option<u64> },
+    /// It is no longer a member (it left, was removed, or its node was reaped).
+    Gone,
+    /// Its record is not the one expected any more (an update landed first): read it again.
+    Changed,
+}
+
 /// One member write: the member's stored record and the announcement to publish.
 #[derive(Debug, Clone)]
 pub struct MemberWrite<'a> {
@@ -152,7 +165,7 @@ pub enum Heartbeat {
 }
 
 #[async_trait]
-pub trait Backend: Send + Sync + 'static {
+pub trait Backend: ResumeStore + Send + Sync + 'static {
     /// Takes the node's inbound stream. Call once, before subscribing.
     fn take_inbox(&self) -> Option<mpsc::Receiver<Inbound>>;
 
@@ -185,6 +198,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Writes a member back if it is missing (after Redis lost it), publishing the
     /// announcement only if it was missing. Ignores capacity. Returns whether it wrote.
     async fn restore(&self, write: MemberWrite<'_>, token_hash: Option<&str>) -> Result<bool, BackendError>;
+
+    /// Replaces a member's record with one naming its new node, if its record is still
+    /// `expected`, publishing the announcement; returns the others as `join` does.
+    async fn move_member(&self, write: MemberWrite<'_>, expected: Bytes) -> Result<MoveOutcome, BackendError>;
+
+    /// One member's stored record.
+    async fn member_record(&self, room: &RoomId, peer: &PeerId) -> Result<Option<Bytes>, BackendError>;
 
     /// Removes a member, publishing the announcement only if it was there.
     async fn leave(&self, room: &RoomId, peer: &PeerId, announcement: Bytes) -> Result<bool, BackendError>;

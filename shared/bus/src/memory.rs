@@ -10,7 +10,10 @@ use bytes::Bytes;
 use protocol::{NodeId, PeerId, RoomId};
 use tokio::sync::{mpsc, Mutex};
 
-use crate::{keys, Backend, BackendError, Heartbeat, Inbound, JoinOutcome, JoinPolicy, MemberWrite, RoomRecord};
+use crate::{
+    keys, Backend, BackendError, Claimed, Heartbeat, Inbound, JoinOutcome, JoinPolicy, MemberWrite, MoveOutcome,
+    ResumeStore, RoomRecord,
+};
 
 /// Inbound queue length. Publishing waits when it is full (the node's dispatcher
 /// never calls the backend, so this cannot deadlock).
@@ -25,9 +28,17 @@ struct Room {
     locked: bool,
 }
 
+/// A resumable connection's record (see [`ResumeStore`]).
+struct Resumable {
+    token_hash: String,
+    node: NodeId,
+    rooms: HashSet<RoomId>,
+}
+
 #[derive(Default)]
 struct State {
     rooms: HashMap<RoomId, Room>,
+    resumable: HashMap<PeerId, Resumable>,
     subscriptions: HashSet<String>,
     alive: HashSet<NodeId>,
 }
@@ -171,6 +182,26 @@ impl Backend for MemoryBackend {
         Ok(true)
     }
 
+    async fn move_member(&self, w: MemberWrite<'_>, expected: Bytes) -> Result<MoveOutcome, BackendError> {
+        let mut state = self.state.lock().await;
+        let Some(room) = state.rooms.get_mut(w.room).filter(|r| r.members.contains_key(w.peer)) else {
+            return Ok(MoveOutcome::Gone);
+        };
+        if room.members.get(w.peer) != Some(&expected) {
+            return Ok(MoveOutcome::Changed);
+        }
+        room.members.insert(w.peer.clone(), w.record);
+        let others = room.members.iter().filter(|(p, _)| *p != w.peer).map(|(_, r)| r.clone()).collect();
+        let token_hash = room.token_hash.clone();
+        let expires_ms = room.record.as_ref().map(|r| r.expires_ms);
+        self.publish_locked(&state, &keys::room_channel(w.room), w.announcement).await;
+        Ok(MoveOutcome::Moved { others, token_hash, expires_ms })
+    }
+
+    async fn member_record(&self, room: &RoomId, peer: &PeerId) -> Result<Option<Bytes>, BackendError> {
+        Ok(self.state.lock().await.rooms.get(room).and_then(|r| r.members.get(peer).cloned()))
+    }
+
     async fn leave(&self, room: &RoomId, peer: &PeerId, announcement: Bytes) -> Result<bool, BackendError> {
         let mut state = self.state.lock().await;
         let Some(r) = state.rooms.get_mut(room) else { return Ok(false) };
@@ -264,5 +295,60 @@ impl Backend for MemoryBackend {
     async fn forget_node(&self, node: &NodeId) -> Result<(), BackendError> {
         self.state.lock().await.alive.remove(node);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ResumeStore for MemoryBackend {
+    async fn note_resumable(
+        &self,
+        peer: &PeerId,
+        token_hash: &str,
+        node: &NodeId,
+        room: &RoomId,
+    ) -> Result<(), BackendError> {
+        let mut state = self.state.lock().await;
+        let record = state.resumable.entry(peer.clone()).or_insert_with(|| Resumable {
+            token_hash: String::new(),
+            node: node.clone(),
+            rooms: HashSet::new(),
+        });
+        record.token_hash = token_hash.to_owned();
+        record.node = node.clone();
+        record.rooms.insert(room.clone());
+        Ok(())
+    }
+
+    async fn forget_resumable_room(&self, peer: &PeerId, room: &RoomId) -> Result<(), BackendError> {
+        if let Some(record) = self.state.lock().await.resumable.get_mut(peer) {
+            record.rooms.remove(room);
+        }
+        Ok(())
+    }
+
+    async fn claim_resumable(
+        &self,
+        peer: &PeerId,
+        token_hash: &str,
+        new_token_hash: &str,
+        node: &NodeId,
+    ) -> Result<Option<Claimed>, BackendError> {
+        let mut state = self.state.lock().await;
+        let Some(record) = state.resumable.get_mut(peer).filter(|r| r.token_hash == token_hash) else {
+            return Ok(None);
+        };
+        let claimed = Claimed { node: record.node.clone(), rooms: record.rooms.iter().cloned().collect() };
+        record.token_hash = new_token_hash.to_owned();
+        record.node = node.clone();
+        Ok(Some(claimed))
+    }
+
+    async fn end_resumable(&self, peer: &PeerId, node: &NodeId) -> Result<bool, BackendError> {
+        let mut state = self.state.lock().await;
+        if state.resumable.get(peer).is_some_and(|r| &r.node != node) {
+            return Ok(false);
+        }
+        state.resumable.remove(peer);
+        Ok(true)
     }
 }

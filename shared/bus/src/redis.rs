@@ -21,8 +21,8 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    keys, scripts, Backend, BackendError, Heartbeat, Inbound, JoinOutcome, JoinPolicy, LostMessages, MemberWrite,
-    RoomRecord, EXPIRED_ROOM_MEMORY_MS,
+    keys, scripts, Backend, BackendError, Claimed, Heartbeat, Inbound, JoinOutcome, JoinPolicy, LostMessages,
+    MemberWrite, MoveOutcome, ResumeStore, RoomRecord, EXPIRED_ROOM_MEMORY_MS, RESUMABLE_TTL_MS,
 };
 
 /// Connection tuning. Defaults suit a node; tests shorten nothing here.
@@ -313,6 +313,36 @@ impl Backend for RedisBackend {
         Ok(written == 1)
     }
 
+    async fn move_member(&self, w: MemberWrite<'_>, expected: Bytes) -> Result<MoveOutcome, BackendError> {
+        let keys = vec![keys::room_members(w.room), keys::room_meta(w.room)];
+        let args: Vec<Value> = vec![
+            w.peer.as_str().into(),
+            w.record.into(),
+            keys::room_channel(w.room).into(),
+            w.announcement.into(),
+            self.publish_command().into(),
+            expected.into(),
+        ];
+        let reply: Vec<Value> = self.client.eval(scripts::MOVE, keys, args).await.map_err(unavailable)?;
+        let mut reply = reply.into_iter();
+        match reply.next().and_then(|v| v.as_string()).unwrap_or_default().as_str() {
+            "ok" => {
+                let token = reply.next().and_then(|v| v.as_string()).filter(|t| !t.is_empty());
+                let expires_ms = reply.next().and_then(|v| v.as_string()).and_then(|t| t.parse().ok());
+                Ok(MoveOutcome::Moved { others: records(reply.collect()), token_hash: token, expires_ms })
+            }
+            "gone" => Ok(MoveOutcome::Gone),
+            "changed" => Ok(MoveOutcome::Changed),
+            other => Err(BackendError::Protocol(format!("move script said {other:?}"))),
+        }
+    }
+
+    async fn member_record(&self, room: &RoomId, peer: &PeerId) -> Result<Option<Bytes>, BackendError> {
+        let record: Option<Bytes> =
+            self.client.hget(keys::room_members(room), peer.as_str()).await.map_err(unavailable)?;
+        Ok(record)
+    }
+
     async fn leave(&self, room: &RoomId, peer: &PeerId, announcement: Bytes) -> Result<bool, BackendError> {
         let keys = vec![keys::room_members(room), keys::room_meta(room)];
         let args: Vec<Value> = vec![
@@ -434,6 +464,66 @@ impl Backend for RedisBackend {
         let _: i64 = self.client.del(vec![keys::node_rooms(node)]).await.map_err(unavailable)?;
         let _: i64 = self.client.srem(keys::NODES, node.as_str()).await.map_err(unavailable)?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ResumeStore for RedisBackend {
+    async fn note_resumable(
+        &self,
+        peer: &PeerId,
+        token_hash: &str,
+        node: &NodeId,
+        room: &RoomId,
+    ) -> Result<(), BackendError> {
+        let args: Vec<Value> = vec![
+            token_hash.into(),
+            node.as_str().into(),
+            format!("r:{room}").into(),
+            (RESUMABLE_TTL_MS as i64).into(),
+        ];
+        let _: i64 =
+            self.client.eval(scripts::NOTE_RESUMABLE, keys::resumable(peer), args).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn forget_resumable_room(&self, peer: &PeerId, room: &RoomId) -> Result<(), BackendError> {
+        let _: i64 = self.client.hdel(keys::resumable(peer), format!("r:{room}")).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn claim_resumable(
+        &self,
+        peer: &PeerId,
+        token_hash: &str,
+        new_token_hash: &str,
+        node: &NodeId,
+    ) -> Result<Option<Claimed>, BackendError> {
+        let args: Vec<Value> = vec![
+            token_hash.into(),
+            new_token_hash.into(),
+            node.as_str().into(),
+            (RESUMABLE_TTL_MS as i64).into(),
+        ];
+        let reply: Value =
+            self.client.eval(scripts::CLAIM_RESUME, keys::resumable(peer), args).await.map_err(unavailable)?;
+        let Value::Array(values) = reply else { return Ok(None) };
+        let mut values = values.into_iter().filter_map(|v| v.as_string());
+        let node = values
+            .next()
+            .and_then(|n| NodeId::parse(&n).ok())
+            .ok_or_else(|| BackendError::Protocol("a resumable record without its node".into()))?;
+        let rooms = values.filter_map(|r| RoomId::parse_with_max(&r, usize::MAX).ok()).collect();
+        Ok(Some(Claimed { node, rooms }))
+    }
+
+    async fn end_resumable(&self, peer: &PeerId, node: &NodeId) -> Result<bool, BackendError> {
+        let ended: i64 = self
+            .client
+            .eval(scripts::END_RESUMABLE, keys::resumable(peer), vec![Value::from(node.as_str())])
+            .await
+            .map_err(unavailable)?;
+        Ok(ended == 1)
     }
 }
 

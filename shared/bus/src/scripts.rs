@@ -63,6 +63,56 @@ redis.call(ARGV[5], ARGV[3], ARGV[4])
 return 1
 "#;
 
+/// KEYS: members, meta. ARGV: peer, record, channel, announcement, publish command,
+/// expected record. Replaces a member's record (it moved to another node) if it is
+/// still the expected one, and publishes the announcement. Returns {"ok", token hash or
+/// "", expiry or "", other records...} as JOIN does, {"gone"} if it is no longer a
+/// member, or {"changed"} if its record changed meanwhile.
+pub const MOVE: &str = r#"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return {'gone'} end
+if current ~= ARGV[6] then return {'changed'} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local meta = redis.call('HMGET', KEYS[2], 'token', 'registered', 'expires')
+local out = {'ok', meta[1] or '', meta[2] == '1' and meta[3] or ''}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if all[i] ~= ARGV[1] then out[#out + 1] = all[i + 1] end
+end
+redis.call(ARGV[5], ARGV[3], ARGV[4])
+return out
+"#;
+
+/// KEYS: resumable record. ARGV: token hash, node, room field, TTL (ms). Returns 1.
+pub const NOTE_RESUMABLE: &str = r#"
+redis.call('HSET', KEYS[1], 'token', ARGV[1], 'node', ARGV[2], ARGV[3], '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"#;
+
+/// KEYS: resumable record. ARGV: token hash, new token hash, node, TTL (ms). If the
+/// token matches, hands the record to `node` with the new token, and returns the
+/// serving node it had followed by its room fields; otherwise nil. A token works once.
+pub const CLAIM_RESUME: &str = r#"
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return false end
+local out = {redis.call('HGET', KEYS[1], 'node') or ''}
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(field, 1, 2) == 'r:' then out[#out + 1] = string.sub(field, 3) end
+end
+redis.call('HSET', KEYS[1], 'token', ARGV[2], 'node', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return out
+"#;
+
+/// KEYS: resumable record. ARGV: node. Deletes the record unless another node has
+/// claimed it. Returns 1 if it was this node's (or there was none).
+pub const END_RESUMABLE: &str = r#"
+local node = redis.call('HGET', KEYS[1], 'node')
+if node and node ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
 /// KEYS: members. ARGV: channel, marker, publish command. Returns every record.
 pub const SNAPSHOT: &str = r#"
 local records = redis.call('HVALS', KEYS[1])

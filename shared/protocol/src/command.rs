@@ -135,6 +135,11 @@ pub enum Command {
     Authenticate {
         token: Option<String>,
     },
+    /// Takes back a dropped connection's peer id and rooms (the token its welcome or
+    /// its last `resumed` gave), on any node. Only as a connection's first command.
+    Resume {
+        token: String,
+    },
     Ping,
 }
 
@@ -149,6 +154,7 @@ impl Command {
             Command::Update { .. } => "update",
             Command::Members { .. } => "members",
             Command::Authenticate { .. } => "auth",
+            Command::Resume { .. } => "resume",
             Command::Close { .. } => "close",
             Command::Remove { .. } => "remove",
             Command::Lock { .. } => "lock",
@@ -167,7 +173,7 @@ impl Command {
             | Command::Close { room }
             | Command::Remove { room, .. }
             | Command::Lock { room, .. } => Some(room),
-            Command::Authenticate { .. } | Command::Ping => None,
+            Command::Authenticate { .. } | Command::Resume { .. } | Command::Ping => None,
         }
     }
 }
@@ -188,6 +194,9 @@ pub enum ErrorCode {
     RateLimited,
     Unavailable,
     Internal,
+    /// A `resume` the cluster cannot honour: the token is unknown, was used already, or
+    /// its grace ran out. The client joins afresh.
+    ResumeFailed,
 }
 
 impl ErrorCode {
@@ -205,6 +214,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::ResumeFailed => "resume-failed",
         }
     }
 }

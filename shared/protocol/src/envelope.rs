@@ -99,6 +99,42 @@ pub enum BusEvent {
     /// because `to` was no longer served where it was sent. An older node that does not
     /// know this event drops it (counted as an unreadable envelope).
     Undeliverable { room: RoomId, from: PeerId, to: PeerId },
+    /// On the room channel: `member` resumed and is now served by the node its record
+    /// names, having been served by `from`. Every node routes to it there from this
+    /// point of the room's order; clients see nothing. `nonce` lets the new node find
+    /// it, as with `joined`.
+    Moved { room: RoomId, member: MemberInfo, from: NodeId, nonce: u64 },
+    /// On the inbox of the node a member was served by: its client resumed on `to`;
+    /// forward what is held for it there.
+    ResumeRequest { peer: PeerId, to: NodeId },
+    /// On the inbox of a moved member's old node (or of its new node when the old one is
+    /// gone): the sending node routes nothing more for `peer` in `room` through the old
+    /// node. The old node forwards it in order with what it holds.
+    Fence { room: RoomId, peer: PeerId },
+    /// On the inbox of a resumed member's new node: what its old node held for it, in
+    /// order.
+    Forward { peer: PeerId, events: Vec<Held> },
+}
+
+/// What a node held for a member whose connection dropped, forwarded in order to the
+/// node it resumed on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Held {
+    Signal { room: RoomId, from: PeerId, kind: SignalKind, data: Payload },
+    Broadcast { room: RoomId, from: PeerId, kind: SignalKind, data: Payload },
+    Joined { room: RoomId, member: MemberInfo },
+    Left { room: RoomId, peer: PeerId, reason: LeftReason, member: Option<MemberInfo> },
+    Updated { room: RoomId, member: MemberInfo },
+    Closed { room: RoomId, reason: CloseReason, members: Vec<MemberInfo> },
+    Undeliverable { room: RoomId, to: PeerId },
+    /// `node` routes nothing more for the member in `room` through the old node.
+    Fence { room: RoomId, node: NodeId },
+    /// The old node saw the member's `moved` in `room`: every room event before it has
+    /// been forwarded.
+    RoomHandedOver { room: RoomId },
+    /// The old node does not hold the member (its grace ran out there, or it restarted).
+    Unknown,
 }
 
 /// What an envelope carries, in the classes that losses and metrics are counted by.
@@ -146,9 +182,9 @@ impl EventClass {
     /// spend longer on what it drops than on what it delivers), and it never fails.
     pub fn of_envelope(bytes: &[u8]) -> EventClass {
         match peek_event_tag(bytes) {
-            Some("signal" | "undeliverable") => EventClass::Signal,
+            Some("signal" | "undeliverable" | "resume_request" | "fence" | "forward") => EventClass::Signal,
             Some("broadcast") => EventClass::Broadcast,
-            Some("joined" | "left" | "updated" | "marker" | "closed" | "removed") => EventClass::RoomEvent,
+            Some("joined" | "left" | "updated" | "marker" | "closed" | "removed" | "moved") => EventClass::RoomEvent,
             Some("probe") => EventClass::Probe,
             _ => EventClass::Unknown,
         }
@@ -298,6 +334,27 @@ mod tests {
             (BusEvent::Removed { room: room.clone(), peer: m_peer }, EventClass::RoomEvent),
             (BusEvent::Marker { room, nonce: 9 }, EventClass::RoomEvent),
             (BusEvent::Probe { nonce: 1 }, EventClass::Probe),
+            (
+                BusEvent::Moved {
+                    room: RoomId::parse("r1").unwrap(),
+                    member: member(),
+                    from: NodeId::parse("n1").unwrap(),
+                    nonce: 5,
+                },
+                EventClass::RoomEvent,
+            ),
+            (BusEvent::ResumeRequest { peer: member().peer, to: NodeId::parse("n2").unwrap() }, EventClass::Signal),
+            (BusEvent::Fence { room: RoomId::parse("r1").unwrap(), peer: member().peer }, EventClass::Signal),
+            (
+                BusEvent::Forward {
+                    peer: member().peer,
+                    events: vec![
+                        Held::RoomHandedOver { room: RoomId::parse("r1").unwrap() },
+                        Held::Fence { room: RoomId::parse("r1").unwrap(), node: NodeId::parse("n3").unwrap() },
+                    ],
+                },
+                EventClass::Signal,
+            ),
         ]
     }
 

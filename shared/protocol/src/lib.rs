@@ -13,7 +13,7 @@ pub mod payload;
 pub mod socketio;
 
 pub use command::{Command, DecodeError, ErrorCode, LeftReason, Limits, Request, RequestId, Traceparent};
-pub use envelope::{BusEvent, CloseReason, Envelope, EnvelopeError, EventClass, MemberInfo, ENVELOPE_VERSION};
+pub use envelope::{BusEvent, CloseReason, Envelope, EnvelopeError, EventClass, Held, MemberInfo, ENVELOPE_VERSION};
 pub use ids::{DisplayName, IdError, NodeId, PeerId, Role, RoomId, SignalKind};
 pub use native::ServerMsg;
 pub use payload::Payload;

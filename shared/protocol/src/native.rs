@@ -80,6 +80,9 @@ struct LockWire {
 struct AuthWire {
     token: String,
 }
+
+/// Longest resume token (a peer id, a dot and 43 characters).
+pub const RESUME_TOKEN_MAX_BYTES: usize = 256;
 pub const DEFAULT_NAME: &str = "guest";
 pub const DEFAULT_ROLE: &str = "participant";
 
@@ -167,6 +170,13 @@ pub fn decode(text: &str, limits: &Limits) -> Result<Request, DecodeError> {
             }
             Command::Authenticate { token: Some(w.token) }
         }
+        "resume" => {
+            let w: AuthWire = serde_json::from_str(text).map_err(parse)?;
+            if w.token.is_empty() || w.token.len() > RESUME_TOKEN_MAX_BYTES {
+                return Err(DecodeError::bad(format!("token must be 1 to {RESUME_TOKEN_MAX_BYTES} bytes"), id));
+            }
+            Command::Resume { token: w.token }
+        }
         other => {
             let shown: String = other.chars().take(32).collect();
             return Err(DecodeError::bad(format!("unknown type `{shown}`"), id));
@@ -232,6 +242,20 @@ pub enum ServerMsg {
     Closed(RoomReply),
     /// The answer to `remove` and `lock`.
     Done(RoomReply),
+    /// The answer to `resume`: the connection is the peer it resumes, in these rooms;
+    /// what was held for it follows, in order.
+    Resumed(Resumed),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resumed {
+    pub peer: PeerId,
+    /// The rooms it is back in, each with its other members (shaped as `joined`).
+    pub rooms: Vec<Joined>,
+    /// The token for the next resume (each token works once).
+    pub resume: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,6 +281,10 @@ pub struct Welcome {
     pub peer: PeerId,
     pub node: NodeId,
     pub heartbeat_ms: u64,
+    /// The token that resumes this connection on any node after it drops (absent when
+    /// the node has resume turned off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -354,6 +382,7 @@ impl ServerMsg {
             "room-closed" => ServerMsg::RoomClosed(serde_json::from_str(text)?),
             "closed" => ServerMsg::Closed(serde_json::from_str(text)?),
             "done" => ServerMsg::Done(serde_json::from_str(text)?),
+            "resumed" => ServerMsg::Resumed(serde_json::from_str(text)?),
             other => {
                 return Err(serde::de::Error::custom(format!("unknown server message type {other}")));
             }

@@ -8,7 +8,7 @@
 use proptest::prelude::*;
 use protocol::socketio::{encode_sio, EioPacket, SioPacket, SioType};
 use protocol::{
-    BusEvent, CloseReason, Command, DisplayName, Envelope, LeftReason, Limits, MemberInfo, NodeId, Payload, PeerId,
+    BusEvent, Held, CloseReason, Command, DisplayName, Envelope, LeftReason, Limits, MemberInfo, NodeId, Payload, PeerId,
     Role, RoomId, SignalKind,
 };
 
@@ -86,6 +86,37 @@ fn event() -> impl Strategy<Value = BusEvent> {
         (room(), peer()).prop_map(|(room, peer)| BusEvent::Removed { room, peer }),
         (room(), any::<u64>()).prop_map(|(room, nonce)| BusEvent::Marker { room, nonce }),
         any::<u64>().prop_map(|nonce| BusEvent::Probe { nonce }),
+        (room(), member(), node(), any::<u64>())
+            .prop_map(|(room, member, from, nonce)| BusEvent::Moved { room, member, from, nonce }),
+        (peer(), node()).prop_map(|(peer, to)| BusEvent::ResumeRequest { peer, to }),
+        (room(), peer()).prop_map(|(room, peer)| BusEvent::Fence { room, peer }),
+        (peer(), prop::collection::vec(held(), 0..6)).prop_map(|(peer, events)| BusEvent::Forward { peer, events }),
+    ]
+}
+
+/// Every kind of event a node forwards for a resumed member.
+fn held() -> impl Strategy<Value = Held> {
+    prop_oneof![
+        (room(), peer(), kind(), payload()).prop_map(|(room, from, kind, data)| Held::Signal { room, from, kind, data }),
+        (room(), peer(), kind(), payload())
+            .prop_map(|(room, from, kind, data)| Held::Broadcast { room, from, kind, data }),
+        (room(), member()).prop_map(|(room, member)| Held::Joined { room, member }),
+        (room(), peer(), prop::option::of(member())).prop_map(|(room, peer, member)| Held::Left {
+            room,
+            peer,
+            reason: LeftReason::Disconnected,
+            member
+        }),
+        (room(), member()).prop_map(|(room, member)| Held::Updated { room, member }),
+        (room(), prop::collection::vec(member(), 0..3)).prop_map(|(room, members)| Held::Closed {
+            room,
+            reason: CloseReason::Ended,
+            members
+        }),
+        (room(), peer()).prop_map(|(room, to)| Held::Undeliverable { room, to }),
+        (room(), node()).prop_map(|(room, node)| Held::Fence { room, node }),
+        room().prop_map(|room| Held::RoomHandedOver { room }),
+        Just(Held::Unknown),
     ]
 }
 

@@ -108,6 +108,7 @@ async fn core() -> Arc<Core> {
         heartbeat_interval: Duration::from_secs(1),
         node_ttl: Duration::from_secs(3),
         join_timeout: Duration::from_secs(2),
+        resume_grace: Duration::ZERO,
         admission: Arc::new(crate::admission::Admission::open()),
     };
     let core = Core::new(NodeId::parse("unit").unwrap(), Arc::new(MemoryBackend::new()), settings);

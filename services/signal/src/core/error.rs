@@ -42,6 +42,11 @@ pub enum CoreError {
     Unavailable(#[from] BackendError),
     #[error("the room's event stream did not confirm the join in time")]
     JoinTimeout,
+    /// A resume the cluster cannot honour; the client joins afresh.
+    #[error("{0}")]
+    ResumeFailed(&'static str),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl CoreError {
@@ -58,6 +63,8 @@ impl CoreError {
             CoreError::NoSuchPeer => ErrorCode::NotFound,
             CoreError::PeerUnavailable => ErrorCode::PeerUnavailable,
             CoreError::Unavailable(_) | CoreError::JoinTimeout => ErrorCode::Unavailable,
+            CoreError::ResumeFailed(_) => ErrorCode::ResumeFailed,
+            CoreError::Internal(_) => ErrorCode::Internal,
         }
     }
 }

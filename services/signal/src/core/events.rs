@@ -49,6 +49,23 @@ pub enum Event {
         /// departure, as S1's `user-left`, use it).
         members: Vec<Arc<MemberInfo>>,
     },
+    /// Never shown to a client: a mark in the queue of a member that is away and has
+    /// resumed on another node, forwarded there in order with what is held (see
+    /// `core::resume`).
+    HandOver {
+        room: RoomId,
+        mark: HandOverMark,
+    },
+}
+
+/// What a hand-over mark says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandOverMark {
+    /// This node saw the member's `moved` in the room: every room event before it has
+    /// been queued.
+    RoomDone,
+    /// `NodeId` routes nothing more for the member in the room through this node.
+    Fence(protocol::NodeId),
 }
 
 impl Event {
@@ -59,7 +76,7 @@ impl Event {
             Event::PeerLeft { peer, .. } => Some(peer),
             Event::Signal { from, .. } | Event::Broadcast { from, .. } => Some(from),
             Event::Undeliverable { to, .. } => Some(to),
-            Event::RoomClosed { .. } => None,
+            Event::RoomClosed { .. } | Event::HandOver { .. } => None,
         }
     }
 
@@ -72,7 +89,8 @@ impl Event {
             | Event::Signal { room, .. }
             | Event::Broadcast { room, .. }
             | Event::Undeliverable { room, .. }
-            | Event::RoomClosed { room, .. } => room,
+            | Event::RoomClosed { room, .. }
+            | Event::HandOver { room, .. } => room,
         }
     }
 }

@@ -345,7 +345,13 @@ impl Core {
             Ok(dead) => dead,
             Err(e) => return debug!(error = %e, "dead-node scan failed"),
         };
+        // A dead node's members get the resume grace to come back on other nodes first.
+        self.resumes.forget_revived(&dead);
+        let now = Instant::now();
         for node in dead {
+            if !self.resumes.reap_due(&node, now) {
+                continue;
+            }
             match self.backend.claim_reap(&node, &self.node, REAP_CLAIM_MS).await {
                 Ok(true) => match self.reap(&node).await {
                     Ok(peers) => {

@@ -28,7 +28,7 @@ use std::time::Instant;
 use protocol::{BusEvent, LeftReason, MemberInfo, NodeId, PeerId, RoomId};
 use tokio::sync::oneshot;
 
-use super::events::Event;
+use super::events::{Event, HandOverMark};
 use super::removals::Removals;
 use super::sessions::SessionHandle;
 
@@ -51,6 +51,32 @@ struct Joining {
     marker_seen: bool,
     backlog: Vec<Arc<Event>>,
     done: Option<oneshot::Sender<JoinDone>>,
+    /// A member that resumed here (its marker is its `moved`): what reaches it goes to
+    /// its session, which holds it (see `core::hold`), rather than waiting for `joined`.
+    resume: bool,
+    /// On a resume to the node that already held the member away: that entry, which
+    /// keeps receiving until the marker (it forwards in order), and comes back if the
+    /// move fails.
+    previous: Option<Box<Local>>,
+    /// Moves seen after the marker, with their place in the backlog, replayed onto the
+    /// snapshot when this join makes the mirror exact.
+    moves: Vec<(usize, Arc<MemberInfo>)>,
+}
+
+impl Joining {
+    fn new(nonce: u64, done: oneshot::Sender<JoinDone>, resume: bool, previous: Option<Box<Local>>) -> Self {
+        Self {
+            nonce,
+            snapshot: None,
+            view: None,
+            marker_seen: false,
+            backlog: Vec::new(),
+            done: Some(done),
+            resume,
+            previous,
+            moves: Vec::new(),
+        }
+    }
 }
 
 enum LocalState {
@@ -104,6 +130,16 @@ pub enum Target {
     Away(NodeId),
 }
 
+/// What applying a `moved` asks of the node.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MovedHere {
+    /// The node has other members in the room, which may have routed signals to the
+    /// moved member through its old node: it must send that node a fence.
+    pub fence: bool,
+    /// The node has no member left in the room: it stops following it.
+    pub emptied: bool,
+}
+
 /// A member this node serves, as resynchronisation writes it back.
 pub struct LocalMember {
     pub room: RoomId,
@@ -145,10 +181,52 @@ impl Rooms {
         if removals.get(room, &record.peer).is_some() {
             return Err(BeginJoinError::RemovalOwed);
         }
-        let joining =
-            Joining { nonce, snapshot: None, view: None, marker_seen: false, backlog: Vec::new(), done: Some(tx) };
+        let joining = Joining::new(nonce, tx, false, None);
         mirror.local.insert(record.peer.clone(), Local { session, record, state: LocalState::Joining(joining) });
         Ok(rx)
+    }
+
+    /// Registers a member that resumed here as joining, before its move script runs. A
+    /// member this node holds away (the same peer resumed on the node it dropped from)
+    /// is kept aside until the marker.
+    pub fn begin_resume(
+        &self,
+        room: &RoomId,
+        session: SessionHandle,
+        record: Arc<MemberInfo>,
+        nonce: u64,
+    ) -> Result<oneshot::Receiver<JoinDone>, BeginJoinError> {
+        let (tx, rx) = oneshot::channel();
+        let mut rooms = self.lock();
+        let mirror = rooms.entry(room.clone()).or_default();
+        let previous = match mirror.local.remove(&record.peer) {
+            Some(old) if matches!(old.state, LocalState::Active) => Some(Box::new(old)),
+            Some(old) => {
+                mirror.local.insert(record.peer.clone(), old);
+                return Err(BeginJoinError::AlreadyInRoom);
+            }
+            None => None,
+        };
+        let joining = Joining::new(nonce, tx, true, previous);
+        mirror.local.insert(record.peer.clone(), Local { session, record, state: LocalState::Joining(joining) });
+        Ok(rx)
+    }
+
+    /// A resume's move did not happen: forget the joining entry and put back what it
+    /// replaced. Returns true if the node has no member left in the room.
+    pub fn cancel_resume(&self, room: &RoomId, peer: &PeerId) -> bool {
+        let mut rooms = self.lock();
+        let Some(mirror) = rooms.get_mut(room) else { return true };
+        if let Some(Local { state: LocalState::Joining(j), .. }) = mirror.local.remove(peer) {
+            if let Some(previous) = j.previous {
+                mirror.local.insert(peer.clone(), *previous);
+            }
+        }
+        if mirror.local.is_empty() {
+            rooms.remove(room);
+            return true;
+        }
+        false
     }
 
     /// The join script's answer. Completes the join if the marker came first.
@@ -214,6 +292,55 @@ impl Rooms {
         false
     }
 
+    /// Applies a member's `moved`: the mirror routes to its new node from here on. The
+    /// node it left stops serving it in the room (and marks its held queue); the node it
+    /// moved to completes its handshake.
+    pub fn apply_moved(&self, room: &RoomId, member: &MemberInfo, nonce: u64) -> MovedHere {
+        let mut rooms = self.lock();
+        let Some(mirror) = rooms.get_mut(room) else { return MovedHere::default() };
+        let member = Arc::new(member.clone());
+        let peer = member.peer.clone();
+        if let Some(resync) = mirror.resync.as_mut().filter(|r| r.marker_seen) {
+            resync.since.insert(peer.clone());
+        }
+        mirror.suspects.remove(&peer);
+        if mirror.synced {
+            mirror.members.insert(peer.clone(), member.clone());
+        }
+        for local in mirror.local.values_mut() {
+            if let LocalState::Joining(j) = &mut local.state {
+                if j.marker_seen && local.record.peer != peer {
+                    j.moves.push((j.backlog.len(), member.clone()));
+                }
+            }
+        }
+        if member.is_served_by(&self.node) {
+            mark_join_marker(mirror, room, &peer, nonce);
+        } else if let Some(left) = mirror.local.remove(&peer) {
+            left.session.push(Arc::new(Event::HandOver { room: room.clone(), mark: HandOverMark::RoomDone }));
+        }
+        let fence = mirror.local.keys().any(|p| *p != peer);
+        let emptied = mirror.local.is_empty();
+        if emptied {
+            rooms.remove(room);
+        }
+        MovedHere { fence, emptied }
+    }
+
+    /// The session a signal to a local member goes to: an active member's, or a resumed
+    /// member's while it completes its move (its session holds what arrives; before its
+    /// marker, the entry it replaced on this node receives).
+    fn deliverable(local: &Local) -> Option<SessionHandle> {
+        match &local.state {
+            LocalState::Active => Some(local.session.clone()),
+            LocalState::Joining(j) if j.resume => match &j.previous {
+                Some(previous) if !j.marker_seen => Some(previous.session.clone()),
+                _ => Some(local.session.clone()),
+            },
+            LocalState::Joining(_) => None,
+        }
+    }
+
     /// Whether `peer` is a local member of `room` that completed its join.
     pub fn is_active_local(&self, room: &RoomId, peer: &PeerId) -> bool {
         self.lock().get(room).and_then(|m| m.local.get(peer)).is_some_and(|l| matches!(l.state, LocalState::Active))
@@ -227,9 +354,7 @@ impl Rooms {
         let sender_in = m.local.get(from).is_some_and(|l| matches!(l.state, LocalState::Active));
         let target = m.members.get(to).map(|member| {
             if member.is_served_by(&self.node) {
-                Target::Here(
-                    m.local.get(to).filter(|l| matches!(l.state, LocalState::Active)).map(|l| l.session.clone()),
-                )
+                Target::Here(m.local.get(to).and_then(Self::deliverable))
             } else {
                 Target::Away(member.serving_node())
             }
@@ -242,11 +367,10 @@ impl Rooms {
         self.lock().get(room).map(|m| m.members.values().cloned().collect()).unwrap_or_default()
     }
 
-    /// The session of an active local member.
+    /// The session a signal to a local member goes to (see [`Rooms::deliverable`]).
     pub fn active_session(&self, room: &RoomId, peer: &PeerId) -> Option<SessionHandle> {
         let rooms = self.lock();
-        let local = rooms.get(room)?.local.get(peer)?;
-        matches!(local.state, LocalState::Active).then(|| local.session.clone())
+        Self::deliverable(rooms.get(room)?.local.get(peer)?)
     }
 
     pub fn local_record(&self, room: &RoomId, peer: &PeerId) -> Option<Arc<MemberInfo>> {
@@ -391,8 +515,14 @@ fn room_of(event: &BusEvent) -> Option<&RoomId> {
         | BusEvent::Broadcast { room, .. }
         | BusEvent::Closed { room, .. }
         | BusEvent::Removed { room, .. }
+        | BusEvent::Moved { room, .. }
         | BusEvent::Marker { room, .. } => Some(room),
-        BusEvent::Signal { .. } | BusEvent::Probe { .. } | BusEvent::Undeliverable { .. } => None,
+        BusEvent::Signal { .. }
+        | BusEvent::Probe { .. }
+        | BusEvent::Undeliverable { .. }
+        | BusEvent::ResumeRequest { .. }
+        | BusEvent::Fence { .. }
+        | BusEvent::Forward { .. } => None,
     }
 }
 
@@ -413,7 +543,7 @@ fn apply_room_event(mirror: &mut RoomMirror, event: &BusEvent) {
             mirror.members.insert(member.peer.clone(), member.clone());
             mirror.suspects.remove(&member.peer);
             if *nonce != 0 {
-                mark_join_marker(mirror, &member.peer, *nonce);
+                mark_join_marker(mirror, room, &member.peer, *nonce);
             }
             (!duplicate).then(|| Event::PeerJoined { room: room.clone(), member })
         }
@@ -454,9 +584,14 @@ fn apply_room_event(mirror: &mut RoomMirror, event: &BusEvent) {
             }
             None
         }
-        BusEvent::Marker { .. } | BusEvent::Signal { .. } | BusEvent::Probe { .. } | BusEvent::Undeliverable { .. } => {
-            None
-        }
+        BusEvent::Marker { .. }
+        | BusEvent::Signal { .. }
+        | BusEvent::Probe { .. }
+        | BusEvent::Undeliverable { .. }
+        | BusEvent::Moved { .. }
+        | BusEvent::ResumeRequest { .. }
+        | BusEvent::Fence { .. }
+        | BusEvent::Forward { .. } => None,
     };
     if let Some(event) = delivered {
         deliver(mirror, Arc::new(event));
@@ -475,17 +610,25 @@ fn deliver(mirror: &mut RoomMirror, event: Arc<Event>) {
         match &mut local.state {
             LocalState::Active => local.session.push(event.clone()),
             LocalState::Joining(j) if j.marker_seen => j.backlog.push(event.clone()),
-            LocalState::Joining(_) => {}
+            // Before a resume's marker, the entry it replaces here still receives.
+            LocalState::Joining(j) => {
+                if let Some(previous) = &j.previous {
+                    previous.session.push(event.clone());
+                }
+            }
         }
     }
 }
 
-fn mark_join_marker(mirror: &mut RoomMirror, peer: &PeerId, nonce: u64) {
+fn mark_join_marker(mirror: &mut RoomMirror, room: &RoomId, peer: &PeerId, nonce: u64) {
     let Some(Local { state: LocalState::Joining(j), .. }) = mirror.local.get_mut(peer) else { return };
     if j.nonce != nonce {
         return;
     }
     j.marker_seen = true;
+    if let Some(previous) = j.previous.take() {
+        previous.session.push(Arc::new(Event::HandOver { room: room.clone(), mark: HandOverMark::RoomDone }));
+    }
     if mirror.synced {
         j.view = Some(mirror.members.values().filter(|m| &m.peer != peer).cloned().collect());
     }
@@ -503,7 +646,11 @@ fn complete_join(mirror: &mut RoomMirror, peer: &PeerId) {
         // The snapshot is the exact state at the marker; replay what came after it.
         mirror.members = others.iter().map(|m| (m.peer.clone(), m.clone())).collect();
         mirror.members.insert(peer.clone(), local.record.clone());
-        for event in &j.backlog {
+        let mut moves = j.moves.iter().peekable();
+        for (at, event) in j.backlog.iter().enumerate() {
+            while let Some((_, member)) = moves.next_if(|(place, _)| *place <= at) {
+                mirror.members.insert(member.peer.clone(), member.clone());
+            }
             match event.as_ref() {
                 Event::PeerJoined { member, .. } | Event::PeerUpdated { member, .. } => {
                     mirror.members.insert(member.peer.clone(), member.clone());
@@ -514,14 +661,26 @@ fn complete_join(mirror: &mut RoomMirror, peer: &PeerId) {
                 Event::Signal { .. }
                 | Event::Broadcast { .. }
                 | Event::Undeliverable { .. }
-                | Event::RoomClosed { .. } => {}
+                | Event::RoomClosed { .. }
+                | Event::HandOver { .. } => {}
             }
+        }
+        for (_, member) in moves {
+            mirror.members.insert(member.peer.clone(), member.clone());
         }
         mirror.synced = true;
     }
+    let mut backlog = j.backlog;
+    if j.resume {
+        // A resumed member's session holds what arrives until its hand-over is
+        // complete: the backlog goes there now, ahead of anything newer.
+        for event in backlog.drain(..) {
+            local.session.push(event);
+        }
+    }
     if let Some(done) = j.done.take() {
         // The session may have given up (timeout); then it removes itself.
-        let _ = done.send(JoinDone { others, backlog: j.backlog });
+        let _ = done.send(JoinDone { others, backlog });
     }
 }
 

@@ -9,6 +9,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
 use super::events::Event;
+use super::hold::Hold;
 
 /// Cheap to clone; pushing never waits.
 #[derive(Debug, Clone)]
@@ -16,6 +17,10 @@ pub struct SessionHandle {
     pub peer: PeerId,
     tx: mpsc::Sender<Arc<Event>>,
     too_slow: CancellationToken,
+    /// Set on a resumed connection until what its earlier node held has arrived: events
+    /// that reach it directly wait there, so that they follow the held ones (see
+    /// [`super::resume`]). None for every other connection (one pointer's cost).
+    hold: Option<Arc<Hold>>,
 }
 
 /// The session's end of its outbound queue.
@@ -32,14 +37,51 @@ impl SessionHandle {
     pub fn new(peer: PeerId, capacity: usize) -> (Self, SessionInbox) {
         let (tx, rx) = mpsc::channel(capacity);
         let too_slow = CancellationToken::new();
-        (Self { peer, tx, too_slow: too_slow.clone() }, SessionInbox { rx, too_slow })
+        (Self { peer, tx, too_slow: too_slow.clone(), hold: None }, SessionInbox { rx, too_slow })
+    }
+
+    /// The same queue under another peer id, holding what arrives until the hand-over
+    /// of `rooms` from the earlier node is complete: the connection resumed `peer`.
+    pub fn resumed_as(&self, peer: PeerId, rooms: impl IntoIterator<Item = protocol::RoomId>) -> Self {
+        let hold = Hold::new(self.tx.clone(), self.too_slow.clone(), rooms);
+        Self { peer, tx: self.tx.clone(), too_slow: self.too_slow.clone(), hold: Some(hold) }
     }
 
     pub fn push(&self, event: Arc<Event>) {
+        match &self.hold {
+            Some(hold) => hold.push_direct(event),
+            None => self.send(event),
+        }
+    }
+
+    /// An event its earlier node held for a resumed connection (in the order held).
+    pub fn push_forwarded(&self, event: Arc<Event>) {
+        match &self.hold {
+            Some(hold) => hold.push_forwarded(event),
+            None => self.send(event),
+        }
+    }
+
+    pub fn hold(&self) -> Option<&Arc<Hold>> {
+        self.hold.as_ref()
+    }
+
+    fn send(&self, event: Arc<Event>) {
         match self.tx.try_send(event) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(_)) => self.too_slow.cancel(),
         }
+    }
+
+    /// Ends the connection as too slow (a hold overflowed, or a resume elsewhere took
+    /// the connection over).
+    pub fn cut_off(&self) {
+        self.too_slow.cancel();
+    }
+
+    /// Whether both handles feed the same connection.
+    pub fn same_connection(&self, other: &SessionHandle) -> bool {
+        self.tx.same_channel(&other.tx)
     }
 }
 
@@ -53,8 +95,13 @@ impl Sessions {
         self.by_peer.write().expect("sessions lock").insert(handle.peer.clone(), handle);
     }
 
-    pub fn remove(&self, peer: &PeerId) {
-        self.by_peer.write().expect("sessions lock").remove(peer);
+    /// Forgets the connection `handle` feeds, unless another connection has since taken
+    /// its peer id (it resumed on this node).
+    pub fn remove(&self, handle: &SessionHandle) {
+        let mut by_peer = self.by_peer.write().expect("sessions lock");
+        if by_peer.get(&handle.peer).is_some_and(|h| h.same_connection(handle)) {
+            by_peer.remove(&handle.peer);
+        }
     }
 
     pub fn get(&self, peer: &PeerId) -> Option<SessionHandle> {

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use protocol::native::{Authenticated, Joined, PeerJoined, PeerLeft, Pong, Reconnect, Relayed, RoomReply, Welcome};
+use protocol::native::{
+    Authenticated, Joined, PeerJoined, PeerLeft, Pong, Reconnect, Relayed, Resumed, RoomReply, Welcome,
+};
 use protocol::{DecodeError, ErrorCode, Limits, ServerMsg};
 
 use super::{Decoded, Dialect, Greeting};
@@ -32,7 +34,16 @@ impl Native {
                 ServerMsg::Authenticated(Authenticated { subject, name, role, id })
             }
             Reply::Error { code, message, id } => ServerMsg::error(code, message, id),
-            Reply::Events(events) => return out.extend(events.iter().map(|e| frame(&render(e)))),
+            Reply::Events(events) => return out.extend(events.iter().filter_map(|e| render(e)).map(|m| frame(&m))),
+            Reply::Resumed { peer, rooms, token, id } => ServerMsg::Resumed(Resumed {
+                peer,
+                rooms: rooms
+                    .into_iter()
+                    .map(|(room, others)| Joined { room, peers: others.iter().map(|m| (**m).clone()).collect(), id: None })
+                    .collect(),
+                resume: token,
+                id,
+            }),
         };
         out.push(frame(&msg));
     }
@@ -40,12 +51,14 @@ impl Native {
 
 impl Dialect for Native {
     const NAME: &'static str = "native";
+    const RESUMABLE: bool = true;
 
     fn welcome(&mut self, greeting: &Greeting<'_>) -> Option<Utf8Bytes> {
         Some(frame(&ServerMsg::Welcome(Welcome {
             peer: greeting.peer.clone(),
             node: greeting.node.clone(),
             heartbeat_ms: greeting.heartbeat.as_millis() as u64,
+            resume: greeting.resume.map(str::to_owned),
         })))
     }
 
@@ -60,7 +73,7 @@ impl Dialect for Native {
     }
 
     fn render_event(&self, event: &Event) -> Option<Utf8Bytes> {
-        Some(frame(&render(event)))
+        render(event).map(|msg| frame(&msg))
     }
 
     fn reconnect(&self, after: Duration) -> Option<Utf8Bytes> {
@@ -68,8 +81,8 @@ impl Dialect for Native {
     }
 }
 
-fn render(event: &Event) -> ServerMsg {
-    match event {
+fn render(event: &Event) -> Option<ServerMsg> {
+    Some(match event {
         Event::PeerJoined { room, member } => {
             ServerMsg::PeerJoined(PeerJoined { room: room.clone(), peer: (**member).clone() })
         }
@@ -99,7 +112,8 @@ fn render(event: &Event) -> ServerMsg {
             format!("signal to {to} in room {room} not delivered: the peer left"),
             None,
         ),
-    }
+        Event::HandOver { .. } => return None,
+    })
 }
 
 fn frame(msg: &ServerMsg) -> Utf8Bytes {

@@ -158,7 +158,8 @@ impl Plain {
             | Reply::Updated { .. }
             | Reply::Authenticated { .. }
             | Reply::Closed { .. }
-            | Reply::Done { .. } => None,
+            | Reply::Done { .. }
+            | Reply::Resumed { .. } => None,
             Reply::Events(events) => return out.extend(events.iter().filter_map(|e| self.render_event(e))),
         };
         out.extend(frame);
@@ -231,7 +232,7 @@ impl Dialect for Plain {
             Event::PeerLeft { room, peer, reason, .. } => frame_of(
                 &json!({"type": "peer_left", "room_id": room, "peer_id": peer, "reason": left_reason(*reason)}),
             ),
-            Event::PeerUpdated { .. } => return None,
+            Event::PeerUpdated { .. } | Event::HandOver { .. } => return None,
             Event::Undeliverable { to, .. } => error_frame(&format!("Peer {to} is not reachable: it left.")),
             Event::RoomClosed { reason: protocol::CloseReason::Expired, .. } => error_frame("Room expired"),
             Event::RoomClosed { reason: protocol::CloseReason::Removed, .. } => error_frame("Removed from the room"),

@@ -329,7 +329,12 @@ impl Dialect for SocketIo {
                     let connect = encode_sio(SioType::Connect, flight.ns.path(), None, Some(&reply));
                     out.push(Utf8Bytes::from(format!("4{connect}")));
                 }
-                Reply::Members { .. } | Reply::Pong { .. } | Reply::Closed { .. } | Reply::Done { .. } => {}
+                // Socket.IO clients never send `resume` (their dialect has no such event).
+                Reply::Members { .. }
+                | Reply::Pong { .. }
+                | Reply::Closed { .. }
+                | Reply::Done { .. }
+                | Reply::Resumed { .. } => {}
             }
         }
         if let Some((code, message)) = failure {

@@ -29,6 +29,7 @@ impl WsTransport {
 impl Transport for WsTransport {
     async fn recv(&mut self) -> Incoming {
         match self.socket.recv().await {
+            Some(Ok(Message::Close(Some(frame)))) if frame.code == 1000 => Incoming::Finished,
             None | Some(Ok(Message::Close(_))) => Incoming::Closed,
             Some(Ok(Message::Text(text))) => Incoming::Text(text),
             Some(Ok(Message::Binary(_))) => Incoming::Binary,

@@ -7,5 +7,5 @@ pub mod nodes;
 pub use testkit::socketio;
 
 pub use client::Client;
-pub use nodes::{Backend, NodeProcess, TestCluster};
+pub use nodes::{Backend, InProcessNode, NodeProcess, TestCluster};
 pub use testkit::{free_port, wait_until, TestRedis, TestRedisCluster};

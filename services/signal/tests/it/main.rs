@@ -16,6 +16,7 @@ mod limits;
 mod metrics;
 mod plain;
 mod protocol_suite;
+mod resume;
 mod rooms_auth;
 mod socketio;
 mod traces;

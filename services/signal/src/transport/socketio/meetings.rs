@@ -346,7 +346,7 @@ pub(super) fn render_event(event: &Event) -> Option<Utf8Bytes> {
         Event::Broadcast { kind, data, .. } if kind.as_str() == "chat" && data.is_object() => {
             event_frame(NS, "chat-message", data.get())
         }
-        Event::Broadcast { .. } => return None,
+        Event::Broadcast { .. } | Event::HandOver { .. } => return None,
         Event::RoomClosed { room, reason, .. } => {
             frame("meeting-ended", &json!({"meetingId": room, "reason": reason, "endedAt": now_iso()}))
         }

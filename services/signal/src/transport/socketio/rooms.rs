@@ -195,7 +195,7 @@ pub(super) fn render_event(event: &Event) -> Option<Utf8Bytes> {
         ),
         // S1 has no event for a member's metadata changing; a room closing is told by
         // `render_room_closed`.
-        Event::PeerUpdated { .. } | Event::RoomClosed { .. } => return None,
+        Event::PeerUpdated { .. } | Event::RoomClosed { .. } | Event::HandOver { .. } => return None,
         Event::Undeliverable { room, to } => event_frame(
             "/",
             "error",

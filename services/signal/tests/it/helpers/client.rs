@@ -13,10 +13,13 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const RECV_DEADLINE: Duration = Duration::from_secs(10);
 
+#[derive(Debug)]
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     peer: PeerId,
     pub node: String,
+    /// The token that resumes this connection (welcome's, then each `resumed`'s).
+    resume: Option<String>,
 }
 
 impl Client {
@@ -37,11 +40,12 @@ impl Client {
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => return Err(response.status().as_u16()),
             Err(e) => panic!("connect /ws: {e}"),
         };
-        let mut client = Self { ws, peer: PeerId::parse("x.y").unwrap(), node: String::new() };
+        let mut client = Self { ws, peer: PeerId::parse("x.y").unwrap(), node: String::new(), resume: None };
         match client.recv().await {
             ServerMsg::Welcome(w) => {
                 client.peer = w.peer;
                 client.node = w.node.to_string();
+                client.resume = w.resume;
             }
             other => panic!("expected welcome, got {other:?}"),
         }
@@ -50,6 +54,39 @@ impl Client {
 
     pub fn peer(&self) -> &PeerId {
         &self.peer
+    }
+
+    /// The token that resumes this connection; panics if the node gave none.
+    pub fn resume_token(&self) -> String {
+        self.resume.clone().expect("the node gives a resume token")
+    }
+
+    /// Connects to `addr` and resumes with `token`: the client and its `resumed`, or the
+    /// error the node answered.
+    pub async fn resume(
+        addr: std::net::SocketAddr,
+        token: &str,
+    ) -> Result<(Self, protocol::native::Resumed), protocol::native::ErrorMsg> {
+        let mut client = Self::connect(addr).await;
+        client.send(json!({"type": "resume", "token": token})).await;
+        match client.recv().await {
+            ServerMsg::Resumed(resumed) => {
+                client.peer = resumed.peer.clone();
+                client.resume = Some(resumed.resume.clone());
+                Ok((client, resumed))
+            }
+            ServerMsg::Error(e) => Err(e),
+            other => panic!("expected resumed or an error, got {other:?}"),
+        }
+    }
+
+    /// Closes with `code` (1000: done for good, no resume).
+    pub async fn close_with(mut self, code: u16) {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        let frame = CloseFrame { code: code.into(), reason: "".into() };
+        let _ = self.ws.close(Some(frame)).await;
+        // Until the node's own close: everything sent before has been handled.
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(RECV_DEADLINE, self.ws.next()).await {}
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {

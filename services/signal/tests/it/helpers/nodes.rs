@@ -24,6 +24,10 @@ pub enum Backend {
 /// Fast liveness for tests that are not about the default timings.
 pub const FAST: &[(&str, &str)] = &[("HEARTBEAT_INTERVAL_MS", "300"), ("NODE_TTL_MS", "1200")];
 
+/// Test nodes run without resume unless a test turns it on (RESUME_GRACE_MS): most tests
+/// are about what a dropped connection's room hears at once.
+pub const NO_RESUME: (&str, &str) = ("RESUME_GRACE_MS", "0");
+
 /// The documented defaults, for tests that prove the documented bounds.
 pub const DEFAULT_TIMINGS: &[(&str, &str)] = &[("HEARTBEAT_INTERVAL_MS", "2000"), ("NODE_TTL_MS", "6000")];
 
@@ -42,6 +46,7 @@ impl InProcessNode {
             pairs.push(("REDIS_URL", url.as_str()));
         }
         pairs.extend_from_slice(FAST);
+        pairs.push(NO_RESUME);
         pairs.extend_from_slice(extra);
         let config = SignalConfig::from_pairs(&pairs).expect("test config");
         let app = App::build(config).await.expect("node starts");
@@ -143,6 +148,7 @@ impl NodeProcess {
             .env("PORT", port.to_string())
             .env("REDIS_URL", redis_url)
             .env("NODE_ID", node_id)
+            .env(NO_RESUME.0, NO_RESUME.1)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
         for (k, v) in extra {
             cmd.env(k, v);

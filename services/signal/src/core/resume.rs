@@ -1,0 +1,629 @@
+//! Resume on any node (docs/architecture.md, "Resume").
+//!
+//! ```text
+//!  old node A (member away)         Redis                       new node B (client back)
+//!                                                 ◀── claim resumable record (token, once)
+//!  ◀── resume-request{peer, B} on A's inbox ───────────────────
+//!  forward what is held, in order ──────────▶ forward{peer, events} on B's inbox
+//!                                   MOVE per room: record names B,
+//!                                   PUBLISH moved{nonce} ─────▶ every node with members
+//!  sees moved: stops serving it in the room,                    there routes to B from here
+//!  queues "room handed over" ───────────────▶ (forwarded)
+//!  each node with members there: fence ──▶ A (after its in-flight publishes) ──▶ B
+//! ```
+//! B writes `resumed`, then everything A forwarded, then what reached B directly once
+//! every room is handed over and every fence is in (see [`super::hold`]). A member
+//! whose client does not come back within the grace leaves (reason disconnected) on A,
+//! unless a claim got there first: the resumable record decides, once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bus::{BackendError, Claimed, MoveOutcome};
+use protocol::{BusEvent, Held, LeftReason, MemberInfo, NodeId, PeerId, RoomId};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::events::{Event, HandOverMark};
+use super::rules::token_hash;
+use super::sessions::{SessionHandle, SessionInbox};
+use super::{Core, CoreError};
+
+/// How long a resumed member's direct events wait for fences before they are written
+/// anyway (a node that had members in the room died, or runs an older version).
+pub const FENCE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long an old node forwards after a member resumed elsewhere: signals that nodes
+/// routed before they saw the move still arrive meanwhile.
+pub const FORWARD_WINDOW: Duration = Duration::from_secs(10);
+
+/// Most events in one forward.
+const FORWARD_BATCH: usize = 64;
+
+/// Length of a token's secret part (base64url of 32 bytes).
+const SECRET_CHARS: usize = 43;
+
+/// A member whose connection dropped: the handle its rooms still push to, and the
+/// queue behind it.
+struct Away {
+    handle: SessionHandle,
+    memberships: Vec<(RoomId, PeerId)>,
+    /// Taken when forwarding starts.
+    inbox: Option<SessionInbox>,
+    forwarding: bool,
+}
+
+/// The node's part of resume: tokens, members held away, and hand-overs in progress.
+pub struct Resumes {
+    grace: Duration,
+    /// Keys the tokens this node issues (a token is a digest of it, the peer and a nonce).
+    secret: [u8; 32],
+    away: Mutex<HashMap<PeerId, Away>>,
+    /// Live connections that a resume (on this node or another) is taking over, by peer:
+    /// the node it resumed on.
+    takeovers: Mutex<HashMap<PeerId, NodeId>>,
+    /// Members resumed here whose hold is not open yet, by peer.
+    incoming: Mutex<HashMap<PeerId, SessionHandle>>,
+    /// When this node first saw each dead node dead: its members get the grace to
+    /// resume elsewhere before they are reaped.
+    dead_since: Mutex<HashMap<NodeId, Instant>>,
+}
+
+impl Resumes {
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            grace,
+            secret: rand::random(),
+            away: Mutex::default(),
+            takeovers: Mutex::default(),
+            incoming: Mutex::default(),
+            dead_since: Mutex::default(),
+        }
+    }
+
+    /// Whether connections may resume (RESUME_GRACE_MS > 0).
+    pub fn enabled(&self) -> bool {
+        !self.grace.is_zero()
+    }
+
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// The token that resumes `peer`: `<peer>.<43 characters>`, unguessable without
+    /// this node's secret; `nonce` makes each one new.
+    pub fn token(&self, peer: &PeerId, nonce: u32) -> String {
+        let mut digest = Sha256::new();
+        digest.update(self.secret);
+        digest.update(peer.as_str().as_bytes());
+        digest.update(nonce.to_le_bytes());
+        let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.finalize());
+        format!("{peer}.{secret}")
+    }
+
+    /// The peer a token names, if it is shaped as one.
+    pub fn peer_of(token: &str) -> Option<PeerId> {
+        let (peer, secret) = token.rsplit_once('.')?;
+        let shaped = secret.len() == SECRET_CHARS
+            && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        shaped.then(|| PeerId::parse(peer).ok()).flatten()
+    }
+
+    /// Whether a resume took over the live connection of `peer`.
+    pub fn taken_over(&self, peer: &PeerId) -> bool {
+        self.takeovers.lock().expect("takeovers lock").contains_key(peer)
+    }
+
+    /// Connections held away here.
+    pub fn away_count(&self) -> usize {
+        self.away.lock().expect("away lock").len()
+    }
+
+    /// Forgets when nodes that are not dead any more were seen dead.
+    pub fn forget_revived(&self, dead: &[NodeId]) {
+        self.dead_since.lock().expect("dead lock").retain(|node, _| dead.contains(node));
+    }
+
+    /// Whether a dead node's members may be reaped now: its grace has passed since
+    /// this node first saw it dead.
+    pub fn reap_due(&self, dead: &NodeId, now: Instant) -> bool {
+        let mut dead_since = self.dead_since.lock().expect("dead lock");
+        let since = *dead_since.entry(dead.clone()).or_insert(now);
+        if now.duration_since(since) >= self.grace {
+            dead_since.remove(dead);
+            return true;
+        }
+        false
+    }
+}
+
+impl Core {
+    pub fn resumes(&self) -> &Resumes {
+        &self.resumes
+    }
+
+    /// Records a resumable member's room (so any node can resume it).
+    pub async fn note_resumable(&self, peer: &PeerId, token: &str, room: &RoomId) {
+        if let Err(e) = self.backend.note_resumable(peer, &token_hash(token), &self.node, room).await {
+            warn!(%room, error = %e, "could not record the connection as resumable; a resume will fail");
+        }
+    }
+
+    pub async fn forget_resumable_room(&self, peer: &PeerId, room: &RoomId) {
+        if let Err(e) = self.backend.forget_resumable_room(peer, room).await {
+            debug!(%room, error = %e, "could not update the resumable record");
+        }
+    }
+
+    /// The connection ended for good: its token no longer resumes it.
+    pub async fn end_resumable(&self, peer: &PeerId) {
+        if let Err(e) = self.backend.end_resumable(peer, &self.node).await {
+            debug!(error = %e, "could not delete the resumable record; it expires by itself");
+        }
+    }
+
+    /// A resumable connection dropped: its member stays in its rooms, away, and what
+    /// arrives for it is held in its queue for the grace (or forwarded at once, if a
+    /// resume elsewhere took it over).
+    pub fn go_away(self: &Arc<Self>, handle: SessionHandle, inbox: SessionInbox, memberships: Vec<(RoomId, PeerId)>) {
+        let peer = handle.peer.clone();
+        let too_slow = inbox.too_slow.clone();
+        let overflow_watch = (!too_slow.is_cancelled()).then_some(too_slow);
+        {
+            let mut away = self.resumes.away.lock().expect("away lock");
+            self.sessions.remove(&handle);
+            let entry = Away { handle, memberships, inbox: Some(inbox), forwarding: false };
+            away.insert(peer.clone(), entry);
+            let taken_over = self.resumes.takeovers.lock().expect("takeovers lock").remove(&peer);
+            if let Some(to) = taken_over {
+                self.start_forwarding(&mut away, &peer, to);
+            }
+        }
+        self.metrics.resume.away.inc();
+        debug!(%peer, "connection dropped; held away for its resume");
+        tokio::spawn(self.clone().expire_after_grace(peer, overflow_watch));
+    }
+
+    /// Leaves the rooms of an away member whose client did not come back in time,
+    /// unless a resume elsewhere claimed it first (the resumable record decides).
+    async fn expire_after_grace(self: Arc<Self>, peer: PeerId, overflow: Option<CancellationToken>) {
+        let overflowed = match overflow {
+            Some(token) => tokio::select! {
+                _ = tokio::time::sleep(self.resumes.grace) => false,
+                _ = token.cancelled() => true,
+            },
+            None => {
+                tokio::time::sleep(self.resumes.grace).await;
+                false
+            }
+        };
+        if !self.still_waiting(&peer) {
+            return;
+        }
+        // Retried while Redis does not answer: leaving while a claim may still land
+        // would announce a member that is about to be live elsewhere.
+        let deadline = Instant::now() + self.resumes.grace;
+        let ours = loop {
+            match self.backend.end_resumable(&peer, &self.node).await {
+                Ok(ours) => break ours,
+                Err(e) if Instant::now() < deadline => {
+                    debug!(error = %e, "could not settle an away member's record; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(_) => break true,
+            }
+        };
+        if !ours {
+            // Claimed by a resume elsewhere: its request is on its way. Should it never
+            // come (that node died), the member's remaining rooms here are left later.
+            tokio::time::sleep(self.resumes.grace).await;
+            if !self.still_waiting(&peer) {
+                return;
+            }
+        }
+        if overflowed {
+            self.metrics.resume.overflowed.inc();
+        } else {
+            self.metrics.resume.expired.inc();
+        }
+        self.leave_away(&peer).await;
+    }
+
+    fn still_waiting(&self, peer: &PeerId) -> bool {
+        self.resumes.away.lock().expect("away lock").get(peer).is_some_and(|a| !a.forwarding)
+    }
+
+    /// Leaves the rooms an away member is still served in here (others hear
+    /// `peer-left`, reason disconnected).
+    async fn leave_away(&self, peer: &PeerId) {
+        let Some(entry) = self.resumes.away.lock().expect("away lock").remove(peer) else { return };
+        self.metrics.resume.away.dec();
+        for (room, member) in &entry.memberships {
+            if self.rooms.active_session(room, member).is_some_and(|s| s.same_connection(&entry.handle)) {
+                if let Err(e) = self.leave(member, room, LeftReason::Disconnected).await {
+                    debug!(%room, error = %e, "leave after the grace failed; the removal is owed and retried");
+                }
+            }
+        }
+    }
+
+    /// Every away member leaves now (the node stops; a client that comes back later
+    /// joins afresh).
+    pub async fn leave_all_away(&self) {
+        let peers: Vec<PeerId> = self.resumes.away.lock().expect("away lock").keys().cloned().collect();
+        for peer in peers {
+            if self.still_waiting(&peer) {
+                let _ = self.backend.end_resumable(&peer, &self.node).await;
+            }
+            self.leave_away(&peer).await;
+        }
+    }
+
+    /// A client resumed `peer` on `to`: forward what is held, take over a connection
+    /// still open here, or tell `to` that nothing is held here.
+    pub(super) fn on_resume_request(self: &Arc<Self>, peer: PeerId, to: NodeId) {
+        let mut away = self.resumes.away.lock().expect("away lock");
+        if away.contains_key(&peer) {
+            return self.start_forwarding(&mut away, &peer, to);
+        }
+        let incoming = self.resumes.incoming.lock().expect("incoming lock").get(&peer).cloned();
+        let live = self.sessions.get(&peer).filter(|h| incoming.as_ref().is_none_or(|i| !h.same_connection(i)));
+        let mut takeovers = self.resumes.takeovers.lock().expect("takeovers lock");
+        if let Some(live) = live {
+            // Its client reconnected before this node saw the old connection drop.
+            takeovers.insert(peer, to);
+            live.cut_off();
+            return;
+        }
+        if takeovers.contains_key(&peer) {
+            return;
+        }
+        drop((takeovers, away));
+        let unknown = self.envelope(BusEvent::Forward { peer, events: vec![Held::Unknown] });
+        let core = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = core.backend.publish_node(&to, unknown).await {
+                debug!(error = %e, "could not tell a resuming node that nothing is held here");
+            }
+        });
+    }
+
+    /// Registers a live connection on this node that a resume on this node takes over.
+    pub fn take_over_here(&self, peer: &PeerId) {
+        if let Some(live) = self.sessions.get(peer) {
+            self.resumes.takeovers.lock().expect("takeovers lock").insert(peer.clone(), self.node.clone());
+            live.cut_off();
+        }
+    }
+
+    fn start_forwarding(self: &Arc<Self>, away: &mut HashMap<PeerId, Away>, peer: &PeerId, to: NodeId) {
+        let Some(entry) = away.get_mut(peer).filter(|e| !e.forwarding) else { return };
+        entry.forwarding = true;
+        let Some(inbox) = entry.inbox.take() else { return };
+        info!(%peer, %to, "member resumed elsewhere; forwarding what is held for it");
+        tokio::spawn(self.clone().forward(peer.clone(), to, inbox));
+    }
+
+    /// Forwards an away member's queue to the node it resumed on, in order, for
+    /// [`FORWARD_WINDOW`]; then forgets the member here.
+    async fn forward(self: Arc<Self>, peer: PeerId, to: NodeId, mut inbox: SessionInbox) {
+        let until = tokio::time::Instant::now() + FORWARD_WINDOW;
+        loop {
+            let first = tokio::select! {
+                event = inbox.rx.recv() => match event {
+                    Some(event) => event,
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(until) => break,
+            };
+            let mut events = vec![held(&first)];
+            while events.len() < FORWARD_BATCH {
+                let Ok(event) = inbox.rx.try_recv() else { break };
+                events.push(held(&event));
+            }
+            let count = events.len() as u64;
+            let msg = self.envelope(BusEvent::Forward { peer: peer.clone(), events });
+            match self.publish_with_retries(&to, msg).await {
+                Some(0) => {
+                    warn!(%peer, %to, "the node the member resumed on is gone; stopped forwarding");
+                    self.metrics.resume.forward_lost.inc_by(count);
+                    break;
+                }
+                Some(_) => self.metrics.resume.forwarded.inc_by(count),
+                None => self.metrics.resume.forward_lost.inc_by(count),
+            }
+        }
+        let Some(entry) = self.resumes.away.lock().expect("away lock").remove(&peer) else { return };
+        self.metrics.resume.away.dec();
+        // Rooms it never moved out of here (it was gone from them in Redis): forget it.
+        for (room, member) in &entry.memberships {
+            if self.rooms.active_session(room, member).is_some_and(|s| s.same_connection(&entry.handle))
+                && self.rooms.remove_local(room, member)
+            {
+                self.release_room(room).await;
+            }
+        }
+    }
+
+    async fn publish_with_retries(&self, to: &NodeId, msg: bytes::Bytes) -> Option<u64> {
+        for attempt in 0..3u32 {
+            match self.backend.publish_node(to, msg.clone()).await {
+                Ok(n) => return Some(n),
+                Err(e) => {
+                    debug!(error = %e, attempt, "forwarding failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+            }
+        }
+        None
+    }
+
+    /// What the old node forwarded for a member resumed here.
+    pub(super) fn on_forward(&self, peer: &PeerId, events: Vec<Held>) {
+        let Some(handle) = self.resumes.incoming.lock().expect("incoming lock").get(peer).cloned() else {
+            self.metrics.resume.forward_lost.inc_by(events.len() as u64);
+            return debug!(%peer, "forwarded events for a member not resuming here; dropped");
+        };
+        let Some(hold) = handle.hold() else { return };
+        for event in events {
+            match event {
+                Held::Fence { room, node } => hold.fence_seen(room, node),
+                Held::RoomHandedOver { room } => hold.room_handed_over(&room),
+                Held::Unknown => hold.no_hand_over(),
+                other => {
+                    if let Some(event) = event_of(other) {
+                        handle.push_forwarded(Arc::new(event));
+                    }
+                }
+            }
+        }
+        self.forget_incoming_if_open(&handle);
+    }
+
+    /// A node's fence for a moved member: the old node passes it on in order with what
+    /// it holds; the new node (when the old one is gone) counts it.
+    pub(super) fn on_fence(&self, room: RoomId, peer: &PeerId, from: NodeId) {
+        if let Some(entry) = self.resumes.away.lock().expect("away lock").get(peer) {
+            entry.handle.push(Arc::new(Event::HandOver { room, mark: HandOverMark::Fence(from) }));
+            return;
+        }
+        let handle = self.resumes.incoming.lock().expect("incoming lock").get(peer).cloned();
+        if let Some(handle) = handle {
+            if let Some(hold) = handle.hold() {
+                hold.fence_seen(room, from);
+            }
+            self.forget_incoming_if_open(&handle);
+        }
+    }
+
+    fn forget_incoming_if_open(&self, handle: &SessionHandle) {
+        if handle.hold().is_some_and(|h| h.is_open()) {
+            let mut incoming = self.resumes.incoming.lock().expect("incoming lock");
+            if incoming.get(&handle.peer).is_some_and(|h| h.same_connection(handle)) {
+                incoming.remove(&handle.peer);
+            }
+        }
+    }
+
+    /// A resumed connection ended: stop routing forwarded events to it.
+    pub fn forget_incoming(&self, handle: &SessionHandle) {
+        let mut incoming = self.resumes.incoming.lock().expect("incoming lock");
+        if incoming.get(&handle.peer).is_some_and(|h| h.same_connection(handle)) {
+            incoming.remove(&handle.peer);
+        }
+    }
+
+    /// After this node applied a member's `moved`: once the signals this node routed
+    /// through the member's old node are all published, send that node a fence (or the
+    /// new node, if the old one is gone).
+    pub(super) async fn send_fence(self: Arc<Self>, room: RoomId, peer: PeerId, old: NodeId, new: NodeId) {
+        drop(self.publish_gate.write().await);
+        let fence = self.envelope(BusEvent::Fence { room, peer });
+        match self.backend.publish_node(&old, fence.clone()).await {
+            Ok(n) if n > 0 => {}
+            _ => {
+                if let Err(e) = self.backend.publish_node(&new, fence).await {
+                    debug!(error = %e, "could not send a fence; the resumed member's node opens after its timeout");
+                }
+            }
+        }
+    }
+
+    /// Takes `claimed` over for the connection behind `handle` (already renamed to the
+    /// resumed peer, with a hold): asks the old node to hand over, and moves every room
+    /// here. Returns the rooms it is back in, each with the others there.
+    pub async fn resume(
+        self: &Arc<Self>,
+        handle: &SessionHandle,
+        claimed: Claimed,
+    ) -> Result<Vec<(RoomId, Vec<Arc<MemberInfo>>)>, CoreError> {
+        let peer = handle.peer.clone();
+        let hold = handle.hold().cloned().ok_or(CoreError::Internal("a resumed session without a hold"))?;
+        self.resumes.incoming.lock().expect("incoming lock").insert(peer.clone(), handle.clone());
+        let request = self.envelope(BusEvent::ResumeRequest { peer: peer.clone(), to: self.node.clone() });
+        let old_alive = self.backend.publish_node(&claimed.node, request).await? > 0;
+        if !old_alive {
+            hold.no_hand_over();
+        }
+        let mut back = Vec::new();
+        for room in claimed.rooms {
+            match self.move_here(&room, handle).await {
+                Ok(Some(others)) => {
+                    let nodes: HashSet<NodeId> = others
+                        .iter()
+                        .map(|m| m.serving_node())
+                        .filter(|n| old_alive || *n != claimed.node)
+                        .collect();
+                    hold.expect_fences(&room, nodes);
+                    back.push((room, others));
+                }
+                Ok(None) => hold.room_gone(&room),
+                Err(e) => {
+                    warn!(%room, error = %e, "could not move a resumed member's room here");
+                    hold.room_gone(&room);
+                }
+            }
+        }
+        let core = self.clone();
+        let waiting = handle.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(FENCE_TIMEOUT).await;
+            if let Some(hold) = waiting.hold() {
+                if hold.force_open() {
+                    core.metrics.resume.fence_timeouts.inc();
+                    debug!(peer = %waiting.peer, "a resumed member's fences did not all arrive; opened anyway");
+                }
+            }
+            core.forget_incoming(&waiting);
+        });
+        Ok(back)
+    }
+
+    /// Moves the resumed member's membership of `room` to this node: its record names
+    /// this node, and its `moved` marks the point in the room's order from which every
+    /// node routes here (the join handshake, with `moved` as the marker). None if it is
+    /// no longer a member there.
+    async fn move_here(&self, room: &RoomId, handle: &SessionHandle) -> Result<Option<Vec<Arc<MemberInfo>>>, CoreError> {
+        self.subs.acquire(self.backend(), &self.node, room).await?;
+        let moved = self.try_move_here(room, handle).await;
+        if !matches!(moved, Ok(Some(_))) && !self.rooms.has_local(room) {
+            self.release_room(room).await;
+        }
+        moved
+    }
+
+    async fn try_move_here(
+        &self,
+        room: &RoomId,
+        handle: &SessionHandle,
+    ) -> Result<Option<Vec<Arc<MemberInfo>>>, CoreError> {
+        let peer = &handle.peer;
+        for _ in 0..3 {
+            let Some(current) = self.backend.member_record(room, peer).await? else { return Ok(None) };
+            let stored = MemberInfo::decode(&current)
+                .map_err(|e| BackendError::Protocol(format!("unreadable member record: {e}")))?;
+            let from = stored.serving_node();
+            let record = Arc::new(MemberInfo { node: (!peer.is_on(&self.node)).then(|| self.node.clone()), ..stored });
+            let nonce = rand::random::<u64>() | 1;
+            let done = self
+                .rooms
+                .begin_resume(room, handle.clone(), record.clone(), nonce)
+                .map_err(|_| CoreError::AlreadyInRoom)?;
+            let write = bus::MemberWrite {
+                room,
+                peer,
+                record: bytes::Bytes::from(record.encode()),
+                announcement: self.envelope(BusEvent::Moved {
+                    room: room.clone(),
+                    member: (*record).clone(),
+                    from,
+                    nonce,
+                }),
+            };
+            match self.backend.move_member(write, current).await {
+                Ok(MoveOutcome::Moved { others, token_hash, expires_ms }) => {
+                    self.rooms.note_expiry(room, expires_ms);
+                    let others = others.iter().filter_map(|r| self.decode_member(r)).collect();
+                    self.rooms.join_snapshot(room, peer, others, token_hash);
+                    return match tokio::time::timeout(self.settings.join_timeout, done).await {
+                        Ok(Ok(done)) => Ok(Some(done.others)),
+                        _ => {
+                            warn!(%room, "a resumed member's move was not confirmed by the room channel");
+                            self.rooms.cancel_resume(room, peer);
+                            self.health.subscription_suspect();
+                            Err(CoreError::JoinTimeout)
+                        }
+                    };
+                }
+                Ok(MoveOutcome::Changed) => {
+                    self.rooms.cancel_resume(room, peer);
+                }
+                Ok(MoveOutcome::Gone) => {
+                    self.rooms.cancel_resume(room, peer);
+                    return Ok(None);
+                }
+                Err(e) => {
+                    self.rooms.cancel_resume(room, peer);
+                    return Err(e.into());
+                }
+            }
+        }
+        Err(CoreError::Unavailable(BackendError::Protocol("the member's record kept changing".into())))
+    }
+}
+
+/// An event as it is forwarded between nodes.
+fn held(event: &Event) -> Held {
+    let member = |m: &Arc<MemberInfo>| (**m).clone();
+    match event {
+        Event::Signal { room, from, kind, data } => {
+            Held::Signal { room: room.clone(), from: from.clone(), kind: kind.clone(), data: data.clone() }
+        }
+        Event::Broadcast { room, from, kind, data } => {
+            Held::Broadcast { room: room.clone(), from: from.clone(), kind: kind.clone(), data: data.clone() }
+        }
+        Event::PeerJoined { room, member: m } => Held::Joined { room: room.clone(), member: member(m) },
+        Event::PeerLeft { room, peer, reason, member: m } => {
+            Held::Left { room: room.clone(), peer: peer.clone(), reason: *reason, member: m.as_ref().map(member) }
+        }
+        Event::PeerUpdated { room, member: m } => Held::Updated { room: room.clone(), member: member(m) },
+        Event::RoomClosed { room, reason, members } => {
+            Held::Closed { room: room.clone(), reason: *reason, members: members.iter().map(member).collect() }
+        }
+        Event::Undeliverable { room, to } => Held::Undeliverable { room: room.clone(), to: to.clone() },
+        Event::HandOver { room, mark: HandOverMark::RoomDone } => Held::RoomHandedOver { room: room.clone() },
+        Event::HandOver { room, mark: HandOverMark::Fence(node) } => {
+            Held::Fence { room: room.clone(), node: node.clone() }
+        }
+    }
+}
+
+/// A forwarded event as the resumed member's session takes it; None for the marks,
+/// which the hold takes.
+fn event_of(held: Held) -> Option<Event> {
+    Some(match held {
+        Held::Signal { room, from, kind, data } => Event::Signal { room, from, kind, data },
+        Held::Broadcast { room, from, kind, data } => Event::Broadcast { room, from, kind, data },
+        Held::Joined { room, member } => Event::PeerJoined { room, member: Arc::new(member) },
+        Held::Left { room, peer, reason, member } => {
+            Event::PeerLeft { room, peer, reason, member: member.map(Arc::new) }
+        }
+        Held::Updated { room, member } => Event::PeerUpdated { room, member: Arc::new(member) },
+        Held::Closed { room, reason, members } => {
+            Event::RoomClosed { room, reason, members: members.into_iter().map(Arc::new).collect() }
+        }
+        Held::Undeliverable { room, to } => Event::Undeliverable { room, to },
+        Held::Fence { .. } | Held::RoomHandedOver { .. } | Held::Unknown => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_names_its_peer_and_changes_with_the_nonce() {
+        let resumes = Resumes::new(Duration::from_secs(15));
+        let peer = PeerId::parse("n1.abcdefgh").unwrap();
+        let token = resumes.token(&peer, 1);
+        assert_eq!(Resumes::peer_of(&token), Some(peer.clone()));
+        assert_ne!(token, resumes.token(&peer, 2));
+        assert_ne!(token, Resumes::new(Duration::from_secs(15)).token(&peer, 1), "another node, another secret");
+        assert_eq!(Resumes::peer_of("n1.abcdefgh.short"), None);
+        assert_eq!(Resumes::peer_of("no-dot"), None);
+    }
+
+    #[test]
+    fn a_dead_node_is_reaped_only_after_the_grace() {
+        let resumes = Resumes::new(Duration::from_secs(15));
+        let dead = NodeId::parse("n2").unwrap();
+        let t0 = Instant::now();
+        assert!(!resumes.reap_due(&dead, t0));
+        assert!(!resumes.reap_due(&dead, t0 + Duration::from_secs(14)));
+        assert!(resumes.reap_due(&dead, t0 + Duration::from_secs(15)));
+        assert!(Resumes::new(Duration::ZERO).reap_due(&dead, t0), "no grace: at once");
+    }
+}
