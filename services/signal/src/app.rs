@@ -118,9 +118,11 @@ impl App {
 
     /// Serves until `shutdown` resolves, then drains, each step bounded:
     /// 1. /readyz fails and the listener stops accepting;
-    /// 2. every session sends `reconnect` and closes, leaving its rooms (others hear
-    ///    `peer-left` at once);
-    /// 3. sessions get `drain_timeout` to finish;
+    /// 2. every session sends `reconnect` (spread over DRAIN_SPREAD_MS); one that may
+    ///    resume is served until its client closes it and stays away until it resumes
+    ///    elsewhere, others close and leave their rooms (others hear `peer-left`);
+    /// 3. sessions and away members get `drain_timeout` in all to finish (away members
+    ///    left by then leave);
     /// 4. the node leaves the cluster registry; background tasks stop.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let App { listener, state, background, background_stop } = self;
@@ -140,11 +142,18 @@ impl App {
         edge::serve(listener, router(state), limits, gate, shutdown, HTTP_DRAIN).await.context("serving HTTP")?;
 
         let open = core.sessions().len();
+        let deadline = tokio::time::Instant::now() + drain_timeout;
         sessions_stop.cancel();
         sessions.close();
-        if tokio::time::timeout(drain_timeout, sessions.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, sessions.wait()).await.is_err() {
             warn!(open = core.sessions().len(), "drain timeout: some sessions did not close in time");
         }
+        // Members whose clients were told to reconnect stay away until they resume on
+        // another node and are handed over (or their grace runs out).
+        if tokio::time::timeout_at(deadline, core.resumes().until_none_away()).await.is_err() {
+            warn!(away = core.resumes().away_count(), "drain timeout: some members did not resume in time; they leave");
+        }
+        core.leave_all_away().await;
         core.leave_cluster().await;
         background_stop.cancel();
         background.close();

@@ -70,6 +70,8 @@ pub struct Resumes {
     /// When this node first saw each dead node dead: its members get the grace to
     /// resume elsewhere before they are reaped.
     dead_since: Mutex<HashMap<NodeId, Instant>>,
+    /// Told when the last away member is gone (a draining node waits for it).
+    all_gone: tokio::sync::Notify,
 }
 
 impl Resumes {
@@ -81,7 +83,30 @@ impl Resumes {
             takeovers: Mutex::default(),
             incoming: Mutex::default(),
             dead_since: Mutex::default(),
+            all_gone: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Waits until no member is held away here (each resumed elsewhere and was handed
+    /// over, or its grace ran out).
+    pub async fn until_none_away(&self) {
+        loop {
+            let gone = self.all_gone.notified();
+            if self.away_count() == 0 {
+                return;
+            }
+            gone.await;
+        }
+    }
+
+    /// Removes an away entry (and tells a waiting drain when it was the last).
+    fn take_away(&self, peer: &PeerId) -> Option<Away> {
+        let mut away = self.away.lock().expect("away lock");
+        let entry = away.remove(peer);
+        if entry.is_some() && away.is_empty() {
+            self.all_gone.notify_waiters();
+        }
+        entry
     }
 
     /// Whether connections may resume (RESUME_GRACE_MS > 0).
@@ -239,7 +264,7 @@ impl Core {
     /// Leaves the rooms an away member is still served in here (others hear
     /// `peer-left`, reason disconnected).
     async fn leave_away(&self, peer: &PeerId) {
-        let Some(entry) = self.resumes.away.lock().expect("away lock").remove(peer) else { return };
+        let Some(entry) = self.resumes.take_away(peer) else { return };
         self.metrics.resume.away.dec();
         for (room, member) in &entry.memberships {
             if self.rooms.active_session(room, member).is_some_and(|s| s.same_connection(&entry.handle)) {
@@ -304,13 +329,17 @@ impl Core {
         entry.forwarding = true;
         let Some(inbox) = entry.inbox.take() else { return };
         info!(%peer, %to, "member resumed elsewhere; forwarding what is held for it");
-        tokio::spawn(self.clone().forward(peer.clone(), to, inbox));
+        let rooms = entry.memberships.len();
+        tokio::spawn(self.clone().forward(peer.clone(), to, inbox, rooms));
     }
 
-    /// Forwards an away member's queue to the node it resumed on, in order, for
-    /// [`FORWARD_WINDOW`]; then forgets the member here.
-    async fn forward(self: Arc<Self>, peer: PeerId, to: NodeId, mut inbox: SessionInbox) {
-        let until = tokio::time::Instant::now() + FORWARD_WINDOW;
+    /// Forwards an away member's queue to the node it resumed on, in order, until
+    /// [`FENCE_TIMEOUT`] after it saw the member move out of all its `rooms` here (the
+    /// other nodes' fences pass meanwhile; the new node stops waiting for them then), at
+    /// most [`FORWARD_WINDOW`]; then forgets the member here.
+    async fn forward(self: Arc<Self>, peer: PeerId, to: NodeId, mut inbox: SessionInbox, rooms: usize) {
+        let mut until = tokio::time::Instant::now() + FORWARD_WINDOW;
+        let mut handed_over = 0;
         loop {
             let first = tokio::select! {
                 event = inbox.rx.recv() => match event {
@@ -324,6 +353,10 @@ impl Core {
                 let Ok(event) = inbox.rx.try_recv() else { break };
                 events.push(held(&event));
             }
+            handed_over += events.iter().filter(|e| matches!(e, Held::RoomHandedOver { .. })).count();
+            if handed_over >= rooms {
+                until = until.min(tokio::time::Instant::now() + FENCE_TIMEOUT);
+            }
             let count = events.len() as u64;
             let msg = self.envelope(BusEvent::Forward { peer: peer.clone(), events });
             match self.publish_with_retries(&to, msg).await {
@@ -336,7 +369,7 @@ impl Core {
                 None => self.metrics.resume.forward_lost.inc_by(count),
             }
         }
-        let Some(entry) = self.resumes.away.lock().expect("away lock").remove(&peer) else { return };
+        let Some(entry) = self.resumes.take_away(&peer) else { return };
         self.metrics.resume.away.dec();
         // Rooms it never moved out of here (it was gone from them in Redis): forget it.
         for (room, member) in &entry.memberships {
