@@ -39,8 +39,8 @@ use crate::metrics::NodeMetrics;
 
 pub use error::CoreError;
 pub use events::{Event, HandOverMark};
-pub use resume::Resumes;
 pub use liveness::Health;
+pub use resume::Resumes;
 pub use rooms::JoinDone;
 use rooms::Target;
 pub use rules::token_hash;
@@ -616,7 +616,10 @@ impl Core {
         data: Payload,
         sent_us: u64,
     ) {
-        match self.rooms.active_session(&room, &to) {
+        // The target resumed on another node, and this one forwards what still arrives
+        // for it (its sender's node routed before it saw the move).
+        let target = self.rooms.active_session(&room, &to).or_else(|| self.resumes.forwarding_handle(&to));
+        match target {
             Some(target) => {
                 target.push(Arc::new(Event::Signal { room, from, kind, data }));
                 if sent_us > 0 {
@@ -626,7 +629,7 @@ impl Core {
             }
             // The target left while the signal was on its way (its sender's node had not
             // heard `peer-left` yet): tell the sender instead of dropping it silently.
-            _ => {
+            None => {
                 debug!(%room, "signal for a peer no longer here; bouncing it to the sender");
                 let bounce = BusEvent::Undeliverable { room, from, to };
                 self.bounces.send(from_node, self.envelope(bounce));

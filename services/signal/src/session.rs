@@ -386,9 +386,7 @@ impl Session {
             .claim_resumable(&peer, &crate::core::token_hash(token), &crate::core::token_hash(&next), core.node())
             .await
             .map_err(|e| failed(e.into()))?
-            .ok_or_else(|| {
-                failed(CoreError::ResumeFailed("unknown, used or expired resume token; join afresh"))
-            })?;
+            .ok_or_else(|| failed(CoreError::ResumeFailed("unknown, used or expired resume token; join afresh")))?;
         if claimed.node == *core.node() {
             core.take_over_here(&peer);
         }

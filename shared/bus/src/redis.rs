@@ -476,12 +476,8 @@ impl ResumeStore for RedisBackend {
         node: &NodeId,
         room: &RoomId,
     ) -> Result<(), BackendError> {
-        let args: Vec<Value> = vec![
-            token_hash.into(),
-            node.as_str().into(),
-            format!("r:{room}").into(),
-            (RESUMABLE_TTL_MS as i64).into(),
-        ];
+        let args: Vec<Value> =
+            vec![token_hash.into(), node.as_str().into(), format!("r:{room}").into(), (RESUMABLE_TTL_MS as i64).into()];
         let _: i64 =
             self.client.eval(scripts::NOTE_RESUMABLE, keys::resumable(peer), args).await.map_err(unavailable)?;
         Ok(())
@@ -499,12 +495,8 @@ impl ResumeStore for RedisBackend {
         new_token_hash: &str,
         node: &NodeId,
     ) -> Result<Option<Claimed>, BackendError> {
-        let args: Vec<Value> = vec![
-            token_hash.into(),
-            new_token_hash.into(),
-            node.as_str().into(),
-            (RESUMABLE_TTL_MS as i64).into(),
-        ];
+        let args: Vec<Value> =
+            vec![token_hash.into(), new_token_hash.into(), node.as_str().into(), (RESUMABLE_TTL_MS as i64).into()];
         let reply: Value =
             self.client.eval(scripts::CLAIM_RESUME, keys::resumable(peer), args).await.map_err(unavailable)?;
         let Value::Array(values) = reply else { return Ok(None) };

@@ -121,18 +121,51 @@ pub enum BusEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Held {
-    Signal { room: RoomId, from: PeerId, kind: SignalKind, data: Payload },
-    Broadcast { room: RoomId, from: PeerId, kind: SignalKind, data: Payload },
-    Joined { room: RoomId, member: MemberInfo },
-    Left { room: RoomId, peer: PeerId, reason: LeftReason, member: Option<MemberInfo> },
-    Updated { room: RoomId, member: MemberInfo },
-    Closed { room: RoomId, reason: CloseReason, members: Vec<MemberInfo> },
-    Undeliverable { room: RoomId, to: PeerId },
+    Signal {
+        room: RoomId,
+        from: PeerId,
+        kind: SignalKind,
+        data: Payload,
+    },
+    Broadcast {
+        room: RoomId,
+        from: PeerId,
+        kind: SignalKind,
+        data: Payload,
+    },
+    Joined {
+        room: RoomId,
+        member: MemberInfo,
+    },
+    Left {
+        room: RoomId,
+        peer: PeerId,
+        reason: LeftReason,
+        member: Option<MemberInfo>,
+    },
+    Updated {
+        room: RoomId,
+        member: MemberInfo,
+    },
+    Closed {
+        room: RoomId,
+        reason: CloseReason,
+        members: Vec<MemberInfo>,
+    },
+    Undeliverable {
+        room: RoomId,
+        to: PeerId,
+    },
     /// `node` routes nothing more for the member in `room` through the old node.
-    Fence { room: RoomId, node: NodeId },
+    Fence {
+        room: RoomId,
+        node: NodeId,
+    },
     /// The old node saw the member's `moved` in `room`: every room event before it has
     /// been forwarded.
-    RoomHandedOver { room: RoomId },
+    RoomHandedOver {
+        room: RoomId,
+    },
     /// The old node does not hold the member (its grace ran out there, or it restarted).
     Unknown,
 }

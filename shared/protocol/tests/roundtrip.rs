@@ -8,8 +8,8 @@
 use proptest::prelude::*;
 use protocol::socketio::{encode_sio, EioPacket, SioPacket, SioType};
 use protocol::{
-    BusEvent, Held, CloseReason, Command, DisplayName, Envelope, LeftReason, Limits, MemberInfo, NodeId, Payload, PeerId,
-    Role, RoomId, SignalKind,
+    BusEvent, CloseReason, Command, DisplayName, Envelope, Held, LeftReason, Limits, MemberInfo, NodeId, Payload,
+    PeerId, Role, RoomId, SignalKind,
 };
 
 fn node() -> impl Strategy<Value = NodeId> {
@@ -86,8 +86,12 @@ fn event() -> impl Strategy<Value = BusEvent> {
         (room(), peer()).prop_map(|(room, peer)| BusEvent::Removed { room, peer }),
         (room(), any::<u64>()).prop_map(|(room, nonce)| BusEvent::Marker { room, nonce }),
         any::<u64>().prop_map(|nonce| BusEvent::Probe { nonce }),
-        (room(), member(), node(), any::<u64>())
-            .prop_map(|(room, member, from, nonce)| BusEvent::Moved { room, member, from, nonce }),
+        (room(), member(), node(), any::<u64>()).prop_map(|(room, member, from, nonce)| BusEvent::Moved {
+            room,
+            member,
+            from,
+            nonce
+        }),
         (peer(), node()).prop_map(|(peer, to)| BusEvent::ResumeRequest { peer, to }),
         (room(), peer()).prop_map(|(room, peer)| BusEvent::Fence { room, peer }),
         (peer(), prop::collection::vec(held(), 0..6)).prop_map(|(peer, events)| BusEvent::Forward { peer, events }),
@@ -97,9 +101,18 @@ fn event() -> impl Strategy<Value = BusEvent> {
 /// Every kind of event a node forwards for a resumed member.
 fn held() -> impl Strategy<Value = Held> {
     prop_oneof![
-        (room(), peer(), kind(), payload()).prop_map(|(room, from, kind, data)| Held::Signal { room, from, kind, data }),
-        (room(), peer(), kind(), payload())
-            .prop_map(|(room, from, kind, data)| Held::Broadcast { room, from, kind, data }),
+        (room(), peer(), kind(), payload()).prop_map(|(room, from, kind, data)| Held::Signal {
+            room,
+            from,
+            kind,
+            data
+        }),
+        (room(), peer(), kind(), payload()).prop_map(|(room, from, kind, data)| Held::Broadcast {
+            room,
+            from,
+            kind,
+            data
+        }),
         (room(), member()).prop_map(|(room, member)| Held::Joined { room, member }),
         (room(), peer(), prop::option::of(member())).prop_map(|(room, peer, member)| Held::Left {
             room,

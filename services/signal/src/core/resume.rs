@@ -132,9 +132,14 @@ impl Resumes {
     /// The peer a token names, if it is shaped as one.
     pub fn peer_of(token: &str) -> Option<PeerId> {
         let (peer, secret) = token.rsplit_once('.')?;
-        let shaped = secret.len() == SECRET_CHARS
-            && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let shaped =
+            secret.len() == SECRET_CHARS && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         shaped.then(|| PeerId::parse(peer).ok()).flatten()
+    }
+
+    /// The queue of an away member that resumed elsewhere and is being forwarded.
+    pub fn forwarding_handle(&self, peer: &PeerId) -> Option<SessionHandle> {
+        self.away.lock().expect("away lock").get(peer).filter(|a| a.forwarding).map(|a| a.handle.clone())
     }
 
     /// Whether a resume took over the live connection of `peer`.
@@ -485,11 +490,8 @@ impl Core {
         for room in claimed.rooms {
             match self.move_here(&room, handle).await {
                 Ok(Some(others)) => {
-                    let nodes: HashSet<NodeId> = others
-                        .iter()
-                        .map(|m| m.serving_node())
-                        .filter(|n| old_alive || *n != claimed.node)
-                        .collect();
+                    let nodes: HashSet<NodeId> =
+                        others.iter().map(|m| m.serving_node()).filter(|n| old_alive || *n != claimed.node).collect();
                     hold.expect_fences(&room, nodes);
                     back.push((room, others));
                 }
@@ -519,7 +521,11 @@ impl Core {
     /// this node, and its `moved` marks the point in the room's order from which every
     /// node routes here (the join handshake, with `moved` as the marker). None if it is
     /// no longer a member there.
-    async fn move_here(&self, room: &RoomId, handle: &SessionHandle) -> Result<Option<Vec<Arc<MemberInfo>>>, CoreError> {
+    async fn move_here(
+        &self,
+        room: &RoomId,
+        handle: &SessionHandle,
+    ) -> Result<Option<Vec<Arc<MemberInfo>>>, CoreError> {
         self.subs.acquire(self.backend(), &self.node, room).await?;
         let moved = self.try_move_here(room, handle).await;
         if !matches!(moved, Ok(Some(_))) && !self.rooms.has_local(room) {

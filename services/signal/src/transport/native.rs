@@ -39,7 +39,11 @@ impl Native {
                 peer,
                 rooms: rooms
                     .into_iter()
-                    .map(|(room, others)| Joined { room, peers: others.iter().map(|m| (**m).clone()).collect(), id: None })
+                    .map(|(room, others)| Joined {
+                        room,
+                        peers: others.iter().map(|m| (**m).clone()).collect(),
+                        id: None,
+                    })
                     .collect(),
                 resume: token,
                 id,

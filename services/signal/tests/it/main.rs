@@ -17,6 +17,7 @@ mod metrics;
 mod plain;
 mod protocol_suite;
 mod resume;
+mod rolling;
 mod rooms_auth;
 mod socketio;
 mod traces;

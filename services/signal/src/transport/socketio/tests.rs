@@ -11,9 +11,8 @@ fn greeted() -> SocketIo {
     let mut sio = SocketIo::over_websocket();
     let node = NodeId::parse("n1").unwrap();
     let peer = PeerId::parse("n1.me").unwrap();
-    let open = sio
-        .welcome(&Greeting { peer: &peer, node: &node, heartbeat: Duration::from_secs(25), resume: None })
-        .unwrap();
+    let open =
+        sio.welcome(&Greeting { peer: &peer, node: &node, heartbeat: Duration::from_secs(25), resume: None }).unwrap();
     let handshake: Value = serde_json::from_str(open.as_str().strip_prefix('0').unwrap()).unwrap();
     assert_eq!(
         handshake,

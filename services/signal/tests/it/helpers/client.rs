@@ -80,13 +80,31 @@ impl Client {
         }
     }
 
-    /// Closes with `code` (1000: done for good, no resume).
-    pub async fn close_with(mut self, code: u16) {
+    /// The next server message, waiting as long as it takes; None once the socket is
+    /// closed or failed. Cancel-safe (for select loops).
+    pub async fn next_msg(&mut self) -> Option<ServerMsg> {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(t))) => return ServerMsg::decode(t.as_str()).ok(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Closes with `code` (1000: done for good, no resume), and returns what the node
+    /// wrote until its own close: everything the client sent before has been handled.
+    pub async fn close_with(mut self, code: u16) -> Vec<ServerMsg> {
         use tokio_tungstenite::tungstenite::protocol::CloseFrame;
         let frame = CloseFrame { code: code.into(), reason: "".into() };
         let _ = self.ws.close(Some(frame)).await;
-        // Until the node's own close: everything sent before has been handled.
-        while let Ok(Some(Ok(_))) = tokio::time::timeout(RECV_DEADLINE, self.ws.next()).await {}
+        let mut last = Vec::new();
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(RECV_DEADLINE, self.ws.next()).await {
+            if let Message::Text(t) = frame {
+                last.extend(ServerMsg::decode(t.as_str()).ok());
+            }
+        }
+        last
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {
