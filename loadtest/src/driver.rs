@@ -121,12 +121,20 @@ pub trait Driver: Send + Sync {
     /// Connects and completes the dialect's greeting; returns the halves and the
     /// peer id the server assigned.
     async fn connect(&self, url: &str) -> Result<Connection, DriverError>;
+
+    /// Connects and resumes the connection `token` names (its peer id and rooms, with
+    /// what was held for it arriving on the new `rx`). Only dialects that resume.
+    async fn resume(&self, _url: &str, _token: &str) -> Result<Connection, DriverError> {
+        Err(DriverError::Unsupported("resume"))
+    }
 }
 
 pub struct Connection {
     pub peer: String,
     pub tx: Box<dyn CommandSink>,
     pub rx: Box<dyn EventStream>,
+    /// The token that resumes this connection, when the dialect and the node give one.
+    pub resume: Option<String>,
 }
 
 #[async_trait]
@@ -138,8 +146,13 @@ pub trait CommandSink: Send {
         self.feed(cmd).await?;
         self.flush().await
     }
-    /// Closes the connection politely.
+    /// Closes the connection politely, for good (the node lets its member leave).
     async fn close(&mut self);
+
+    /// Closes the connection to resume it elsewhere (the node holds its member).
+    async fn close_to_resume(&mut self) {
+        self.close().await;
+    }
 }
 
 #[async_trait]

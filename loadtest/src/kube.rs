@@ -222,6 +222,7 @@ mod tests {
                 room_size: 2,
                 rate: 20_000.0,
                 duration: Duration::from_secs(60),
+                resume: false,
             }),
             target: TargetOpts {
                 urls: vec!["ws://signal:8080/ws".into()],

@@ -9,6 +9,8 @@ use futures::SinkExt;
 use protocol::ServerMsg;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::ws::{self, Ws};
@@ -23,11 +25,33 @@ impl Driver for NativeDriver {
         let fail = |reason: String| DriverError::Connect { url: url.to_owned(), reason };
         let (tx, mut rx) = ws::connect(url).await?;
         let first = ws::next_text(&mut rx).await.map_err(|e| fail(e.to_string()))?;
-        let peer = match ServerMsg::decode(first.as_str()) {
-            Ok(ServerMsg::Welcome(w)) => w.peer.to_string(),
+        let (peer, resume) = match ServerMsg::decode(first.as_str()) {
+            Ok(ServerMsg::Welcome(w)) => (w.peer.to_string(), w.resume),
             other => return Err(fail(format!("expected welcome, got {other:?}"))),
         };
-        Ok(Connection { peer, tx: Box::new(NativeCommands { tx }), rx: Box::new(NativeEvents { rx }) })
+        Ok(Connection { peer, tx: Box::new(NativeCommands { tx }), rx: Box::new(NativeEvents { rx }), resume })
+    }
+
+    async fn resume(&self, url: &str, token: &str) -> Result<Connection, DriverError> {
+        let fail = |reason: String| DriverError::Connect { url: url.to_owned(), reason };
+        let (mut tx, mut rx) = ws::connect(url).await?;
+        let welcome = ws::next_text(&mut rx).await.map_err(|e| fail(e.to_string()))?;
+        if !matches!(ServerMsg::decode(welcome.as_str()), Ok(ServerMsg::Welcome(_))) {
+            return Err(fail(format!("expected welcome, got {welcome}")));
+        }
+        let request = serde_json::json!({"type": "resume", "token": token}).to_string();
+        tx.send(Message::Text(request.into())).await.map_err(|e| DriverError::Io(e.to_string()))?;
+        let answer = ws::next_text(&mut rx).await?;
+        match ServerMsg::decode(answer.as_str()) {
+            Ok(ServerMsg::Resumed(r)) => Ok(Connection {
+                peer: r.peer.to_string(),
+                tx: Box::new(NativeCommands { tx }),
+                rx: Box::new(NativeEvents { rx }),
+                resume: Some(r.resume),
+            }),
+            Ok(ServerMsg::Error(e)) => Err(fail(format!("resume refused: {}: {}", e.code.as_str(), e.message))),
+            other => Err(fail(format!("expected resumed, got {other:?}"))),
+        }
     }
 }
 
@@ -91,6 +115,18 @@ impl CommandSink for NativeCommands {
     }
 
     async fn close(&mut self) {
+        self.close_with(CloseCode::Normal).await;
+    }
+
+    async fn close_to_resume(&mut self) {
+        self.close_with(CloseCode::Library(4000)).await;
+    }
+}
+
+impl NativeCommands {
+    async fn close_with(&mut self, code: CloseCode) {
+        let frame = CloseFrame { code, reason: "".into() };
+        let _ = self.tx.send(Message::Close(Some(frame))).await;
         let _ = self.tx.close().await;
     }
 }

@@ -28,6 +28,7 @@ impl Driver for PlainDriver {
             peer: peer.clone(),
             tx: Box::new(PlainCommands { tx, peer }),
             rx: Box::new(PlainEvents { rx, room: String::new() }),
+            resume: None,
         })
     }
 }

@@ -62,6 +62,7 @@ impl Driver for SocketIoDriver {
             peer,
             tx: Box::new(SocketIoCommands { tx: sink.clone(), rooms: rooms.clone() }),
             rx: Box::new(SocketIoEvents { rx, tx: sink, rooms }),
+            resume: None,
         })
     }
 }

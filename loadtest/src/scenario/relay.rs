@@ -2,6 +2,10 @@
 //! sending offer/answer/candidate signals to its room peers at an open-loop total
 //! rate. Measures end-to-end latency from the intended send time, throughput, loss,
 //! duplicates and order violations per sender → receiver pair.
+//!
+//! With `--resume`, a member told to `reconnect` (its node drains) closes, resumes on
+//! the next URL and goes on: run it across a rolling restart of the deployment to see
+//! that nothing is lost, and the `resume` latency (from `reconnect` to `resumed`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,7 +16,7 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-use super::{await_rooms_known, join, open_all, shut_down, wait_for, Measurement, RunContext};
+use super::{await_rooms_known, join, open_all, wait_for, Measurement, RunContext};
 use crate::cli::parse_duration;
 use crate::driver::{Command, CommandSink, Connection, Event, EventStream};
 use crate::metrics::{Counter, Metrics, Results, ServerUsage};
@@ -39,6 +43,86 @@ pub struct RelayArgs {
     #[arg(long, env = "LOADTEST_DURATION", default_value = "10s", value_parser = parse_duration)]
     #[serde(with = "crate::cli::duration_text")]
     pub duration: Duration,
+    /// On `reconnect` (a draining node), resume on another URL instead of counting an
+    /// error (native dialect).
+    #[arg(long, env = "LOADTEST_RESUME", default_value_t = false)]
+    #[serde(default)]
+    pub resume: bool,
+}
+
+/// A member's sink, shared by its writer and, for a resume, its reader.
+type SharedSink = Arc<tokio::sync::Mutex<Box<dyn CommandSink>>>;
+
+/// What a reader needs to resume its member elsewhere.
+struct Resumer {
+    driver: Arc<dyn crate::driver::Driver>,
+    urls: Vec<String>,
+    /// The URL the member is on now.
+    at: usize,
+    token: String,
+    sink: SharedSink,
+}
+
+impl Resumer {
+    /// Closes the connection (counting what the node wrote until its close), resumes
+    /// on the next URL that takes it, and swaps in the new halves. The writer waits
+    /// meanwhile; what falls due then is sent late, and its latency shows it.
+    async fn resume(&mut self, rx: &mut Box<dyn EventStream>, check: &mut Checker) -> bool {
+        let told = Instant::now();
+        let mut tx = self.sink.lock().await;
+        tx.close_to_resume().await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Ok(event) = rx.next().await {
+                if let Event::Signal { data, .. } = event {
+                    check.signal(&data);
+                }
+            }
+        })
+        .await;
+        let n = self.urls.len();
+        let order: Vec<usize> = if n == 1 { vec![0] } else { (1..n).map(|step| (self.at + step) % n).collect() };
+        for at in order {
+            match self.driver.resume(&self.urls[at], &self.token).await {
+                Ok(conn) => {
+                    *tx = conn.tx;
+                    *rx = conn.rx;
+                    self.token = conn.resume.unwrap_or_default();
+                    self.at = at;
+                    check.metrics.record("resume", told.elapsed());
+                    return true;
+                }
+                Err(e) => tracing::debug!(error = %e, "resume refused; trying the next URL"),
+            }
+        }
+        check.metrics.error("resume-failed");
+        false
+    }
+}
+
+/// Checks every signal's stamp for latency, duplicates and order.
+struct Checker {
+    trackers: HashMap<u32, SeqTracker>,
+    metrics: Arc<Metrics>,
+}
+
+impl Checker {
+    fn signal(&mut self, data: &str) {
+        let now = Instant::now();
+        let Some(stamp) = read_stamp(data) else {
+            self.metrics.error("unstamped-signal");
+            return;
+        };
+        match self.trackers.entry(stamp.src).or_default().observe(stamp.seq) {
+            Arrival::Duplicate => self.metrics.add(Counter::Duplicates, 1),
+            arrival => {
+                if arrival == Arrival::Late {
+                    self.metrics.add(Counter::OutOfOrder, 1);
+                }
+                self.metrics.add(Counter::Delivered, 1);
+                self.metrics.record("signal", now.saturating_duration_since(self.metrics.instant_of(stamp.t)));
+            }
+        }
+    }
 }
 
 /// One local room member.
@@ -49,6 +133,8 @@ struct Member {
     conn: Connection,
     /// Peers the `joined` reply listed.
     present: Vec<String>,
+    /// The node URL it is connected to.
+    url: String,
 }
 
 /// Whom a member sends to.
@@ -82,7 +168,8 @@ pub async fn run(args: &RelayArgs, ctx: &RunContext) -> anyhow::Result<Results> 
             if let Some(present) =
                 join(&mut conn, &room, &format!("relay-{r}-{m}"), None, &metrics, ctx.setup_timeout).await
             {
-                joined.push(Member { src: (r * k + m) as u32, room: room.clone(), conn, present });
+                let url = url_for(&ctx.urls, *r, m).to_owned();
+                joined.push(Member { src: (r * k + m) as u32, room: room.clone(), conn, present, url });
             }
         }
         if joined.len() == k {
@@ -109,13 +196,22 @@ pub async fn run(args: &RelayArgs, ctx: &RunContext) -> anyhow::Result<Results> 
     let mut readers = Vec::new();
     for m in members {
         let targets: Vec<Target> = room_targets[&m.room].iter().filter(|t| t.src != m.src).cloned().collect();
-        let Connection { tx, rx, .. } = m.conn;
+        let Connection { tx, rx, resume, .. } = m.conn;
+        let sink: SharedSink = Arc::new(tokio::sync::Mutex::new(tx));
+        let resumer = args.resume.then(|| Resumer {
+            driver: ctx.driver.clone(),
+            urls: ctx.urls.clone(),
+            at: ctx.urls.iter().position(|u| *u == m.url).unwrap_or(0),
+            token: resume.unwrap_or_default(),
+            sink: sink.clone(),
+        });
         let others: HashSet<String> = targets.iter().map(|t| t.peer.clone()).collect();
         let known: HashSet<String> = m.present.into_iter().collect();
-        readers.push(tokio::spawn(read_signals(rx, others, known, ready.clone(), stopping.clone(), metrics.clone())));
+        let reading = Reading { others, known, ready: ready.clone(), stopping: stopping.clone(), resumer };
+        readers.push(tokio::spawn(read_signals(rx, reading, metrics.clone())));
         let (due_tx, due_rx) = unbounded_channel();
         due_senders.push(due_tx);
-        writers.push(tokio::spawn(write_signals(tx, due_rx, m.src, m.room, targets, metrics.clone())));
+        writers.push(tokio::spawn(write_signals(sink, due_rx, m.src, m.room, targets, metrics.clone())));
     }
     let local_members = writers.len();
     await_rooms_known(ctx, &metrics, &ready, local_members).await;
@@ -138,7 +234,14 @@ pub async fn run(args: &RelayArgs, ctx: &RunContext) -> anyhow::Result<Results> 
         tracing::warn!("deliveries still missing after the drain timeout; they count as lost");
     }
 
-    shut_down(&stopping, writers, readers).await?;
+    // Closed for good: the nodes let the members leave at once.
+    stopping.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await?.lock().await.close().await;
+    }
+    for reader in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    }
     let mut results = metrics.snapshot("relay", elapsed, Some(rate));
     if let (Some(b), Some(a)) = (before, after) {
         results.server = Some(ServerUsage {
@@ -154,16 +257,18 @@ pub async fn run(args: &RelayArgs, ctx: &RunContext) -> anyhow::Result<Results> 
 /// Writes one signal per due time the pacer hands over, round-robin over the room's
 /// other members, each pair with its own sequence. Returns the sink for closing.
 async fn write_signals(
-    mut tx: Box<dyn CommandSink>,
+    sink: SharedSink,
     mut due: UnboundedReceiver<Instant>,
     src: u32,
     room: String,
     targets: Vec<Target>,
     metrics: Arc<Metrics>,
-) -> Box<dyn CommandSink> {
+) -> SharedSink {
     let mut seqs = vec![0u64; targets.len()];
     let mut turn = 0usize;
     'run: while let Some(first) = due.recv().await {
+        // Held for the batch: a resume swaps the sink between batches.
+        let mut tx = sink.lock().await;
         let mut next = Some(first);
         let mut batch = 0;
         while let Some(intended) = next.take() {
@@ -191,19 +296,24 @@ async fn write_signals(
             break;
         }
     }
-    tx
+    sink
 }
 
-/// Consumes one member's events: counts it ready once it knows all `others`, and
-/// checks every signal's stamp for latency, duplicates and order.
-async fn read_signals(
-    mut rx: Box<dyn EventStream>,
+/// What one member's reader knows and shares.
+struct Reading {
+    /// The room's other members.
     others: HashSet<String>,
-    mut known: HashSet<String>,
+    /// Members it has heard of (`joined` listed them, or they announced themselves).
+    known: HashSet<String>,
     ready: Arc<AtomicUsize>,
     stopping: Arc<AtomicBool>,
-    metrics: Arc<Metrics>,
-) {
+    resumer: Option<Resumer>,
+}
+
+/// Consumes one member's events: counts it ready once it knows all `others`, checks
+/// every signal's stamp, and (with `--resume`) resumes elsewhere when told to reconnect.
+async fn read_signals(mut rx: Box<dyn EventStream>, reading: Reading, metrics: Arc<Metrics>) {
+    let Reading { others, mut known, ready, stopping, mut resumer } = reading;
     let mut is_ready = false;
     let mut check_ready = |known: &HashSet<String>| {
         if !is_ready && others.iter().all(|o| known.contains(o)) {
@@ -211,35 +321,25 @@ async fn read_signals(
             ready.fetch_add(1, Ordering::Relaxed);
         }
     };
-    // `known` starts with the peers `joined` listed; later joiners announce themselves.
-    let mut trackers: HashMap<u32, SeqTracker> = HashMap::new();
+    let mut check = Checker { trackers: HashMap::new(), metrics: metrics.clone() };
     check_ready(&known);
     loop {
         match rx.next().await {
-            Ok(Event::Signal { data, .. }) => {
-                let now = Instant::now();
-                let Some(stamp) = read_stamp(&data) else {
-                    metrics.error("unstamped-signal");
-                    continue;
-                };
-                match trackers.entry(stamp.src).or_default().observe(stamp.seq) {
-                    Arrival::Duplicate => metrics.add(Counter::Duplicates, 1),
-                    arrival => {
-                        if arrival == Arrival::Late {
-                            metrics.add(Counter::OutOfOrder, 1);
-                        }
-                        metrics.add(Counter::Delivered, 1);
-                        metrics.record("signal", now.saturating_duration_since(metrics.instant_of(stamp.t)));
-                    }
-                }
-            }
+            Ok(Event::Signal { data, .. }) => check.signal(&data),
             Ok(Event::PeerJoined { peer, .. }) => {
                 known.insert(peer);
                 check_ready(&known);
             }
             Ok(Event::PeerLeft { .. }) if !stopping.load(Ordering::Relaxed) => metrics.error("unexpected-peer-left"),
             Ok(Event::Error { code, .. }) => metrics.error(&code),
-            Ok(Event::Reconnect) => metrics.error("reconnect"),
+            Ok(Event::Reconnect) => match resumer.as_mut() {
+                Some(resumer) => {
+                    if !resumer.resume(&mut rx, &mut check).await {
+                        return;
+                    }
+                }
+                None => metrics.error("reconnect"),
+            },
             Ok(_) => {}
             Err(e) => {
                 if !stopping.load(Ordering::Relaxed) {

@@ -107,6 +107,29 @@ async fn relay_delivers_every_signal_across_nodes_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_with_resume_loses_nothing_while_a_node_drains() {
+    let mut cluster = Cluster::start().await;
+    let urls = cluster.urls();
+    let run = tokio::spawn(async move {
+        let args = ["relay", "--resume", "--peers", "20", "--room-size", "2", "--rate", "400", "--duration", "4s"];
+        run_json_at(&urls, &args, &[]).await
+    });
+    // Mid-run, the first node drains: its members are told to reconnect and resume on
+    // the other one.
+    testkit::wait_until(Duration::from_secs(30), "the run to reach its measured phase", || {
+        let node = cluster.nodes[0].local_addr();
+        async move { testkit::metric(node, "signal_signals_relayed_total").await > 50.0 }
+    })
+    .await;
+    cluster.nodes.remove(0).stop().await.expect("the node drains");
+    let (out, r) = run.await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_clean(&r);
+    assert_eq!(counter(&r, "delivered"), 1600);
+    assert_eq!(r["latency"]["resume"]["count"], 10, "the drained node's 10 members resumed: {r:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_and_connect_run_in_the_plain_dialect() {
     // Plain clients connect to the nodes' root URL.
     relay_and_connect_run_in("plain", "/").await;

@@ -171,13 +171,13 @@ async fn a_rolling_restart_of_every_node_under_load_loses_nothing() {
 
     // Restart every node in turn, under load.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for n in 0..3 {
-        let status = nodes[n].terminate().await;
+    for (n, node) in nodes.iter_mut().enumerate() {
+        let status = node.terminate().await;
         assert!(status.success(), "node n{n} drained and exited cleanly: {status:?}");
-        let gone = nodes[n].addr;
+        let gone = node.addr;
         live.lock().unwrap().retain(|a| *a != gone);
-        nodes[n] = NodeProcess::start(&redis.url(), &format!("n{n}-restarted"), SETTINGS).await;
-        live.lock().unwrap().push(nodes[n].addr);
+        *node = NodeProcess::start(&redis.url(), &format!("n{n}-restarted"), SETTINGS).await;
+        live.lock().unwrap().push(node.addr);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
