@@ -299,11 +299,14 @@ impl Session {
                 });
                 let recorded = name.clone();
                 let req = JoinRequest { room: room.clone(), name, role, token, meta, member: member.clone() };
-                let done = core.join(&self.handle, req, self.rooms.len()).await?;
+                // Recorded before the join: nothing may be awaited between the join and
+                // its `joined` (the room's events would be written ahead of it). A room
+                // whose join fails stays listed; a resume then finds no member there.
                 if let Some(token) = self.resume_token() {
                     core.note_resumable(&self.handle.peer, &token, &room).await;
                     self.recorded = true;
                 }
+                let done = core.join(&self.handle, req, self.rooms.len()).await?;
                 self.rooms.push(room.clone());
                 if let Some(member) = member {
                     self.chosen.push((room.clone(), member));
