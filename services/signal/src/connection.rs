@@ -184,14 +184,16 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         debug!(?end, "connection ended");
         self.session.core().metrics().connection_closed(D::NAME);
         self.session.core().metrics().disconnected(end.label());
-        let Connection { mut io, mut session, inbox, .. } = self;
-        if end.resumable() && session.may_resume() {
-            session.go_away(inbox);
+        // Fields are taken in place rather than destructured: new locals would get
+        // their own room in this future, held by every idle connection.
+        if end.resumable() && self.session.may_resume() {
+            let inbox = std::mem::replace(&mut self.inbox, SessionInbox::ended());
+            self.session.go_away(inbox);
         } else {
-            Box::pin(session.close()).await;
+            Box::pin(self.session.close()).await;
         }
         if let Some((code, reason)) = end.close() {
-            Box::pin(io.close(code, reason)).await;
+            Box::pin(self.io.close(code, reason)).await;
         }
     }
 

@@ -9,6 +9,7 @@ mod bounces;
 mod bus_stats;
 mod error;
 mod events;
+mod gate;
 pub mod hold;
 mod liveness;
 mod removals;
@@ -88,9 +89,9 @@ pub struct Core {
     bus_stats: bus_stats::BusStats,
     metrics: Arc<NodeMetrics>,
     resumes: Resumes,
-    /// Every signal holds it shared from its route to its publish; a fence takes it
-    /// exclusively, so that it leaves after every signal routed the old way.
-    publish_gate: tokio::sync::RwLock<()>,
+    /// Every signal is counted in from its route to its publish; a fence waits for the
+    /// ones counted before it, so that it leaves after every signal routed the old way.
+    publish_gate: gate::PublishGate,
 }
 
 impl Core {
@@ -109,7 +110,7 @@ impl Core {
             rooms: rooms::Rooms::new(node.clone()),
             health: Health::new(settings.heartbeat_interval),
             resumes: Resumes::new(settings.resume_grace),
-            publish_gate: tokio::sync::RwLock::new(()),
+            publish_gate: gate::PublishGate::default(),
             node,
             backend,
             settings,
@@ -382,8 +383,8 @@ impl Core {
         kind: SignalKind,
         data: Payload,
     ) -> Result<(), CoreError> {
-        // Held from the route to the publish: see `publish_gate`.
-        let _routing = self.publish_gate.read().await;
+        // Counted from the route to the publish: see `publish_gate`.
+        let _routing = self.publish_gate.enter();
         // The room mirror knows where every member is: no Redis lookup.
         let (sender_in, target) = self.rooms.route(room, from, to);
         rules::may_signal(sender_in, target.is_some())?;

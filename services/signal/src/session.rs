@@ -485,11 +485,10 @@ impl Session {
 
     /// The connection dropped and its client may resume it: its member stays in its
     /// rooms, away, with `inbox` holding what arrives (see `core::resume`).
-    pub fn go_away(mut self, inbox: crate::core::SessionInbox) {
+    pub fn go_away(&mut self, inbox: crate::core::SessionInbox) {
         let memberships = self.take_memberships();
-        let core = self.core.clone();
-        core.forget_incoming(&self.handle);
-        core.go_away(self.handle, inbox, memberships);
+        self.core.forget_incoming(&self.handle);
+        self.core.go_away(self.handle.clone(), inbox, memberships);
     }
 
     fn take_memberships(&mut self) -> Vec<(RoomId, PeerId)> {

@@ -30,6 +30,15 @@ pub struct SessionInbox {
     pub too_slow: CancellationToken,
 }
 
+impl SessionInbox {
+    /// An inbox nothing feeds, left in place of one handed on (to hold an away member's
+    /// events).
+    pub fn ended() -> Self {
+        let (_, rx) = mpsc::channel(1);
+        Self { rx, too_slow: CancellationToken::new() }
+    }
+}
+
 impl SessionHandle {
     /// A handle and its inbox. The queue holds `capacity` events; when a client reads
     /// so slowly that it fills, the session is disconnected (reason `too-slow`) rather
