@@ -79,8 +79,10 @@ impl Joining {
     }
 }
 
+/// Boxed while joining: every active member of every mirror holds a `LocalState`, and
+/// only the few mid-handshake need a `Joining`'s room.
 enum LocalState {
-    Joining(Joining),
+    Joining(Box<Joining>),
     Active,
 }
 
@@ -182,7 +184,7 @@ impl Rooms {
             return Err(BeginJoinError::RemovalOwed);
         }
         let joining = Joining::new(nonce, tx, false, None);
-        mirror.local.insert(record.peer.clone(), Local { session, record, state: LocalState::Joining(joining) });
+        mirror.local.insert(record.peer.clone(), Local { session, record, state: LocalState::Joining(Box::new(joining)) });
         Ok(rx)
     }
 
@@ -208,7 +210,7 @@ impl Rooms {
             None => None,
         };
         let joining = Joining::new(nonce, tx, true, previous);
-        mirror.local.insert(record.peer.clone(), Local { session, record, state: LocalState::Joining(joining) });
+        mirror.local.insert(record.peer.clone(), Local { session, record, state: LocalState::Joining(Box::new(joining)) });
         Ok(rx)
     }
 
