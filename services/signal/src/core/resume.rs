@@ -99,11 +99,15 @@ impl Resumes {
         }
     }
 
-    /// Removes an away entry (and tells a waiting drain when it was the last).
-    fn take_away(&self, peer: &PeerId) -> Option<Away> {
+    /// Removes the away entry of the connection `handle` fed (not a later one of the
+    /// same peer), and tells a waiting drain when it was the last.
+    fn take_away(&self, handle: &SessionHandle) -> Option<Away> {
         let mut away = self.away.lock().expect("away lock");
-        let entry = away.remove(peer);
-        if entry.is_some() && away.is_empty() {
+        if !away.get(&handle.peer).is_some_and(|a| a.handle.same_connection(handle)) {
+            return None;
+        }
+        let entry = away.remove(&handle.peer);
+        if away.is_empty() {
             self.all_gone.notify_waiters();
         }
         entry
@@ -200,6 +204,7 @@ impl Core {
     /// resume elsewhere took it over).
     pub fn go_away(self: &Arc<Self>, handle: SessionHandle, inbox: SessionInbox, memberships: Vec<(RoomId, PeerId)>) {
         let peer = handle.peer.clone();
+        let held = handle.clone();
         let too_slow = inbox.too_slow.clone();
         let overflow_watch = (!too_slow.is_cancelled()).then_some(too_slow);
         {
@@ -212,14 +217,15 @@ impl Core {
                 self.start_forwarding(&mut away, &peer, to);
             }
         }
-        self.metrics.resume.away.inc();
+        self.count_away();
         debug!(%peer, "connection dropped; held away for its resume");
-        tokio::spawn(self.clone().expire_after_grace(peer, overflow_watch));
+        tokio::spawn(self.clone().expire_after_grace(held, overflow_watch));
     }
 
     /// Leaves the rooms of an away member whose client did not come back in time,
     /// unless a resume elsewhere claimed it first (the resumable record decides).
-    async fn expire_after_grace(self: Arc<Self>, peer: PeerId, overflow: Option<CancellationToken>) {
+    async fn expire_after_grace(self: Arc<Self>, held: SessionHandle, overflow: Option<CancellationToken>) {
+        let peer = held.peer.clone();
         let overflowed = match overflow {
             Some(token) => tokio::select! {
                 _ = tokio::time::sleep(self.resumes.grace) => false,
@@ -230,7 +236,7 @@ impl Core {
                 false
             }
         };
-        if !self.still_waiting(&peer) {
+        if !self.still_waiting(&held) {
             return;
         }
         // Retried while Redis does not answer: leaving while a claim may still land
@@ -250,7 +256,7 @@ impl Core {
             // Claimed by a resume elsewhere: its request is on its way. Should it never
             // come (that node died), the member's remaining rooms here are left later.
             tokio::time::sleep(self.resumes.grace).await;
-            if !self.still_waiting(&peer) {
+            if !self.still_waiting(&held) {
                 return;
             }
         }
@@ -259,18 +265,28 @@ impl Core {
         } else {
             self.metrics.resume.expired.inc();
         }
-        self.leave_away(&peer).await;
+        self.leave_away(&held).await;
     }
 
-    fn still_waiting(&self, peer: &PeerId) -> bool {
-        self.resumes.away.lock().expect("away lock").get(peer).is_some_and(|a| !a.forwarding)
+    /// Whether the connection `held` fed is still away here, not resumed.
+    fn count_away(&self) {
+        self.metrics.resume.away.set(self.resumes.away_count() as i64);
+    }
+
+    fn still_waiting(&self, held: &SessionHandle) -> bool {
+        self.resumes
+            .away
+            .lock()
+            .expect("away lock")
+            .get(&held.peer)
+            .is_some_and(|a| !a.forwarding && a.handle.same_connection(held))
     }
 
     /// Leaves the rooms an away member is still served in here (others hear
     /// `peer-left`, reason disconnected).
-    async fn leave_away(&self, peer: &PeerId) {
-        let Some(entry) = self.resumes.take_away(peer) else { return };
-        self.metrics.resume.away.dec();
+    async fn leave_away(&self, held: &SessionHandle) {
+        let Some(entry) = self.resumes.take_away(held) else { return };
+        self.count_away();
         for (room, member) in &entry.memberships {
             if self.rooms.active_session(room, member).is_some_and(|s| s.same_connection(&entry.handle)) {
                 if let Err(e) = self.leave(member, room, LeftReason::Disconnected).await {
@@ -283,12 +299,13 @@ impl Core {
     /// Every away member leaves now (the node stops; a client that comes back later
     /// joins afresh).
     pub async fn leave_all_away(&self) {
-        let peers: Vec<PeerId> = self.resumes.away.lock().expect("away lock").keys().cloned().collect();
-        for peer in peers {
-            if self.still_waiting(&peer) {
-                let _ = self.backend.end_resumable(&peer, &self.node).await;
+        let held: Vec<SessionHandle> =
+            self.resumes.away.lock().expect("away lock").values().map(|a| a.handle.clone()).collect();
+        for handle in held {
+            if self.still_waiting(&handle) {
+                let _ = self.backend.end_resumable(&handle.peer, &self.node).await;
             }
-            self.leave_away(&peer).await;
+            self.leave_away(&handle).await;
         }
     }
 
@@ -335,14 +352,15 @@ impl Core {
         let Some(inbox) = entry.inbox.take() else { return };
         info!(%peer, %to, "member resumed elsewhere; forwarding what is held for it");
         let rooms = entry.memberships.len();
-        tokio::spawn(self.clone().forward(peer.clone(), to, inbox, rooms));
+        tokio::spawn(self.clone().forward(entry.handle.clone(), to, inbox, rooms));
     }
 
     /// Forwards an away member's queue to the node it resumed on, in order, until
     /// [`FENCE_TIMEOUT`] after it saw the member move out of all its `rooms` here (the
     /// other nodes' fences pass meanwhile; the new node stops waiting for them then), at
     /// most [`FORWARD_WINDOW`]; then forgets the member here.
-    async fn forward(self: Arc<Self>, peer: PeerId, to: NodeId, mut inbox: SessionInbox, rooms: usize) {
+    async fn forward(self: Arc<Self>, away: SessionHandle, to: NodeId, mut inbox: SessionInbox, rooms: usize) {
+        let peer = away.peer.clone();
         let mut until = tokio::time::Instant::now() + FORWARD_WINDOW;
         let mut handed_over = 0;
         loop {
@@ -374,8 +392,8 @@ impl Core {
                 None => self.metrics.resume.forward_lost.inc_by(count),
             }
         }
-        let Some(entry) = self.resumes.take_away(&peer) else { return };
-        self.metrics.resume.away.dec();
+        let Some(entry) = self.resumes.take_away(&away) else { return };
+        self.count_away();
         // Rooms it never moved out of here (it was gone from them in Redis): forget it.
         for (room, member) in &entry.memberships {
             if self.rooms.active_session(room, member).is_some_and(|s| s.same_connection(&entry.handle))

@@ -184,7 +184,9 @@ impl Rooms {
             return Err(BeginJoinError::RemovalOwed);
         }
         let joining = Joining::new(nonce, tx, false, None);
-        mirror.local.insert(record.peer.clone(), Local { session, record, state: LocalState::Joining(Box::new(joining)) });
+        mirror
+            .local
+            .insert(record.peer.clone(), Local { session, record, state: LocalState::Joining(Box::new(joining)) });
         Ok(rx)
     }
 
@@ -210,7 +212,9 @@ impl Rooms {
             None => None,
         };
         let joining = Joining::new(nonce, tx, true, previous);
-        mirror.local.insert(record.peer.clone(), Local { session, record, state: LocalState::Joining(Box::new(joining)) });
+        mirror
+            .local
+            .insert(record.peer.clone(), Local { session, record, state: LocalState::Joining(Box::new(joining)) });
         Ok(rx)
     }
 
