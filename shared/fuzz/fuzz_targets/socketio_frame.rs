@@ -12,7 +12,12 @@ fuzz_target!(|data: &[u8]| {
     let node = NodeId::parse("n1").unwrap();
     let peer = PeerId::new_on(&node);
     let mut dialect = SocketIo::over_websocket();
-    let _ = dialect.welcome(&Greeting { peer: &peer, node: &node, heartbeat: std::time::Duration::from_secs(25) });
+    let _ = dialect.welcome(&Greeting {
+        peer: &peer,
+        node: &node,
+        heartbeat: std::time::Duration::from_secs(25),
+        resume: None,
+    });
     for frame in text.split('\n') {
         let _ = dialect.decode(frame, &Limits::default());
     }
