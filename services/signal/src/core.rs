@@ -171,7 +171,9 @@ impl Core {
             .take_inbox()
             .ok_or_else(|| BackendError::Protocol("the backend's inbox was already taken".into()))?;
         self.backend.subscribe_node(&self.node).await?;
-        self.backend.heartbeat(&self.node, self.settings.node_ttl.as_millis() as u64).await?;
+        if let Some(registry) = self.backend.registry() {
+            registry.heartbeat(&self.node, self.settings.node_ttl.as_millis() as u64).await?;
+        }
         // A node restarted under the same NODE_ID before its heartbeat expired was never
         // reaped: whatever Redis still lists as served here belongs to its previous life.
         let ghosts = self.sweep_own_ghosts(&[]).await?;

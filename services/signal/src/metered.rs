@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bus::{
-    Backend, BackendError, Claimed, Heartbeat, Inbound, JoinOutcome, JoinPolicy, MemberWrite, MoveOutcome, ResumeStore,
-    RoomRecord,
+    Backend, BackendError, Claimed, Heartbeat, Inbound, JoinOutcome, JoinPolicy, MemberWrite, Membership, MoveOutcome,
+    PubSub, Registry, ResumeStore, RoomRecord,
 };
 use bytes::Bytes;
 use prometheus::{Histogram, IntCounter};
@@ -61,6 +61,12 @@ pub struct Metered {
 }
 
 impl Metered {
+    /// The inner backend's registry: [`Backend::registry`] hands out this wrapper's
+    /// only when there is one.
+    fn inner_registry(&self) -> &dyn Registry {
+        self.inner.registry().expect("the metered registry is handed out only over one")
+    }
+
     pub fn new(inner: Arc<dyn Backend>, metrics: &NodeMetrics) -> Self {
         let slots = OPERATIONS.iter().map(|op| metrics.store_operation(op)).collect();
         Self { inner, slots }
@@ -99,16 +105,14 @@ fn redis_span(operation: &'static str) -> tracing::Span {
     )
 }
 
-#[async_trait]
 impl Backend for Metered {
-    fn take_inbox(&self) -> Option<mpsc::Receiver<Inbound>> {
-        self.inner.take_inbox()
+    fn registry(&self) -> Option<&dyn Registry> {
+        self.inner.registry().map(|_| self as &dyn Registry)
     }
+}
 
-    async fn ping(&self) -> Result<(), BackendError> {
-        self.timed(0, self.inner.ping()).await
-    }
-
+#[async_trait]
+impl Membership for Metered {
     async fn join(&self, write: MemberWrite<'_>, policy: JoinPolicy<'_>) -> Result<JoinOutcome, BackendError> {
         self.timed(1, self.inner.join(write, policy)).await
     }
@@ -137,6 +141,14 @@ impl Backend for Metered {
         self.timed(7, self.inner.restore(write, token_hash)).await
     }
 
+    async fn move_member(&self, write: MemberWrite<'_>, expected: Bytes) -> Result<MoveOutcome, BackendError> {
+        self.timed(25, self.inner.move_member(write, expected)).await
+    }
+
+    async fn member_record(&self, room: &RoomId, peer: &PeerId) -> Result<Option<Bytes>, BackendError> {
+        self.timed(30, self.inner.member_record(room, peer)).await
+    }
+
     async fn leave(&self, room: &RoomId, peer: &PeerId, announcement: Bytes) -> Result<bool, BackendError> {
         self.timed(8, self.inner.leave(room, peer, announcement)).await
     }
@@ -151,6 +163,17 @@ impl Backend for Metered {
 
     async fn members(&self, room: &RoomId) -> Result<Vec<Bytes>, BackendError> {
         self.timed(11, self.inner.members(room)).await
+    }
+}
+
+#[async_trait]
+impl PubSub for Metered {
+    fn take_inbox(&self) -> Option<mpsc::Receiver<Inbound>> {
+        self.inner.take_inbox()
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        self.timed(0, self.inner.ping()).await
     }
 
     async fn publish_node(&self, node: &NodeId, msg: Bytes) -> Result<u64, BackendError> {
@@ -176,41 +199,36 @@ impl Backend for Metered {
     async fn unsubscribe_room(&self, room: &RoomId) -> Result<(), BackendError> {
         self.timed(17, self.inner.unsubscribe_room(room)).await
     }
+}
 
+#[async_trait]
+impl Registry for Metered {
     async fn heartbeat(&self, node: &NodeId, ttl_ms: u64) -> Result<Heartbeat, BackendError> {
-        self.timed(18, self.inner.heartbeat(node, ttl_ms)).await
+        self.timed(18, self.inner_registry().heartbeat(node, ttl_ms)).await
     }
 
     async fn note_room(&self, node: &NodeId, room: &RoomId) -> Result<(), BackendError> {
-        self.timed(19, self.inner.note_room(node, room)).await
+        self.timed(19, self.inner_registry().note_room(node, room)).await
     }
 
     async fn forget_room(&self, node: &NodeId, room: &RoomId) -> Result<(), BackendError> {
-        self.timed(20, self.inner.forget_room(node, room)).await
+        self.timed(20, self.inner_registry().forget_room(node, room)).await
     }
 
     async fn node_rooms(&self, node: &NodeId) -> Result<Vec<RoomId>, BackendError> {
-        self.timed(21, self.inner.node_rooms(node)).await
+        self.timed(21, self.inner_registry().node_rooms(node)).await
     }
 
     async fn dead_nodes(&self, me: &NodeId) -> Result<Vec<NodeId>, BackendError> {
-        self.timed(22, self.inner.dead_nodes(me)).await
+        self.timed(22, self.inner_registry().dead_nodes(me)).await
     }
 
     async fn claim_reap(&self, dead: &NodeId, me: &NodeId, ttl_ms: u64) -> Result<bool, BackendError> {
-        self.timed(23, self.inner.claim_reap(dead, me, ttl_ms)).await
+        self.timed(23, self.inner_registry().claim_reap(dead, me, ttl_ms)).await
     }
 
     async fn forget_node(&self, node: &NodeId) -> Result<(), BackendError> {
-        self.timed(24, self.inner.forget_node(node)).await
-    }
-
-    async fn move_member(&self, write: MemberWrite<'_>, expected: Bytes) -> Result<MoveOutcome, BackendError> {
-        self.timed(25, self.inner.move_member(write, expected)).await
-    }
-
-    async fn member_record(&self, room: &RoomId, peer: &PeerId) -> Result<Option<Bytes>, BackendError> {
-        self.timed(30, self.inner.member_record(room, peer)).await
+        self.timed(24, self.inner_registry().forget_node(node)).await
     }
 }
 

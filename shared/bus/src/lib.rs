@@ -1,4 +1,7 @@
-//! Shared state and node-to-node messaging behind one small trait, [`Backend`].
+//! Shared state and node-to-node messaging behind [`Backend`], made of cohesive parts:
+//! [`Membership`] (room changes, each with its announcement), [`PubSub`] (node inboxes
+//! and room channels), [`ResumeStore`] (resumable connections) and, in a cluster only,
+//! a [`Registry`] of live nodes and their rooms.
 //!
 //! Two implementations run the same protocol tests: [`RedisBackend`] (fred; standalone,
 //! Sentinel or Cluster) for a cluster, and [`MemoryBackend`] for a single node with no
@@ -164,14 +167,18 @@ pub enum Heartbeat {
     Fresh,
 }
 
+/// Everything a node needs from the store: membership, messaging and resumable
+/// records everywhere, and a node registry only in a cluster.
+pub trait Backend: Membership + PubSub + ResumeStore + 'static {
+    /// Node liveness and the room index that reapers read. None for the embedded
+    /// backend: one node, which cannot outlive its own store, has nobody to reap.
+    fn registry(&self) -> Option<&dyn Registry>;
+}
+
+/// Room membership and the rooms created ahead. Every change that others must hear of
+/// publishes its announcement in the same atomic step.
 #[async_trait]
-pub trait Backend: ResumeStore + Send + Sync + 'static {
-    /// Takes the node's inbound stream. Call once, before subscribing.
-    fn take_inbox(&self) -> Option<mpsc::Receiver<Inbound>>;
-
-    /// Round trip to the store.
-    async fn ping(&self) -> Result<(), BackendError>;
-
+pub trait Membership: Send + Sync {
     /// Adds a member if the policy allows: the room has room, the token matches the
     /// room's lock (a created room's token, or the first joiner's), a created room has
     /// not expired, and (if required) the room was created. Publishes the announcement.
@@ -218,6 +225,17 @@ pub trait Backend: ResumeStore + Send + Sync + 'static {
     /// Reads every member record.
     async fn members(&self, room: &RoomId) -> Result<Vec<Bytes>, BackendError>;
 
+}
+
+/// Messaging between nodes: each node's inbox and the room channels.
+#[async_trait]
+pub trait PubSub: Send + Sync {
+    /// Takes the node's inbound stream. Call once, before subscribing.
+    fn take_inbox(&self) -> Option<mpsc::Receiver<Inbound>>;
+
+    /// Round trip to the store.
+    async fn ping(&self) -> Result<(), BackendError>;
+
     /// Publishes to the inbox of `node`; returns how many subscribers received it
     /// (0 means no node is serving that inbox).
     async fn publish_node(&self, node: &NodeId, msg: Bytes) -> Result<u64, BackendError>;
@@ -233,6 +251,12 @@ pub trait Backend: ResumeStore + Send + Sync + 'static {
     async fn subscribe_room(&self, room: &RoomId) -> Result<(), BackendError>;
     async fn unsubscribe_room(&self, room: &RoomId) -> Result<(), BackendError>;
 
+}
+
+/// Which nodes are alive, and where each has members: how a dead node's members are
+/// found and announced lost.
+#[async_trait]
+pub trait Registry: Send + Sync {
     /// Marks `node` alive for `ttl_ms` and registers it.
     async fn heartbeat(&self, node: &NodeId, ttl_ms: u64) -> Result<Heartbeat, BackendError>;
 

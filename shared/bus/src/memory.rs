@@ -1,6 +1,7 @@
 //! The embedded backend: one node, no Redis. It keeps the same promises as Redis
 //! (atomic member changes, announcements in change order, receiver counts) so the
-//! core behaves identically and the protocol suite runs against both.
+//! core behaves identically and the protocol suite runs against both. It has no node
+//! registry: one node cannot outlive its own store, so there is nobody to reap.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex as StdMutex;
@@ -11,8 +12,8 @@ use protocol::{NodeId, PeerId, RoomId};
 use tokio::sync::{mpsc, Mutex};
 
 use crate::{
-    keys, Backend, BackendError, Claimed, Heartbeat, Inbound, JoinOutcome, JoinPolicy, MemberWrite, MoveOutcome,
-    ResumeStore, RoomRecord,
+    keys, Backend, BackendError, Claimed, Inbound, JoinOutcome, JoinPolicy, MemberWrite, Membership, MoveOutcome,
+    PubSub, Registry, ResumeStore, RoomRecord,
 };
 
 /// Inbound queue length. Publishing waits when it is full (the node's dispatcher
@@ -40,7 +41,6 @@ struct State {
     rooms: HashMap<RoomId, Room>,
     resumable: HashMap<PeerId, Resumable>,
     subscriptions: HashSet<String>,
-    alive: HashSet<NodeId>,
 }
 
 pub struct MemoryBackend {
@@ -74,16 +74,14 @@ impl MemoryBackend {
     }
 }
 
-#[async_trait]
 impl Backend for MemoryBackend {
-    fn take_inbox(&self) -> Option<mpsc::Receiver<Inbound>> {
-        self.inbox_rx.lock().expect("inbox lock").take()
+    fn registry(&self) -> Option<&dyn Registry> {
+        None
     }
+}
 
-    async fn ping(&self) -> Result<(), BackendError> {
-        Ok(())
-    }
-
+#[async_trait]
+impl Membership for MemoryBackend {
     async fn join(&self, w: MemberWrite<'_>, policy: JoinPolicy<'_>) -> Result<JoinOutcome, BackendError> {
         let mut state = self.state.lock().await;
         let created = state.rooms.get(w.room).and_then(|r| r.record.clone());
@@ -236,6 +234,17 @@ impl Backend for MemoryBackend {
         let state = self.state.lock().await;
         Ok(state.rooms.get(room).map(|r| r.members.values().cloned().collect()).unwrap_or_default())
     }
+}
+
+#[async_trait]
+impl PubSub for MemoryBackend {
+    fn take_inbox(&self) -> Option<mpsc::Receiver<Inbound>> {
+        self.inbox_rx.lock().expect("inbox lock").take()
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
 
     async fn publish_node(&self, node: &NodeId, msg: Bytes) -> Result<u64, BackendError> {
         let state = self.state.lock().await;
@@ -263,37 +272,6 @@ impl Backend for MemoryBackend {
 
     async fn unsubscribe_room(&self, room: &RoomId) -> Result<(), BackendError> {
         self.state.lock().await.subscriptions.remove(&keys::room_channel(room));
-        Ok(())
-    }
-
-    async fn heartbeat(&self, node: &NodeId, _ttl_ms: u64) -> Result<Heartbeat, BackendError> {
-        // One process: the node cannot outlive its own store, so it never expires.
-        let fresh = self.state.lock().await.alive.insert(node.clone());
-        Ok(if fresh { Heartbeat::Fresh } else { Heartbeat::Continued })
-    }
-
-    async fn note_room(&self, _node: &NodeId, _room: &RoomId) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    async fn forget_room(&self, _node: &NodeId, _room: &RoomId) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    async fn node_rooms(&self, _node: &NodeId) -> Result<Vec<RoomId>, BackendError> {
-        Ok(Vec::new())
-    }
-
-    async fn dead_nodes(&self, _me: &NodeId) -> Result<Vec<NodeId>, BackendError> {
-        Ok(Vec::new())
-    }
-
-    async fn claim_reap(&self, _dead: &NodeId, _me: &NodeId, _ttl_ms: u64) -> Result<bool, BackendError> {
-        Ok(false)
-    }
-
-    async fn forget_node(&self, node: &NodeId) -> Result<(), BackendError> {
-        self.state.lock().await.alive.remove(node);
         Ok(())
     }
 }

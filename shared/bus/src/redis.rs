@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     keys, scripts, Backend, BackendError, Claimed, Heartbeat, Inbound, JoinOutcome, JoinPolicy, LostMessages,
-    MemberWrite, MoveOutcome, ResumeStore, RoomRecord, EXPIRED_ROOM_MEMORY_MS, RESUMABLE_TTL_MS,
+    MemberWrite, Membership, MoveOutcome, PubSub, Registry, ResumeStore, RoomRecord, EXPIRED_ROOM_MEMORY_MS,
+    RESUMABLE_TTL_MS,
 };
 
 /// Connection tuning. Defaults suit a node; tests shorten nothing here.
@@ -212,17 +213,14 @@ fn opt_str(token_hash: Option<&str>) -> String {
     token_hash.unwrap_or_default().to_owned()
 }
 
-#[async_trait]
 impl Backend for RedisBackend {
-    fn take_inbox(&self) -> Option<mpsc::Receiver<Inbound>> {
-        self.inbox_rx.lock().expect("inbox lock").take()
+    fn registry(&self) -> Option<&dyn Registry> {
+        Some(self)
     }
+}
 
-    async fn ping(&self) -> Result<(), BackendError> {
-        let _: String = self.client.ping(None).await.map_err(unavailable)?;
-        Ok(())
-    }
-
+#[async_trait]
+impl Membership for RedisBackend {
     async fn join(&self, w: MemberWrite<'_>, policy: JoinPolicy<'_>) -> Result<JoinOutcome, BackendError> {
         let keys = vec![keys::room_members(w.room), keys::room_meta(w.room)];
         let args: Vec<Value> = vec![
@@ -379,6 +377,18 @@ impl Backend for RedisBackend {
         let reply: Vec<Value> = self.client.hvals(keys::room_members(room)).await.map_err(unavailable)?;
         Ok(records(reply))
     }
+}
+
+#[async_trait]
+impl PubSub for RedisBackend {
+    fn take_inbox(&self) -> Option<mpsc::Receiver<Inbound>> {
+        self.inbox_rx.lock().expect("inbox lock").take()
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        let _: String = self.client.ping(None).await.map_err(unavailable)?;
+        Ok(())
+    }
 
     async fn publish_node(&self, node: &NodeId, msg: Bytes) -> Result<u64, BackendError> {
         self.publish(keys::node_channel(node), msg).await
@@ -409,7 +419,10 @@ impl Backend for RedisBackend {
         }
         .map_err(unavailable)
     }
+}
 
+#[async_trait]
+impl Registry for RedisBackend {
     async fn heartbeat(&self, node: &NodeId, ttl_ms: u64) -> Result<Heartbeat, BackendError> {
         let previous: Option<String> = self
             .client

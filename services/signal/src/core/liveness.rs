@@ -190,7 +190,13 @@ impl Core {
 
     async fn tick(&self) {
         let ttl_ms = self.settings.node_ttl.as_millis() as u64;
-        match self.backend.heartbeat(&self.node, ttl_ms).await {
+        // With no registry (the embedded backend) there is nobody to beat for: the store
+        // answering is all the node's health needs.
+        let beat = match self.backend.registry() {
+            Some(registry) => registry.heartbeat(&self.node, ttl_ms).await,
+            None => self.backend.ping().await.map(|()| bus::Heartbeat::Continued),
+        };
+        match beat {
             Ok(beat) => {
                 self.health.set_redis(true);
                 // After Redis was away (or failed over, or lost data: our own key was
@@ -292,7 +298,9 @@ impl Core {
                 announcement,
             };
             let result = async {
-                self.backend.note_room(&self.node, &local.room).await?;
+                if let Some(registry) = self.backend.registry() {
+                    registry.note_room(&self.node, &local.room).await?;
+                }
                 self.backend.restore(write, local.token_hash.as_deref()).await
             }
             .await;
@@ -341,7 +349,8 @@ impl Core {
         if !self.health.may_reap(Instant::now()) {
             return;
         }
-        let dead = match self.backend.dead_nodes(&self.node).await {
+        let Some(registry) = self.backend.registry() else { return };
+        let dead = match registry.dead_nodes(&self.node).await {
             Ok(dead) => dead,
             Err(e) => return debug!(error = %e, "dead-node scan failed"),
         };
@@ -352,8 +361,8 @@ impl Core {
             if !self.resumes.reap_due(&node, now) {
                 continue;
             }
-            match self.backend.claim_reap(&node, &self.node, REAP_CLAIM_MS).await {
-                Ok(true) => match self.reap(&node).await {
+            match registry.claim_reap(&node, &self.node, REAP_CLAIM_MS).await {
+                Ok(true) => match self.reap(registry, &node).await {
                     Ok(peers) => {
                         self.metrics.node_lost(peers);
                         info!(%node, peers, "reaped a dead node")
@@ -367,9 +376,9 @@ impl Core {
     }
 
     /// Removes a dead node's peers from their rooms; returns how many were removed.
-    async fn reap(&self, dead: &NodeId) -> Result<usize, bus::BackendError> {
+    async fn reap(&self, registry: &dyn Registry, dead: &NodeId) -> Result<usize, bus::BackendError> {
         let mut removed = 0;
-        for room in self.backend.node_rooms(dead).await? {
+        for room in registry.node_rooms(dead).await? {
             for record in self.backend.members(&room).await? {
                 let Ok(member) = MemberInfo::decode(&record) else { continue };
                 if !member.is_served_by(dead) {
@@ -382,7 +391,7 @@ impl Core {
                 }
             }
         }
-        self.backend.forget_node(dead).await?;
+        registry.forget_node(dead).await?;
         Ok(removed)
     }
 
@@ -400,7 +409,8 @@ impl Core {
 
     /// Drain step: take this node's peers and heartbeat out of Redis.
     pub async fn leave_cluster(&self) {
-        if let Err(e) = self.backend.forget_node(&self.node).await {
+        let Some(registry) = self.backend.registry() else { return };
+        if let Err(e) = registry.forget_node(&self.node).await {
             warn!(error = %e, "could not deregister; other nodes reap this node after its TTL");
         }
     }

@@ -115,7 +115,10 @@ impl Core {
     /// and every room it mirrors, except `already_read` (rooms whose members the caller
     /// has just read and passed to [`Core::owe_ghosts`]). Returns how many it found.
     pub(super) async fn sweep_own_ghosts(&self, already_read: &[RoomId]) -> Result<usize, BackendError> {
-        let mut rooms: HashSet<RoomId> = self.backend.node_rooms(&self.node).await?.into_iter().collect();
+        let mut rooms: HashSet<RoomId> = match self.backend.registry() {
+            Some(registry) => registry.node_rooms(&self.node).await?.into_iter().collect(),
+            None => HashSet::new(),
+        };
         rooms.extend(self.rooms.mirrored_rooms());
         for room in already_read {
             rooms.remove(room);

@@ -36,9 +36,11 @@ impl RoomSubs {
         let mut sub = entry.lock().await;
         if !sub.subscribed {
             backend.subscribe_room(room).await?;
-            if let Err(e) = backend.note_room(node, room).await {
-                let _ = backend.unsubscribe_room(room).await;
-                return Err(e);
+            if let Some(registry) = backend.registry() {
+                if let Err(e) = registry.note_room(node, room).await {
+                    let _ = backend.unsubscribe_room(room).await;
+                    return Err(e);
+                }
             }
             sub.subscribed = true;
         }
@@ -116,7 +118,8 @@ impl RoomSubs {
 }
 
 async fn forget(backend: &dyn Backend, node: &NodeId, room: &RoomId) {
-    if let Err(e) = backend.forget_room(node, room).await {
+    let Some(registry) = backend.registry() else { return };
+    if let Err(e) = registry.forget_room(node, room).await {
         // A stale index entry only costs a reaper one empty look.
         tracing::debug!(%room, error = %e, "could not take the room out of the node's index");
     }
