@@ -224,7 +224,6 @@ pub trait Membership: Send + Sync {
 
     /// Reads every member record.
     async fn members(&self, room: &RoomId) -> Result<Vec<Bytes>, BackendError>;
-
 }
 
 /// Messaging between nodes: each node's inbox and the room channels.
@@ -250,7 +249,6 @@ pub trait PubSub: Send + Sync {
     async fn resubscribe(&self) -> Result<(), BackendError>;
     async fn subscribe_room(&self, room: &RoomId) -> Result<(), BackendError>;
     async fn unsubscribe_room(&self, room: &RoomId) -> Result<(), BackendError>;
-
 }
 
 /// Which nodes are alive, and where each has members: how a dead node's members are

@@ -376,7 +376,7 @@ impl Core {
     }
 
     /// Removes a dead node's peers from their rooms; returns how many were removed.
-    async fn reap(&self, registry: &dyn Registry, dead: &NodeId) -> Result<usize, bus::BackendError> {
+    async fn reap(&self, registry: &dyn bus::Registry, dead: &NodeId) -> Result<usize, bus::BackendError> {
         let mut removed = 0;
         for room in registry.node_rooms(dead).await? {
             for record in self.backend.members(&room).await? {

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use bus::{Backend as _, MemberWrite, RedisBackend, RedisOptions};
+use bus::{MemberWrite, Membership as _, RedisBackend, RedisOptions};
 use bytes::Bytes;
 use protocol::{
     BusEvent, DisplayName, Envelope, LeftReason, MemberInfo, NodeId, Payload, PeerId, Role, RoomId, ServerMsg,
