@@ -20,7 +20,7 @@ use tracing::Instrument;
 use crate::metrics::NodeMetrics;
 
 /// The operations timed, in the order of [`Metered`]'s slots.
-pub const OPERATIONS: [&str; 31] = [
+pub const OPERATIONS: [&str; 32] = [
     "ping",
     "join",
     "create_room",
@@ -52,6 +52,7 @@ pub const OPERATIONS: [&str; 31] = [
     "claim_resumable",
     "end_resumable",
     "member_record",
+    "leave_if_unchanged",
 ];
 
 pub struct Metered {
@@ -147,6 +148,16 @@ impl Membership for Metered {
 
     async fn member_record(&self, room: &RoomId, peer: &PeerId) -> Result<Option<Bytes>, BackendError> {
         self.timed(30, self.inner.member_record(room, peer)).await
+    }
+
+    async fn leave_if_unchanged(
+        &self,
+        room: &RoomId,
+        peer: &PeerId,
+        expected: Bytes,
+        announcement: Bytes,
+    ) -> Result<bool, BackendError> {
+        self.timed(31, self.inner.leave_if_unchanged(room, peer, expected, announcement)).await
     }
 
     async fn leave(&self, room: &RoomId, peer: &PeerId, announcement: Bytes) -> Result<bool, BackendError> {

@@ -216,6 +216,16 @@ pub trait Membership: Send + Sync {
     /// Removes a member, publishing the announcement only if it was there.
     async fn leave(&self, room: &RoomId, peer: &PeerId, announcement: Bytes) -> Result<bool, BackendError>;
 
+    /// Removes a member only if its record is still `expected` (a reaper must not remove
+    /// a member that moved to a live node since it read the record).
+    async fn leave_if_unchanged(
+        &self,
+        room: &RoomId,
+        peer: &PeerId,
+        expected: Bytes,
+        announcement: Bytes,
+    ) -> Result<bool, BackendError>;
+
     /// Replaces a member's record if it is a member, publishing the announcement.
     async fn update(&self, write: MemberWrite<'_>) -> Result<bool, BackendError>;
 

@@ -63,6 +63,28 @@ impl MemoryBackend {
         Self::default()
     }
 
+    async fn leave_locked(
+        &self,
+        room: &RoomId,
+        peer: &PeerId,
+        announcement: Bytes,
+        expected: Option<Bytes>,
+    ) -> Result<bool, BackendError> {
+        let mut state = self.state.lock().await;
+        let Some(r) = state.rooms.get_mut(room) else { return Ok(false) };
+        if expected.is_some_and(|e| r.members.get(peer) != Some(&e)) {
+            return Ok(false);
+        }
+        if r.members.remove(peer).is_none() {
+            return Ok(false);
+        }
+        if r.members.is_empty() && r.record.is_none() {
+            state.rooms.remove(room);
+        }
+        self.publish_locked(&state, &keys::room_channel(room), announcement).await;
+        Ok(true)
+    }
+
     async fn publish_locked(&self, state: &State, channel: &str, msg: Bytes) -> u64 {
         if !state.subscriptions.contains(channel) {
             return 0;
@@ -201,16 +223,17 @@ impl Membership for MemoryBackend {
     }
 
     async fn leave(&self, room: &RoomId, peer: &PeerId, announcement: Bytes) -> Result<bool, BackendError> {
-        let mut state = self.state.lock().await;
-        let Some(r) = state.rooms.get_mut(room) else { return Ok(false) };
-        if r.members.remove(peer).is_none() {
-            return Ok(false);
-        }
-        if r.members.is_empty() && r.record.is_none() {
-            state.rooms.remove(room);
-        }
-        self.publish_locked(&state, &keys::room_channel(room), announcement).await;
-        Ok(true)
+        self.leave_locked(room, peer, announcement, None).await
+    }
+
+    async fn leave_if_unchanged(
+        &self,
+        room: &RoomId,
+        peer: &PeerId,
+        expected: Bytes,
+        announcement: Bytes,
+    ) -> Result<bool, BackendError> {
+        self.leave_locked(room, peer, announcement, Some(expected)).await
     }
 
     async fn update(&self, w: MemberWrite<'_>) -> Result<bool, BackendError> {

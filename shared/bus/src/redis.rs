@@ -71,6 +71,25 @@ fn unavailable(e: fred::error::Error) -> BackendError {
 }
 
 impl RedisBackend {
+    async fn run_leave(
+        &self,
+        room: &RoomId,
+        peer: &PeerId,
+        announcement: Bytes,
+        expected: Option<Bytes>,
+    ) -> Result<bool, BackendError> {
+        let keys = vec![keys::room_members(room), keys::room_meta(room)];
+        let mut args: Vec<Value> = vec![
+            peer.as_str().into(),
+            keys::room_channel(room).into(),
+            announcement.into(),
+            self.publish_command().into(),
+        ];
+        args.extend(expected.map(Value::from));
+        let removed: i64 = self.client.eval(scripts::LEAVE, keys, args).await.map_err(unavailable)?;
+        Ok(removed == 1)
+    }
+
     /// Connects both clients; fails if Redis cannot be reached now.
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, BackendError> {
         let config = Config::from_url(url).map_err(BackendError::Unavailable)?;
@@ -342,15 +361,17 @@ impl Membership for RedisBackend {
     }
 
     async fn leave(&self, room: &RoomId, peer: &PeerId, announcement: Bytes) -> Result<bool, BackendError> {
-        let keys = vec![keys::room_members(room), keys::room_meta(room)];
-        let args: Vec<Value> = vec![
-            peer.as_str().into(),
-            keys::room_channel(room).into(),
-            announcement.into(),
-            self.publish_command().into(),
-        ];
-        let removed: i64 = self.client.eval(scripts::LEAVE, keys, args).await.map_err(unavailable)?;
-        Ok(removed == 1)
+        self.run_leave(room, peer, announcement, None).await
+    }
+
+    async fn leave_if_unchanged(
+        &self,
+        room: &RoomId,
+        peer: &PeerId,
+        expected: Bytes,
+        announcement: Bytes,
+    ) -> Result<bool, BackendError> {
+        self.run_leave(room, peer, announcement, Some(expected)).await
     }
 
     async fn update(&self, w: MemberWrite<'_>) -> Result<bool, BackendError> {

@@ -42,10 +42,12 @@ end
 return 0
 "#;
 
-/// KEYS: members, meta. ARGV: peer, channel, announcement, publish command.
-/// Returns 1 if the peer was a member. An emptied room loses its metadata (its lock),
-/// unless it was created through the registry (its record expires by itself).
+/// KEYS: members, meta. ARGV: peer, channel, announcement, publish command, and
+/// optionally the record the member must still have. Returns 1 if the peer was a member
+/// (with that record). An emptied room loses its metadata (its lock), unless it was
+/// created through the registry (its record expires by itself).
 pub const LEAVE: &str = r#"
+if ARGV[5] and redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[5] then return 0 end
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 if redis.call('HLEN', KEYS[1]) == 0 and redis.call('HGET', KEYS[2], 'registered') ~= '1' then
   redis.call('DEL', KEYS[2])

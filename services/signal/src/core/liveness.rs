@@ -386,7 +386,8 @@ impl Core {
                 }
                 let left =
                     BusEvent::Left { room: room.clone(), peer: member.peer.clone(), reason: LeftReason::NodeLost };
-                if self.backend.leave(&room, &member.peer, self.envelope(left)).await? {
+                // Unless it moved to a live node (it resumed) since its record was read.
+                if self.backend.leave_if_unchanged(&room, &member.peer, record.clone(), self.envelope(left)).await? {
                     removed += 1;
                 }
             }

@@ -177,3 +177,49 @@ async fn a_resume_takes_over_a_connection_the_node_still_thinks_open() {
     assert_eq!(seq(&ServerMsg::Signal(b.recv_signal().await)), Some(1));
     no_flap_of(&mut a, &b_peer, Duration::from_millis(500)).await;
 }
+
+/// A reaper reads a dead node's member records, then removes those that name the dead
+/// node: a member that resumed on a live node in between must stay. Both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_moved_after_a_reaper_read_its_record_stays() {
+    use bus::{
+        JoinOutcome, JoinPolicy, MemberWrite, Membership, MemoryBackend, MoveOutcome, RedisBackend, RedisOptions,
+    };
+    use bytes::Bytes;
+    use protocol::{BusEvent, DisplayName, Envelope, MemberInfo, NodeId, Payload, PeerId, Role, RoomId};
+
+    let redis = TestRedis::start().await;
+    let on_redis = RedisBackend::connect(&redis.url(), RedisOptions::default()).await.unwrap();
+    let in_memory = MemoryBackend::new();
+    let (dead, live) = (NodeId::parse("n2").unwrap(), NodeId::parse("n1").unwrap());
+    let (room, peer) = (RoomId::parse("reaped").unwrap(), PeerId::new_on(&dead));
+    let announce = |event: BusEvent| Bytes::from(Envelope::new(live.clone(), event).encode());
+    for backend in [&on_redis as &dyn Membership, &in_memory] {
+        let read = MemberInfo {
+            peer: peer.clone(),
+            name: DisplayName::parse("ada").unwrap(),
+            role: Role::parse("participant").unwrap(),
+            meta: Payload::empty_object(),
+            node: None,
+        };
+        let old = Bytes::from(read.encode());
+        let joined = announce(BusEvent::Joined { room: room.clone(), member: read.clone(), nonce: 0 });
+        let write = MemberWrite { room: &room, peer: &peer, record: old.clone(), announcement: joined };
+        let policy = JoinPolicy { capacity: 10, token_hash: None, require_registered: false, now_ms: 0 };
+        assert!(matches!(backend.join(write, policy).await.unwrap(), JoinOutcome::Joined { .. }));
+
+        // The member resumes on the live node after the reaper read `old`...
+        let moved_record = MemberInfo { node: Some(live.clone()), ..read.clone() };
+        let moved = Bytes::from(moved_record.encode());
+        let event = BusEvent::Moved { room: room.clone(), member: moved_record, from: dead.clone(), nonce: 1 };
+        let write = MemberWrite { room: &room, peer: &peer, record: moved.clone(), announcement: announce(event) };
+        assert!(matches!(backend.move_member(write, old.clone()).await.unwrap(), MoveOutcome::Moved { .. }));
+
+        // ...so the reaper's removal, conditional on `old`, removes nothing.
+        let left = || announce(BusEvent::Left { room: room.clone(), peer: peer.clone(), reason: LeftReason::NodeLost });
+        assert!(!backend.leave_if_unchanged(&room, &peer, old, left()).await.unwrap());
+        assert_eq!(backend.member_record(&room, &peer).await.unwrap(), Some(moved.clone()));
+        assert!(backend.leave_if_unchanged(&room, &peer, moved, left()).await.unwrap());
+        assert_eq!(backend.member_record(&room, &peer).await.unwrap(), None);
+    }
+}
