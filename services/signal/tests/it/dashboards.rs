@@ -9,12 +9,12 @@ use serde_json::json;
 use testkit::prometheus::{panel_queries, SIGNAL_DASHBOARDS};
 use testkit::TestPrometheus;
 
-use crate::helpers::{Backend, TestCluster, TestRedis};
+use crate::helpers::{Backend, Client, TestCluster, TestRedis};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_panel_shows_data_from_a_real_prometheus() {
     let redis = TestRedis::start().await;
-    let cluster = TestCluster::start(&Backend::Redis(redis.url()), 2).await;
+    let cluster = TestCluster::start_with(&Backend::Redis(redis.url()), 2, &[("RESUME_GRACE_MS", "5000")]).await;
     let targets: Vec<String> = cluster.nodes.iter().map(|n| n.addr.to_string()).collect();
     let prometheus = TestPrometheus::start(&[("signal", targets)]).await;
 
@@ -36,8 +36,22 @@ async fn every_dashboard_panel_shows_data_from_a_real_prometheus() {
         }
         (a, b, c)
     });
+    // A client that drops and resumes on the other node every two seconds.
+    let (first, second) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+    let resumes = tokio::spawn(async move {
+        for _ in 0..20 {
+            let mut d = Client::connect(first).await;
+            d.join("dash-resume").await;
+            let token = d.resume_token();
+            drop(d);
+            let (d, _) = Client::resume(second, &token).await.expect("resumed");
+            d.close_with(1000).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
 
     let queries = SIGNAL_DASHBOARDS.iter().flat_map(|file| panel_queries(file)).collect();
     prometheus.expect_data(queries, Duration::from_secs(30)).await;
     load.abort();
+    resumes.abort();
 }
