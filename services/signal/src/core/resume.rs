@@ -500,7 +500,16 @@ impl Core {
         let hold = handle.hold().cloned().ok_or(CoreError::Internal("a resumed session without a hold"))?;
         self.resumes.incoming.lock().expect("incoming lock").insert(peer.clone(), handle.clone());
         let request = self.envelope(BusEvent::ResumeRequest { peer: peer.clone(), to: self.node.clone() });
-        let old_alive = self.backend.publish_node(&claimed.node, request).await? > 0;
+        // The claim is made: from here the client gets `resumed` (with the rooms that
+        // could be moved, and a token to try again), never an error that would leave
+        // it without its next token.
+        let old_alive = match self.backend.publish_node(&claimed.node, request).await {
+            Ok(reached) => reached > 0,
+            Err(e) => {
+                warn!(error = %e, "could not ask the old node to hand over; resuming without it");
+                false
+            }
+        };
         if !old_alive {
             hold.no_hand_over();
         }
