@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,14 @@ impl Tally {
     }
 }
 
+/// Signals sent and received over all members, and whether they keep sending.
+#[derive(Default)]
+struct Flow {
+    sending: AtomicBool,
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
 /// One member: signals every other member of its room each tick; on `reconnect`, stops,
 /// closes its connection (so everything it sent is handled) and resumes on another node.
 async fn run_member(
@@ -58,7 +67,7 @@ async fn run_member(
     room: String,
     others: Vec<PeerId>,
     live: Arc<Mutex<Vec<SocketAddr>>>,
-    sending: Arc<std::sync::atomic::AtomicBool>,
+    flow: Arc<Flow>,
     stop: tokio_util::sync::CancellationToken,
 ) -> Tally {
     let mut tally = Tally::default();
@@ -67,22 +76,29 @@ async fn run_member(
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tick.tick(), if sending.load(std::sync::atomic::Ordering::Relaxed) => {
+            _ = tick.tick(), if flow.sending.load(Ordering::Relaxed) => {
                 for to in &others {
                     let n = seq.entry(to.clone()).or_default();
                     client.signal(&room, to, "candidate", json!({ "seq": *n })).await;
                     *n += 1;
                     *tally.sent.entry(to.clone()).or_default() += 1;
+                    flow.sent.fetch_add(1, Ordering::Relaxed);
                 }
             }
             msg = client.next_msg() => match msg {
-                Some(ServerMsg::Signal(s)) => tally.count(&s),
+                Some(ServerMsg::Signal(s)) => {
+                    tally.count(&s);
+                    flow.received.fetch_add(1, Ordering::Relaxed);
+                }
                 Some(ServerMsg::Reconnect(_)) => {
                     let told = Instant::now();
                     let token = client.resume_token();
                     for last in client.close_with(4000).await {
                         match last {
-                            ServerMsg::Signal(s) => tally.count(&s),
+                            ServerMsg::Signal(s) => {
+                                tally.count(&s);
+                                flow.received.fetch_add(1, Ordering::Relaxed);
+                            }
                             other => tally.errors.push(format!("while closing: {other:?}")),
                         }
                     }
@@ -160,12 +176,12 @@ async fn a_rolling_restart_of_every_node_under_load_loses_nothing() {
             members.push((c, addr, room.clone(), others));
         }
     }
-    let sending = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flow = Arc::new(Flow { sending: AtomicBool::new(true), ..Flow::default() });
     let stop = tokio_util::sync::CancellationToken::new();
     let tasks: Vec<_> = members
         .into_iter()
         .map(|(c, addr, room, others)| {
-            tokio::spawn(run_member(c, addr, room, others, live.clone(), sending.clone(), stop.clone()))
+            tokio::spawn(run_member(c, addr, room, others, live.clone(), flow.clone(), stop.clone()))
         })
         .collect();
 
@@ -181,9 +197,18 @@ async fn a_rolling_restart_of_every_node_under_load_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    // Stop sending; give what is in flight time to land, then count.
-    sending.store(false, std::sync::atomic::Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Stop sending; wait (bounded) for what is in flight to land, then count: anything
+    // still missing then is lost, and the checks below say where.
+    flow.sending.store(false, Ordering::Relaxed);
+    let landed = tokio::time::timeout(Duration::from_secs(10), async {
+        while flow.received.load(Ordering::Relaxed) < flow.sent.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if landed.is_err() {
+        eprintln!("signals still missing 10 s after the last send");
+    }
     stop.cancel();
     let mut tallies = Vec::new();
     for task in tasks {
