@@ -39,7 +39,7 @@ use crate::admission::Admission;
 use crate::metrics::NodeMetrics;
 
 pub use error::CoreError;
-pub use events::{Event, HandOverMark};
+pub use events::Event;
 pub use liveness::Health;
 pub use resume::Resumes;
 pub use rooms::JoinDone;

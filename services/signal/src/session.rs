@@ -186,10 +186,6 @@ impl Session {
         self.resume_nonce.is_some() && self.recorded
     }
 
-    pub fn session_handle(&self) -> &SessionHandle {
-        &self.handle
-    }
-
     pub fn peer(&self) -> &protocol::PeerId {
         &self.handle.peer
     }

@@ -118,10 +118,6 @@ impl Resumes {
         !self.grace.is_zero()
     }
 
-    pub fn grace(&self) -> Duration {
-        self.grace
-    }
-
     /// The token that resumes `peer`: `<peer>.<43 characters>`, unguessable without
     /// this node's secret; `nonce` makes each one new.
     pub fn token(&self, peer: &PeerId, nonce: u32) -> String {
