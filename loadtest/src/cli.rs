@@ -13,6 +13,7 @@ use crate::scenario::connect::ConnectArgs;
 use crate::scenario::fanout::FanoutArgs;
 use crate::scenario::meeting::MeetingArgs;
 use crate::scenario::relay::RelayArgs;
+use crate::scenario::soak::SoakArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,6 +49,8 @@ pub enum ScenarioRun {
     Churn(ScenarioCli<ChurnArgs>),
     /// A realistic meeting mix at a target number of concurrent meetings.
     Meeting(ScenarioCli<MeetingArgs>),
+    /// A long run with realistic churn; samples server and Redis usage and reports its slopes.
+    Soak(ScenarioCli<SoakArgs>),
 }
 
 impl ScenarioRun {
@@ -58,6 +61,7 @@ impl ScenarioRun {
             ScenarioRun::Fanout(c) => (Scenario::Fanout(c.args), c.target, c.output, c.dist),
             ScenarioRun::Churn(c) => (Scenario::Churn(c.args), c.target, c.output, c.dist),
             ScenarioRun::Meeting(c) => (Scenario::Meeting(c.args), c.target, c.output, c.dist),
+            ScenarioRun::Soak(c) => (Scenario::Soak(c.args), c.target, c.output, c.dist),
         }
     }
 }
@@ -83,6 +87,7 @@ pub enum Scenario {
     Fanout(FanoutArgs),
     Churn(ChurnArgs),
     Meeting(MeetingArgs),
+    Soak(SoakArgs),
 }
 
 impl Scenario {
@@ -93,6 +98,7 @@ impl Scenario {
             Scenario::Fanout(_) => "fanout",
             Scenario::Churn(_) => "churn",
             Scenario::Meeting(_) => "meeting",
+            Scenario::Soak(_) => "soak",
         }
     }
 
@@ -104,6 +110,7 @@ impl Scenario {
             Scenario::Fanout(a) => a.duration,
             Scenario::Churn(a) => a.duration,
             Scenario::Meeting(a) => a.duration,
+            Scenario::Soak(a) => a.duration,
         }
     }
 }

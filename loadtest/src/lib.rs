@@ -16,3 +16,4 @@ pub mod runner;
 pub mod scenario;
 pub mod server;
 pub mod slo;
+pub mod usage;

@@ -187,6 +187,9 @@ pub struct Results {
     /// join sent to the last answer), for rates such as joins per second.
     #[serde(default)]
     pub phases: BTreeMap<String, f64>,
+    /// Usage sampled at intervals over a long run (soak), by one worker.
+    #[serde(default)]
+    pub usage: Vec<crate::usage::UsageSample>,
 }
 
 impl Results {
@@ -240,6 +243,10 @@ impl Results {
             // Workers run their phases side by side: the longest is the phase's length.
             let mine = self.phases.entry(name).or_default();
             *mine = mine.max(secs);
+        }
+        // One worker samples the servers; the others have nothing to add.
+        if self.usage.is_empty() {
+            self.usage = other.usage;
         }
         self.server = match (self.server.take(), other.server) {
             (Some(mut a), Some(b)) => {
@@ -374,6 +381,7 @@ impl Metrics {
             timeline: self.timeline.lock().expect("metrics lock").intervals.clone(),
             server: None,
             phases: BTreeMap::new(),
+            usage: Vec::new(),
         }
     }
 }

@@ -11,6 +11,13 @@ use serde::Serialize;
 use crate::cli::RunSpec;
 use crate::metrics::{Counter, Hist, Results};
 use crate::slo::{Micros, Verdict};
+use crate::usage::{trends, Trend, UsageSample};
+
+/// A tenth of a soak is warm-up, left out of the slopes (pools fill, allocators grow).
+const WARMUP_SHARE: f64 = 0.1;
+
+/// Most sample rows the printed table shows (the JSON has them all).
+const MAX_PRINTED_SAMPLES: usize = 13;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencySummary {
@@ -77,6 +84,16 @@ pub struct Report {
     pub slo: Vec<Verdict>,
     pub slo_met: bool,
     pub spec: Option<RunSpec>,
+    /// Usage over time and its trends (soak).
+    pub usage: Option<UsageReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageReport {
+    /// Samples before this are warm-up and left out of the trends.
+    pub warmup_secs: f64,
+    pub trends: Vec<Trend>,
+    pub samples: Vec<UsageSample>,
 }
 
 impl Report {
@@ -122,6 +139,10 @@ impl Report {
             slo_met: slo.iter().all(|v| v.met),
             slo,
             spec,
+            usage: (!r.usage.is_empty()).then(|| {
+                let warmup_secs = r.elapsed_secs * WARMUP_SHARE;
+                UsageReport { warmup_secs, trends: trends(&r.usage, warmup_secs), samples: r.usage.clone() }
+            }),
         }
     }
 
@@ -138,7 +159,18 @@ impl Report {
             self.elapsed_secs
         );
         let c = |name: &str| self.counters.get(name).copied().unwrap_or(0);
-        if c("expected") > 0 || c("sent") > 0 {
+        if c("expected") == 0 && c("sent") > 0 {
+            // Sent without an expectation (soak: targets may leave meanwhile): loss is not judged.
+            let _ = writeln!(
+                out,
+                "  sent {}  delivered {} ({:.0}/s)  duplicates {}  out-of-order {}  (loss not judged)",
+                c("sent"),
+                c("delivered"),
+                self.throughput_per_sec,
+                c("duplicates"),
+                c("out_of_order"),
+            );
+        } else if c("expected") > 0 {
             let _ = writeln!(
                 out,
                 "  sent {}  delivered {} ({:.0}/s)  lost {}  duplicates {}  out-of-order {}",
@@ -211,6 +243,9 @@ impl Report {
                 );
             }
         }
+        if let Some(u) = &self.usage {
+            write_usage(&mut out, u);
+        }
         for v in &self.slo {
             let _ = writeln!(
                 out,
@@ -221,5 +256,41 @@ impl Report {
             );
         }
         out
+    }
+}
+
+/// The soak's sample table (thinned to at most [`MAX_PRINTED_SAMPLES`] rows) and trends.
+fn write_usage(out: &mut String, u: &UsageReport) {
+    let mib = |b: Option<u64>| b.map(|b| format!("{:.1}", b as f64 / 1048576.0)).unwrap_or_else(|| "-".into());
+    let num = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        out,
+        "  {:>8} {:>9} {:>8} {:>6} {:>10} {:>8} {:>6} {:>7}",
+        "at", "RSS MiB", "CPU s", "fds", "Redis MiB", "keys", "conns", "members"
+    );
+    let step = u.samples.len().div_ceil(MAX_PRINTED_SAMPLES).max(1);
+    let last = u.samples.len().saturating_sub(1);
+    let shown = u.samples.iter().enumerate().filter(|(i, _)| i % step == 0 || *i == last).map(|(_, s)| s);
+    for s in shown {
+        let _ = writeln!(
+            out,
+            "  {:>7.0}s {:>9} {:>8} {:>6} {:>10} {:>8} {:>6} {:>7}",
+            s.at_secs,
+            mib(s.rss_bytes),
+            s.cpu_seconds.map(|c| format!("{c:.1}")).unwrap_or_else(|| "-".into()),
+            num(s.open_fds),
+            mib(s.redis_used_memory_bytes),
+            num(s.redis_keys),
+            s.connections,
+            s.members,
+        );
+    }
+    let _ = writeln!(out, "  trends after {:.0} s of warm-up (least-squares slope per hour):", u.warmup_secs);
+    for t in &u.trends {
+        let _ = writeln!(
+            out,
+            "    {:<24} {:>+14.1}/h  (first {:.0}, last {:.0}, min {:.0}, max {:.0})",
+            t.series, t.slope_per_hour, t.first, t.last, t.min, t.max
+        );
     }
 }

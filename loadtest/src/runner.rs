@@ -49,6 +49,7 @@ pub async fn run_shard(
         Scenario::Fanout(a) => scenario::fanout::run(a, &ctx).await,
         Scenario::Churn(a) => scenario::churn::run(a, &ctx).await,
         Scenario::Meeting(a) => scenario::meeting::run(a, &ctx).await,
+        Scenario::Soak(a) => scenario::soak::run(a, &ctx).await,
     };
     progress.finish();
     results

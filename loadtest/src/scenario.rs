@@ -7,6 +7,7 @@ pub mod connect;
 pub mod fanout;
 pub mod meeting;
 pub mod relay;
+pub mod soak;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,8 @@
-//! Reads the servers' resident memory and CPU time, from /proc for local PIDs or
-//! from a Prometheus /metrics page (`process_resident_memory_bytes`,
-//! `process_cpu_seconds_total`), so reports can say bytes per connection and
-//! signals per CPU-second.
+//! Reads the servers' resident memory, CPU time and open file descriptors, from
+//! /proc for local PIDs or from a Prometheus /metrics page
+//! (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
+//! `process_open_fds`), so reports can say bytes per connection, signals per
+//! CPU-second, and (in a soak) whether any of them grows.
 
 use std::time::Duration;
 
@@ -18,6 +19,16 @@ pub struct ServerWatch {
 pub struct Sample {
     pub rss_bytes: u64,
     pub cpu_seconds: f64,
+    /// Open file descriptors, when every watched server told.
+    pub open_fds: Option<u64>,
+}
+
+impl Sample {
+    fn add(&mut self, other: Sample) {
+        self.rss_bytes += other.rss_bytes;
+        self.cpu_seconds += other.cpu_seconds;
+        self.open_fds = self.open_fds.zip(other.open_fds).map(|(a, b)| a + b);
+    }
 }
 
 impl ServerWatch {
@@ -42,16 +53,12 @@ impl ServerWatch {
 
     /// The sum over every watched server.
     pub async fn sample(&self) -> anyhow::Result<Sample> {
-        let mut total = Sample::default();
+        let mut total = Sample { open_fds: Some(0), ..Sample::default() };
         for pid in &self.pids {
-            let s = sample_pid(*pid).with_context(|| format!("reading /proc/{pid}"))?;
-            total.rss_bytes += s.rss_bytes;
-            total.cpu_seconds += s.cpu_seconds;
+            total.add(sample_pid(*pid).with_context(|| format!("reading /proc/{pid}"))?);
         }
         for url in &self.metrics_urls {
-            let s = sample_metrics_url(url).await.with_context(|| format!("reading {url}"))?;
-            total.rss_bytes += s.rss_bytes;
-            total.cpu_seconds += s.cpu_seconds;
+            total.add(sample_metrics_url(url).await.with_context(|| format!("reading {url}"))?);
         }
         Ok(total)
     }
@@ -59,7 +66,8 @@ impl ServerWatch {
 
 pub fn sample_pid(pid: u32) -> anyhow::Result<Sample> {
     let usage = telemetry::proc_usage(&pid.to_string()).ok_or_else(|| anyhow!("no readable /proc/{pid}"))?;
-    Ok(Sample { rss_bytes: usage.rss_bytes, cpu_seconds: usage.cpu_seconds })
+    let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|d| d.count() as u64);
+    Ok(Sample { rss_bytes: usage.rss_bytes, cpu_seconds: usage.cpu_seconds, open_fds })
 }
 
 async fn sample_metrics_url(url: &str) -> anyhow::Result<Sample> {
@@ -77,7 +85,8 @@ pub fn parse_prometheus(body: &str) -> anyhow::Result<Sample> {
     };
     let rss = value("process_resident_memory_bytes").ok_or_else(|| anyhow!("no process_resident_memory_bytes"))?;
     let cpu = value("process_cpu_seconds_total").ok_or_else(|| anyhow!("no process_cpu_seconds_total"))?;
-    Ok(Sample { rss_bytes: rss as u64, cpu_seconds: cpu })
+    let open_fds = value("process_open_fds").map(|v| v as u64);
+    Ok(Sample { rss_bytes: rss as u64, cpu_seconds: cpu, open_fds })
 }
 
 /// A plain HTTP/1.0 GET of an `http://host:port/path` URL, bounded in time.
@@ -108,13 +117,16 @@ mod tests {
         let s = sample_pid(std::process::id()).unwrap();
         assert!(s.rss_bytes > 1024 * 1024, "a test binary holds more than 1 MiB: {s:?}");
         assert!(s.cpu_seconds >= 0.0);
+        assert!(s.open_fds.is_some_and(|n| n >= 3), "stdin, stdout and stderr at least: {s:?}");
     }
 
     #[test]
     fn prometheus_process_metrics_parse() {
         let body = "# HELP process_resident_memory_bytes x\n# TYPE process_resident_memory_bytes gauge\n\
-                    process_resident_memory_bytes 1.2345e7\nprocess_cpu_seconds_total{job=\"x\"} 12.5\n";
-        assert_eq!(parse_prometheus(body).unwrap(), Sample { rss_bytes: 12_345_000, cpu_seconds: 12.5 });
+                    process_resident_memory_bytes 1.2345e7\nprocess_cpu_seconds_total{job=\"x\"} 12.5\n\
+                    process_open_fds 42\n";
+        let expected = Sample { rss_bytes: 12_345_000, cpu_seconds: 12.5, open_fds: Some(42) };
+        assert_eq!(parse_prometheus(body).unwrap(), expected);
         assert!(parse_prometheus("other_metric 1\n").is_err());
     }
 }

@@ -238,6 +238,68 @@ async fn churn_announcements_arrive_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_churns_resumes_samples_usage_and_leaves_no_keys_behind() {
+    let cluster = Cluster::start().await;
+    let keys_before: u64 = cluster.redis.cli(&["DBSIZE"]).await.trim().parse().unwrap();
+    let (redis, pid) = (cluster.redis.url(), std::process::id().to_string());
+    let (out, r) = run_json(
+        &cluster,
+        &["soak"],
+        &[
+            "--peers",
+            "12",
+            "--rooms",
+            "3",
+            "--stay-min",
+            "200ms",
+            "--stay-max",
+            "600ms",
+            "--signal-every",
+            "50ms",
+            "--sample-every",
+            "1s",
+            "--duration",
+            "5s",
+            "--watch-redis",
+            &redis,
+            "--server-pid",
+            &pid,
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Every way a stay ends happened, and resumes kept their member whole.
+    assert!(counter(&r, "connected") > 12, "peers reconnected afresh: {r:#}");
+    assert!(r["latency"]["resume"]["count"].as_u64().unwrap_or(0) > 0, "peers resumed: {r:#}");
+    assert!(counter(&r, "joined") > 12, "peers left and joined other rooms: {r:#}");
+    assert!(counter(&r, "delivered") > 100, "signals flowed: {r:#}");
+    assert_eq!(counter(&r, "duplicates"), 0, "{r:#}");
+    assert_eq!(counter(&r, "out_of_order"), 0, "{r:#}");
+    for failure in ["resume-failed", "resume-timeout", "closed", "socket-error", "leave-not-acknowledged"] {
+        assert!(r["errors"].get(failure).is_none(), "{failure}: {r:#}");
+    }
+    // Samples at the start, every second and at the end, each with every figure.
+    let usage = &r["usage"];
+    let samples = usage["samples"].as_array().expect("samples");
+    assert!(samples.len() >= 6, "{usage:#}");
+    for s in samples {
+        for field in ["rss_bytes", "open_fds", "redis_used_memory_bytes", "redis_keys"] {
+            assert!(s[field].as_u64().is_some_and(|v| v > 0), "{field} in {s}");
+        }
+    }
+    let series: Vec<&str> = usage["trends"].as_array().unwrap().iter().map(|t| t["series"].as_str().unwrap()).collect();
+    assert_eq!(series, ["rss_bytes", "open_fds", "redis_used_memory_bytes", "redis_keys", "members"]);
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("trends after") && summary.contains("redis_keys"), "{summary}");
+    // Once every peer has gone, the cluster's keys are what they were before.
+    testkit::wait_until(Duration::from_secs(30), "Redis keys back to their count before the soak", || {
+        let redis = &cluster.redis;
+        async move { redis.cli(&["DBSIZE"]).await.trim().parse::<u64>().ok() == Some(keys_before) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meeting_mix_negotiates_chats_and_updates() {
     let cluster = Cluster::start().await;
     let (out, r) = run_json(

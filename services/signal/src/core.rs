@@ -237,16 +237,19 @@ impl Core {
         let done = match self.begin_join(&room, session, &record, nonce).await {
             Ok(done) => done,
             Err(e) => {
-                self.release_room(&room).await;
+                self.finish_room_op(&room).await;
                 return Err(e);
             }
         };
         match self.run_join(&room, &record, nonce, token_hash.as_deref(), done).await {
-            Ok(done) => Ok(done),
+            Ok(done) => {
+                // Nothing is awaited between a join and its reply.
+                self.subs.done(&room);
+                Ok(done)
+            }
             Err(e) => {
-                if self.rooms.remove_local(&room, &record.peer) {
-                    self.release_room(&room).await;
-                }
+                self.rooms.remove_local(&room, &record.peer);
+                self.finish_room_op(&room).await;
                 Err(e)
             }
         }
@@ -275,11 +278,20 @@ impl Core {
         Err(CoreError::Unavailable(BackendError::Protocol("a removal of this id keeps being owed".into())))
     }
 
-    /// Stops following a room this node no longer has members in; its index entry
-    /// stays while a removal from it is owed (a reaper must still find that member).
+    /// After a local member went: stops following the room if the node has no member
+    /// left there and no join into it is under way. Its index entry stays while a
+    /// removal from it is owed (a reaper must still find that member).
     async fn release_room(&self, room: &RoomId) {
-        let keep_index = self.removals.any_in(room);
-        self.subs.release(self.backend(), &self.node, room, keep_index).await;
+        let in_use = || self.rooms.has_local(room);
+        let unused = subs::Unused { in_use: &in_use, keep_index: self.removals.any_in(room) };
+        self.subs.release(self.backend(), &self.node, room, unused).await;
+    }
+
+    /// A join or move into `room` failed: counts it out and releases the room.
+    async fn finish_room_op(&self, room: &RoomId) {
+        let in_use = || self.rooms.has_local(room);
+        let unused = subs::Unused { in_use: &in_use, keep_index: self.removals.any_in(room) };
+        self.subs.finish(self.backend(), &self.node, room, unused).await;
     }
 
     async fn run_join(
@@ -356,9 +368,8 @@ impl Core {
         let result = self.remove_member(room, peer, reason).await;
         // Locally the member is gone either way: a removal Redis did not confirm is
         // owed, and retried until it lands.
-        if self.rooms.remove_local(room, peer) {
-            self.release_room(room).await;
-        }
+        self.rooms.remove_local(room, peer);
+        self.release_room(room).await;
         result
     }
 
@@ -590,7 +601,7 @@ impl Core {
                 if here.fence {
                     tokio::spawn(self.clone().send_fence(room.clone(), member.peer.clone(), from, new));
                 }
-                if here.emptied {
+                if here.left {
                     let core = self.clone();
                     tokio::spawn(async move { core.release_room(&room).await });
                 }

@@ -551,8 +551,10 @@ impl Core {
     ) -> Result<Option<Vec<Arc<MemberInfo>>>, CoreError> {
         self.subs.acquire(self.backend(), &self.node, room).await?;
         let moved = self.try_move_here(room, handle).await;
-        if !matches!(moved, Ok(Some(_))) && !self.rooms.has_local(room) {
-            self.release_room(room).await;
+        if matches!(moved, Ok(Some(_))) {
+            self.subs.done(room);
+        } else {
+            self.finish_room_op(room).await;
         }
         moved
     }

@@ -138,8 +138,9 @@ pub struct MovedHere {
     /// The node has other members in the room, which may have routed signals to the
     /// moved member through its old node: it must send that node a fence.
     pub fence: bool,
-    /// The node has no member left in the room: it stops following it.
-    pub emptied: bool,
+    /// The member was served here and is not any more: the node may stop following
+    /// the room.
+    pub left: bool,
 }
 
 /// A member this node serves, as resynchronisation writes it back.
@@ -219,10 +220,10 @@ impl Rooms {
     }
 
     /// A resume's move did not happen: forget the joining entry and put back what it
-    /// replaced. Returns true if the node has no member left in the room.
-    pub fn cancel_resume(&self, room: &RoomId, peer: &PeerId) -> bool {
+    /// replaced.
+    pub fn cancel_resume(&self, room: &RoomId, peer: &PeerId) {
         let mut rooms = self.lock();
-        let Some(mirror) = rooms.get_mut(room) else { return true };
+        let Some(mirror) = rooms.get_mut(room) else { return };
         if let Some(Local { state: LocalState::Joining(j), .. }) = mirror.local.remove(peer) {
             if let Some(previous) = j.previous {
                 mirror.local.insert(peer.clone(), *previous);
@@ -230,9 +231,7 @@ impl Rooms {
         }
         if mirror.local.is_empty() {
             rooms.remove(room);
-            return true;
         }
-        false
     }
 
     /// The join script's answer. Completes the join if the marker came first.
@@ -286,16 +285,15 @@ impl Rooms {
     }
 
     /// Forgets a local member (left, disconnected, or its join failed). Returns true
-    /// if the node has no member left in the room.
+    /// if it was there.
     pub fn remove_local(&self, room: &RoomId, peer: &PeerId) -> bool {
         let mut rooms = self.lock();
-        let Some(mirror) = rooms.get_mut(room) else { return true };
-        mirror.local.remove(peer);
+        let Some(mirror) = rooms.get_mut(room) else { return false };
+        let removed = mirror.local.remove(peer).is_some();
         if mirror.local.is_empty() {
             rooms.remove(room);
-            return true;
         }
-        false
+        removed
     }
 
     /// Applies a member's `moved`: the mirror routes to its new node from here on. The
@@ -320,17 +318,18 @@ impl Rooms {
                 }
             }
         }
+        let mut left = false;
         if member.is_served_by(&self.node) {
             mark_join_marker(mirror, room, &peer, nonce);
-        } else if let Some(left) = mirror.local.remove(&peer) {
-            left.session.push(Arc::new(Event::HandOver { room: room.clone(), mark: HandOverMark::RoomDone }));
+        } else if let Some(gone) = mirror.local.remove(&peer) {
+            gone.session.push(Arc::new(Event::HandOver { room: room.clone(), mark: HandOverMark::RoomDone }));
+            left = true;
         }
         let fence = mirror.local.keys().any(|p| *p != peer);
-        let emptied = mirror.local.is_empty();
-        if emptied {
+        if mirror.local.is_empty() {
             rooms.remove(room);
         }
-        MovedHere { fence, emptied }
+        MovedHere { fence, left }
     }
 
     /// The session a signal to a local member goes to: an active member's, or a resumed

@@ -14,6 +14,7 @@ mod faults;
 mod ghosts;
 mod limits;
 mod metrics;
+mod node_index;
 mod plain;
 mod protocol_suite;
 mod resume;
