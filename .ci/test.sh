@@ -5,7 +5,9 @@
 # private Prometheus), rabbitmq-server (the TURN event log's broker) and Node.js with
 # npm with apt-get; socket.io-client (the official Socket.IO client the
 # Socket.IO dialect is tested with) with `npm ci` from the lockfile in
-# services/signal/tests/socketio; haproxy, nginx, openssl and curl (the deployment
+# services/signal/tests/socketio; chromium (the browser test makes a real call through
+# coturn) with apt-get and Playwright (playwright-core, driving it) with `npm ci` from
+# the lockfile in services/signal/tests/browser; haproxy, nginx, openssl and curl (the deployment
 # files are checked by their own tools, and deploy/local/run.sh runs the compose
 # topology as local processes); kubernetes-validate (the load test's Job, the Helm
 # chart's and k8s/'s objects) and helm-python-sdk (Helm's engine, no helm binary) with
@@ -27,6 +29,7 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
@@ -35,12 +38,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-sio_tests=services/signal/tests/socketio
-if ! cmp -s "$sio_tests/package-lock.json" "$sio_tests/node_modules/.package-lock.json.installed" 2>/dev/null; then
-  echo "installing: socket.io-client (npm ci)"
-  (cd "$sio_tests" && npm ci --no-audit --no-fund --loglevel=error)
-  cp "$sio_tests/package-lock.json" "$sio_tests/node_modules/.package-lock.json.installed"
-fi
+# The JavaScript test clients, from their lockfiles.
+for js_tests in services/signal/tests/socketio services/signal/tests/browser; do
+  if ! cmp -s "$js_tests/package-lock.json" "$js_tests/node_modules/.package-lock.json.installed" 2>/dev/null; then
+    echo "installing: $js_tests (npm ci)"
+    (cd "$js_tests" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$js_tests/package-lock.json" "$js_tests/node_modules/.package-lock.json.installed"
+  fi
+done
 
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "installing: kubernetes-validate (PyPI)"

@@ -65,6 +65,48 @@ pub struct SignalConfig {
     /// HTTP_HEADER_TIMEOUT_MS, HTTP_MAX_HEADER_BYTES, HTTP_MAX_HEADERS, MAX_CONNECTIONS,
     /// HTTP_MAX_BODY_BYTES: slow, idle and excess connections (edge::serve).
     pub http: edge::HttpLimits,
+    pub web: WebClientConfig,
+}
+
+/// The web client the node serves at `/` and `/meeting/{id}` (services/signal/web).
+#[derive(Debug, Clone)]
+pub struct WebClientConfig {
+    /// WEB_CLIENT: serve it (default true).
+    pub enabled: bool,
+    /// WEB_ICE_URL: where the page gets its ICE servers, an endpoint of the credential
+    /// service answering `{"iceServers": [...]}` (default `/api/turn/config`, the same
+    /// origin through the load balancer). Without an answer the call uses host
+    /// candidates only.
+    pub ice_url: String,
+    /// WEB_ICE_POLICY: `all` (default) or `relay` (media only through TURN).
+    pub ice_policy: IcePolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcePolicy {
+    All,
+    Relay,
+}
+
+impl IcePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IcePolicy::All => "all",
+            IcePolicy::Relay => "relay",
+        }
+    }
+}
+
+impl std::str::FromStr for IcePolicy {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "all" => Ok(IcePolicy::All),
+            "relay" => Ok(IcePolicy::Relay),
+            _ => Err("expected all or relay"),
+        }
+    }
 }
 
 /// Per-address and per-connection limits (docs/rooms-and-auth.md, "Limits").
@@ -280,8 +322,15 @@ impl SignalConfig {
                 api_window: Duration::from_secs(s.ranged("API_RATE_WINDOW_SECS", 900u64, 1, 86_400)),
             },
             http: edge::HttpLimits::read(&mut s),
+            web: WebClientConfig {
+                enabled: s.parse("WEB_CLIENT", true),
+                ice_url: s.string("WEB_ICE_URL").unwrap_or_else(|| "/api/turn/config".into()),
+                ice_policy: s.parse("WEB_ICE_POLICY", IcePolicy::All),
+            },
         };
-        const TAKEN: [&str; 12] = [
+        const TAKEN: [&str; 14] = [
+            "/meeting",
+            "/app",
             "/delete-peers-and-room",
             "/health",
             "/ready",
@@ -301,6 +350,10 @@ impl SignalConfig {
                 config.plain_path,
                 TAKEN.join(", ")
             ));
+        }
+        let ice_url = &config.web.ice_url;
+        if !["/", "http://", "https://"].iter().any(|p| ice_url.starts_with(p)) || ice_url.contains(['"', '<', '>']) {
+            s.problem(format!("WEB_ICE_URL={ice_url:?}: must be a path (/...) or an http(s) URL"));
         }
         if config.drain_spread >= config.drain_timeout && !config.drain_spread.is_zero() {
             s.problem("DRAIN_SPREAD_MS must be shorter than DRAIN_TIMEOUT_MS, or the last clients are cut off before they are told to reconnect");
@@ -353,9 +406,24 @@ mod tests {
     fn the_plain_dialect_path_may_not_shadow_the_nodes_own_routes() {
         assert_eq!(SignalConfig::from_pairs(&[]).unwrap().plain_path, "/");
         assert_eq!(SignalConfig::from_pairs(&[("PLAIN_PATH", "/signal")]).unwrap().plain_path, "/signal");
-        for bad in ["/ws", "/healthz", "/socket.io/x", "relative"] {
+        for bad in ["/ws", "/healthz", "/socket.io/x", "/meeting", "/app/x", "relative"] {
             let err = SignalConfig::from_pairs(&[("PLAIN_PATH", bad)]).unwrap_err();
             assert!(err.to_string().contains("PLAIN_PATH"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_web_client_settings_are_checked() {
+        let web = SignalConfig::from_pairs(&[]).unwrap().web;
+        assert!(web.enabled);
+        assert_eq!((web.ice_url.as_str(), web.ice_policy), ("/api/turn/config", IcePolicy::All));
+        let web =
+            SignalConfig::from_pairs(&[("WEB_ICE_URL", "https://creds.example.com/api/turn/config")]).unwrap().web;
+        assert_eq!(web.ice_url, "https://creds.example.com/api/turn/config");
+        for (name, bad) in [("WEB_ICE_URL", "javascript:alert(1)"), ("WEB_ICE_POLICY", "some"), ("WEB_CLIENT", "maybe")]
+        {
+            let err = SignalConfig::from_pairs(&[(name, bad)]).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}={bad}: {err}");
         }
     }
 

@@ -7,6 +7,7 @@ pub mod guard;
 mod rooms;
 mod socketio;
 mod status;
+mod web;
 
 use std::sync::Arc;
 
@@ -83,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api)
+        .merge(web::routes(&state))
         .layer(axum::middleware::map_response(edge::json_payload_too_large))
         .with_state(state)
 }
@@ -213,6 +215,8 @@ async fn plain(
             Ok(held) => upgrade_to(Plain::default(), state, &headers, upgrade, None, held),
             Err(refusal) => refusal,
         },
+        // At `/`, a browser gets the web client's landing page.
+        Err(_) if state.config.web.enabled && state.config.plain_path == "/" => web::index().await,
         Err(_) => "signaling node: plain-JSON WebSocket clients connect here, native clients at /ws\n".into_response(),
     }
 }

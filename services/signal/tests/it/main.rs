@@ -4,6 +4,7 @@
 mod helpers;
 
 mod bad_input;
+mod browser;
 mod bursts;
 mod bus;
 mod cluster;
@@ -23,3 +24,4 @@ mod rooms_auth;
 mod socketio;
 mod traces;
 mod upgrade;
+mod web;

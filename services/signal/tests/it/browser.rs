@@ -1,0 +1,92 @@
+//! A real WebRTC call through our TURN: headless chromium (Debian's, fake camera and
+//! microphone) driven by Playwright (tests/browser/call.mjs) opens the web client on
+//! two nodes sharing a private Redis; the pages get their ICE servers from the
+//! credential service, which mints coturn credentials for a private coturn, and use
+//! relay-only ICE, so every media packet crosses that coturn. Screenshots of both
+//! pages are kept under `target/tmp/browser/`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use testkit::coturn::{CoturnOptions, TestCoturn};
+use testkit::TestRedis;
+
+use crate::helpers::{Backend, InProcessNode};
+
+const REALM: &str = "browser.test";
+const SECRET: &str = "browser-test-secret-0123456789";
+
+async fn credential_service(coturn: &TestCoturn) -> credentials::RunningApp {
+    let port = coturn.port.to_string();
+    let pairs = [
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("TURN_REALM", REALM),
+        ("TURN_HOST", "127.0.0.1"),
+        ("TURN_PORT", port.as_str()),
+        ("TURN_SECRET", SECRET),
+        // The pages are served by the signal nodes: another origin.
+        ("ALLOWED_ORIGINS", "*"),
+    ];
+    let config = credentials::CredentialsConfig::from_pairs(&pairs).expect("credential service config");
+    credentials::App::build(config).await.expect("credential service starts").spawn()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_on_two_nodes_call_through_our_turn_mute_chat_and_leave() {
+    let redis = TestRedis::start().await;
+    let coturn =
+        TestCoturn::start(REALM, CoturnOptions { static_secret: Some(SECRET.into()), ..Default::default() }).await;
+    let creds = credential_service(&coturn).await;
+    let ice_url = format!("http://{}/api/turn/config", creds.local_addr());
+    let backend = Backend::Redis(redis.url());
+    let web = [("WEB_ICE_URL", ice_url.as_str()), ("WEB_ICE_POLICY", "relay")];
+    let a = InProcessNode::start(&backend, &web).await;
+    let b = InProcessNode::start(&backend, &web).await;
+
+    let page = |addr, name| format!("http://{addr}/meeting/browser-call?name={name}&autojoin=1");
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/call.mjs");
+    let run = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(page(a.addr, "Ann"))
+        .arg(page(b.addr, "Bob"))
+        .arg(&out)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("the browser call finishes within 3 minutes")
+        .expect("node runs (the README test command installs Node.js packages and chromium)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: Value =
+        stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or_else(|| {
+            panic!("no report from call.mjs:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr))
+        });
+    assert!(
+        output.status.success() && report["ok"] == true,
+        "the call failed: {report:#}\ncoturn log:\n{}",
+        coturn.log()
+    );
+    eprintln!("screenshots in {}", out.display());
+
+    // Both sides: the selected pair is relay to relay, and audio and video kept arriving.
+    for side in ["mediaA", "mediaB"] {
+        let (first, second) = (&report[side]["first"], &report[side]["second"]);
+        for snapshot in [first, second] {
+            assert_eq!(snapshot["pair"]["local"], "relay", "{side}: {report:#}");
+            assert_eq!(snapshot["pair"]["remote"], "relay", "{side}: {report:#}");
+        }
+        let grew = |path: [&str; 2]| second[path[0]][path[1]].as_u64() > first[path[0]][path[1]].as_u64();
+        assert!(grew(["audio", "bytes"]) && grew(["audio", "packets"]), "{side} audio stalled: {report:#}");
+        assert!(grew(["video", "bytes"]) && grew(["video", "frames"]), "{side} video stalled: {report:#}");
+    }
+    assert!(report["mutedText"].as_str().unwrap().contains("muted"), "{report:#}");
+    // The credentials the pages used came from our service.
+    let issued = testkit::metric(creds.local_addr(), "credentials_requests_total").await;
+    assert!(issued >= 2.0, "each page asked the credential service: {issued}");
+    for shot in ["page-a.png", "page-b.png", "page-b-a-muted.png", "page-b-after-a-left.png"] {
+        assert!(out.join(shot).metadata().is_ok_and(|m| m.len() > 1000), "screenshot {shot}");
+    }
+}

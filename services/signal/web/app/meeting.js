@@ -1,0 +1,326 @@
+// The meeting page: camera and microphone (with a device picker), the room over the
+// native protocol, a mesh call with every other member, the participant list with
+// who is muted or has the camera off (member metadata), chat (broadcast), leave, and
+// resume when the connection drops.
+
+import { SignalClient } from './signal-client.js';
+import { Mesh } from './mesh.js';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const room = decodeURIComponent(location.pathname.replace(/^\/meeting\//, '').replace(/\/$/, ''));
+
+const state = {
+  client: null,
+  mesh: null,
+  stream: new MediaStream(),
+  people: new Map(), // peer id -> { name, meta }
+  meta: { audio: true, video: true },
+  left: false,
+};
+// For tests and the curious: the page's state and the media statistics per peer.
+window.meeting = {
+  state,
+  peer: () => state.client && state.client.peer,
+  stats: (peer) => state.mesh.links.get(peer)?.stats(),
+};
+
+function setStatus(text) {
+  $('status').textContent = text;
+}
+
+async function rtcConfig() {
+  let config = { iceUrl: null, iceTransportPolicy: 'all' };
+  try {
+    config = { ...config, ...(await (await fetch('/app/config.json')).json()) };
+  } catch {
+    // Served by a node: the file is always there; keep the defaults otherwise.
+  }
+  let iceServers = [];
+  if (config.iceUrl) {
+    try {
+      // Same origin through the load balancer (its cookies go along), or a configured URL.
+      const response = await fetch(config.iceUrl);
+      if (response.ok) iceServers = (await response.json()).iceServers || [];
+      else console.warn(`ICE servers: ${config.iceUrl} answered ${response.status}`);
+    } catch (e) {
+      console.warn('ICE servers unavailable; host candidates only', e);
+    }
+  }
+  const policy = params.get('ice') === 'relay' ? 'relay' : config.iceTransportPolicy;
+  return { iceServers, iceTransportPolicy: policy };
+}
+
+async function openMedia() {
+  const audioId = $('mic-select').value;
+  const videoId = $('camera-select').value;
+  const constraints = {
+    audio: audioId ? { deviceId: { exact: audioId } } : true,
+    video: videoId ? { deviceId: { exact: videoId } } : true,
+  };
+  try {
+    return await navigator.mediaDevices.getUserMedia(constraints);
+  } catch (e) {
+    setStatus(`camera or microphone unavailable (${e.name}); joining without them`);
+    return new MediaStream();
+  }
+}
+
+async function listDevices() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [select, kind] of [
+    [$('camera-select'), 'videoinput'],
+    [$('mic-select'), 'audioinput'],
+  ]) {
+    const chosen = select.value;
+    select.replaceChildren(
+      ...devices
+        .filter((d) => d.kind === kind)
+        .map((d, i) => new Option(d.label || `${kind === 'videoinput' ? 'Camera' : 'Microphone'} ${i + 1}`, d.deviceId)),
+    );
+    if (chosen) select.value = chosen;
+  }
+}
+
+async function switchDevice(kind) {
+  const select = kind === 'video' ? $('camera-select') : $('mic-select');
+  const fresh = await navigator.mediaDevices.getUserMedia({ [kind]: { deviceId: { exact: select.value } } });
+  const track = fresh.getTracks()[0];
+  const old = state.stream.getTracks().find((t) => t.kind === kind);
+  track.enabled = kind === 'video' ? state.meta.video : state.meta.audio;
+  if (old) {
+    state.stream.removeTrack(old);
+    old.stop();
+  }
+  state.stream.addTrack(track);
+  await state.mesh.replaceTrack(kind, track);
+}
+
+// ---- tiles and the participant list ----
+
+function tile(peer) {
+  let fig = document.querySelector(`figure[data-peer="${CSS.escape(peer)}"]`);
+  if (!fig) {
+    fig = document.createElement('figure');
+    fig.className = 'tile';
+    fig.dataset.peer = peer;
+    const video = document.createElement('video');
+    video.autoplay = true;
+    video.playsInline = true;
+    const caption = document.createElement('figcaption');
+    fig.append(video, caption);
+    $('grid').append(fig);
+  }
+  return fig;
+}
+
+function render(peer) {
+  const person = state.people.get(peer);
+  const self = peer === state.client.peer;
+  const name = person ? person.name : peer;
+  const meta = person ? person.meta || {} : {};
+  const muted = meta.audio === false;
+  const cameraOff = meta.video === false;
+  const badges = `${muted ? ' · muted' : ''}${cameraOff ? ' · camera off' : ''}`;
+
+  const fig = tile(peer);
+  fig.querySelector('figcaption').textContent = `${name}${self ? ' (you)' : ''}${badges}`;
+  fig.classList.toggle('camera-off', cameraOff);
+
+  let item = document.querySelector(`#people li[data-peer="${CSS.escape(peer)}"]`);
+  if (!item) {
+    item = document.createElement('li');
+    item.dataset.peer = peer;
+    $('people').append(item);
+  }
+  item.dataset.audio = muted ? 'off' : 'on';
+  item.dataset.video = cameraOff ? 'off' : 'on';
+  item.textContent = `${name}${self ? ' (you)' : ''}${badges}`;
+}
+
+function addPerson(info) {
+  state.people.set(info.peer, { name: info.name || 'Guest', meta: info.meta || {} });
+  render(info.peer);
+}
+
+function removePerson(peer) {
+  state.people.delete(peer);
+  document.querySelector(`figure[data-peer="${CSS.escape(peer)}"]`)?.remove();
+  document.querySelector(`#people li[data-peer="${CSS.escape(peer)}"]`)?.remove();
+  state.mesh.drop(peer);
+}
+
+function chatLine(from, text) {
+  const li = document.createElement('li');
+  const who = document.createElement('strong');
+  who.textContent = from === state.client.peer ? 'You' : state.people.get(from)?.name || 'Someone';
+  li.append(who, document.createTextNode(`: ${text}`));
+  $('chat').append(li);
+  li.scrollIntoView({ block: 'end' });
+}
+
+// ---- the room ----
+
+async function join() {
+  const name = state.name;
+  const joined = await state.client.request({ type: 'join', room, name, meta: state.meta });
+  const self = state.client.peer;
+  state.mesh.self = self;
+  addPerson({ peer: self, name, meta: state.meta });
+  const video = tile(self).querySelector('video');
+  video.muted = true;
+  video.srcObject = state.stream;
+  for (const p of joined.peers) {
+    addPerson(p);
+    state.mesh.link(p.peer);
+  }
+  setStatus(`in ${room}`);
+}
+
+function wire(client) {
+  client.addEventListener('peer-joined', ({ detail }) => {
+    if (detail.room !== room) return;
+    addPerson(detail.peer);
+    state.mesh.link(detail.peer.peer);
+  });
+  client.addEventListener('peer-left', ({ detail }) => {
+    if (detail.room === room) removePerson(detail.peer);
+  });
+  client.addEventListener('peer-updated', ({ detail }) => {
+    if (detail.room !== room) return;
+    const person = state.people.get(detail.peer.peer);
+    if (person) {
+      person.meta = detail.peer.meta || {};
+      render(detail.peer.peer);
+    }
+  });
+  client.addEventListener('signal', ({ detail }) => {
+    if (detail.room === room) state.mesh.onSignal(detail.from, detail.kind, detail.data);
+  });
+  client.addEventListener('broadcast', ({ detail }) => {
+    if (detail.room === room && detail.kind === 'chat' && typeof detail.data?.text === 'string') {
+      chatLine(detail.from, detail.data.text);
+    }
+  });
+  client.addEventListener('room-closed', ({ detail }) => {
+    if (detail.room === room) end(`The meeting was closed (${detail.reason}).`);
+  });
+  client.addEventListener('error', ({ detail }) => setStatus(`error: ${detail.code}: ${detail.message}`));
+  client.addEventListener('connection', ({ detail }) => {
+    setStatus(detail.state === 'resumed' ? `in ${room} (reconnected)` : 'connection lost; reconnecting…');
+  });
+  client.addEventListener('resumed', ({ detail }) => {
+    // Same peer, same room: media kept flowing; bring the list up to date.
+    const here = detail.rooms.find((r) => r.room === room);
+    if (!here) return rejoin();
+    const listed = new Set(here.peers.map((p) => p.peer));
+    for (const peer of [...state.people.keys()]) {
+      if (peer !== client.peer && !listed.has(peer)) removePerson(peer);
+    }
+    for (const p of here.peers) if (!state.people.has(p.peer)) addPerson(p);
+  });
+  client.addEventListener('reset', () => rejoin());
+}
+
+/** The resume was refused: a new peer joins afresh and negotiates again. */
+async function rejoin() {
+  if (state.left) return;
+  setStatus('rejoining…');
+  for (const peer of [...state.people.keys()]) removePerson(peer);
+  state.mesh.dropAll();
+  await join();
+}
+
+function sendSignal(to, kind, data) {
+  state.client.send({ type: 'signal', room, to, kind, data });
+}
+
+async function toggle(kind) {
+  state.meta = { ...state.meta, [kind]: !state.meta[kind] };
+  for (const t of state.stream.getTracks()) if (t.kind === kind) t.enabled = state.meta[kind];
+  $('mic').textContent = state.meta.audio ? 'Mute' : 'Unmute';
+  $('cam').textContent = state.meta.video ? 'Camera off' : 'Camera on';
+  $('mic').setAttribute('aria-pressed', String(!state.meta.audio));
+  $('cam').setAttribute('aria-pressed', String(!state.meta.video));
+  const person = state.people.get(state.client.peer);
+  if (person) person.meta = state.meta;
+  render(state.client.peer);
+  await state.client.request({ type: 'update', room, meta: state.meta });
+}
+
+async function leave() {
+  state.left = true;
+  try {
+    await state.client.request({ type: 'leave', room });
+  } finally {
+    end('You left the meeting.');
+  }
+}
+
+function end(message) {
+  state.left = true;
+  state.mesh.dropAll();
+  state.client.close();
+  for (const t of state.stream.getTracks()) t.stop();
+  document.body.classList.add('ended');
+  $('ended-text').textContent = message;
+  $('ended').hidden = false;
+  setStatus('left');
+}
+
+async function start(event) {
+  event.preventDefault();
+  state.name = $('name').value.trim().slice(0, 50) || 'Guest';
+  localStorage.setItem('signal-name', state.name);
+  $('lobby').hidden = true;
+  $('call').hidden = false;
+  setStatus('starting camera…');
+  state.stream = await openMedia();
+  await listDevices();
+  const config = await rtcConfig();
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const client = new SignalClient(`${scheme}://${location.host}/ws`);
+  state.client = client;
+  state.mesh = new Mesh({ self: null, send: sendSignal, rtcConfig: config, stream: state.stream });
+  state.mesh.addEventListener('track', ({ detail }) => {
+    const video = tile(detail.peer).querySelector('video');
+    if (video.srcObject !== detail.stream) video.srcObject = detail.stream;
+  });
+  state.mesh.addEventListener('state', ({ detail }) => {
+    tile(detail.peer).dataset.state = detail.state;
+  });
+  wire(client);
+  setStatus('connecting…');
+  await client.connect();
+  await join();
+}
+
+function init() {
+  if (!room || room.length > 100) {
+    document.body.textContent = 'No meeting id in the address.';
+    return;
+  }
+  document.title = `${room} · meeting`;
+  $('room-title').textContent = room;
+  $('name').value = params.get('name') || localStorage.getItem('signal-name') || '';
+  $('lobby-form').addEventListener('submit', (e) =>
+    start(e).catch((err) => setStatus(`could not join: ${err.code || ''} ${err.message}`)),
+  );
+  $('mic').addEventListener('click', () => toggle('audio'));
+  $('cam').addEventListener('click', () => toggle('video'));
+  $('leave').addEventListener('click', () => leave());
+  $('camera-select').addEventListener('change', () => switchDevice('video'));
+  $('mic-select').addEventListener('change', () => switchDevice('audio'));
+  $('copy-link').addEventListener('click', () => navigator.clipboard?.writeText(`${location.origin}/meeting/${encodeURIComponent(room)}`));
+  $('chat-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const text = $('chat-text').value.trim().slice(0, 500);
+    if (!text || !state.client) return;
+    state.client.send({ type: 'broadcast', room, kind: 'chat', data: { text } });
+    chatLine(state.client.peer, text);
+    $('chat-text').value = '';
+  });
+  if (params.get('autojoin') === '1' && $('name').value) $('lobby-form').requestSubmit();
+}
+
+init();
