@@ -2,7 +2,12 @@
 // test (tests/it/browser.rs): headless chromium with fake camera and microphone, each
 // page on its own node, ICE relay-only so media must cross the test's coturn.
 //
-//   node call.mjs <page A url> <page B url> <artifact dir>
+//   node call.mjs <page A url> <page B url> <artifact dir> [<S1 page A url> <S1 page B url>]
+//
+// The meeting pages call each other through TURN; then page A's connection drops and
+// resumes (same peer, the call goes on, B sees no leave); A mutes, turns its camera
+// off, chats and leaves, and B shows each. With the two Socket.IO page URLs, the
+// Socket.IO flow's pages call each other too.
 //
 // Prints one JSON line with what it measured and exits 0, or prints the failure and
 // exits 1. Screenshots of both pages land in the artifact dir either way.
@@ -10,7 +15,7 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 
-const [urlA, urlB, out] = process.argv.slice(2);
+const [urlA, urlB, out, sioA, sioB] = process.argv.slice(2);
 const WAIT = { timeout: 30_000 };
 mkdirSync(out, { recursive: true });
 
@@ -20,11 +25,23 @@ const browser = await chromium.launch({
 });
 const pages = [];
 const log = [];
+
+/** Evaluates `fn(arg)` in the page (promises awaited) until `done(value)`; the last value. */
+async function until(page, fn, arg, done) {
+  const deadline = Date.now() + WAIT.timeout;
+  for (;;) {
+    const value = await page.evaluate(fn, arg);
+    if (done(value)) return value;
+    if (Date.now() > deadline) throw new Error(`timed out; last value: ${JSON.stringify(value)}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
 try {
   for (const url of [urlA, urlB]) {
     const page = await (await browser.newContext({ viewport: { width: 1100, height: 700 } })).newPage();
     page.on('console', (m) => log.push(`[${pages.length ? 'B' : 'A'}] ${m.type()}: ${m.text()}`));
     page.on('pageerror', (e) => log.push(`[${pages.length ? 'B' : 'A'}] page error: ${e.message}`));
+    page.on('response', (r) => r.status() >= 400 && log.push(`[${pages.length ? 'B' : 'A'}] ${r.status()} ${r.url()}`));
     await page.goto(url);
     pages.push(page);
   }
@@ -38,15 +55,12 @@ try {
   // and video keep growing.
   const stats = async (page, other) => page.evaluate((p) => window.meeting.stats(p), other);
   const flowing = async (page, other) => {
-    await page.waitForFunction(
-      async (p) => {
-        const s = await window.meeting.stats(p);
-        return s && s.pair && s.pair.state === 'succeeded' && s.video.frames > 0 && s.audio.packets > 0;
-      },
+    const first = await until(
+      page,
+      (p) => window.meeting.stats(p),
       other,
-      { ...WAIT, polling: 250 },
+      (s) => s && s.pair && s.pair.state === 'succeeded' && s.video.frames > 0 && s.audio.packets > 0,
     );
-    const first = await stats(page, other);
     await page.waitForTimeout(2000); // the interval over which the counters must grow
     const second = await stats(page, other);
     return { first, second };
@@ -55,6 +69,18 @@ try {
   const mediaB = await flowing(b, peerA);
   await a.screenshot({ path: `${out}/page-a.png` });
   await b.screenshot({ path: `${out}/page-b.png` });
+
+  // A's connection drops (as a lost network would): it resumes as the same peer, the
+  // media goes on, and B never hears A leave.
+  await b.evaluate(() => {
+    window.heardLeft = [];
+    window.meeting.state.client.addEventListener('peer-left', (e) => window.heardLeft.push(e.detail.peer));
+  });
+  await a.evaluate(() => window.meeting.state.client.ws.close(4000, 'network lost'));
+  await a.waitForFunction(() => document.getElementById('status').textContent.includes('reconnected'), null, WAIT);
+  const resumedAs = await a.evaluate(() => window.meeting.peer());
+  const afterResume = await flowing(b, peerA);
+  const leftDuringResume = await b.evaluate(() => window.heardLeft);
 
   // A mutes: B's list shows it. A turns its camera off: B's tile shows it.
   await a.click('#mic');
@@ -75,14 +101,73 @@ try {
     WAIT,
   );
   await b.screenshot({ path: `${out}/page-b-after-a-left.png` });
-  console.log(JSON.stringify({ ok: true, peerA, peerB, mediaA, mediaB, mutedText }));
+
+  // The Socket.IO flow's pages, unchanged client code, through the same TURN.
+  let socketio = null;
+  if (sioA && sioB) {
+    const sio = [];
+    for (const url of [sioA, sioB]) {
+      const page = await (await browser.newContext({ viewport: { width: 1100, height: 700 } })).newPage();
+      page.on('pageerror', (e) => log.push(`[sio] page error: ${e.message}`));
+      await page.goto(url);
+      sio.push(page);
+      pages.push(page);
+    }
+    const sioStats = async () => {
+        const pc = [...window.socketioCall.peers.values()][0];
+        if (!pc) return null;
+        const report = await pc.getStats();
+        const byId = new Map();
+        report.forEach((s) => byId.set(s.id, s));
+        let pair = null;
+        let frames = 0;
+        report.forEach((s) => {
+          if (s.type === 'transport' && s.selectedCandidatePairId) {
+            const p = byId.get(s.selectedCandidatePairId);
+            pair = p && { local: byId.get(p.localCandidateId)?.candidateType, remote: byId.get(p.remoteCandidateId)?.candidateType };
+          }
+          if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
+        });
+        return { pair, frames };
+      };
+    socketio = [];
+    for (const page of sio) {
+      await page.waitForFunction(() => window.socketioCall && window.socketioCall.peers.size > 0, null, WAIT);
+      socketio.push(await until(page, sioStats, null, (s) => s && s.pair && s.frames > 0));
+    }
+    await sio[1].screenshot({ path: `${out}/socketio-b.png` });
+  }
+  console.log(
+    JSON.stringify({ ok: true, peerA, peerB, mediaA, mediaB, resumedAs, afterResume, leftDuringResume, mutedText, socketio }),
+  );
   await browser.close();
   process.exit(0);
 } catch (e) {
   for (const [i, page] of pages.entries()) {
     await page.screenshot({ path: `${out}/failure-${'AB'[i]}.png` }).catch(() => {});
   }
-  console.log(JSON.stringify({ ok: false, error: String(e && e.stack ? e.stack : e), log: log.slice(-60) }));
+  const links = [];
+  for (const page of pages.slice(0, 2)) {
+    links.push(
+      await page
+        .evaluate(() => ({
+          self: window.meeting.peer(),
+          config: window.meeting.state.mesh?.rtcConfig,
+          links: [...(window.meeting.state.mesh?.links.values() || [])].map((l) => ({
+            peer: l.peer,
+            polite: l.polite,
+            signaling: l.pc.signalingState,
+            ice: l.pc.iceConnectionState,
+            gathering: l.pc.iceGatheringState,
+            local: l.pc.localDescription?.type,
+            remote: l.pc.remoteDescription?.type,
+            trace: l.trace,
+          })),
+        }))
+        .catch((err) => String(err)),
+    );
+  }
+  console.log(JSON.stringify({ ok: false, error: String(e && e.stack ? e.stack : e), links, log: log.slice(-60) }));
   await browser.close();
   process.exit(1);
 }

@@ -2,8 +2,10 @@
 //! microphone) driven by Playwright (tests/browser/call.mjs) opens the web client on
 //! two nodes sharing a private Redis; the pages get their ICE servers from the
 //! credential service, which mints coturn credentials for a private coturn, and use
-//! relay-only ICE, so every media packet crosses that coturn. Screenshots of both
-//! pages are kept under `target/tmp/browser/`.
+//! relay-only ICE, so every media packet crosses that coturn. One page's connection
+//! drops and resumes mid-call. Then two pages of the Socket.IO flow (socket.io-client,
+//! the interview-room events) call each other the same way. Screenshots are kept under
+//! `target/tmp/browser/`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -41,11 +43,13 @@ async fn two_browsers_on_two_nodes_call_through_our_turn_mute_chat_and_leave() {
     let creds = credential_service(&coturn).await;
     let ice_url = format!("http://{}/api/turn/config", creds.local_addr());
     let backend = Backend::Redis(redis.url());
-    let web = [("WEB_ICE_URL", ice_url.as_str()), ("WEB_ICE_POLICY", "relay")];
+    let web = [("WEB_ICE_URL", ice_url.as_str()), ("WEB_ICE_POLICY", "relay"), ("RESUME_GRACE_MS", "15000")];
     let a = InProcessNode::start(&backend, &web).await;
     let b = InProcessNode::start(&backend, &web).await;
 
     let page = |addr, name| format!("http://{addr}/meeting/browser-call?name={name}&autojoin=1");
+    let sio_page =
+        |addr, name| format!("http://{addr}/app/socketio.html?room=sio-call&name={name}&autojoin=1&ice=relay");
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/call.mjs");
     let run = tokio::process::Command::new("node")
@@ -53,6 +57,8 @@ async fn two_browsers_on_two_nodes_call_through_our_turn_mute_chat_and_leave() {
         .arg(page(a.addr, "Ann"))
         .arg(page(b.addr, "Bob"))
         .arg(&out)
+        .arg(sio_page(a.addr, "Cy"))
+        .arg(sio_page(b.addr, "Di"))
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(180), run)
@@ -82,11 +88,22 @@ async fn two_browsers_on_two_nodes_call_through_our_turn_mute_chat_and_leave() {
         assert!(grew(["audio", "bytes"]) && grew(["audio", "packets"]), "{side} audio stalled: {report:#}");
         assert!(grew(["video", "bytes"]) && grew(["video", "frames"]), "{side} video stalled: {report:#}");
     }
+    // A's connection dropped and resumed: the same peer, B's video from A kept coming,
+    // and B never heard A leave.
+    assert_eq!(report["resumedAs"], report["peerA"], "{report:#}");
+    let (before, after) = (&report["afterResume"]["first"], &report["afterResume"]["second"]);
+    assert!(after["video"]["frames"].as_u64() > before["video"]["frames"].as_u64(), "{report:#}");
+    assert_eq!(report["leftDuringResume"], serde_json::json!([]), "{report:#}");
     assert!(report["mutedText"].as_str().unwrap().contains("muted"), "{report:#}");
+    // The Socket.IO flow's pages called each other through the same TURN.
+    for side in report["socketio"].as_array().expect("the Socket.IO pages ran") {
+        assert_eq!((&side["pair"]["local"], &side["pair"]["remote"]), (&"relay".into(), &"relay".into()), "{report:#}");
+        assert!(side["frames"].as_u64() > Some(0), "{report:#}");
+    }
     // The credentials the pages used came from our service.
     let issued = testkit::metric(creds.local_addr(), "credentials_requests_total").await;
     assert!(issued >= 2.0, "each page asked the credential service: {issued}");
-    for shot in ["page-a.png", "page-b.png", "page-b-a-muted.png", "page-b-after-a-left.png"] {
+    for shot in ["page-a.png", "page-b.png", "page-b-a-muted.png", "page-b-after-a-left.png", "socketio-b.png"] {
         assert!(out.join(shot).metadata().is_ok_and(|m| m.len() > 1000), "screenshot {shot}");
     }
 }

@@ -179,9 +179,8 @@ async function join() {
 
 function wire(client) {
   client.addEventListener('peer-joined', ({ detail }) => {
-    if (detail.room !== room) return;
-    addPerson(detail.peer);
-    state.mesh.link(detail.peer.peer);
+    // The newcomer calls: its offer makes the link here (no glare on every join).
+    if (detail.room === room) addPerson(detail.peer);
   });
   client.addEventListener('peer-left', ({ detail }) => {
     if (detail.room === room) removePerson(detail.peer);

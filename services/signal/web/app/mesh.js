@@ -2,11 +2,12 @@
 // negotiation" pattern (https://w3c.github.io/webrtc-pc/#perfect-negotiation-example):
 // both sides may offer at any time; on a collision the polite side rolls back and
 // answers, the impolite side ignores the other's offer. Politeness is decided by
-// comparing peer ids, so the two sides always disagree. A connection whose ICE fails
-// restarts ICE (the impolite side's next offer carries the restart).
+// comparing peer ids, so the two sides always disagree. A newcomer calls every member
+// already there, whose link is made by that offer, so a join causes no collision;
+// renegotiations (an ICE restart after a failure) may collide and are settled so.
 //
 // Signals travel as `signal` messages of kind `offer`/`answer` (data: the session
-// description) and `candidate` (data: the ICE candidate, or null at the end).
+// description) and `candidate` (data: the ICE candidate, with its ufrag).
 
 export class Mesh extends EventTarget {
   constructor({ self, send, rtcConfig, stream }) {
@@ -67,6 +68,8 @@ class PeerLink {
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.remoteStream = new MediaStream();
+    /** The last signals handled, for diagnosis (shown by the browser test on failure). */
+    this.trace = [];
     const pc = new RTCPeerConnection(mesh.rtcConfig);
     this.pc = pc;
     for (const track of mesh.stream.getTracks()) pc.addTrack(track, mesh.stream);
@@ -82,8 +85,11 @@ class PeerLink {
         this.makingOffer = false;
       }
     };
+    // No end-of-candidates marker: one from a generation that a glare rolled back can
+    // arrive after the next generation's description and would end that one's
+    // candidates too. Candidates carry their ufrag, so a stale one is refused.
     pc.onicecandidate = ({ candidate }) => {
-      this.mesh.send(this.peer, 'candidate', candidate ? candidate.toJSON() : null);
+      if (candidate) this.mesh.send(this.peer, 'candidate', candidate.toJSON());
     };
     pc.oniceconnectionstatechange = () => {
       if (pc.iceConnectionState === 'failed') pc.restartIce();
@@ -102,6 +108,8 @@ class PeerLink {
 
   async onSignal(kind, data) {
     const pc = this.pc;
+    this.trace.push(`${kind} in ${pc.signalingState}${this.makingOffer ? ' making' : ''}`);
+    if (this.trace.length > 40) this.trace.shift();
     try {
       if (kind === 'offer' || kind === 'answer') {
         const offerCollision = data.type === 'offer' && (this.makingOffer || pc.signalingState !== 'stable');
@@ -112,14 +120,15 @@ class PeerLink {
           await pc.setLocalDescription();
           this.sendDescription();
         }
-      } else if (kind === 'candidate') {
+      } else if (kind === 'candidate' && data) {
         try {
-          await pc.addIceCandidate(data || undefined);
+          await pc.addIceCandidate(data);
         } catch (e) {
           if (!this.ignoreOffer) throw e;
         }
       }
     } catch (e) {
+      this.trace.push(`${kind} failed: ${e.message}`);
       console.warn(`signal ${kind} from ${this.peer} failed`, e);
     }
   }

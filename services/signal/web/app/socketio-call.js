@@ -114,4 +114,5 @@ async function join(event) {
 $('room').value = params.get('room') || `meet-${Math.random().toString(36).slice(2, 8)}`;
 $('name').value = params.get('name') || localStorage.getItem('signal-name') || '';
 $('lobby-form').addEventListener('submit', join);
+if (params.get('autojoin') === '1' && $('name').value) $('lobby-form').requestSubmit();
 window.socketioCall = { peers };
