@@ -73,8 +73,10 @@ for port in $((base + 1)) $((base + 2)) $((base + 3)) $((base + 4)); do
   wait_for "http://127.0.0.1:$port/readyz" "the service on $port"
 done
 
+# Everything is on loopback here, so coturn must relay between loopback addresses (in
+# the compose stack its peers are container addresses and the default refusal stands).
 turnserver -c "$compose/turnserver.conf" --listening-port $((base + 5)) --listening-ip 127.0.0.1 \
-  --min-port $((base + 10)) --max-port $((base + 40)) \
+  --min-port $((base + 10)) --max-port $((base + 40)) --allow-loopback-peers \
   --redis-userdb "ip=127.0.0.1 dbname=0 port=$redis_port connect_timeout=30" \
   --redis-statsdb "ip=127.0.0.1 dbname=0 port=$redis_port connect_timeout=30" \
   --pidfile "$dir/turnserver.pid" >"$dir/turnserver.log" 2>&1 &
