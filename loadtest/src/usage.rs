@@ -39,8 +39,11 @@ pub struct Trend {
     pub slope_per_hour: f64,
 }
 
+/// How to read one series from a sample.
+type Reader = fn(&UsageSample) -> Option<f64>;
+
 /// The series a soak judges, with how to read each from a sample.
-const SERIES: [(&str, fn(&UsageSample) -> Option<f64>); 5] = [
+const SERIES: [(&str, Reader); 5] = [
     ("rss_bytes", |s| s.rss_bytes.map(|v| v as f64)),
     ("open_fds", |s| s.open_fds.map(|v| v as f64)),
     ("redis_used_memory_bytes", |s| s.redis_used_memory_bytes.map(|v| v as f64)),
