@@ -55,6 +55,8 @@ impl Tally {
 #[derive(Default)]
 struct Flow {
     sending: AtomicBool,
+    /// Members that saw `sending` off at a tick and will send nothing more.
+    done_sending: AtomicU64,
     sent: AtomicU64,
     received: AtomicU64,
 }
@@ -73,10 +75,17 @@ async fn run_member(
     let mut tally = Tally::default();
     let mut seq: HashMap<PeerId, u64> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
+    let mut done_sending = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tick.tick(), if flow.sending.load(Ordering::Relaxed) => {
+            _ = tick.tick(), if !done_sending => {
+                if !flow.sending.load(Ordering::Relaxed) {
+                    // Counted once, between ticks: nothing of this member is half sent.
+                    done_sending = true;
+                    flow.done_sending.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 for to in &others {
                     let n = seq.entry(to.clone()).or_default();
                     client.signal(&room, to, "candidate", json!({ "seq": *n })).await;
@@ -197,11 +206,14 @@ async fn a_rolling_restart_of_every_node_under_load_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    // Stop sending; wait (bounded) for what is in flight to land, then count: anything
-    // still missing then is lost, and the checks below say where.
+    // Stop sending; once every member has stopped, wait (bounded) for what is in flight
+    // to land, then count: anything still missing then is lost, and the checks below
+    // say where.
     flow.sending.store(false, Ordering::Relaxed);
     let landed = tokio::time::timeout(Duration::from_secs(10), async {
-        while flow.received.load(Ordering::Relaxed) < flow.sent.load(Ordering::Relaxed) {
+        while flow.done_sending.load(Ordering::Relaxed) < tasks.len() as u64
+            || flow.received.load(Ordering::Relaxed) < flow.sent.load(Ordering::Relaxed)
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
