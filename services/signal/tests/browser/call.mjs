@@ -70,6 +70,28 @@ try {
   await a.screenshot({ path: `${out}/page-a.png` });
   await b.screenshot({ path: `${out}/page-b.png` });
 
+  // Glare: both sides restart ICE at the same moment, so both offer at once; the polite
+  // side rolls back and answers, and both end stable with the media still flowing.
+  await Promise.all([
+    a.evaluate((p) => window.meeting.state.mesh.links.get(p).pc.restartIce(), peerB),
+    b.evaluate((p) => window.meeting.state.mesh.links.get(p).pc.restartIce(), peerA),
+  ]);
+  const glare = [];
+  for (const [page, other] of [[a, peerB], [b, peerA]]) {
+    glare.push(
+      await until(
+        page,
+        (p) => {
+          const l = window.meeting.state.mesh.links.get(p);
+          return { signaling: l.pc.signalingState, ice: l.pc.iceConnectionState, trace: l.trace.slice(-6) };
+        },
+        other,
+        (v) => v.signaling === 'stable' && ['connected', 'completed'].includes(v.ice) && v.trace.length > 2,
+      ),
+    );
+  }
+  const afterGlare = await flowing(a, peerB);
+
   // A's connection drops (as a lost network would): it resumes as the same peer, the
   // media goes on, and B never hears A leave.
   await b.evaluate(() => {
@@ -138,7 +160,20 @@ try {
     await sio[1].screenshot({ path: `${out}/socketio-b.png` });
   }
   console.log(
-    JSON.stringify({ ok: true, peerA, peerB, mediaA, mediaB, resumedAs, afterResume, leftDuringResume, mutedText, socketio }),
+    JSON.stringify({
+      ok: true,
+      peerA,
+      peerB,
+      mediaA,
+      mediaB,
+      glare,
+      afterGlare,
+      resumedAs,
+      afterResume,
+      leftDuringResume,
+      mutedText,
+      socketio,
+    }),
   );
   await browser.close();
   process.exit(0);

@@ -76,6 +76,7 @@ async fn two_browsers_on_two_nodes_call_through_our_turn_mute_chat_and_leave() {
         coturn.log()
     );
     eprintln!("screenshots in {}", out.display());
+    eprintln!("after both sides restarted ICE at once: {}", report["glare"]);
 
     // Both sides: the selected pair is relay to relay, and audio and video kept arriving.
     for side in ["mediaA", "mediaB"] {
