@@ -8,8 +8,9 @@
 //!
 //! Every `--sample-every` the harness reads the servers' RSS, CPU and open file
 //! descriptors (`--server-pid` or `--metrics-url`) and the watched Redis's memory and
-//! key count (`--watch-redis`); the report gives each series' least-squares slope per
-//! hour after a warm-up of a tenth of the run.
+//! key count (`--watch-redis`), and once more at the end before any peer closes; the
+//! report gives each series' least-squares slope per hour after a warm-up of a tenth
+//! of the run.
 //!
 //! Signals are checked for duplicates and order per sender's stay, and their latency is
 //! recorded; loss is not judged, since a target may leave while a signal is on its way
@@ -101,6 +102,9 @@ struct Shared {
     stays: AtomicU64,
     timeout: Duration,
     end: Instant,
+    /// Cancelled once the last sample is taken: peers close only then, so the last
+    /// sample shows the load, not its end.
+    last_sampled: tokio_util::sync::CancellationToken,
 }
 
 pub async fn run(args: &SoakArgs, ctx: &RunContext) -> anyhow::Result<Results> {
@@ -143,8 +147,15 @@ pub async fn run(args: &SoakArgs, ctx: &RunContext) -> anyhow::Result<Results> {
         stays: AtomicU64::new(0),
         timeout: ctx.setup_timeout,
         end: start + args.duration,
+        last_sampled: tokio_util::sync::CancellationToken::new(),
     });
-    let sampling = sampler.map(|sampler| tokio::spawn(sample_until_end(sampler, shared.clone(), start)));
+    let sampling = match sampler {
+        Some(sampler) => Some(tokio::spawn(sample_until_end(sampler, shared.clone(), start))),
+        None => {
+            shared.last_sampled.cancel();
+            None
+        }
+    };
     let mut slots = Vec::new();
     for slot in 0..local_peers {
         slots.push(tokio::spawn(cycle(slot, local_peers, shared.clone())));
@@ -177,6 +188,7 @@ async fn sample_until_end(sampler: Sampler, shared: Arc<Shared>, start: Instant)
     tokio::time::sleep_until(shared.end.into()).await;
     let (connections, members) = held(&shared);
     samples.push(sampler.sample(start.elapsed().as_secs_f64(), connections, members).await);
+    shared.last_sampled.cancel();
     samples
 }
 
@@ -237,6 +249,7 @@ async fn cycle(slot: usize, slots: usize, shared: Arc<Shared>) {
         };
     }
     if let Some(mut m) = member {
+        let _ = tokio::time::timeout(shared.timeout, shared.last_sampled.cancelled()).await;
         m.conn.tx.close().await;
         m.drop_connection(&shared);
     }
