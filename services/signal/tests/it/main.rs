@@ -4,7 +4,6 @@
 mod helpers;
 
 mod bad_input;
-mod browser;
 mod bursts;
 mod bus;
 mod cluster;

@@ -6,6 +6,10 @@
 //! drops and resumes mid-call. Then two pages of the Socket.IO flow (socket.io-client,
 //! the interview-room events) call each other the same way. Screenshots are kept under
 //! `target/tmp/browser/`.
+//!
+//! Its own test binary: chromium encoding and decoding video for four pages takes both
+//! cores of a small machine, and cargo runs test binaries one after another, so the
+//! timing-bound tests of `it` never share the machine with it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,10 +18,24 @@ use serde_json::Value;
 use testkit::coturn::{CoturnOptions, TestCoturn};
 use testkit::TestRedis;
 
-use crate::helpers::{Backend, InProcessNode};
+use signal::{App, RunningApp, SignalConfig};
 
 const REALM: &str = "browser.test";
 const SECRET: &str = "browser-test-secret-0123456789";
+
+/// A signal node on `redis` with `extra` settings, ready.
+async fn signal_node(redis: &TestRedis, extra: &[(&str, &str)]) -> RunningApp {
+    let url = redis.url();
+    let mut pairs = vec![("HOST", "127.0.0.1"), ("PORT", "0"), ("REDIS_URL", url.as_str())];
+    pairs.extend_from_slice(extra);
+    let node = App::build(SignalConfig::from_pairs(&pairs).expect("node config")).await.expect("node starts").spawn();
+    let addr = node.local_addr();
+    testkit::wait_until(Duration::from_secs(15), "the node to be ready", || async move {
+        matches!(testkit::http_get(addr, "/readyz").await, Some((200, _)))
+    })
+    .await;
+    node
+}
 
 async fn credential_service(coturn: &TestCoturn) -> credentials::RunningApp {
     let port = coturn.port.to_string();
@@ -42,10 +60,10 @@ async fn two_browsers_on_two_nodes_call_through_our_turn_mute_chat_and_leave() {
         TestCoturn::start(REALM, CoturnOptions { static_secret: Some(SECRET.into()), ..Default::default() }).await;
     let creds = credential_service(&coturn).await;
     let ice_url = format!("http://{}/api/turn/config", creds.local_addr());
-    let backend = Backend::Redis(redis.url());
     let web = [("WEB_ICE_URL", ice_url.as_str()), ("WEB_ICE_POLICY", "relay"), ("RESUME_GRACE_MS", "15000")];
-    let a = InProcessNode::start(&backend, &web).await;
-    let b = InProcessNode::start(&backend, &web).await;
+    // Dropping a node stops it: both live until the end of the test.
+    let (node_a, node_b) = (signal_node(&redis, &web).await, signal_node(&redis, &web).await);
+    let (a, b) = (node_a.local_addr(), node_b.local_addr());
 
     let page = |addr, name| format!("http://{addr}/meeting/browser-call?name={name}&autojoin=1");
     let sio_page =
@@ -54,11 +72,11 @@ async fn two_browsers_on_two_nodes_call_through_our_turn_mute_chat_and_leave() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/call.mjs");
     let run = tokio::process::Command::new("node")
         .arg(script)
-        .arg(page(a.addr, "Ann"))
-        .arg(page(b.addr, "Bob"))
+        .arg(page(a, "Ann"))
+        .arg(page(b, "Bob"))
         .arg(&out)
-        .arg(sio_page(a.addr, "Cy"))
-        .arg(sio_page(b.addr, "Di"))
+        .arg(sio_page(a, "Cy"))
+        .arg(sio_page(b, "Di"))
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(180), run)
