@@ -1,5 +1,5 @@
 // A real WebRTC call between two browser pages, driven by the signal node's browser
-// test (tests/it/browser.rs): headless chromium with fake camera and microphone, each
+// test (tests/browser.rs): headless chromium with fake camera and microphone, each
 // page on its own node, ICE relay-only so media must cross the test's coturn.
 //
 //   node call.mjs <page A url> <page B url> <artifact dir> [<S1 page A url> <S1 page B url>]
