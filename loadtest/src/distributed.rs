@@ -33,7 +33,8 @@ fn key(run_id: &str, what: &str) -> String {
     format!("loadtest:{{{run_id}}}:{what}")
 }
 
-async fn connect(url: &str) -> anyhow::Result<Client> {
+/// A connected client with a 5 s command timeout.
+pub(crate) async fn connect(url: &str) -> anyhow::Result<Client> {
     let config = Config::from_url(url).context("parsing the Redis URL")?;
     let client = Builder::from_config(config)
         .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(5))

@@ -9,6 +9,7 @@ pub mod meeting;
 pub mod relay;
 pub mod soak;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,8 @@ use tokio::sync::Semaphore;
 
 use crate::driver::{Command, Connection, Driver, Event, EventStream};
 use crate::metrics::{Counter, Metrics};
+use crate::order::{Arrival, SeqTracker};
+use crate::payload::read_stamp;
 use crate::plan::Shard;
 use crate::progress::Progress;
 use crate::server::ServerWatch;
@@ -103,6 +106,69 @@ pub async fn open_all(ctx: &RunContext, metrics: &Metrics, urls: Vec<String>) ->
         }
     }
     out
+}
+
+/// Opens one connection within `timeout`, recording connect latency, or the failure
+/// by kind (None).
+pub async fn connect_one(driver: &dyn Driver, url: &str, metrics: &Metrics, timeout: Duration) -> Option<Connection> {
+    let t0 = Instant::now();
+    match tokio::time::timeout(timeout, driver.connect(url)).await {
+        Ok(Ok(conn)) => {
+            metrics.record("connect", t0.elapsed());
+            metrics.add(Counter::Connected, 1);
+            Some(conn)
+        }
+        Ok(Err(e)) => {
+            metrics.add(Counter::ConnectFailed, 1);
+            metrics.error(e.label());
+            None
+        }
+        Err(_) => {
+            metrics.add(Counter::ConnectFailed, 1);
+            metrics.error("connect-timeout");
+            None
+        }
+    }
+}
+
+/// Checks every received signal's stamp: latency from its intended send time, and
+/// duplicates and order per sender (`src`).
+pub struct SignalChecker {
+    trackers: HashMap<u32, SeqTracker>,
+    metrics: Arc<Metrics>,
+}
+
+impl SignalChecker {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { trackers: HashMap::new(), metrics }
+    }
+
+    pub fn signal(&mut self, data: &str) {
+        let now = Instant::now();
+        let Some(stamp) = read_stamp(data) else {
+            self.metrics.error("unstamped-signal");
+            return;
+        };
+        match self.trackers.entry(stamp.src).or_default().observe(stamp.seq) {
+            Arrival::Duplicate => self.metrics.add(Counter::Duplicates, 1),
+            arrival => {
+                if arrival == Arrival::Late {
+                    self.metrics.add(Counter::OutOfOrder, 1);
+                }
+                self.metrics.add(Counter::Delivered, 1);
+                self.metrics.record("signal", now.saturating_duration_since(self.metrics.instant_of(stamp.t)));
+            }
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Forgets every sender (their sequences start again).
+    pub fn reset(&mut self) {
+        self.trackers.clear();
+    }
 }
 
 /// Joins `room` and waits for `joined`; returns the peers already there. Records

@@ -3,8 +3,6 @@
 //! what the harness holds open), and the [`Trend`] of each series, so a soak can say
 //! whether anything grows.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -94,12 +92,7 @@ pub struct RedisWatch {
 
 impl RedisWatch {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let config = Config::from_url(url).context("parsing the watched Redis URL")?;
-        let client = Builder::from_config(config)
-            .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(5))
-            .build()
-            .context("building the Redis client")?;
-        client.init().await.context("connecting to the watched Redis")?;
+        let client = crate::distributed::connect(url).await.context("the watched Redis (--watch-redis)")?;
         Ok(Self { client })
     }
 

@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{join, Measurement, RunContext};
+use super::{connect_one, join, Measurement, RunContext};
 use crate::cli::parse_duration;
 use crate::driver::{Command, Connection, Event};
 use crate::metrics::{Counter, Metrics, Results};
@@ -103,24 +103,11 @@ pub async fn run(args: &ChurnArgs, ctx: &RunContext) -> anyhow::Result<Results> 
             let mut conn: Option<Connection> = None;
             while Instant::now() < end {
                 if conn.is_none() {
-                    let t0 = Instant::now();
-                    match tokio::time::timeout(timeout, driver.connect(&url)).await {
-                        Ok(Ok(c)) => {
-                            metrics.record("connect", t0.elapsed());
-                            metrics.add(Counter::Connected, 1);
-                            conn = Some(c);
-                        }
-                        Ok(Err(e)) => {
-                            metrics.add(Counter::ConnectFailed, 1);
-                            metrics.error(e.label());
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                        Err(_) => {
-                            metrics.add(Counter::ConnectFailed, 1);
-                            metrics.error("connect-timeout");
-                            continue;
-                        }
+                    conn = connect_one(&*driver, &url, &metrics, timeout).await;
+                    if conn.is_none() {
+                        // Refused or timed out: a moment before the next try.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
                     }
                 }
                 let c = conn.as_mut().expect("connected above");

@@ -16,13 +16,12 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-use super::{await_rooms_known, join, open_all, wait_for, Measurement, RunContext};
+use super::{await_rooms_known, join, open_all, wait_for, Measurement, RunContext, SignalChecker};
 use crate::cli::parse_duration;
 use crate::driver::{Command, CommandSink, Connection, Event, EventStream};
 use crate::metrics::{Counter, Metrics, Results, ServerUsage};
-use crate::order::{Arrival, SeqTracker};
 use crate::pacer;
-use crate::payload::{kind_for, read_stamp, signal_data, Stamp};
+use crate::payload::{kind_for, signal_data, Stamp};
 use crate::plan::{room_name, url_for};
 
 /// Signals written before a flush, so a busy sender still flushes regularly.
@@ -67,7 +66,7 @@ impl Resumer {
     /// Closes the connection (counting what the node wrote until its close), resumes
     /// on the next URL that takes it, and swaps in the new halves. The writer waits
     /// meanwhile; what falls due then is sent late, and its latency shows it.
-    async fn resume(&mut self, rx: &mut Box<dyn EventStream>, check: &mut Checker) -> bool {
+    async fn resume(&mut self, rx: &mut Box<dyn EventStream>, check: &mut SignalChecker) -> bool {
         let told = Instant::now();
         let mut tx = self.sink.lock().await;
         tx.close_to_resume().await;
@@ -88,40 +87,14 @@ impl Resumer {
                     *rx = conn.rx;
                     self.token = conn.resume.unwrap_or_default();
                     self.at = at;
-                    check.metrics.record("resume", told.elapsed());
+                    check.metrics().record("resume", told.elapsed());
                     return true;
                 }
                 Err(e) => tracing::debug!(error = %e, "resume refused; trying the next URL"),
             }
         }
-        check.metrics.error("resume-failed");
+        check.metrics().error("resume-failed");
         false
-    }
-}
-
-/// Checks every signal's stamp for latency, duplicates and order.
-struct Checker {
-    trackers: HashMap<u32, SeqTracker>,
-    metrics: Arc<Metrics>,
-}
-
-impl Checker {
-    fn signal(&mut self, data: &str) {
-        let now = Instant::now();
-        let Some(stamp) = read_stamp(data) else {
-            self.metrics.error("unstamped-signal");
-            return;
-        };
-        match self.trackers.entry(stamp.src).or_default().observe(stamp.seq) {
-            Arrival::Duplicate => self.metrics.add(Counter::Duplicates, 1),
-            arrival => {
-                if arrival == Arrival::Late {
-                    self.metrics.add(Counter::OutOfOrder, 1);
-                }
-                self.metrics.add(Counter::Delivered, 1);
-                self.metrics.record("signal", now.saturating_duration_since(self.metrics.instant_of(stamp.t)));
-            }
-        }
     }
 }
 
@@ -321,7 +294,7 @@ async fn read_signals(mut rx: Box<dyn EventStream>, reading: Reading, metrics: A
             ready.fetch_add(1, Ordering::Relaxed);
         }
     };
-    let mut check = Checker { trackers: HashMap::new(), metrics: metrics.clone() };
+    let mut check = SignalChecker::new(metrics.clone());
     check_ready(&known);
     loop {
         match rx.next().await {

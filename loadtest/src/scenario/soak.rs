@@ -26,12 +26,11 @@ use anyhow::{bail, Context};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{join, Measurement, RunContext};
+use super::{connect_one, join, Measurement, RunContext, SignalChecker};
 use crate::cli::parse_duration;
 use crate::driver::{Command, Connection, Driver, Event};
 use crate::metrics::{Counter, Metrics, Results};
-use crate::order::{Arrival, SeqTracker};
-use crate::payload::{kind_for, read_stamp, signal_data, Stamp};
+use crate::payload::{kind_for, signal_data, Stamp};
 use crate::plan::room_name;
 use crate::usage::{RedisWatch, Sampler, UsageSample};
 
@@ -256,33 +255,20 @@ async fn cycle(slot: usize, slots: usize, shared: Arc<Shared>) {
 }
 
 async fn connect(shared: &Shared, at: usize) -> Option<Member> {
-    let t0 = Instant::now();
-    match tokio::time::timeout(shared.timeout, shared.driver.connect(&shared.urls[at])).await {
-        Ok(Ok(conn)) => {
-            shared.metrics.record("connect", t0.elapsed());
-            shared.metrics.add(Counter::Connected, 1);
-            shared.held.connections.fetch_add(1, Ordering::Relaxed);
-            Some(Member {
-                conn,
-                room: None,
-                stay: 0,
-                known: HashSet::new(),
-                seqs: HashMap::new(),
-                received: HashMap::new(),
-            })
-        }
-        Ok(Err(e)) => {
-            shared.metrics.add(Counter::ConnectFailed, 1);
-            shared.metrics.error(e.label());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            None
-        }
-        Err(_) => {
-            shared.metrics.add(Counter::ConnectFailed, 1);
-            shared.metrics.error("connect-timeout");
-            None
-        }
-    }
+    let Some(conn) = connect_one(&*shared.driver, &shared.urls[at], &shared.metrics, shared.timeout).await else {
+        // Refused or timed out: a moment before the next try.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        return None;
+    };
+    shared.held.connections.fetch_add(1, Ordering::Relaxed);
+    Some(Member {
+        conn,
+        room: None,
+        stay: 0,
+        known: HashSet::new(),
+        seqs: HashMap::new(),
+        received: SignalChecker::new(shared.metrics.clone()),
+    })
 }
 
 /// One connection and the room it is in.
@@ -295,8 +281,8 @@ struct Member {
     known: HashSet<String>,
     /// Next sequence number per target.
     seqs: HashMap<String, u64>,
-    /// Order tracking per sender's stay.
-    received: HashMap<u32, SeqTracker>,
+    /// Latency, duplicates and order per sender's stay.
+    received: SignalChecker,
 }
 
 impl Member {
@@ -310,7 +296,7 @@ impl Member {
         self.stay = shared.stays.fetch_add(1, Ordering::Relaxed) as u32;
         self.known = present.into_iter().collect();
         self.seqs.clear();
-        self.received.clear();
+        self.received.reset();
         self.room = Some(room);
         shared.held.members.fetch_add(1, Ordering::Relaxed);
         true
@@ -373,23 +359,7 @@ impl Member {
             Event::PeerLeft { room, peer, .. } if self.room.as_deref() == Some(room.as_str()) => {
                 self.known.remove(&peer);
             }
-            Event::Signal { data, .. } => {
-                let now = Instant::now();
-                let Some(stamp) = read_stamp(&data) else {
-                    metrics.error("unstamped-signal");
-                    return;
-                };
-                match self.received.entry(stamp.src).or_default().observe(stamp.seq) {
-                    Arrival::Duplicate => metrics.add(Counter::Duplicates, 1),
-                    arrival => {
-                        if arrival == Arrival::Late {
-                            metrics.add(Counter::OutOfOrder, 1);
-                        }
-                        metrics.add(Counter::Delivered, 1);
-                        metrics.record("signal", now.saturating_duration_since(metrics.instant_of(stamp.t)));
-                    }
-                }
-            }
+            Event::Signal { data, .. } => self.received.signal(&data),
             Event::Error { code, .. } => metrics.error(&code),
             _ => {}
         }

@@ -289,9 +289,8 @@ impl Core {
 
     /// A join or move into `room` failed: counts it out and releases the room.
     async fn finish_room_op(&self, room: &RoomId) {
-        let in_use = || self.rooms.has_local(room);
-        let unused = subs::Unused { in_use: &in_use, keep_index: self.removals.any_in(room) };
-        self.subs.finish(self.backend(), &self.node, room, unused).await;
+        self.subs.done(room);
+        self.release_room(room).await;
     }
 
     async fn run_join(

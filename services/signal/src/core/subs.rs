@@ -4,8 +4,8 @@
 //! members should it die).
 //!
 //! Joins and moves count themselves in (`acquire`) before they register their member
-//! and out once they are done (`done` when it worked, without waiting, so nothing is
-//! awaited between a join and its reply; `finish` when it failed); a room's channel is
+//! and out once they are done (`done`, without waiting, so nothing is awaited between
+//! a join and its reply; a failed one then calls `release`); a room's channel is
 //! left when neither a pending operation nor a local member remains. Local members
 //! are not counted here but asked for (`in_use`), so no path that removes one has to
 //! match an earlier count: a member removed by `leave`, a close, a reaper or a move to
@@ -80,13 +80,6 @@ impl RoomSubs {
         if let Some(entry) = self.rooms.lock().expect("subs lock").get(room) {
             let _ = entry.pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         }
-    }
-
-    /// A join or move counted by [`acquire`](Self::acquire) failed: it counts itself
-    /// out and leaves the room if nothing uses it any more.
-    pub async fn finish(&self, backend: &dyn Backend, node: &NodeId, room: &RoomId, unused: Unused<'_>) {
-        self.done(room);
-        self.release(backend, node, room, unused).await;
     }
 
     /// Leaves the room (unsubscribes, and takes it out of the index) if no join or
@@ -195,7 +188,8 @@ mod tests {
         subs.acquire(&backend, &node, &room).await.unwrap();
         assert_eq!(subs.subscribed(), vec![room.clone()]);
         // A removal is still owed: the index entry stays, the channel goes.
-        subs.finish(&backend, &node, &room, unused(&|| false, true)).await;
+        subs.done(&room);
+        subs.release(&backend, &node, &room, unused(&|| false, true)).await;
         assert!(!subs.is_subscribed(&room).await);
         subs.forget_if_unused(&backend, &node, &room).await;
         assert!(subs.subscribed().is_empty(), "nothing left to probe");
@@ -222,7 +216,8 @@ mod tests {
         subs.release(&backend, &node, &room, unused(&in_use, false)).await;
         assert!(subs.is_subscribed(&room).await, "a join is pending");
         // It fails: nothing uses the room any more.
-        subs.finish(&backend, &node, &room, unused(&in_use, false)).await;
+        subs.done(&room);
+        subs.release(&backend, &node, &room, unused(&in_use, false)).await;
         assert!(!subs.is_subscribed(&room).await);
         assert!(subs.subscribed().is_empty());
     }

@@ -26,11 +26,12 @@ const MEETING: &str = include_str!("../../web/meeting.html");
 const SOCKET_IO_CLIENT: &str = include_str!("../../web/vendor/socket.io.min.js");
 
 /// (name, content type, body) of every file under /app/.
-const ASSETS: [(&str, &str, &str); 8] = [
+const ASSETS: [(&str, &str, &str); 9] = [
     ("style.css", "text/css; charset=utf-8", include_str!("../../web/app/style.css")),
     ("landing.js", "text/javascript; charset=utf-8", include_str!("../../web/app/landing.js")),
     ("meeting.js", "text/javascript; charset=utf-8", include_str!("../../web/app/meeting.js")),
     ("mesh.js", "text/javascript; charset=utf-8", include_str!("../../web/app/mesh.js")),
+    ("tiles.js", "text/javascript; charset=utf-8", include_str!("../../web/app/tiles.js")),
     ("signal-client.js", "text/javascript; charset=utf-8", include_str!("../../web/app/signal-client.js")),
     ("socketio.html", "text/html; charset=utf-8", include_str!("../../web/app/socketio.html")),
     ("socketio-call.js", "text/javascript; charset=utf-8", include_str!("../../web/app/socketio-call.js")),

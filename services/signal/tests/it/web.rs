@@ -19,9 +19,11 @@ async fn the_node_serves_its_web_client_and_tells_it_where_ice_servers_come_from
     let (status, body) = http_get(node.addr, "/meeting/standup-42").await.expect("answer");
     assert_eq!(status, 200);
     assert!(body.contains("/app/meeting.js"), "{body}");
-    for file in ["meeting.js", "mesh.js", "signal-client.js", "style.css", "socketio.html", "socketio-call.js"] {
+    for file in
+        ["meeting.js", "mesh.js", "tiles.js", "signal-client.js", "style.css", "socketio.html", "socketio-call.js"]
+    {
         let (status, body) = http_get(node.addr, &format!("/app/{file}")).await.expect("answer");
-        assert!(status == 200 && body.len() > 500, "{file}: {status}");
+        assert!(status == 200 && body.len() > 300, "{file}: {status}");
     }
     assert_eq!(http_get(node.addr, "/app/nope.js").await.map(|a| a.0), Some(404));
     let (_, config) = http_get(node.addr, "/app/config.json").await.expect("answer");

@@ -5,6 +5,7 @@
 
 import { SignalClient } from './signal-client.js';
 import { Mesh } from './mesh.js';
+import { videoTile as tile } from './tiles.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -97,22 +98,6 @@ async function switchDevice(kind) {
 }
 
 // ---- tiles and the participant list ----
-
-function tile(peer) {
-  let fig = document.querySelector(`figure[data-peer="${CSS.escape(peer)}"]`);
-  if (!fig) {
-    fig = document.createElement('figure');
-    fig.className = 'tile';
-    fig.dataset.peer = peer;
-    const video = document.createElement('video');
-    video.autoplay = true;
-    video.playsInline = true;
-    const caption = document.createElement('figcaption');
-    fig.append(video, caption);
-    $('grid').append(fig);
-  }
-  return fig;
-}
 
 function render(peer) {
   const person = state.people.get(peer);

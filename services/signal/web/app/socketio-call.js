@@ -4,6 +4,8 @@
 // Socket.IO server it replaces.
 
 /* global io */
+import { videoTile } from './tiles.js';
+
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const peers = new Map(); // user id -> RTCPeerConnection
@@ -16,16 +18,8 @@ function status(text) {
 }
 
 function tile(userId, name) {
-  let fig = document.querySelector(`figure[data-peer="${CSS.escape(userId)}"]`);
-  if (!fig) {
-    fig = document.createElement('figure');
-    fig.className = 'tile';
-    fig.dataset.peer = userId;
-    const video = document.createElement('video');
-    video.autoplay = true;
-    video.playsInline = true;
-    fig.append(video, document.createElement('figcaption'));
-    $('grid').append(fig);
+  const fig = videoTile(userId);
+  if (!document.querySelector(`#people li[data-peer="${CSS.escape(userId)}"]`)) {
     const li = document.createElement('li');
     li.dataset.peer = userId;
     $('people').append(li);
