@@ -219,7 +219,8 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                 _ = stop.cancelled(), if reconnect_at.is_none() && close_at.is_none() => {
                     let spread = self.settings.drain_spread;
                     if spread.is_zero() && !self.session.may_resume() {
-                        return Box::pin(self.say_reconnect()).await;
+                        let notice = self.dialect.reconnect(self.settings.reconnect_after);
+                        return Box::pin(self.say_reconnect(notice)).await;
                     }
                     let at = Instant::now() + spread.mul_f64(rand::random::<f64>());
                     reconnect_at = Some(at);
@@ -240,12 +241,15 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                         return End::Draining;
                     }
                     if reconnect_at.is_some_and(|at| now >= at) {
-                        if !self.session.may_resume() {
-                            return Box::pin(self.say_reconnect()).await;
+                        let notice = self.dialect.reconnect(self.settings.reconnect_after);
+                        // A dialect with no notice (Socket.IO) is told by the close
+                        // itself: its client reconnects when the transport closes.
+                        if !self.session.may_resume() || notice.is_none() {
+                            return Box::pin(self.say_reconnect(notice)).await;
                         }
                         // Served on until its client closes: what it sends meanwhile is
                         // handled, and nothing is lost between here and its resume.
-                        if Box::pin(self.tell_reconnect()).await.is_err() {
+                        if Box::pin(self.tell_reconnect(notice)).await.is_err() {
                             return End::SocketGone;
                         }
                         reconnect_at = None;
@@ -415,14 +419,15 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         self.io.flush().await
     }
 
-    async fn say_reconnect(&mut self) -> End {
-        let _ = self.tell_reconnect().await;
+    async fn say_reconnect(&mut self, notice: Option<Utf8Bytes>) -> End {
+        let _ = self.tell_reconnect(notice).await;
         End::Draining
     }
 
-    /// Sends `reconnect`, waiting a bounded time for a client that is not reading.
-    async fn tell_reconnect(&mut self) -> Result<(), Gone> {
-        if let Some(notice) = self.dialect.reconnect(self.settings.reconnect_after) {
+    /// Sends the dialect's `reconnect` notice, if it has one, waiting a bounded time
+    /// for a client that is not reading.
+    async fn tell_reconnect(&mut self, notice: Option<Utf8Bytes>) -> Result<(), Gone> {
+        if let Some(notice) = notice {
             if let Ok(sent) = tokio::time::timeout(RECONNECT_SEND_TIMEOUT, self.send(notice)).await {
                 return sent;
             }

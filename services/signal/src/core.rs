@@ -41,7 +41,7 @@ use crate::metrics::NodeMetrics;
 pub use error::CoreError;
 pub use events::Event;
 pub use liveness::Health;
-pub use resume::Resumes;
+pub use resume::{ResumedRoom, Resumes};
 pub use rooms::JoinDone;
 use rooms::Target;
 pub use rules::token_hash;

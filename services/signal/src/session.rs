@@ -63,11 +63,11 @@ pub enum Reply {
     },
     /// Events that belong right after a `joined` (they happened during the join).
     Events(Vec<Arc<Event>>),
-    /// The connection resumed `peer`: back in these rooms, each with its other members;
-    /// `token` resumes it next time.
+    /// The connection resumed `peer`: back in these rooms (with its own record and the
+    /// other members of each); `token` resumes it next time.
     Resumed {
         peer: PeerId,
-        rooms: Vec<(RoomId, Vec<Arc<MemberInfo>>)>,
+        rooms: Vec<crate::core::ResumedRoom>,
         token: String,
         id: Option<RequestId>,
     },
@@ -136,10 +136,18 @@ pub struct Session {
     joins_in_window: u32,
     joins_per_minute: u32,
     /// Set on connections that may resume (a dialect whose clients can, with
-    /// RESUME_GRACE_MS on): the nonce of the token its client holds.
-    resume_nonce: Option<u32>,
+    /// RESUME_GRACE_MS on): how to name the token its client holds.
+    resume_key: Option<ResumeKey>,
     /// Whether the cluster holds a resumable record for it.
     recorded: bool,
+}
+
+/// The token a resumable connection's client holds, kept small: a nonce while the
+/// token is one this node issued (it is derived again when needed), the token itself
+/// once a Socket.IO client resumed with it (it keeps it, and another node issued it).
+enum ResumeKey {
+    Nonce(u32),
+    Kept(Box<str>),
 }
 
 /// Whether the connection may stay open after a request or a refusal.
@@ -170,20 +178,23 @@ impl Session {
             join_window: 0,
             joins_in_window: 0,
             joins_per_minute: limits.joins_per_minute,
-            resume_nonce,
+            resume_key: resume_nonce.map(ResumeKey::Nonce),
             recorded: false,
         }
     }
 
     /// The token that resumes this connection, when it may resume.
     pub fn resume_token(&self) -> Option<String> {
-        self.resume_nonce.map(|nonce| self.core.resumes().token(&self.handle.peer, nonce))
+        match self.resume_key.as_ref()? {
+            ResumeKey::Nonce(nonce) => Some(self.core.resumes().token(&self.handle.peer, *nonce)),
+            ResumeKey::Kept(token) => Some(token.to_string()),
+        }
     }
 
     /// Whether the connection, ending now, may be resumed by its client: its member
     /// then stays in its rooms, away, for the grace.
     pub fn may_resume(&self) -> bool {
-        self.resume_nonce.is_some() && self.recorded
+        self.resume_key.is_some() && self.recorded
     }
 
     pub fn peer(&self) -> &protocol::PeerId {
@@ -356,17 +367,18 @@ impl Session {
                 core.lock_room(&room, locked).await?;
                 Ok(vec![Reply::Done { room, id }])
             }
-            Command::Resume { token } => self.resume(&token, id).await,
+            Command::Resume { token, keep_token } => self.resume(&token, keep_token, id).await,
             Command::Ping => Ok(vec![Reply::Pong { id }]),
         }
     }
 
     /// Becomes the peer `token` resumes, on this node, in its rooms (see
-    /// `core::resume`). Only as the connection's first command.
-    async fn resume(&mut self, token: &str, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
+    /// `core::resume`). Only as the connection's first command. The next token is a
+    /// new one, or the same with `keep_token`.
+    async fn resume(&mut self, token: &str, keep_token: bool, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
         let core = self.core.clone();
         let started = Instant::now();
-        if self.resume_nonce.is_none() {
+        if self.resume_key.is_none() {
             return Err(CoreError::ResumeFailed("resume is off on this node (RESUME_GRACE_MS=0) or in this dialect"));
         }
         if !self.rooms.is_empty() || self.recorded {
@@ -378,8 +390,12 @@ impl Session {
         };
         let peer = crate::core::Resumes::peer_of(token)
             .ok_or_else(|| failed(CoreError::ResumeFailed("malformed resume token; join afresh")))?;
-        let nonce = rand::random::<u32>();
-        let next = core.resumes().token(&peer, nonce);
+        let (next, key) = if keep_token {
+            (token.to_owned(), ResumeKey::Kept(token.into()))
+        } else {
+            let nonce = rand::random::<u32>();
+            (core.resumes().token(&peer, nonce), ResumeKey::Nonce(nonce))
+        };
         let claimed = core
             .backend()
             .claim_resumable(&peer, &crate::core::token_hash(token), &crate::core::token_hash(&next), core.node())
@@ -393,10 +409,10 @@ impl Session {
         core.sessions().remove(&self.handle);
         core.sessions().insert(resumed.clone());
         self.handle = resumed;
-        self.resume_nonce = Some(nonce);
+        self.resume_key = Some(key);
         self.recorded = true;
         let rooms = core.resume(&self.handle, claimed).await.map_err(failed)?;
-        self.rooms = rooms.iter().map(|(room, _)| room.clone()).collect();
+        self.rooms = rooms.iter().map(|r| r.room.clone()).collect();
         debug!(%peer, rooms = self.rooms.len(), "resumed");
         let held = self.handle.hold().map(|h| h.open_forwarded()).unwrap_or_default();
         core.metrics().resume.resumes.with_label_values(&["resumed"]).inc();

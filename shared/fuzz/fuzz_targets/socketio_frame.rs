@@ -1,5 +1,5 @@
-//! Engine.IO / Socket.IO frames, several on one session (namespace connects and joins
-//! change what the next frame may be): decoding never panics.
+//! Engine.IO / Socket.IO frames, several on one session (namespace connects, recovery
+//! pids and joins change what the next frame may be): decoding never panics.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         peer: &peer,
         node: &node,
         heartbeat: std::time::Duration::from_secs(25),
-        resume: None,
+        resume: Some("n1.fuzz.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
     });
     for frame in text.split('\n') {
         let _ = dialect.decode(frame, &Limits::default());

@@ -139,6 +139,9 @@ pub enum Command {
     /// its last `resumed` gave), on any node. Only as a connection's first command.
     Resume {
         token: String,
+        /// Keep the same token for the next resume instead of issuing a new one: a
+        /// Socket.IO client recognises its recovered session by an unchanged `pid`.
+        keep_token: bool,
     },
     Ping,
 }

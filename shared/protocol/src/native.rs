@@ -175,7 +175,7 @@ pub fn decode(text: &str, limits: &Limits) -> Result<Request, DecodeError> {
             if w.token.is_empty() || w.token.len() > RESUME_TOKEN_MAX_BYTES {
                 return Err(DecodeError::bad(format!("token must be 1 to {RESUME_TOKEN_MAX_BYTES} bytes"), id));
             }
-            Command::Resume { token: w.token }
+            Command::Resume { token: w.token, keep_token: false }
         }
         other => {
             let shown: String = other.chars().take(32).collect();

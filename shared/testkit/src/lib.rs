@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use coturn::{CoturnOptions, TestCoturn};
 pub use prometheus::TestPrometheus;
-pub use redis::{TestRedis, TestRedisCluster, TestRedisSentinel};
+pub use redis::{key_slot, TestRedis, TestRedisCluster, TestRedisSentinel};
 
 /// A port that was free a moment ago (bind :0, then release: racy, fine here).
 pub fn free_port() -> u16 {

@@ -92,6 +92,27 @@ impl TestRedis {
     }
 }
 
+/// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag, or of the whole key
+/// when it has none, modulo 16384.
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = match key.find('{') {
+        Some(open) => match key[open + 1..].find('}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    let mut crc: u16 = 0;
+    for &byte in hashed {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc % 16384
+}
+
 /// Three masters (and, with [`TestRedisCluster::start_with_replicas`], a replica each),
 /// slots spread by redis-cli.
 pub struct TestRedisCluster {
@@ -166,6 +187,24 @@ impl TestRedisCluster {
             }
         }
         panic!("no master with a replica in:\n{nodes}");
+    }
+
+    /// The slot ranges the master on `port` serves now.
+    pub async fn slots_of(&self, port: u16) -> Vec<std::ops::RangeInclusive<u16>> {
+        let nodes = cli(port, &["CLUSTER", "NODES"]).await;
+        let Some(me) = nodes.lines().find(|l| l.contains("myself")) else { return Vec::new() };
+        me.split_whitespace()
+            .skip(8)
+            .filter_map(|range| {
+                let (from, to) = range.split_once('-').unwrap_or((range, range));
+                Some(from.parse().ok()?..=to.parse().ok()?)
+            })
+            .collect()
+    }
+
+    /// `CLUSTER NODES` as the node on `port` sees it (for a failure's message).
+    pub async fn nodes_seen_by(&self, port: u16) -> String {
+        cli(port, &["CLUSTER", "NODES"]).await
     }
 
     /// Kills the node on `port` (SIGKILL).
@@ -295,5 +334,17 @@ impl TestRedisSentinel {
         if let Some(mut child) = self.primary.take() {
             child.kill().await.unwrap();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn key_slots_match_redis() {
+        // Values from Redis's CLUSTER KEYSLOT.
+        assert_eq!(super::key_slot("123456789"), 12739);
+        assert_eq!(super::key_slot("foo"), 12182);
+        assert_eq!(super::key_slot("{user1000}.following"), super::key_slot("user1000"));
+        assert_ne!(super::key_slot("a{}b"), super::key_slot("a{}c"), "an empty tag hashes the whole key");
     }
 }

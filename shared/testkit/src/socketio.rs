@@ -91,6 +91,42 @@ impl SioAgent {
             .unwrap_or_else(|e| panic!("{client} failed to connect: {e}"))
     }
 
+    /// Connects a client that reconnects by itself, as deployed clients do (quickly,
+    /// for tests); returns its `socket.id`.
+    pub async fn connect_reconnecting(
+        &mut self,
+        client: &str,
+        url: &str,
+        namespace: &str,
+        transports: &[&str],
+    ) -> String {
+        let command = json!({
+            "op": "connect", "client": client, "url": url, "namespace": namespace,
+            "transports": transports, "reconnection": true,
+        });
+        self.command(command).await;
+        self.reconnected(client).await.0
+    }
+
+    /// Closes `client`'s transport as a lost connection would (no Socket.IO
+    /// disconnect); a reconnecting client comes back at `url`.
+    pub async fn drop_connection(&mut self, client: &str, url: &str) {
+        self.command(json!({"op": "drop", "client": client, "url": url})).await;
+    }
+
+    /// Sends `client`'s next reconnection attempts to `url`.
+    pub async fn move_to(&mut self, client: &str, url: &str) {
+        self.command(json!({"op": "move", "client": client, "url": url})).await;
+    }
+
+    /// The next connect of `client`: its `socket.id`, and whether Socket.IO says the
+    /// session was recovered (`socket.recovered`).
+    pub async fn reconnected(&mut self, client: &str) -> (String, bool) {
+        let report =
+            self.take(&format!("{client} connected"), |r| r["client"] == client && r.get("connected").is_some()).await;
+        (report["connected"].as_str().unwrap().to_owned(), report["recovered"] == true)
+    }
+
     /// Connects with the handshake's `auth` payload (over WebSocket); returns the socket id.
     pub async fn connect_with_auth(&mut self, client: &str, url: &str, namespace: &str, auth: Value) -> String {
         self.connect_with(client, url, namespace, &["websocket"], Some(auth), false)

@@ -46,6 +46,16 @@ const FORWARD_BATCH: usize = 64;
 /// Length of a token's secret part (base64url of 32 bytes).
 const SECRET_CHARS: usize = 43;
 
+/// A room a resumed member is back in.
+#[derive(Debug)]
+pub struct ResumedRoom {
+    pub room: RoomId,
+    /// Its own record there (a dialect reads the state it kept in the metadata).
+    pub me: Arc<MemberInfo>,
+    /// The room's other members.
+    pub others: Vec<Arc<MemberInfo>>,
+}
+
 /// A member whose connection dropped: the handle its rooms still push to, and the
 /// queue behind it.
 struct Away {
@@ -486,12 +496,12 @@ impl Core {
 
     /// Takes `claimed` over for the connection behind `handle` (already renamed to the
     /// resumed peer, with a hold): asks the old node to hand over, and moves every room
-    /// here. Returns the rooms it is back in, each with the others there.
+    /// here. Returns the rooms it is back in.
     pub async fn resume(
         self: &Arc<Self>,
         handle: &SessionHandle,
         claimed: Claimed,
-    ) -> Result<Vec<(RoomId, Vec<Arc<MemberInfo>>)>, CoreError> {
+    ) -> Result<Vec<ResumedRoom>, CoreError> {
         let peer = handle.peer.clone();
         let hold = handle.hold().cloned().ok_or(CoreError::Internal("a resumed session without a hold"))?;
         self.resumes.incoming.lock().expect("incoming lock").insert(peer.clone(), handle.clone());
@@ -512,11 +522,11 @@ impl Core {
         let mut back = Vec::new();
         for room in claimed.rooms {
             match self.move_here(&room, handle).await {
-                Ok(Some(others)) => {
+                Ok(Some((me, others))) => {
                     let nodes: HashSet<NodeId> =
                         others.iter().map(|m| m.serving_node()).filter(|n| old_alive || *n != claimed.node).collect();
                     hold.expect_fences(&room, nodes);
-                    back.push((room, others));
+                    back.push(ResumedRoom { room, me, others });
                 }
                 Ok(None) => hold.room_gone(&room),
                 Err(e) => {
@@ -542,13 +552,9 @@ impl Core {
 
     /// Moves the resumed member's membership of `room` to this node: its record names
     /// this node, and its `moved` marks the point in the room's order from which every
-    /// node routes here (the join handshake, with `moved` as the marker). None if it is
-    /// no longer a member there.
-    async fn move_here(
-        &self,
-        room: &RoomId,
-        handle: &SessionHandle,
-    ) -> Result<Option<Vec<Arc<MemberInfo>>>, CoreError> {
+    /// node routes here (the join handshake, with `moved` as the marker). Its record and
+    /// the others there; None if it is no longer a member there.
+    async fn move_here(&self, room: &RoomId, handle: &SessionHandle) -> Result<Option<MovedHere>, CoreError> {
         self.subs.acquire(self.backend(), &self.node, room).await?;
         let moved = self.try_move_here(room, handle).await;
         if matches!(moved, Ok(Some(_))) {
@@ -559,11 +565,7 @@ impl Core {
         moved
     }
 
-    async fn try_move_here(
-        &self,
-        room: &RoomId,
-        handle: &SessionHandle,
-    ) -> Result<Option<Vec<Arc<MemberInfo>>>, CoreError> {
+    async fn try_move_here(&self, room: &RoomId, handle: &SessionHandle) -> Result<Option<MovedHere>, CoreError> {
         let peer = &handle.peer;
         for _ in 0..3 {
             let Some(current) = self.backend.member_record(room, peer).await? else { return Ok(None) };
@@ -593,7 +595,7 @@ impl Core {
                     let others = others.iter().filter_map(|r| self.decode_member(r)).collect();
                     self.rooms.join_snapshot(room, peer, others, token_hash);
                     return match tokio::time::timeout(self.settings.join_timeout, done).await {
-                        Ok(Ok(done)) => Ok(Some(done.others)),
+                        Ok(Ok(done)) => Ok(Some((record, done.others))),
                         _ => {
                             warn!(%room, "a resumed member's move was not confirmed by the room channel");
                             self.rooms.cancel_resume(room, peer);
@@ -618,6 +620,9 @@ impl Core {
         Err(CoreError::Unavailable(BackendError::Protocol("the member's record kept changing".into())))
     }
 }
+
+/// A resumed member's record in a room it moved here, and the others there.
+type MovedHere = (Arc<MemberInfo>, Vec<Arc<MemberInfo>>);
 
 /// An event as it is forwarded between nodes.
 fn held(event: &Event) -> Held {

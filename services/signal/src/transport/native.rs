@@ -39,11 +39,7 @@ impl Native {
                 peer,
                 rooms: rooms
                     .into_iter()
-                    .map(|(room, others)| Joined {
-                        room,
-                        peers: others.iter().map(|m| (**m).clone()).collect(),
-                        id: None,
-                    })
+                    .map(|r| Joined { room: r.room, peers: r.others.iter().map(|m| (**m).clone()).collect(), id: None })
                     .collect(),
                 resume: token,
                 id,

@@ -12,6 +12,18 @@
 //! A connection may join both namespaces; its socket id is its peer id in both (a
 //! room is joined from one namespace at a time), which is also the `userId` /
 //! `participantId` every other member sees.
+//!
+//! Connection state recovery follows Socket.IO's own (v4.6+): with RESUME_GRACE_MS on,
+//! the namespace CONNECT answer carries a private session id (`pid`, the connection's
+//! resume token). A transport that ends without a Socket.IO DISCONNECT leaves the
+//! member away, its events held, as in every resumable dialect; the client's next
+//! CONNECT carries `{pid, offset}`, and the node resumes the session (on any node): same
+//! socket id, same rooms in the same namespaces, the S3 participant state back from its
+//! record, then everything held, in order. The answer repeats the `pid`, so the
+//! client's `socket.recovered` is true. The `pid` stays the same for the session's
+//! life, as in Socket.IO, so the client can recover again later. An unknown or expired
+//! `pid` gets a fresh session (a new socket id), never an error. `offset` is not
+//! needed: the node replays from its own hold, not from a log.
 
 mod fields;
 mod meetings;
@@ -86,6 +98,9 @@ pub struct SocketIo {
     meetings: Vec<meetings::Me>,
     /// The event the session is working on, to answer it when its replies come.
     in_flight: Option<Box<InFlight>>,
+    /// The private session id its client recovers the session with (the connection's
+    /// resume token), when resume is on.
+    pid: Option<Box<str>>,
     /// Numbers this connection's chat messages.
     chats_sent: u64,
 }
@@ -101,8 +116,17 @@ struct InFlight {
 enum Action {
     /// Acknowledge only.
     Plain,
-    /// A namespace CONNECT: answered with the socket id, or CONNECT_ERROR.
-    Connect,
+    /// A namespace CONNECT: answered with the socket id, or CONNECT_ERROR. With
+    /// `recovering`, a resume of the client's `pid` follows the authentication.
+    Connect {
+        recovering: bool,
+    },
+    /// The resume of a namespace CONNECT's `pid`: answered with the resumed socket id,
+    /// or, when it fails, with a fresh one.
+    Recover,
+    /// A join of a room (or meeting) the socket is already in, as a client re-emits it
+    /// after a recovered reconnect: answered as a join, with no second membership.
+    Rejoin,
     JoinRoom,
     JoinMeeting(meetings::Me),
     /// A signal to `target` in `room` (a refusal names them).
@@ -122,17 +146,33 @@ fn bad(message: impl Into<String>) -> DecodeError {
     DecodeError::bad(message, None)
 }
 
-/// The identity token of a CONNECT's `auth` payload (`{"token": "..."}`), if any.
-fn handshake_token(auth: &serde_json::value::RawValue) -> Result<Option<String>, DecodeError> {
+/// What a CONNECT's payload carries: the handshake's `auth` (`{"token": "..."}`), and
+/// the `pid` of the session a reconnecting client wants to recover.
+#[derive(Default)]
+struct Handshake {
+    token: Option<String>,
+    pid: Option<String>,
+}
+
+fn handshake(payload: &serde_json::value::RawValue) -> Result<Handshake, DecodeError> {
     #[derive(serde::Deserialize)]
     struct Auth {
         token: Option<String>,
+        pid: Option<serde_json::Value>,
     }
-    let auth: Auth = serde_json::from_str(auth.get()).map_err(|_| bad("auth must be an object"))?;
-    match auth.token.filter(|t| !t.is_empty()) {
-        Some(token) if token.len() > protocol::native::AUTH_TOKEN_MAX_BYTES => Err(bad("the auth token is too long")),
-        token => Ok(token),
-    }
+    let auth: Auth = serde_json::from_str(payload.get()).map_err(|_| bad("auth must be an object"))?;
+    let token = match auth.token.filter(|t| !t.is_empty()) {
+        Some(token) if token.len() > protocol::native::AUTH_TOKEN_MAX_BYTES => {
+            return Err(bad("the auth token is too long"))
+        }
+        token => token,
+    };
+    // As in Socket.IO, a pid that cannot be a session's only means no recovery.
+    let pid = auth
+        .pid
+        .and_then(|pid| pid.as_str().map(str::to_owned))
+        .filter(|pid| !pid.is_empty() && pid.len() <= protocol::native::RESUME_TOKEN_MAX_BYTES);
+    Ok(Handshake { token, pid })
 }
 
 impl SocketIo {
@@ -198,12 +238,24 @@ impl SocketIo {
             SioType::Connect => {
                 // The session decides: a token in the handshake's `auth` is verified,
                 // and without one the connection proceeds only if the node allows it.
-                self.in_flight = Some(Box::new(InFlight { ns, ack: None, action: Action::Connect }));
-                let token = match packet.payload {
-                    None => None,
-                    Some(auth) => handshake_token(auth)?,
+                self.in_flight =
+                    Some(Box::new(InFlight { ns, ack: None, action: Action::Connect { recovering: false } }));
+                let Handshake { token, pid } = match packet.payload {
+                    None => Handshake::default(),
+                    Some(payload) => handshake(payload)?,
                 };
-                Ok(Decoded::Request(Request::new(None, Command::Authenticate { token })))
+                let authenticate = Request::new(None, Command::Authenticate { token });
+                // A pid other than this connection's own asks to recover a dropped
+                // session (the same one: a second namespace of a session already
+                // recovered here, or nothing to recover).
+                match pid.filter(|pid| self.pid.as_deref().is_some_and(|own| own != pid)) {
+                    Some(pid) => {
+                        self.act(Action::Connect { recovering: true });
+                        let resume = Request::new(None, Command::Resume { token: pid, keep_token: true });
+                        Ok(Decoded::Requests(vec![authenticate, resume]))
+                    }
+                    None => Ok(Decoded::Request(authenticate)),
+                }
             }
             SioType::Disconnect => {
                 self.connected &= !ns.bit();
@@ -234,9 +286,44 @@ impl SocketIo {
         }
     }
 
+    /// The answer to a namespace CONNECT: the socket id, and the pid that recovers the
+    /// session when resume is on.
+    fn connect_ack(&self, ns: Ns) -> Utf8Bytes {
+        let sid = quoted(self.peer().as_str());
+        let reply = match &self.pid {
+            Some(pid) => format!(r#"{{"sid":{sid},"pid":{}}}"#, quoted(pid)),
+            None => format!(r#"{{"sid":{sid}}}"#),
+        };
+        Utf8Bytes::from(format!("4{}", encode_sio(SioType::Connect, ns.path(), None, Some(&reply))))
+    }
+
+    /// Takes back a recovered session's state: its socket id and pid, and each room in
+    /// the namespace that joined it (a room whose record holds an S3 participant's
+    /// state was joined from `/meetings`).
+    fn recovered(&mut self, peer: PeerId, rooms: Vec<crate::core::ResumedRoom>, pid: String) {
+        self.peer = Some(peer);
+        self.pid = Some(pid.into());
+        for resumed in rooms {
+            match meetings::Me::from_record(&resumed.room, &resumed.me) {
+                Some(me) => {
+                    self.rooms.push((resumed.room, Ns::Meetings));
+                    self.meetings.push(me);
+                }
+                None => self.rooms.push((resumed.room, Ns::Rooms)),
+            }
+        }
+    }
+
     /// The refusal of an event, in the namespace's own way, and the ack's error.
     fn render_failure(&self, flight: Option<&InFlight>, code: ErrorCode, message: &str, out: &mut Vec<Utf8Bytes>) {
-        if let Some(InFlight { ns, action: Action::Connect, .. }) = flight {
+        if let Some(InFlight { ns, action: Action::Recover, .. }) = flight {
+            // Nothing to recover (unknown, used or expired): a fresh session, as
+            // Socket.IO answers a pid it does not know.
+            tracing::debug!(reason = message, "socket.io session not recovered; connected afresh");
+            out.push(self.connect_ack(*ns));
+            return;
+        }
+        if let Some(InFlight { ns, action: Action::Connect { .. }, .. }) = flight {
             // What a Socket.IO server middleware's `next(new Error(...))` sends.
             let error = format!(r#"{{"message":{}}}"#, quoted(message));
             out.push(Utf8Bytes::from(format!("4{}", encode_sio(SioType::ConnectError, ns.path(), None, Some(&error)))));
@@ -261,10 +348,12 @@ impl SocketIo {
 
 impl Dialect for SocketIo {
     const NAME: &'static str = "socketio";
+    const RESUMABLE: bool = true;
 
     /// The Engine.IO handshake.
     fn welcome(&mut self, greeting: &Greeting<'_>) -> Option<Utf8Bytes> {
         self.peer = Some(greeting.peer.clone());
+        self.pid = greeting.resume.map(Into::into);
         let (sid, upgrades) = match &self.polling_sid {
             Some(sid) => (&**sid, r#"["websocket"]"#),
             None => (greeting.peer.as_str(), "[]"),
@@ -293,7 +382,7 @@ impl Dialect for SocketIo {
     }
 
     fn render_replies(&mut self, replies: Vec<Reply>, out: &mut Vec<Utf8Bytes>) {
-        let flight = self.in_flight.take();
+        let mut flight = self.in_flight.take();
         let mut failure = None;
         for reply in replies {
             match reply {
@@ -303,7 +392,7 @@ impl Dialect for SocketIo {
                     match &flight.action {
                         Action::JoinMeeting(me) => {
                             let me = me.recorded_as(name);
-                            meetings::render_joined(&me, self.peer(), &others, out);
+                            meetings::render_joined(&me, self.peer(), &others, true, out);
                             self.meetings.push(me);
                         }
                         _ => out.push(rooms::existing_users(&others)),
@@ -323,18 +412,34 @@ impl Dialect for SocketIo {
                 }
                 Reply::Error { code, message, .. } => failure = Some((code, message)),
                 Reply::Authenticated { .. } => {
-                    let Some(flight) = flight.as_deref() else { continue };
-                    self.connected |= flight.ns.bit();
-                    let reply = format!(r#"{{"sid":{}}}"#, quoted(self.peer().as_str()));
-                    let connect = encode_sio(SioType::Connect, flight.ns.path(), None, Some(&reply));
-                    out.push(Utf8Bytes::from(format!("4{connect}")));
+                    let Some(connecting) = flight.as_deref_mut() else { continue };
+                    self.connected |= connecting.ns.bit();
+                    if matches!(connecting.action, Action::Connect { recovering: true }) {
+                        // Answered once the resume that follows is done.
+                        connecting.action = Action::Recover;
+                        self.in_flight = flight;
+                        return;
+                    }
+                    out.push(self.connect_ack(connecting.ns));
                 }
-                // Socket.IO clients never send `resume` (their dialect has no such event).
-                Reply::Members { .. }
-                | Reply::Pong { .. }
-                | Reply::Closed { .. }
-                | Reply::Done { .. }
-                | Reply::Resumed { .. } => {}
+                Reply::Resumed { peer, rooms, token, .. } => {
+                    self.recovered(peer, rooms, token);
+                    if let Some(flight) = flight.as_deref() {
+                        out.push(self.connect_ack(flight.ns));
+                    }
+                }
+                Reply::Members { room, members, .. } => {
+                    let Some(InFlight { ns, action: Action::Rejoin, .. }) = flight.as_deref() else { continue };
+                    match ns {
+                        Ns::Rooms => out.push(rooms::existing_users(&members)),
+                        Ns::Meetings => {
+                            if let Some(me) = self.meeting(&room) {
+                                meetings::render_joined(me, self.peer(), &members, false, out);
+                            }
+                        }
+                    }
+                }
+                Reply::Pong { .. } | Reply::Closed { .. } | Reply::Done { .. } => {}
             }
         }
         if let Some((code, message)) = failure {
@@ -346,7 +451,7 @@ impl Dialect for SocketIo {
         }
         if let Some(ack) = flight.ack {
             let arg = match &flight.action {
-                Action::JoinMeeting(_) | Action::JoinRoom => {
+                Action::JoinMeeting(_) | Action::JoinRoom | Action::Rejoin => {
                     format!(r#"{{"ok":true,"id":{}}}"#, quoted(self.peer().as_str()))
                 }
                 Action::Chat { message } => format!(r#"{{"ok":true,"message":{message}}}"#),

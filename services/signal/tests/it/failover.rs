@@ -15,13 +15,25 @@ use crate::helpers::{wait_until, Backend, Client, TestCluster};
 /// A new pair on the two nodes joins `room` and relays one signal; false (not a panic)
 /// while Redis is not answering.
 async fn fresh_pair_relays(cluster: &TestCluster, room: &str) -> bool {
+    match try_fresh_pair(cluster, room).await {
+        Ok(()) => true,
+        Err(step) => {
+            eprintln!("{room}: {step}");
+            false
+        }
+    }
+}
+
+/// Like [`fresh_pair_relays`], saying which step failed and how.
+async fn try_fresh_pair(cluster: &TestCluster, room: &str) -> Result<(), String> {
     let wait = Duration::from_secs(2);
     let mut c = cluster.client(0).await;
     let mut d = cluster.client(1).await;
-    for client in [&mut c, &mut d] {
+    for (who, client) in [("c", &mut c), ("d", &mut d)] {
         client.send(json!({"type": "join", "room": room, "name": "after"})).await;
-        if !matches!(client.try_recv(wait).await, Some(ServerMsg::Joined(_))) {
-            return false;
+        match client.try_recv(wait).await {
+            Some(ServerMsg::Joined(_)) => {}
+            other => return Err(format!("{who}'s join: {other:?}")),
         }
     }
     // c hears d join, then d hears c's signal.
@@ -29,9 +41,10 @@ async fn fresh_pair_relays(cluster: &TestCluster, room: &str) -> bool {
     c.signal(room, d.peer(), "offer", json!({"after": true})).await;
     loop {
         match d.try_recv(wait).await {
-            Some(ServerMsg::Signal(s)) => return s.data.get() == r#"{"after":true}"#,
+            Some(ServerMsg::Signal(s)) if s.data.get() == r#"{"after":true}"# => return Ok(()),
+            Some(ServerMsg::Signal(s)) => return Err(format!("a wrong signal: {s:?}")),
             Some(_) => continue,
-            None => return false,
+            None => return Err("no signal within 2 s".into()),
         }
     }
 }
@@ -104,28 +117,41 @@ async fn after_a_cluster_primary_dies_its_replica_takes_over_and_the_nodes_follo
     assert_eq!(b.recv_signal().await.data.get(), r#"{"n":0}"#);
 
     let (master, replica) = redis.master_with_replica().await;
+    // Rooms whose keys live on the shard that fails over, and others elsewhere.
+    let failed_slots = redis.slots_of(master).await;
+    let on_failed_shard = |room: &str| {
+        let slot = testkit::key_slot(&format!("sig:{{room:{room}}}:members"));
+        failed_slots.iter().any(|range| range.contains(&slot))
+    };
+    let mut rooms = (0..).map(|i| format!("after-{i}"));
     redis.kill(master).await;
     let killed = Instant::now();
     wait_until(Duration::from_secs(30), "the replica to be promoted", || async { redis.is_master(replica).await })
         .await;
     let promoted = killed.elapsed();
 
-    // Rooms on every shard: several new rooms, so some hash to the failed-over slots.
-    let mut attempt = 0;
-    wait_until(Duration::from_secs(10), "joins and signals to work again on every shard", || {
-        attempt += 1;
-        let cluster = &cluster;
-        let base = attempt;
-        async move {
-            for shard in 0..6 {
-                if !fresh_pair_relays(cluster, &format!("after-{base}-{shard}")).await {
-                    return false;
-                }
+    // Within 10 s of the promotion, new pairs join and relay on the failed-over shard
+    // and on another (new rooms each attempt).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let failed_over = rooms.find(|r| on_failed_shard(r)).expect("endless");
+        let elsewhere = rooms.find(|r| !on_failed_shard(r)).expect("endless");
+        let tried = match try_fresh_pair(&cluster, &failed_over).await {
+            Ok(()) => {
+                try_fresh_pair(&cluster, &elsewhere).await.map_err(|e| format!("{elsewhere} (another shard): {e}"))
             }
-            true
+            Err(e) => Err(format!("{failed_over} (the failed-over shard): {e}")),
+        };
+        let Err(failure) = tried else { break };
+        if Instant::now() > deadline {
+            panic!(
+                "joins and signals did not work again within 10 s of the promotion; last failure: {failure}\n\
+                 the cluster as node {replica} sees it:\n{}",
+                redis.nodes_seen_by(replica).await
+            );
         }
-    })
-    .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let recovered = killed.elapsed();
     eprintln!("cluster failover: promoted {promoted:?} after the kill, joins and signals back {recovered:?} after it");
 

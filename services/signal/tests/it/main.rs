@@ -21,6 +21,7 @@ mod resume;
 mod rolling;
 mod rooms_auth;
 mod socketio;
+mod socketio_recovery;
 mod traces;
 mod upgrade;
 mod web;

@@ -4,11 +4,16 @@
 //
 // Commands:
 //   {"op":"connect","client":C,"url":U,"namespace":"/","transports":["websocket"],"upgrade":true,"auth":{...},
-//    "withCredentials":false}   (true: keep cookies, as a browser does behind a sticky load balancer)
+//    "withCredentials":false,   (true: keep cookies, as a browser does behind a sticky load balancer)
+//    "reconnection":false}      (true: reconnect by itself, quickly, as deployed clients do)
 //   {"op":"emit","client":C,"event":E,"args":[...],"ack":true,"seq":N}
 //   {"op":"disconnect","client":C}
+//   {"op":"drop","client":C,"url":U}   closes the transport without a Socket.IO disconnect (a lost
+//                                      connection); a reconnecting client comes back at U (another node)
+//   {"op":"move","client":C,"url":U}   a reconnecting client's next attempt goes to U
 // Reports:
-//   {"client":C,"connected":ID,"transport":T}   on connect (ID is socket.id)
+//   {"client":C,"connected":ID,"transport":T,"recovered":B}   on every connect (ID is socket.id;
+//                                                             B is socket.recovered)
 //   {"client":C,"upgraded":T}                     when the transport changes
 //   {"client":C,"event":E,"args":[...]}           for every event the server sent
 //   {"client":C,"ack":N,"args":[...]}             for an acknowledged emit
@@ -20,20 +25,31 @@ import { io } from "socket.io-client";
 const sockets = new Map();
 const report = (line) => process.stdout.write(JSON.stringify(line) + "\n");
 
-function connect({ client, url, namespace = "/", transports = ["websocket"], upgrade = true, auth, withCredentials = false }) {
+function connect({
+  client,
+  url,
+  namespace = "/",
+  transports = ["websocket"],
+  upgrade = true,
+  auth,
+  withCredentials = false,
+  reconnection = false,
+}) {
   const socket = io(url + (namespace === "/" ? "" : namespace), {
     transports,
     upgrade,
     auth,
     withCredentials,
-    reconnection: false,
+    reconnection,
+    reconnectionDelay: 100,
+    reconnectionDelayMax: 500,
     forceNew: true,
     timeout: 10000,
   });
   sockets.set(client, socket);
   socket.io.on("open", () => socket.io.engine.on("upgrade", (t) => report({ client, upgraded: t.name })));
   socket.on("connect", () => {
-    report({ client, connected: socket.id, transport: socket.io.engine.transport.name });
+    report({ client, connected: socket.id, transport: socket.io.engine.transport.name, recovered: socket.recovered });
   });
   socket.on("connect_error", (err) => report({ client, connect_error: err.message }));
   socket.on("disconnect", (reason) => report({ client, disconnected: reason }));
@@ -57,6 +73,14 @@ for await (const line of createInterface({ input: process.stdin })) {
       break;
     case "disconnect":
       socket.disconnect();
+      break;
+    case "drop":
+      // The manager reconnects to its uri; the engine's close is not a Socket.IO disconnect.
+      socket.io.uri = cmd.url;
+      socket.io.engine.close();
+      break;
+    case "move":
+      socket.io.uri = cmd.url;
       break;
     default:
       report({ error: `unknown op ${cmd.op}` });

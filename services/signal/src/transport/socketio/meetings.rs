@@ -80,6 +80,20 @@ impl Me {
         Me { name, ..self.clone() }
     }
 
+    /// The state a participant's record keeps in its metadata, for a recovered
+    /// session; None for a member that did not join from this namespace.
+    pub(super) fn from_record(room: &RoomId, member: &MemberInfo) -> Option<Me> {
+        let meta = meta_view(member);
+        Some(Me {
+            room: room.clone(),
+            name: member.name.clone(),
+            media: meta.media?,
+            ready: meta.ready.unwrap_or(false),
+            joined_at: meta.joined_at.and_then(|at| at.as_str().map(str::to_owned)).unwrap_or_else(now_iso),
+            change: Change::Joined,
+        })
+    }
+
     fn meta(&self) -> Payload {
         let change = match self.change {
             Change::Joined => "joined",
@@ -103,6 +117,10 @@ pub(super) fn decode(
         .and_then(|m| RoomId::parse_with_max(&m, limits.room_id_chars).ok())
         .ok_or_else(|| bad("Invalid meeting ID"))?;
     if event == "join-meeting" {
+        if sio.meeting(&room).is_some() {
+            sio.act(Action::Rejoin);
+            return Ok(Command::Members { room });
+        }
         return join(sio, room, &fields, limits);
     }
     if let Some(&(_, names, kind)) = SIGNALS.iter().find(|(name, ..)| *name == event) {
@@ -230,7 +248,8 @@ fn chat(sio: &mut SocketIo, me: Me, fields: &Fields<'_>) -> Result<Command, Deco
     sio.chats_sent += 1;
     let sender = sio.peer().clone();
     let message = json!({
-        "id": format!("{sender}-{}", sio.chats_sent),
+        // The time keeps ids unique across a recovered session's connections.
+        "id": format!("{sender}-{}-{}", chrono::Utc::now().timestamp_millis(), sio.chats_sent),
         "meetingId": me.room,
         "senderId": sender,
         "senderName": me.name,
@@ -274,8 +293,9 @@ fn frame(name: &str, value: &Value) -> Utf8Bytes {
     event_frame(NS, name, &value.to_string())
 }
 
-/// `meeting-joined` for the joiner, and `meeting-started` when it is the first.
-pub(super) fn render_joined(me: &Me, peer: &PeerId, others: &[Arc<MemberInfo>], out: &mut Vec<Utf8Bytes>) {
+/// `meeting-joined` for the joiner, and `meeting-started` when it is the first to
+/// `join` (not when a participant joins again the meeting it is in).
+pub(super) fn render_joined(me: &Me, peer: &PeerId, others: &[Arc<MemberInfo>], join: bool, out: &mut Vec<Utf8Bytes>) {
     let participants: Vec<Value> = others.iter().map(|m| participant(m)).collect();
     out.push(frame(
         "meeting-joined",
@@ -286,7 +306,7 @@ pub(super) fn render_joined(me: &Me, peer: &PeerId, others: &[Arc<MemberInfo>], 
             "participants": participants,
         }),
     ));
-    if others.is_empty() {
+    if join && others.is_empty() {
         out.push(frame(
             "meeting-started",
             &json!({"meetingId": me.room, "startedAt": me.joined_at, "startedBy": peer}),

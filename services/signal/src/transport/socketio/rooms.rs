@@ -55,6 +55,11 @@ fn join(sio: &mut SocketIo, arg: Option<&RawValue>, limits: &Limits) -> Result<C
         .text(&["userName"])
         .and_then(|n| DisplayName::parse_with_max(&n, USER_NAME_MAX.min(limits.name_chars)).ok())
         .ok_or_else(|| bad("Invalid user name"))?;
+    if sio.namespace_of(&room) == Some(Ns::Rooms) {
+        // Already in (a client re-emits its join after a recovered reconnect).
+        sio.act(Action::Rejoin);
+        return Ok(Command::Members { room });
+    }
     let role = fields
         .text(&["userRole"])
         .filter(|r| ROLES.contains(&r.as_str()))

@@ -206,3 +206,109 @@ fn a_handshake_token_is_handed_to_the_session_and_a_refusal_is_a_connect_error()
     assert!(decode(&mut sio, r#"42/meetings,["join-meeting",{"meetingId":"m"}]"#).is_err());
     assert!(decode(&mut sio, r#"40{"token":42}"#).is_err());
 }
+
+fn greeted_resumable(peer: &str, token: &str) -> SocketIo {
+    let mut sio = SocketIo::over_websocket();
+    let node = NodeId::parse("n2").unwrap();
+    let peer = PeerId::parse(peer).unwrap();
+    let greeting = Greeting { peer: &peer, node: &node, heartbeat: Duration::from_secs(25), resume: Some(token) };
+    sio.welcome(&greeting).unwrap();
+    sio
+}
+
+fn requests(decoded: Result<Decoded, DecodeError>) -> Vec<Command> {
+    match decoded {
+        Ok(Decoded::Requests(reqs)) => reqs.into_iter().map(|r| r.command).collect(),
+        other => panic!("expected requests, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_connect_with_another_pid_recovers_that_session_with_its_rooms_in_their_namespaces() {
+    let mut sio = greeted_resumable("n2.fresh", "n2.fresh.own-token");
+    let asked = requests(decode(&mut sio, r#"40{"pid":"n1.old.its-token","offset":"x","token":"jwt"}"#));
+    assert_eq!(
+        asked,
+        [
+            Command::Authenticate { token: Some("jwt".into()) },
+            Command::Resume { token: "n1.old.its-token".into(), keep_token: true }
+        ]
+    );
+    // Authenticated: the answer waits for the resume.
+    assert!(rendered(&mut sio, vec![Reply::Authenticated { identity: None, id: None }]).is_empty());
+    let s1_room = crate::core::ResumedRoom {
+        room: RoomId::parse("interview").unwrap(),
+        me: member("n1.old", "Ann", r#"{"joinedAt":"2026-01-01T00:00:00.000Z"}"#),
+        others: vec![member("n1.b", "Bob", "{}")],
+    };
+    let meeting = crate::core::ResumedRoom {
+        room: RoomId::parse("m").unwrap(),
+        me: member("n1.old", "Ann", r#"{"media":{"audio":false,"video":true,"screen":false},"ready":true}"#),
+        others: vec![],
+    };
+    let resumed = Reply::Resumed {
+        peer: PeerId::parse("n1.old").unwrap(),
+        rooms: vec![s1_room, meeting],
+        token: "n1.old.its-token".into(),
+        id: None,
+    };
+    let frames = rendered(&mut sio, vec![resumed]);
+    assert_eq!(frames, [r#"40{"sid":"n1.old","pid":"n1.old.its-token"}"#]);
+    assert_eq!(sio.namespace_of(&RoomId::parse("interview").unwrap()), Some(Ns::Rooms));
+    assert_eq!(sio.namespace_of(&RoomId::parse("m").unwrap()), Some(Ns::Meetings));
+
+    // The second namespace of the same session reconnects with the same pid: no resume.
+    assert_eq!(
+        command(decode(&mut sio, r#"40/meetings,{"pid":"n1.old.its-token"}"#)),
+        Command::Authenticate { token: None }
+    );
+    let frames = rendered(&mut sio, vec![Reply::Authenticated { identity: None, id: None }]);
+    assert_eq!(frames, [r#"40/meetings,{"sid":"n1.old","pid":"n1.old.its-token"}"#]);
+
+    // The participant's state came back from its record: a toggle keeps the rest.
+    let Command::Update { meta, .. } =
+        command(decode(&mut sio, r#"42/meetings,["toggle-media",{"meetingId":"m","video":false}]"#))
+    else {
+        panic!()
+    };
+    let meta: Value = serde_json::from_str(meta.get()).unwrap();
+    assert_eq!(meta["media"], json!({"audio": false, "video": false, "screen": false}));
+    assert_eq!(meta["ready"], json!(true));
+}
+
+#[test]
+fn a_pid_that_recovers_nothing_gets_a_fresh_session_not_an_error() {
+    let mut sio = greeted_resumable("n2.fresh", "n2.fresh.own-token");
+    assert_eq!(requests(decode(&mut sio, r#"40{"pid":"n1.gone.token"}"#)).len(), 2);
+    assert!(rendered(&mut sio, vec![Reply::Authenticated { identity: None, id: None }]).is_empty());
+    let refused = Reply::Error { code: ErrorCode::ResumeFailed, message: "unknown token".into(), id: None };
+    assert_eq!(rendered(&mut sio, vec![refused]), [r#"40{"sid":"n2.fresh","pid":"n2.fresh.own-token"}"#]);
+    // A pid that is not a string, or the connection's own, asks for nothing.
+    assert!(matches!(decode(&mut sio, r#"40{"pid":42}"#), Ok(Decoded::Request(_))));
+    assert!(matches!(decode(&mut sio, r#"40{"pid":"n2.fresh.own-token"}"#), Ok(Decoded::Request(_))));
+}
+
+#[test]
+fn joining_again_a_room_the_socket_is_in_answers_as_a_join_without_a_second_membership() {
+    let mut sio = connected("/");
+    let join = r#"420["join-room",{"roomId":"r","userName":"Ann","userRole":"candidate"}]"#;
+    assert!(matches!(command(decode(&mut sio, join)), Command::Join { .. }));
+    let joined = Reply::Joined {
+        room: RoomId::parse("r").unwrap(),
+        others: vec![],
+        name: protocol::DisplayName::parse("Ann").unwrap(),
+        id: None,
+    };
+    rendered(&mut sio, vec![joined]);
+    let again = r#"421["join-room",{"roomId":"r","userName":"Ann","userRole":"candidate"}]"#;
+    assert_eq!(command(decode(&mut sio, again)), Command::Members { room: RoomId::parse("r").unwrap() });
+    let members = Reply::Members {
+        room: RoomId::parse("r").unwrap(),
+        members: vec![member("n1.b", "Bob", r#"{"joinedAt":"t"}"#)],
+        id: None,
+    };
+    let frames = rendered(&mut sio, vec![members]);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert!(frames[0].starts_with(r#"42["existing-users",[{"id":"n1.b""#), "{frames:?}");
+    assert_eq!(frames[1], r#"431[{"ok":true,"id":"n1.me"}]"#);
+}
