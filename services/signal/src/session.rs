@@ -305,6 +305,11 @@ impl Session {
                     (claimed_name.unwrap_or(name), claimed_role.unwrap_or(role))
                 });
                 let recorded = name.clone();
+                if let Some(chosen) = &member {
+                    if let Some(resumed) = self.resume_registration(&room, chosen, token.as_deref(), &id).await? {
+                        return Ok(resumed);
+                    }
+                }
                 let req = JoinRequest { room: room.clone(), name, role, token, meta, member: member.clone() };
                 // Recorded before the join: nothing may be awaited between the join and
                 // its `joined` (the room's events would be written ahead of it). A room
@@ -402,6 +407,23 @@ impl Session {
             .await
             .map_err(|e| failed(e.into()))?
             .ok_or_else(|| failed(CoreError::ResumeFailed("unknown, used or expired resume token; join afresh")))?;
+        self.take_over(peer, claimed, key, next, None, id, started).await.map_err(failed)
+    }
+
+    /// Becomes the member a claimed resumable record names, on this node, in its rooms:
+    /// its `resumed` answer, then what was held for it.
+    #[allow(clippy::too_many_arguments)]
+    async fn take_over(
+        &mut self,
+        peer: PeerId,
+        claimed: bus::Claimed,
+        key: ResumeKey,
+        next: String,
+        chosen: Option<&PeerId>,
+        id: Option<RequestId>,
+        started: Instant,
+    ) -> Result<Vec<Reply>, CoreError> {
+        let core = self.core.clone();
         if claimed.node == *core.node() {
             core.take_over_here(&peer);
         }
@@ -411,8 +433,11 @@ impl Session {
         self.handle = resumed;
         self.resume_key = Some(key);
         self.recorded = true;
-        let rooms = core.resume(&self.handle, claimed).await.map_err(failed)?;
+        let rooms = core.resume(&self.handle, claimed, chosen).await?;
         self.rooms = rooms.iter().map(|r| r.room.clone()).collect();
+        if let Some(chosen) = chosen {
+            self.chosen = rooms.iter().map(|r| (r.room.clone(), chosen.clone())).collect();
+        }
         debug!(%peer, rooms = self.rooms.len(), "resumed");
         let held = self.handle.hold().map(|h| h.open_forwarded()).unwrap_or_default();
         core.metrics().resume.resumes.with_label_values(&["resumed"]).inc();
@@ -422,6 +447,55 @@ impl Session {
             replies.push(Reply::Events(held));
         }
         Ok(replies)
+    }
+
+    /// A registration under a member id its client chose (the plain dialect), as the
+    /// connection's first join: its clients never see a token, so registering again as
+    /// the same member of the same room, with the room's token or as the same verified
+    /// subject, is what resumes it (`Resumes::of_registration`). Returns the resumed
+    /// answer if it took a dropped (or still open) connection's place; otherwise sets
+    /// the connection up so that this registration can be resumed later (without a room
+    /// token or an identity it cannot: its member leaves when the connection ends).
+    async fn resume_registration(
+        &mut self,
+        room: &RoomId,
+        chosen: &PeerId,
+        room_token: Option<&str>,
+        id: &Option<RequestId>,
+    ) -> Result<Option<Vec<Reply>>, CoreError> {
+        if self.resume_key.is_none() || self.recorded || !self.rooms.is_empty() {
+            return Ok(None);
+        }
+        let subject = self.identity.as_deref().map(|who| who.subject.as_str());
+        if room_token.is_none() && subject.is_none() {
+            self.resume_key = None;
+            return Ok(None);
+        }
+        let core = self.core.clone();
+        let started = Instant::now();
+        let (peer, token) = crate::core::Resumes::of_registration(room, chosen, room_token, subject);
+        let hash = crate::core::token_hash(&token);
+        if let Some(claimed) = core.backend().claim_resumable(&peer, &hash, &hash, core.node()).await? {
+            let key = ResumeKey::Kept(token.clone().into());
+            let replies = self.take_over(peer, claimed, key, token, Some(chosen), id.clone(), started).await?;
+            if !self.rooms.is_empty() {
+                return Ok(Some(replies));
+            }
+            // Its room is gone (closed, or it was removed meanwhile): it joins afresh.
+            return Ok(None);
+        }
+        if core.sessions().get(&peer).is_some() {
+            // A connection here holds this registration without a record to claim (Redis
+            // lost it): this one joins as any other and cannot be resumed.
+            self.resume_key = None;
+            return Ok(None);
+        }
+        let renamed = self.handle.renamed(peer);
+        core.sessions().remove(&self.handle);
+        core.sessions().insert(renamed.clone());
+        self.handle = renamed;
+        self.resume_key = Some(ResumeKey::Kept(token.into()));
+        Ok(None)
     }
 
     /// The member id this connection has in `room` (its own id when not in the room:

@@ -139,6 +139,39 @@ impl Resumes {
         format!("{peer}.{secret}")
     }
 
+    /// The connection id and resume token of a registration under a member id its
+    /// client chose (the plain dialect, whose clients never see a token): derived from
+    /// what the client presents again when it registers anew, so that any node computes
+    /// the same. Whoever can register as that member again (with the room's token, as
+    /// the same verified subject) can resume it; the session only allows it when one
+    /// of the two is present.
+    pub fn of_registration(
+        room: &RoomId,
+        member: &PeerId,
+        room_token: Option<&str>,
+        subject: Option<&str>,
+    ) -> (PeerId, String) {
+        let digest = |parts: &[&str]| {
+            let mut digest = Sha256::new();
+            for part in parts {
+                digest.update((part.len() as u64).to_le_bytes());
+                digest.update(part.as_bytes());
+            }
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.finalize())
+        };
+        let id = digest(&["registration", room.as_str(), member.as_str()]);
+        let peer = PeerId::parse(&format!("r:{}", &id[..22])).expect("base64url is a valid peer id");
+        let secret = digest(&[
+            "registration-resume",
+            room.as_str(),
+            member.as_str(),
+            room_token.unwrap_or(""),
+            subject.unwrap_or(""),
+        ]);
+        let token = format!("{peer}.{secret}");
+        (peer, token)
+    }
+
     /// The peer a token names, if it is shaped as one.
     pub fn peer_of(token: &str) -> Option<PeerId> {
         let (peer, secret) = token.rsplit_once('.')?;
@@ -496,11 +529,13 @@ impl Core {
 
     /// Takes `claimed` over for the connection behind `handle` (already renamed to the
     /// resumed peer, with a hold): asks the old node to hand over, and moves every room
-    /// here. Returns the rooms it is back in.
+    /// here. `chosen` is its member id in its rooms when its client chose one (a plain
+    /// registration); otherwise its peer id is. Returns the rooms it is back in.
     pub async fn resume(
         self: &Arc<Self>,
         handle: &SessionHandle,
         claimed: Claimed,
+        chosen: Option<&PeerId>,
     ) -> Result<Vec<ResumedRoom>, CoreError> {
         let peer = handle.peer.clone();
         let hold = handle.hold().cloned().ok_or(CoreError::Internal("a resumed session without a hold"))?;
@@ -521,7 +556,7 @@ impl Core {
         }
         let mut back = Vec::new();
         for room in claimed.rooms {
-            match self.move_here(&room, handle).await {
+            match self.move_here(&room, handle, chosen.unwrap_or(&peer)).await {
                 Ok(Some((me, others))) => {
                     let nodes: HashSet<NodeId> =
                         others.iter().map(|m| m.serving_node()).filter(|n| old_alive || *n != claimed.node).collect();
@@ -554,9 +589,14 @@ impl Core {
     /// this node, and its `moved` marks the point in the room's order from which every
     /// node routes here (the join handshake, with `moved` as the marker). Its record and
     /// the others there; None if it is no longer a member there.
-    async fn move_here(&self, room: &RoomId, handle: &SessionHandle) -> Result<Option<MovedHere>, CoreError> {
+    async fn move_here(
+        &self,
+        room: &RoomId,
+        handle: &SessionHandle,
+        member: &PeerId,
+    ) -> Result<Option<MovedHere>, CoreError> {
         self.subs.acquire(self.backend(), &self.node, room).await?;
-        let moved = self.try_move_here(room, handle).await;
+        let moved = self.try_move_here(room, handle, member).await;
         if matches!(moved, Ok(Some(_))) {
             self.subs.done(room);
         } else {
@@ -565,8 +605,13 @@ impl Core {
         moved
     }
 
-    async fn try_move_here(&self, room: &RoomId, handle: &SessionHandle) -> Result<Option<MovedHere>, CoreError> {
-        let peer = &handle.peer;
+    async fn try_move_here(
+        &self,
+        room: &RoomId,
+        handle: &SessionHandle,
+        member: &PeerId,
+    ) -> Result<Option<MovedHere>, CoreError> {
+        let peer = member;
         for _ in 0..3 {
             let Some(current) = self.backend.member_record(room, peer).await? else { return Ok(None) };
             let stored = MemberInfo::decode(&current)

@@ -56,6 +56,12 @@ impl SessionHandle {
         Self { peer, tx: self.tx.clone(), too_slow: self.too_slow.clone(), hold: Some(hold) }
     }
 
+    /// The same connection under another peer id (a registration's, see
+    /// `Resumes::of_registration`), before it joins anything.
+    pub fn renamed(&self, peer: PeerId) -> Self {
+        Self { peer, tx: self.tx.clone(), too_slow: self.too_slow.clone(), hold: None }
+    }
+
     pub fn push(&self, event: Arc<Event>) {
         match &self.hold {
             Some(hold) => hold.push_direct(event),

@@ -6,6 +6,13 @@
 //!
 //! The codec keeps its client's registration: every message after `register` is
 //! checked against it (a spoofed `sender` is refused) and is about its room.
+//!
+//! Its clients never see a resume token. A registration with a room token (or a
+//! verified identity) is resumed by registering again: a connection that drops
+//! without a close for good leaves its member away for RESUME_GRACE_MS, and a
+//! `register` of the same peer id in the same room, with the same token, on any node,
+//! takes its place (`Session::resume_registration`): `registered_auth` again, then what
+//! was held for it, and the room sees no `peer_left`/`peer_joined`.
 
 use std::time::Duration;
 
@@ -143,7 +150,8 @@ impl Plain {
 impl Plain {
     fn render_reply(&mut self, reply: Reply, out: &mut Vec<Utf8Bytes>) {
         let frame = match reply {
-            Reply::Joined { .. } => self.registered_auth(),
+            // A registration that resumed a dropped one is confirmed the same way.
+            Reply::Joined { .. } | Reply::Resumed { .. } => self.registered_auth(),
             Reply::Members { members, .. } => {
                 let peers: Vec<&str> = members.iter().map(|m| m.peer.as_str()).collect();
                 Some(frame_of(&json!({"type": "available_peers", "peers": peers})))
@@ -158,8 +166,7 @@ impl Plain {
             | Reply::Updated { .. }
             | Reply::Authenticated { .. }
             | Reply::Closed { .. }
-            | Reply::Done { .. }
-            | Reply::Resumed { .. } => None,
+            | Reply::Done { .. } => None,
             Reply::Events(events) => return out.extend(events.iter().filter_map(|e| self.render_event(e))),
         };
         out.extend(frame);
@@ -168,6 +175,7 @@ impl Plain {
 
 impl Dialect for Plain {
     const NAME: &'static str = "plain";
+    const RESUMABLE: bool = true;
 
     fn welcome(&mut self, _greeting: &Greeting<'_>) -> Option<Utf8Bytes> {
         None

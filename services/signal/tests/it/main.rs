@@ -16,6 +16,7 @@ mod limits;
 mod metrics;
 mod node_index;
 mod plain;
+mod plain_resume;
 mod protocol_suite;
 mod resume;
 mod rolling;

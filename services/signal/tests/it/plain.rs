@@ -18,7 +18,7 @@ use crate::helpers::{Backend, Client, TestCluster, TestRedis};
 
 /// An S4 client: connects to the node's root URL and speaks raw JSON.
 pub(crate) struct PlainClient {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub(crate) ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
 impl PlainClient {
@@ -41,6 +41,18 @@ impl PlainClient {
             let frame = tokio::time::timeout(RECV_DEADLINE, self.ws.next()).await.expect("a frame in time");
             match frame {
                 Some(Ok(Message::Text(t))) => return t.to_string(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("socket ended: {other:?}"),
+            }
+        }
+    }
+
+    /// The next message within `wait`, if any (keep-alives skipped).
+    pub(crate) async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await.ok()? {
+                Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).expect("JSON")),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 other => panic!("socket ended: {other:?}"),
             }
