@@ -394,6 +394,7 @@ impl Session {
             e
         };
         let peer = crate::core::Resumes::peer_of(token)
+            .filter(|peer| !crate::core::Resumes::is_registration(peer))
             .ok_or_else(|| failed(CoreError::ResumeFailed("malformed resume token; join afresh")))?;
         let (next, key) = if keep_token {
             (token.to_owned(), ResumeKey::Kept(token.into()))

@@ -43,6 +43,9 @@ pub const FORWARD_WINDOW: Duration = Duration::from_secs(10);
 /// Most events in one forward.
 const FORWARD_BATCH: usize = 64;
 
+/// How a registration's connection id starts (no node id contains a colon).
+const REGISTRATION_PREFIX: &str = "r:";
+
 /// Length of a token's secret part (base64url of 32 bytes).
 const SECRET_CHARS: usize = 43;
 
@@ -160,7 +163,7 @@ impl Resumes {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.finalize())
         };
         let id = digest(&["registration", room.as_str(), member.as_str()]);
-        let peer = PeerId::parse(&format!("r:{}", &id[..22])).expect("base64url is a valid peer id");
+        let peer = PeerId::parse(&format!("{REGISTRATION_PREFIX}{}", &id[..22])).expect("base64url is a valid peer id");
         let secret = digest(&[
             "registration-resume",
             room.as_str(),
@@ -170,6 +173,12 @@ impl Resumes {
         ]);
         let token = format!("{peer}.{secret}");
         (peer, token)
+    }
+
+    /// Whether `peer` is a registration's connection id (see [`Self::of_registration`]):
+    /// only a registration resumes it, as its member id in the room is another.
+    pub fn is_registration(peer: &PeerId) -> bool {
+        peer.as_str().starts_with(REGISTRATION_PREFIX)
     }
 
     /// The peer a token names, if it is shaped as one.
@@ -728,6 +737,23 @@ mod tests {
         assert_ne!(token, Resumes::new(Duration::from_secs(15)).token(&peer, 1), "another node, another secret");
         assert_eq!(Resumes::peer_of("n1.abcdefgh.short"), None);
         assert_eq!(Resumes::peer_of("no-dot"), None);
+    }
+
+    #[test]
+    fn a_registration_gives_every_node_the_same_id_and_a_token_bound_to_its_proof() {
+        let room = RoomId::parse("standup").unwrap();
+        let member = PeerId::parse("Worker-1").unwrap();
+        let (peer, token) = Resumes::of_registration(&room, &member, Some("tok"), None);
+        assert_eq!((peer.clone(), token.clone()), Resumes::of_registration(&room, &member, Some("tok"), None));
+        assert!(Resumes::is_registration(&peer) && !Resumes::is_registration(&PeerId::parse("n1.abc").unwrap()));
+        assert_eq!(Resumes::peer_of(&token), Some(peer.clone()), "shaped as any token");
+        let other_token = Resumes::of_registration(&room, &member, Some("tik"), None);
+        let other_subject = Resumes::of_registration(&room, &member, Some("tok"), Some("alice"));
+        let other_member = Resumes::of_registration(&room, &PeerId::parse("Worker-2").unwrap(), Some("tok"), None);
+        assert_eq!(other_token.0, peer, "the id names the membership");
+        assert_ne!(other_token.1, token, "the token needs the room token");
+        assert_ne!(other_subject.1, token, "and the same subject");
+        assert_ne!(other_member.0, peer);
     }
 
     #[test]

@@ -333,6 +333,27 @@ mod tests {
     }
 
     #[test]
+    fn a_registration_that_resumed_a_dropped_one_is_confirmed_as_any_other() {
+        let mut plain = Plain::default();
+        decode(&mut plain, r#"{"type":"register","peer_id":"Worker-1","room_id":"r","token":"t"}"#).unwrap();
+        let resumed = Reply::Resumed {
+            peer: PeerId::parse("r:abc").unwrap(),
+            rooms: Vec::new(),
+            token: "r:abc.secret".into(),
+            id: None,
+        };
+        let mut out = Vec::new();
+        plain.render_reply(resumed, &mut out);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(out[0].as_str()).unwrap(),
+            json!({"type": "registered_auth", "room_id": "r", "token": "t", "peer_id": "Worker-1"}),
+            "the token given is never shown"
+        );
+        let relayed = decode(&mut plain, r#"{"type":"offer","sender":"Worker-1","target":"W-2"}"#).unwrap();
+        assert!(matches!(relayed, Command::Signal { .. }), "registered");
+    }
+
+    #[test]
     fn registration_needs_its_fields_and_happens_once() {
         let mut plain = Plain::default();
         for bad in [r#"{"type":"register","room_id":"r"}"#, r#"{"type":"register","peer_id":"","room_id":"r"}"#] {
