@@ -121,7 +121,7 @@ impl RedisBackend {
         let stop = CancellationToken::new();
         // Detached on purpose: it ends when `stop` is cancelled (on drop) or the node's
         // inbox closes; it owns no state that needs a drain.
-        tokio::spawn(forward(subscriber.clone(), tx, stop.clone()));
+        tokio::spawn(forward(subscriber.clone(), sharded, tx, stop.clone()));
         Ok(Self { client, subscriber, sharded, inbox_rx: StdMutex::new(Some(rx)), stop })
     }
 
@@ -173,7 +173,7 @@ impl Drop for RedisBackend {
 /// into fred's buffer, where nobody can tell what was lost). Reports wait until the
 /// inbox has room, and go ahead of the next message. Resubscribes before asking for a
 /// resync, so the resync's snapshots happen after the subscription is live again.
-async fn forward(subscriber: SubscriberClient, tx: mpsc::Sender<Inbound>, stop: CancellationToken) {
+async fn forward(subscriber: SubscriberClient, sharded: bool, tx: mpsc::Sender<Inbound>, stop: CancellationToken) {
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
     let mut lost = LostMessages::default();
@@ -193,7 +193,7 @@ async fn forward(subscriber: SubscriberClient, tx: mpsc::Sender<Inbound>, stop: 
             server = reconnects.recv() => match server {
                 Ok(server) => {
                     // Spawned after the first connection: every event here is a reconnect.
-                    if let Err(e) = subscriber.resubscribe_all().await {
+                    if let Err(e) = resubscribe(&subscriber, sharded).await {
                         tracing::warn!(error = %e, "resubscribe failed; the node's probes retry");
                     }
                     tracing::info!(%server, "bus subscription re-established");
@@ -222,6 +222,25 @@ async fn forward(subscriber: SubscriberClient, tx: mpsc::Sender<Inbound>, stop: 
             },
         }
     }
+}
+
+/// Subscribes again to every channel the subscriber tracks. Not fred's
+/// `resubscribe_all`: it also sends SUBSCRIBE and PSUBSCRIBE for empty lists, which a
+/// cluster refuses ("wrong number of arguments"), and it gives up there, before the
+/// shard channels: after a failover a node's inbox then stayed unsubscribed for good.
+async fn resubscribe(subscriber: &SubscriberClient, sharded: bool) -> Result<(), fred::error::Error> {
+    if !sharded {
+        let channels: Vec<_> = subscriber.tracked_channels().into_iter().collect();
+        if !channels.is_empty() {
+            subscriber.subscribe(channels).await?;
+        }
+        return Ok(());
+    }
+    // SSUBSCRIBE takes the channels of one slot: one command per slot.
+    for (_, channels) in fred::util::group_by_hash_slot(subscriber.tracked_shard_channels())? {
+        subscriber.ssubscribe(Vec::from(channels)).await?;
+    }
+    Ok(())
 }
 
 fn records(values: Vec<Value>) -> Vec<Bytes> {

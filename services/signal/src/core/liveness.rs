@@ -47,6 +47,8 @@ pub struct Health {
     /// No reaping before this: after an outage or a failover every node's heartbeat may
     /// have expired meanwhile, and each needs a heartbeat interval to write it again.
     reap_not_before: Mutex<Option<Instant>>,
+    /// When the probe last had the subscriber reconnected.
+    last_reconnect: Mutex<Option<Instant>>,
 }
 
 impl Health {
@@ -57,6 +59,7 @@ impl Health {
             draining: AtomicBool::new(false),
             resync_pending: AtomicBool::new(false),
             probe: Mutex::new(Probe::default()),
+            last_reconnect: Mutex::new(None),
             fell_behind: Mutex::new(None),
             backlog_high: AtomicBool::new(false),
             outage: AtomicBool::new(false),
@@ -155,6 +158,19 @@ impl Health {
         }
     }
 
+    /// Whether the probe may have the subscriber reconnected now (and notes it): not
+    /// again while the last reconnect may still be resubscribing. Reconnecting every
+    /// interval tore down each resubscription before it finished, so a node's inbox
+    /// could stay unsubscribed after a failover.
+    fn may_reconnect_subscriber(&self, now: Instant) -> bool {
+        let mut last = self.last_reconnect.lock().expect("reconnect lock");
+        if last.is_some_and(|at| now.duration_since(at) < self.interval * PROBE_PATIENCE) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
     fn start_probe(&self) -> u64 {
         let nonce = rand::random();
         self.probe.lock().expect("probe lock").outstanding = Some((nonce, Instant::now()));
@@ -251,9 +267,11 @@ impl Core {
             ProbeState::Waiting => return,
             ProbeState::Overdue => {
                 self.metrics.probes_overdue.inc();
-                warn!("bus subscription did not deliver our probe; reconnecting the subscriber");
                 self.health.clear_probe();
-                self.reconnect_subscriber().await;
+                if self.health.may_reconnect_subscriber(Instant::now()) {
+                    warn!("bus subscription did not deliver our probe; reconnecting the subscriber");
+                    self.reconnect_subscriber().await;
+                }
                 return;
             }
             ProbeState::Idle => {}
@@ -262,9 +280,11 @@ impl Core {
         let msg = Bytes::from(Envelope::new(self.node.clone(), BusEvent::Probe { nonce }).encode());
         match self.backend.publish_node(&self.node, msg).await {
             Ok(0) => {
-                warn!("our own inbox has no subscriber; reconnecting the subscriber");
                 self.health.clear_probe();
-                self.reconnect_subscriber().await;
+                if self.health.may_reconnect_subscriber(Instant::now()) {
+                    warn!("our own inbox has no subscriber; reconnecting the subscriber");
+                    self.reconnect_subscriber().await;
+                }
             }
             Ok(_) => {}
             Err(e) => {
@@ -432,5 +452,16 @@ mod tests {
         assert_eq!(health.probe_state(t0 + Duration::from_millis(6001)), ProbeState::Overdue);
         health.probe_returned(7);
         assert_eq!(health.probe_state(t0 + Duration::from_secs(7)), ProbeState::Idle);
+    }
+
+    #[test]
+    fn the_subscriber_is_not_reconnected_again_while_its_last_reconnect_may_be_resubscribing() {
+        let health = Health::new(Duration::from_secs(2));
+        let t0 = Instant::now();
+        assert!(health.may_reconnect_subscriber(t0));
+        assert!(!health.may_reconnect_subscriber(t0 + Duration::from_secs(2)));
+        assert!(!health.may_reconnect_subscriber(t0 + Duration::from_millis(5999)));
+        assert!(health.may_reconnect_subscriber(t0 + Duration::from_secs(6)), "three intervals later");
+        assert!(!health.may_reconnect_subscriber(t0 + Duration::from_secs(7)));
     }
 }
