@@ -62,6 +62,9 @@ async fn a_dropped_registration_is_resumed_by_registering_again_on_another_node(
     for n in 0..20 {
         assert_eq!(b.recv_text().await, candidate(n), "held messages arrive whole, once, in order");
     }
+    let node = &cluster.nodes[0];
+    let seconds = node.metric("signal_resume_seconds_sum").await / node.metric("signal_resume_seconds_count").await;
+    eprintln!("the registration resumed in {:.1} ms (claim, hand-over request, room moved)", seconds * 1000.0);
     let answer = r#"{"type":"answer","sender":"Worker-2","target":"Worker-1","sdp":"v=0"}"#;
     b.send_text(answer).await;
     let heard = no_flap(&mut a, Duration::from_millis(500)).await;
