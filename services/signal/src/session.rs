@@ -464,7 +464,8 @@ impl Session {
         room_token: Option<&str>,
         id: &Option<RequestId>,
     ) -> Result<Option<Vec<Reply>>, CoreError> {
-        if self.resume_key.is_none() || self.recorded || !self.rooms.is_empty() {
+        // Also after a refused registration (recorded, renamed): a later one is another.
+        if self.resume_key.is_none() || !self.rooms.is_empty() {
             return Ok(None);
         }
         let subject = self.identity.as_deref().map(|who| who.subject.as_str());

@@ -147,7 +147,9 @@ impl Resumes {
     /// what the client presents again when it registers anew, so that any node computes
     /// the same. Whoever can register as that member again (with the room's token, as
     /// the same verified subject) can resume it; the session only allows it when one
-    /// of the two is present.
+    /// of the two is present. The id depends on the proof too: a registration with
+    /// another token (refused by the room) gets another id, so its resumable record
+    /// can never overwrite the member's.
     pub fn of_registration(
         room: &RoomId,
         member: &PeerId,
@@ -162,15 +164,10 @@ impl Resumes {
             }
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.finalize())
         };
-        let id = digest(&["registration", room.as_str(), member.as_str()]);
+        let proof = [room.as_str(), member.as_str(), room_token.unwrap_or(""), subject.unwrap_or("")];
+        let id = digest(&[&["registration"][..], &proof].concat());
         let peer = PeerId::parse(&format!("{REGISTRATION_PREFIX}{}", &id[..22])).expect("base64url is a valid peer id");
-        let secret = digest(&[
-            "registration-resume",
-            room.as_str(),
-            member.as_str(),
-            room_token.unwrap_or(""),
-            subject.unwrap_or(""),
-        ]);
+        let secret = digest(&[&["registration-resume"][..], &proof].concat());
         let token = format!("{peer}.{secret}");
         (peer, token)
     }
@@ -750,9 +747,8 @@ mod tests {
         let other_token = Resumes::of_registration(&room, &member, Some("tik"), None);
         let other_subject = Resumes::of_registration(&room, &member, Some("tok"), Some("alice"));
         let other_member = Resumes::of_registration(&room, &PeerId::parse("Worker-2").unwrap(), Some("tok"), None);
-        assert_eq!(other_token.0, peer, "the id names the membership");
-        assert_ne!(other_token.1, token, "the token needs the room token");
-        assert_ne!(other_subject.1, token, "and the same subject");
+        assert_ne!(other_token, (peer.clone(), token.clone()), "the id and token need the room token");
+        assert_ne!(other_subject, (peer.clone(), token.clone()), "and the same subject");
         assert_ne!(other_member.0, peer);
     }
 

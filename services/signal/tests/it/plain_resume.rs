@@ -136,3 +136,29 @@ async fn without_a_room_token_or_after_the_grace_the_room_hears_the_member_leave
     assert_eq!((joined["type"].as_str(), joined["peer_id"].as_str()), (Some("peer_joined"), Some("Worker-2")));
     assert!(a.try_recv(Duration::from_millis(300)).await.is_none(), "told once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_with_another_token_neither_takes_over_nor_spoils_the_resume() {
+    let (_redis, cluster) = two_nodes("5000").await;
+    let mut a = PlainClient::connect(cluster.nodes[0].addr).await;
+    let mut b = PlainClient::connect(cluster.nodes[1].addr).await;
+    a.register("Worker-1", "r").await;
+    b.register("Worker-2", "r").await;
+    a.recv().await;
+
+    // Someone who knows the room and the id but not the token: refused, and b stays.
+    let mut intruder = PlainClient::connect(cluster.nodes[0].addr).await;
+    intruder.send(json!({"type": "register", "peer_id": "Worker-2", "room_id": "r", "token": "guess"})).await;
+    assert_eq!(intruder.recv_error().await, "Invalid token");
+    a.send_text(&candidate(1)).await;
+    assert_eq!(b.recv_text().await, candidate(1), "b still holds its place");
+
+    // b's resume still works afterwards, with nothing lost and no flap.
+    drop(b);
+    wait_for_away(&cluster.nodes[1], 1).await;
+    a.send_text(&candidate(2)).await;
+    let mut b = PlainClient::connect(cluster.nodes[0].addr).await;
+    b.register("Worker-2", "r").await;
+    assert_eq!(b.recv_text().await, candidate(2));
+    no_flap(&mut a, Duration::from_millis(300)).await;
+}
