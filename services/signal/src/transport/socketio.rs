@@ -245,9 +245,9 @@ impl SocketIo {
                     Some(payload) => handshake(payload)?,
                 };
                 let authenticate = Request::new(None, Command::Authenticate { token });
-                // A pid other than this connection's own asks to recover a dropped
-                // session (the same one: a second namespace of a session already
-                // recovered here, or nothing to recover).
+                // The client's pid asks to recover a dropped session, unless it is
+                // this connection's own: then a second namespace joins the session
+                // recovered here.
                 match pid.filter(|pid| self.pid.as_deref().is_some_and(|own| own != pid)) {
                     Some(pid) => {
                         self.act(Action::Connect { recovering: true });
