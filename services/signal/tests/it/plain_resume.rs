@@ -37,6 +37,18 @@ async fn no_flap(client: &mut PlainClient, window: Duration) -> Vec<Value> {
     heard
 }
 
+/// Worker-1 on the first node and Worker-2 on the second, both in room `r` with the
+/// room token; Worker-1 has heard Worker-2 arrive.
+async fn registered_pair(cluster: &TestCluster) -> (PlainClient, PlainClient) {
+    let mut a = PlainClient::connect(cluster.nodes[0].addr).await;
+    let mut b = PlainClient::connect(cluster.nodes[1].addr).await;
+    a.register("Worker-1", "r").await;
+    b.register("Worker-2", "r").await;
+    let joined = a.recv().await;
+    assert_eq!((joined["type"].as_str(), joined["peer_id"].as_str()), (Some("peer_joined"), Some("Worker-2")));
+    (a, b)
+}
+
 fn candidate(n: u32) -> String {
     format!(r#"{{"type":"candidate","sender":"Worker-1","target":"Worker-2","candidate":{{"n":{n}}}}}"#)
 }
@@ -44,11 +56,7 @@ fn candidate(n: u32) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_registration_is_resumed_by_registering_again_on_another_node() {
     let (_redis, cluster) = two_nodes("5000").await;
-    let mut a = PlainClient::connect(cluster.nodes[0].addr).await;
-    let mut b = PlainClient::connect(cluster.nodes[1].addr).await;
-    a.register("Worker-1", "r").await;
-    b.register("Worker-2", "r").await;
-    assert_eq!(a.recv().await["type"], "peer_joined");
+    let (mut a, b) = registered_pair(&cluster).await;
 
     // b's connection drops without a close; a keeps sending to it.
     drop(b);
@@ -78,11 +86,7 @@ async fn a_dropped_registration_is_resumed_by_registering_again_on_another_node(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registering_again_takes_over_a_connection_the_node_still_thinks_open() {
     let (_redis, cluster) = two_nodes("5000").await;
-    let mut a = PlainClient::connect(cluster.nodes[0].addr).await;
-    let mut b = PlainClient::connect(cluster.nodes[1].addr).await;
-    a.register("Worker-1", "r").await;
-    b.register("Worker-2", "r").await;
-    a.recv().await;
+    let (mut a, mut b) = registered_pair(&cluster).await;
 
     let mut b2 = PlainClient::connect(cluster.nodes[0].addr).await;
     b2.register("Worker-2", "r").await;
@@ -140,11 +144,7 @@ async fn without_a_room_token_or_after_the_grace_the_room_hears_the_member_leave
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registration_with_another_token_neither_takes_over_nor_spoils_the_resume() {
     let (_redis, cluster) = two_nodes("5000").await;
-    let mut a = PlainClient::connect(cluster.nodes[0].addr).await;
-    let mut b = PlainClient::connect(cluster.nodes[1].addr).await;
-    a.register("Worker-1", "r").await;
-    b.register("Worker-2", "r").await;
-    a.recv().await;
+    let (mut a, mut b) = registered_pair(&cluster).await;
 
     // Someone who knows the room and the id but not the token: refused, and b stays.
     let mut intruder = PlainClient::connect(cluster.nodes[0].addr).await;
