@@ -228,6 +228,8 @@ async fn forward(subscriber: SubscriberClient, sharded: bool, tx: mpsc::Sender<I
 /// `resubscribe_all`: it also sends SUBSCRIBE and PSUBSCRIBE for empty lists, which a
 /// cluster refuses ("wrong number of arguments"), and it gives up there, before the
 /// shard channels: after a failover a node's inbox then stayed unsubscribed for good.
+/// Every slot is tried even when one fails (its shard may still be failing over), and
+/// the first failure is returned.
 async fn resubscribe(subscriber: &SubscriberClient, sharded: bool) -> Result<(), fred::error::Error> {
     if !sharded {
         let channels: Vec<_> = subscriber.tracked_channels().into_iter().collect();
@@ -237,10 +239,13 @@ async fn resubscribe(subscriber: &SubscriberClient, sharded: bool) -> Result<(),
         return Ok(());
     }
     // SSUBSCRIBE takes the channels of one slot: one command per slot.
+    let mut first_failure = None;
     for (_, channels) in fred::util::group_by_hash_slot(subscriber.tracked_shard_channels())? {
-        subscriber.ssubscribe(Vec::from(channels)).await?;
+        if let Err(e) = subscriber.ssubscribe(Vec::from(channels)).await {
+            first_failure.get_or_insert(e);
+        }
     }
-    Ok(())
+    first_failure.map_or(Ok(()), Err)
 }
 
 fn records(values: Vec<Value>) -> Vec<Bytes> {

@@ -615,9 +615,8 @@ impl Core {
         &self,
         room: &RoomId,
         handle: &SessionHandle,
-        member: &PeerId,
+        peer: &PeerId,
     ) -> Result<Option<MovedHere>, CoreError> {
-        let peer = member;
         for _ in 0..3 {
             let Some(current) = self.backend.member_record(room, peer).await? else { return Ok(None) };
             let stored = MemberInfo::decode(&current)
