@@ -61,6 +61,7 @@ impl App {
             node_ttl: config.node_ttl,
             join_timeout: Duration::from_secs(5),
             resume_grace: config.resume_grace,
+            reload_grace: config.reload_grace,
         };
         let core = Core::with_metrics(config.node_id.clone(), backend, settings, metrics);
         let background = TaskTracker::new();

@@ -48,6 +48,10 @@ pub struct SignalConfig {
     /// RESUME_GRACE_MS: how long the member of a dropped native connection stays in its
     /// rooms, away, for its client to resume it on any node (0: no resume).
     pub resume_grace: Duration,
+    /// RELOAD_GRACE_MS: how long the member of a page that closed with 4001 `reloading`
+    /// (the node's meeting page does on `pagehide`) stays for the reloaded page to
+    /// resume it; a closed tab leaves when it runs out. At most RESUME_GRACE_MS.
+    pub reload_grace: Duration,
     /// RECONNECT_AFTER_MS: the delay `reconnect` suggests to clients of a draining node.
     pub reconnect_after: Duration,
     /// ALLOWED_ORIGINS: comma-separated browser origins allowed to open /ws; `*` = any.
@@ -301,6 +305,7 @@ impl SignalConfig {
             drain_spread: ms(s.ranged("DRAIN_SPREAD_MS", 0, 0, 600_000)),
             reconnect_after: ms(s.ranged("RECONNECT_AFTER_MS", 1_000, 0, 600_000)),
             resume_grace: ms(s.ranged("RESUME_GRACE_MS", 15_000, 0, 3_600_000)),
+            reload_grace: ms(s.ranged("RELOAD_GRACE_MS", 500, 0, 60_000)),
             allowed_origins: s
                 .string("ALLOWED_ORIGINS")
                 .unwrap_or_else(|| "*".into())

@@ -21,7 +21,7 @@ use tracing::{debug, Instrument};
 
 use crate::core::{Core, Event, SessionHandle, SessionInbox};
 use crate::session::{Session, SessionLimits, Verdict};
-use crate::transport::{Decoded, Dialect, Gone, Greeting, Incoming, Keepalive, Ping, Transport};
+use crate::transport::{Decoded, Dialect, Gone, Greeting, Hold, Incoming, Keepalive, Ping, Transport};
 
 /// Most queued events written before one flush.
 const WRITE_BATCH: usize = 64;
@@ -55,9 +55,11 @@ pub struct ConnectionSettings {
 /// Why a connection ended, and the close the node sends for it.
 #[derive(Debug, PartialEq, Eq)]
 enum End {
-    ClientLeft,
-    /// The client closed with code 1000: done, no resume.
-    ClientFinished,
+    /// The client said goodbye (docs/protocol.md, "Closing"): it leaves at once.
+    Goodbye,
+    /// The client closed in order to come back (close code 4000-4999).
+    ClientClosed(Hold),
+    /// The connection failed or ended without a goodbye.
     SocketGone,
     Draining,
     TooSlow,
@@ -71,7 +73,7 @@ impl End {
     /// The `reason` label of `signal_disconnects_total`.
     fn label(&self) -> &'static str {
         match self {
-            End::ClientLeft | End::ClientFinished => "client",
+            End::Goodbye | End::ClientClosed(_) => "client",
             End::SocketGone => "socket",
             End::Draining => "draining",
             End::TooSlow => "too-slow",
@@ -81,16 +83,23 @@ impl End {
         }
     }
 
-    /// Whether its client may resume it: the member stays, away, for the grace. Not
-    /// after a close for good, nor when the node cut the client off for its behaviour.
-    fn resumable(&self) -> bool {
-        matches!(self, End::ClientLeft | End::SocketGone | End::Draining | End::Idle | End::TakenOver)
+    /// How long its member is held for its client to resume it, if at all: a
+    /// connection lost without a goodbye, or closed by the node for a reason that is
+    /// not the client's fault. Not after a goodbye; not when the node cut the client
+    /// off for its behaviour; not after its queue overflowed (what overflowed is gone,
+    /// so a resume could not deliver everything).
+    fn hold(&self) -> Option<Hold> {
+        match self {
+            End::ClientClosed(hold) => Some(*hold),
+            End::SocketGone | End::Draining | End::Idle | End::TakenOver => Some(Hold::Grace),
+            End::Goodbye | End::TooSlow | End::Misbehaving(_) => None,
+        }
     }
 
     /// The close the node initiates; None when the client closed or the socket failed.
     fn close(&self) -> Option<(u16, &'static str)> {
         match self {
-            End::ClientLeft | End::ClientFinished | End::SocketGone => None,
+            End::Goodbye | End::ClientClosed(_) | End::SocketGone => None,
             End::TakenOver => Some((close::POLICY, "resumed on another connection")),
             End::Draining => Some((close::GOING_AWAY, "draining")),
             End::TooSlow => Some((close::TRY_AGAIN, "too-slow: outbound queue full")),
@@ -186,9 +195,9 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         self.session.core().metrics().disconnected(end.label());
         // Fields are taken in place rather than destructured: new locals would get
         // their own room in this future, held by every idle connection.
-        if end.resumable() && self.session.may_resume() {
+        if let Some(hold) = end.hold().filter(|_| self.session.may_resume()) {
             let inbox = std::mem::replace(&mut self.inbox, SessionInbox::ended());
-            self.session.go_away(inbox);
+            self.session.go_away(inbox, hold);
         } else {
             Box::pin(self.session.close()).await;
         }
@@ -300,8 +309,8 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
 
     async fn on_incoming(&mut self, incoming: Incoming) -> Result<(), End> {
         match incoming {
-            Incoming::Closed => Err(End::ClientLeft),
-            Incoming::Finished => Err(End::ClientFinished),
+            Incoming::Goodbye => Err(End::Goodbye),
+            Incoming::Closed(hold) => Err(End::ClientClosed(hold)),
             Incoming::Failed => Err(End::SocketGone),
             Incoming::KeepAlive => Ok(()),
             Incoming::Binary => {
@@ -332,7 +341,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
             }
             Ok(Decoded::Answer(frame)) => Ok(self.send(frame).await?),
             Ok(Decoded::Nothing) => Ok(()),
-            Ok(Decoded::Close) => Err(End::ClientLeft),
+            Ok(Decoded::Goodbye) => Err(End::Goodbye),
             Err(err) => self.on_refusal(err).await,
         }
     }

@@ -41,7 +41,7 @@ use crate::metrics::NodeMetrics;
 pub use error::CoreError;
 pub use events::Event;
 pub use liveness::Health;
-pub use resume::{ResumedRoom, Resumes};
+pub use resume::{Hold, ResumedRoom, Resumes};
 pub use rooms::JoinDone;
 use rooms::Target;
 pub use rules::token_hash;
@@ -59,6 +59,9 @@ pub struct CoreSettings {
     /// RESUME_GRACE_MS: how long a dropped connection's member stays, away, for its
     /// client to resume it (zero: no resume; members leave at once).
     pub resume_grace: Duration,
+    /// RELOAD_GRACE_MS: how long the member of a page that closed with 4001
+    /// `reloading` is held (at most the resume grace).
+    pub reload_grace: Duration,
     /// Identity and the room registry's rules.
     pub admission: Arc<Admission>,
 }
@@ -109,7 +112,7 @@ impl Core {
         Arc::new(Self {
             rooms: rooms::Rooms::new(node.clone()),
             health: Health::new(settings.heartbeat_interval),
-            resumes: Resumes::new(settings.resume_grace),
+            resumes: Resumes::new(settings.resume_grace, settings.reload_grace),
             publish_gate: gate::PublishGate::default(),
             node,
             backend,

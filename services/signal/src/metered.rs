@@ -230,7 +230,7 @@ impl Registry for Metered {
         self.timed(21, self.inner_registry().node_rooms(node)).await
     }
 
-    async fn dead_nodes(&self, me: &NodeId) -> Result<Vec<NodeId>, BackendError> {
+    async fn dead_nodes(&self, me: &NodeId) -> Result<Vec<bus::DeadNode>, BackendError> {
         self.timed(22, self.inner_registry().dead_nodes(me)).await
     }
 

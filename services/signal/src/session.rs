@@ -572,11 +572,11 @@ impl Session {
     }
 
     /// The connection dropped and its client may resume it: its member stays in its
-    /// rooms, away, with `inbox` holding what arrives (see `core::resume`).
-    pub fn go_away(&mut self, inbox: crate::core::SessionInbox) {
+    /// rooms, away, for `hold`, with `inbox` holding what arrives (see `core::resume`).
+    pub fn go_away(&mut self, inbox: crate::core::SessionInbox, hold: crate::core::Hold) {
         let memberships = self.take_memberships();
         self.core.forget_incoming(&self.handle);
-        self.core.go_away(self.handle.clone(), inbox, memberships);
+        self.core.go_away(self.handle.clone(), inbox, memberships, hold);
     }
 
     fn take_memberships(&mut self) -> Vec<(RoomId, PeerId)> {

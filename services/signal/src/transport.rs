@@ -26,6 +26,7 @@ use axum::extract::ws::Utf8Bytes;
 use protocol::{DecodeError, Limits, NodeId, PeerId, Request};
 
 use crate::core::Event;
+pub use crate::core::Hold;
 use crate::session::Reply;
 
 /// What a transport received from the client.
@@ -37,13 +38,41 @@ pub enum Incoming {
     /// A keep-alive of the transport itself (WebSocket ping or pong): it only proves
     /// the client is there.
     KeepAlive,
-    /// The client closed the connection.
-    Closed,
-    /// The client closed the connection for good (WebSocket close code 1000): it
-    /// leaves its rooms at once, with no resume.
-    Finished,
-    /// The connection failed.
+    /// The client said goodbye (a WebSocket close with 1000, 1001, no code, or any
+    /// code outside 4000-4999): its member leaves its rooms at once.
+    Goodbye,
+    /// The client closed in order to come back (a WebSocket close code in 4000-4999):
+    /// its member is held for its resume.
+    Closed(Hold),
+    /// The connection failed or ended without a goodbye (a reset, an end of stream):
+    /// its member is held for its resume.
     Failed,
+}
+
+impl Incoming {
+    /// Whether nothing more comes from the client after this.
+    pub fn ends_connection(&self) -> bool {
+        matches!(self, Incoming::Goodbye | Incoming::Closed(_) | Incoming::Failed)
+    }
+}
+
+/// The WebSocket close codes a client sends to be held rather than leave.
+pub mod close_code {
+    use crate::core::Hold;
+
+    /// The client moves to another connection (after `reconnect`, or a network switch).
+    pub const MOVING: u16 = 4000;
+    /// The client's page is unloading; it resumes at once if it is a reload.
+    pub const RELOADING: u16 = 4001;
+
+    /// What a client's WebSocket close code asks for: held, or a goodbye.
+    pub fn hold(code: Option<u16>) -> Option<Hold> {
+        match code {
+            Some(RELOADING) => Some(Hold::Reload),
+            Some(4000..=4999) => Some(Hold::Grace),
+            _ => None,
+        }
+    }
 }
 
 /// The socket is gone: nothing more can be written.
@@ -93,8 +122,9 @@ pub enum Decoded {
     /// Nothing to do but note the client is there (a keep-alive in the dialect's own
     /// framing).
     Nothing,
-    /// The client says goodbye in the dialect's own framing (Engine.IO `close`).
-    Close,
+    /// The client says goodbye in the dialect's own framing (an Engine.IO `close`,
+    /// which is also how a polling client ends its session): its member leaves at once.
+    Goodbye,
 }
 
 impl From<Request> for Decoded {

@@ -7,6 +7,12 @@
 //! the interview-room events) call each other the same way. Screenshots are kept under
 //! `target/tmp/browser/`.
 //!
+//! A second run (tests/browser/leave.mjs) measures goodbyes and reloads on the node's
+//! own pages with default settings: a closed tab is heard leaving within a second in
+//! both the meeting page and the Socket.IO page, a reloaded meeting page comes back as
+//! the same peer with nobody hearing it leave or join, and a reloaded Socket.IO page's
+//! old socket id leaves within a second.
+//!
 //! Its own test binary: chromium encoding and decoding video for four pages takes both
 //! cores of a small machine, and cargo runs test binaries one after another, so the
 //! timing-bound tests of `it` never share the machine with it.
@@ -22,6 +28,9 @@ use signal::{App, RunningApp, SignalConfig};
 
 const REALM: &str = "browser.test";
 const SECRET: &str = "browser-test-secret-0123456789";
+
+/// One chromium at a time: the two tests here would otherwise share two cores.
+static CHROMIUM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A signal node on `redis` with `extra` settings, ready.
 async fn signal_node(redis: &TestRedis, extra: &[(&str, &str)]) -> RunningApp {
@@ -55,6 +64,7 @@ async fn credential_service(coturn: &TestCoturn) -> credentials::RunningApp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_on_two_nodes_call_through_our_turn_mute_chat_and_leave() {
+    let _one_at_a_time = CHROMIUM.lock().await;
     let redis = TestRedis::start().await;
     let coturn =
         TestCoturn::start(REALM, CoturnOptions { static_secret: Some(SECRET.into()), ..Default::default() }).await;
@@ -125,4 +135,44 @@ async fn two_browsers_on_two_nodes_call_through_our_turn_mute_chat_and_leave() {
     for shot in ["page-a.png", "page-b.png", "page-b-a-muted.png", "page-b-after-a-left.png", "socketio-b.png"] {
         assert!(out.join(shot).metadata().is_ok_and(|m| m.len() > 1000), "screenshot {shot}");
     }
+}
+
+/// Runs a Playwright script with `args`, within `limit`; its last JSON line.
+async fn run_script(script: &str, args: &[String], limit: Duration) -> Value {
+    let run = tokio::process::Command::new("node").arg(script).args(args).kill_on_drop(true).output();
+    let output = tokio::time::timeout(limit, run)
+        .await
+        .expect("the browser script finishes in time")
+        .expect("node runs (the README test command installs Node.js packages and chromium)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: Value =
+        stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or_else(|| {
+            panic!("no report from {script}:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr))
+        });
+    assert!(output.status.success() && report["ok"] == true, "{script} failed: {report:#}");
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_tab_leaves_at_once_and_a_reloaded_page_comes_back_as_the_same_member() {
+    let _one_at_a_time = CHROMIUM.lock().await;
+    // The embedded node with its defaults (RESUME_GRACE_MS 15 s, RELOAD_GRACE_MS 500 ms).
+    let config = SignalConfig::from_pairs(&[("HOST", "127.0.0.1"), ("PORT", "0")]).expect("node config");
+    let node = App::build(config).await.expect("node starts").spawn();
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/leave.mjs");
+    let args = [format!("http://{}", node.local_addr()), out.display().to_string()];
+    let report = run_script(script, &args, Duration::from_secs(120)).await;
+    eprintln!("goodbyes and reloads: {report}");
+
+    let ms = |v: &Value| v.as_i64().unwrap_or_else(|| panic!("a latency: {report:#}"));
+    // Meeting page: a reload is the same member, and nobody heard it go or come.
+    assert_eq!(report["reloadedAs"], report["peerA"], "{report:#}");
+    assert_eq!(report["heardDuringReload"], serde_json::json!([]), "{report:#}");
+    // A closed tab is gone within a second, in both pages.
+    assert!(ms(&report["nativeCloseMs"]) < 1000, "meeting page: {report:#}");
+    assert!(ms(&report["socketio"]["closeMs"]) < 1000, "Socket.IO page: {report:#}");
+    // A reloaded Socket.IO page is a new socket; the old one left within a second.
+    assert_ne!(report["socketio"]["firstIdC"], report["socketio"]["secondIdC"], "{report:#}");
+    assert!(ms(&report["socketio"]["reloadMs"]) < 1000, "Socket.IO reload: {report:#}");
 }

@@ -29,6 +29,16 @@ pub fn node_alive(node: &NodeId) -> String {
     format!("sig:{{node:{node}}}:alive")
 }
 
+/// Refreshed with the liveness key but kept for [`NODE_SEEN_TTL_MS`]: its remaining TTL
+/// tells how long ago a dead node's last heartbeat was, so its members' resume grace
+/// counts from its death rather than from the moment another node noticed.
+pub fn node_seen(node: &NodeId) -> String {
+    format!("sig:{{node:{node}}}:seen")
+}
+
+/// How long [`node_seen`] outlives a node's last heartbeat (longer than any grace).
+pub const NODE_SEEN_TTL_MS: u64 = 24 * 3600 * 1000;
+
 /// Set of rooms in which the node has (or had) members.
 pub fn node_rooms(node: &NodeId) -> String {
     format!("sig:{{node:{node}}}:rooms")
@@ -62,6 +72,7 @@ mod tests {
         assert_eq!(node_channel(&node), "sig:{node:n1}:inbox");
         assert_eq!(node_alive(&node), "sig:{node:n1}:alive");
         assert_eq!(node_rooms(&node), "sig:{node:n1}:rooms");
+        assert_eq!(node_seen(&node), "sig:{node:n1}:seen");
         assert_eq!(node_reaper(&node), "sig:{node:n1}:reaper");
         assert_eq!(resumable(&PeerId::parse("n1.abc").unwrap()), "sig:{peer:n1.abc}:resume");
         assert_eq!(NODES, "sig:nodes");

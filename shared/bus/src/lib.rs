@@ -261,6 +261,15 @@ pub trait PubSub: Send + Sync {
     async fn unsubscribe_room(&self, room: &RoomId) -> Result<(), BackendError>;
 }
 
+/// A registered node whose liveness key has expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadNode {
+    pub node: NodeId,
+    /// How long ago its last heartbeat was, as Redis measures it (no clock of any node
+    /// is involved); None when it left no record of it (a node of an older version).
+    pub silent_for: Option<std::time::Duration>,
+}
+
 /// Which nodes are alive, and where each has members: how a dead node's members are
 /// found and announced lost.
 #[async_trait]
@@ -274,7 +283,7 @@ pub trait Registry: Send + Sync {
     async fn node_rooms(&self, node: &NodeId) -> Result<Vec<RoomId>, BackendError>;
 
     /// Registered nodes whose liveness key has expired.
-    async fn dead_nodes(&self, me: &NodeId) -> Result<Vec<NodeId>, BackendError>;
+    async fn dead_nodes(&self, me: &NodeId) -> Result<Vec<DeadNode>, BackendError>;
 
     /// Claims the clean-up of a dead node for `ttl_ms`; false if another node has it.
     async fn claim_reap(&self, dead: &NodeId, me: &NodeId, ttl_ms: u64) -> Result<bool, BackendError>;

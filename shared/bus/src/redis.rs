@@ -21,7 +21,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    keys, scripts, Backend, BackendError, Claimed, Heartbeat, Inbound, JoinOutcome, JoinPolicy, LostMessages,
+    keys, scripts, Backend, BackendError, Claimed, DeadNode, Heartbeat, Inbound, JoinOutcome, JoinPolicy, LostMessages,
     MemberWrite, Membership, MoveOutcome, PubSub, Registry, ResumeStore, RoomRecord, EXPIRED_ROOM_MEMORY_MS,
     RESUMABLE_TTL_MS,
 };
@@ -474,6 +474,11 @@ impl Registry for RedisBackend {
             .set(keys::node_alive(node), "1", Some(Expiration::PX(ttl_ms as i64)), None, true)
             .await
             .map_err(unavailable)?;
+        let _: Option<String> = self
+            .client
+            .set(keys::node_seen(node), "1", Some(Expiration::PX(keys::NODE_SEEN_TTL_MS as i64)), None, false)
+            .await
+            .map_err(unavailable)?;
         let _: i64 = self.client.sadd(keys::NODES, node.as_str()).await.map_err(unavailable)?;
         Ok(if previous.is_some() { Heartbeat::Continued } else { Heartbeat::Fresh })
     }
@@ -493,7 +498,7 @@ impl Registry for RedisBackend {
         Ok(names.iter().filter_map(|n| RoomId::parse_with_max(n, usize::MAX).ok()).collect())
     }
 
-    async fn dead_nodes(&self, me: &NodeId) -> Result<Vec<NodeId>, BackendError> {
+    async fn dead_nodes(&self, me: &NodeId) -> Result<Vec<DeadNode>, BackendError> {
         let names: Vec<String> = self.client.smembers(keys::NODES).await.map_err(unavailable)?;
         let mut dead = Vec::new();
         for node in names.iter().filter_map(|n| NodeId::parse(n).ok()) {
@@ -502,7 +507,12 @@ impl Registry for RedisBackend {
             }
             let alive: i64 = self.client.exists(keys::node_alive(&node)).await.map_err(unavailable)?;
             if alive == 0 {
-                dead.push(node);
+                // PTTL: -2 (no key) or -1 (no expiry) mean no record of the last beat.
+                let left_ms: i64 = self.client.pttl(keys::node_seen(&node)).await.map_err(unavailable)?;
+                let silent_for = u64::try_from(left_ms)
+                    .ok()
+                    .map(|left| Duration::from_millis(keys::NODE_SEEN_TTL_MS.saturating_sub(left)));
+                dead.push(DeadNode { node, silent_for });
             }
         }
         Ok(dead)
@@ -520,6 +530,7 @@ impl Registry for RedisBackend {
     async fn forget_node(&self, node: &NodeId) -> Result<(), BackendError> {
         let _: i64 = self.client.del(vec![keys::node_alive(node)]).await.map_err(unavailable)?;
         let _: i64 = self.client.del(vec![keys::node_rooms(node)]).await.map_err(unavailable)?;
+        let _: i64 = self.client.del(vec![keys::node_seen(node)]).await.map_err(unavailable)?;
         let _: i64 = self.client.srem(keys::NODES, node.as_str()).await.map_err(unavailable)?;
         Ok(())
     }

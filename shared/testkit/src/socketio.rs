@@ -108,10 +108,16 @@ impl SioAgent {
         self.reconnected(client).await.0
     }
 
-    /// Closes `client`'s transport as a lost connection would (no Socket.IO
-    /// disconnect); a reconnecting client comes back at `url`.
+    /// Loses `client`'s transport as a lost network would (no close frame, no close
+    /// packet, no Socket.IO disconnect); a reconnecting client comes back at `url`.
     pub async fn drop_connection(&mut self, client: &str, url: &str) {
         self.command(json!({"op": "drop", "client": client, "url": url})).await;
+    }
+
+    /// Closes `client`'s Engine.IO connection as socket.io-client's own `close` does (a
+    /// goodbye: a close packet over polling, a close frame over WebSocket).
+    pub async fn close_engine(&mut self, client: &str) {
+        self.command(json!({"op": "close_engine", "client": client})).await;
     }
 
     /// Sends `client`'s next reconnection attempts to `url`.

@@ -28,7 +28,7 @@ struct ChannelTransport {
 
 impl Transport for ChannelTransport {
     async fn recv(&mut self) -> Incoming {
-        self.from_client.recv().await.unwrap_or(Incoming::Closed)
+        self.from_client.recv().await.unwrap_or(Incoming::Failed)
     }
 
     async fn feed(&mut self, frame: Utf8Bytes) -> Result<(), Gone> {
@@ -109,6 +109,7 @@ async fn core() -> Arc<Core> {
         node_ttl: Duration::from_secs(3),
         join_timeout: Duration::from_secs(2),
         resume_grace: Duration::ZERO,
+        reload_grace: Duration::ZERO,
         admission: Arc::new(crate::admission::Admission::open()),
     };
     let core = Core::new(NodeId::parse("unit").unwrap(), Arc::new(MemoryBackend::new()), settings);

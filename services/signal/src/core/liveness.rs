@@ -374,11 +374,12 @@ impl Core {
             Ok(dead) => dead,
             Err(e) => return debug!(error = %e, "dead-node scan failed"),
         };
-        // A dead node's members get the resume grace to come back on other nodes first.
-        self.resumes.forget_revived(&dead);
+        // A dead node's members get the resume grace, from its last heartbeat, to come
+        // back on other nodes first.
+        self.resumes.forget_revived(&dead.iter().map(|d| d.node.clone()).collect::<Vec<_>>());
         let now = Instant::now();
-        for node in dead {
-            if !self.resumes.reap_due(&node, now) {
+        for bus::DeadNode { node, silent_for } in dead {
+            if !self.resumes.reap_due(&node, silent_for, now) {
                 continue;
             }
             match registry.claim_reap(&node, &self.node, REAP_CLAIM_MS).await {

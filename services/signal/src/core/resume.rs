@@ -69,9 +69,23 @@ struct Away {
     forwarding: bool,
 }
 
+/// How long a member whose connection ended is held, away, for its client to resume
+/// it (docs/protocol.md, "Closing").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// RESUME_GRACE_MS: the connection was lost, the node closed it, or the client
+    /// moves (close code 4000 `moving`, or any other 4000-4999 code).
+    Grace,
+    /// RELOAD_GRACE_MS: the client's page is unloading and may be back at once (close
+    /// code 4001 `reloading`): a reload resumes, a closed tab leaves within this hold.
+    Reload,
+}
+
 /// The node's part of resume: tokens, members held away, and hand-overs in progress.
 pub struct Resumes {
     grace: Duration,
+    /// RELOAD_GRACE_MS (at most the grace).
+    reload_grace: Duration,
     /// Keys the tokens this node issues (a token is a digest of it, the peer and a nonce).
     secret: [u8; 32],
     away: Mutex<HashMap<PeerId, Away>>,
@@ -88,9 +102,10 @@ pub struct Resumes {
 }
 
 impl Resumes {
-    pub fn new(grace: Duration) -> Self {
+    pub fn new(grace: Duration, reload_grace: Duration) -> Self {
         Self {
             grace,
+            reload_grace: reload_grace.min(grace),
             secret: rand::random(),
             away: Mutex::default(),
             takeovers: Mutex::default(),
@@ -206,11 +221,23 @@ impl Resumes {
         self.dead_since.lock().expect("dead lock").retain(|node, _| dead.contains(node));
     }
 
-    /// Whether a dead node's members may be reaped now: its grace has passed since
-    /// this node first saw it dead.
-    pub fn reap_due(&self, dead: &NodeId, now: Instant) -> bool {
+    /// How long a member is held for `hold`.
+    fn hold_for(&self, hold: Hold) -> Duration {
+        match hold {
+            Hold::Grace => self.grace,
+            Hold::Reload => self.reload_grace,
+        }
+    }
+
+    /// Whether a dead node's members may be reaped now: the grace has passed since its
+    /// last heartbeat, which was `silent_for` ago (as Redis measures it), or, for a
+    /// node that does not say (an older version), since this node first saw it dead.
+    pub fn reap_due(&self, dead: &NodeId, silent_for: Option<Duration>, now: Instant) -> bool {
         let mut dead_since = self.dead_since.lock().expect("dead lock");
-        let since = *dead_since.entry(dead.clone()).or_insert(now);
+        let last_heard = silent_for.and_then(|silent| now.checked_sub(silent)).unwrap_or(now);
+        let since = dead_since.entry(dead.clone()).or_insert(last_heard);
+        *since = (*since).min(last_heard);
+        let since = *since;
         if now.duration_since(since) >= self.grace {
             dead_since.remove(dead);
             return true;
@@ -247,7 +274,13 @@ impl Core {
     /// A resumable connection dropped: its member stays in its rooms, away, and what
     /// arrives for it is held in its queue for the grace (or forwarded at once, if a
     /// resume elsewhere took it over).
-    pub fn go_away(self: &Arc<Self>, handle: SessionHandle, inbox: SessionInbox, memberships: Vec<(RoomId, PeerId)>) {
+    pub fn go_away(
+        self: &Arc<Self>,
+        handle: SessionHandle,
+        inbox: SessionInbox,
+        memberships: Vec<(RoomId, PeerId)>,
+        hold: Hold,
+    ) {
         let peer = handle.peer.clone();
         let held = handle.clone();
         let too_slow = inbox.too_slow.clone();
@@ -263,21 +296,27 @@ impl Core {
             }
         }
         self.count_away();
-        debug!(%peer, "connection dropped; held away for its resume");
-        tokio::spawn(self.clone().expire_after_grace(held, overflow_watch));
+        debug!(%peer, ?hold, "connection ended; held away for its resume");
+        let hold = self.resumes.hold_for(hold);
+        tokio::spawn(self.clone().expire_after_grace(held, hold, overflow_watch));
     }
 
     /// Leaves the rooms of an away member whose client did not come back in time,
     /// unless a resume elsewhere claimed it first (the resumable record decides).
-    async fn expire_after_grace(self: Arc<Self>, held: SessionHandle, overflow: Option<CancellationToken>) {
+    async fn expire_after_grace(
+        self: Arc<Self>,
+        held: SessionHandle,
+        hold: Duration,
+        overflow: Option<CancellationToken>,
+    ) {
         let peer = held.peer.clone();
         let overflowed = match overflow {
             Some(token) => tokio::select! {
-                _ = tokio::time::sleep(self.resumes.grace) => false,
+                _ = tokio::time::sleep(hold) => false,
                 _ = token.cancelled() => true,
             },
             None => {
-                tokio::time::sleep(self.resumes.grace).await;
+                tokio::time::sleep(hold).await;
                 false
             }
         };
@@ -725,12 +764,16 @@ mod tests {
 
     #[test]
     fn a_token_names_its_peer_and_changes_with_the_nonce() {
-        let resumes = Resumes::new(Duration::from_secs(15));
+        let resumes = Resumes::new(Duration::from_secs(15), Duration::ZERO);
         let peer = PeerId::parse("n1.abcdefgh").unwrap();
         let token = resumes.token(&peer, 1);
         assert_eq!(Resumes::peer_of(&token), Some(peer.clone()));
         assert_ne!(token, resumes.token(&peer, 2));
-        assert_ne!(token, Resumes::new(Duration::from_secs(15)).token(&peer, 1), "another node, another secret");
+        assert_ne!(
+            token,
+            Resumes::new(Duration::from_secs(15), Duration::ZERO).token(&peer, 1),
+            "another node, another secret"
+        );
         assert_eq!(Resumes::peer_of("n1.abcdefgh.short"), None);
         assert_eq!(Resumes::peer_of("no-dot"), None);
     }
@@ -753,12 +796,32 @@ mod tests {
 
     #[test]
     fn a_dead_node_is_reaped_only_after_the_grace() {
-        let resumes = Resumes::new(Duration::from_secs(15));
+        let resumes = Resumes::new(Duration::from_secs(15), Duration::ZERO);
         let dead = NodeId::parse("n2").unwrap();
         let t0 = Instant::now();
-        assert!(!resumes.reap_due(&dead, t0));
-        assert!(!resumes.reap_due(&dead, t0 + Duration::from_secs(14)));
-        assert!(resumes.reap_due(&dead, t0 + Duration::from_secs(15)));
-        assert!(Resumes::new(Duration::ZERO).reap_due(&dead, t0), "no grace: at once");
+        assert!(!resumes.reap_due(&dead, None, t0));
+        assert!(!resumes.reap_due(&dead, None, t0 + Duration::from_secs(14)));
+        assert!(resumes.reap_due(&dead, None, t0 + Duration::from_secs(15)));
+        assert!(Resumes::new(Duration::ZERO, Duration::ZERO).reap_due(&dead, None, t0), "no grace: at once");
+    }
+
+    #[test]
+    fn a_dead_nodes_grace_counts_from_its_last_heartbeat_not_from_its_detection() {
+        let resumes = Resumes::new(Duration::from_secs(15), Duration::ZERO);
+        let dead = NodeId::parse("n2").unwrap();
+        let t0 = Instant::now() + Duration::from_secs(60);
+        // Noticed 8 s after its last heartbeat: 7 s of grace are left, not 15.
+        assert!(!resumes.reap_due(&dead, Some(Duration::from_secs(8)), t0));
+        assert!(!resumes.reap_due(&dead, Some(Duration::from_secs(14)), t0 + Duration::from_secs(6)));
+        assert!(resumes.reap_due(&dead, Some(Duration::from_secs(15)), t0 + Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn a_reload_hold_is_short_and_never_longer_than_the_grace() {
+        let resumes = Resumes::new(Duration::from_secs(15), Duration::from_millis(500));
+        assert_eq!(resumes.hold_for(Hold::Reload), Duration::from_millis(500));
+        assert_eq!(resumes.hold_for(Hold::Grace), Duration::from_secs(15));
+        let short = Resumes::new(Duration::from_millis(200), Duration::from_millis(500));
+        assert_eq!(short.hold_for(Hold::Reload), Duration::from_millis(200));
     }
 }

@@ -166,7 +166,7 @@ impl PollingSession {
         loop {
             tokio::select! {
                 incoming = ws.recv() => {
-                    let ended = matches!(incoming, Incoming::Closed | Incoming::Failed);
+                    let ended = incoming.ends_connection();
                     if self.inbound.send(incoming).await.is_err() || ended {
                         return;
                     }
@@ -238,7 +238,7 @@ impl Drop for PollingTransport {
 
 impl Transport for PollingTransport {
     async fn recv(&mut self) -> Incoming {
-        self.inbound.recv().await.unwrap_or(Incoming::Closed)
+        self.inbound.recv().await.unwrap_or(Incoming::Failed)
     }
 
     async fn feed(&mut self, frame: Utf8Bytes) -> Result<(), Gone> {

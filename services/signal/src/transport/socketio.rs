@@ -376,7 +376,7 @@ impl Dialect for SocketIo {
             EioPacket::Message(message) => self.decode_message(message, limits),
             EioPacket::Ping(data) => Ok(Decoded::Answer(Utf8Bytes::from(EioPacket::Pong(data).encode()))),
             EioPacket::Pong(_) | EioPacket::Noop | EioPacket::Upgrade => Ok(Decoded::Nothing),
-            EioPacket::Close => Ok(Decoded::Close),
+            EioPacket::Close => Ok(Decoded::Goodbye),
             EioPacket::Open(_) => Err(bad("a client may not send an Engine.IO open packet")),
         }
     }

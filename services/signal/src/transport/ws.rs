@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::SinkExt;
 
-use super::{Gone, Incoming, Transport};
+use super::{close_code, Gone, Incoming, Transport};
 
 /// Longest wait to hand a close frame to a client that is not reading.
 const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
@@ -29,8 +29,12 @@ impl WsTransport {
 impl Transport for WsTransport {
     async fn recv(&mut self) -> Incoming {
         match self.socket.recv().await {
-            Some(Ok(Message::Close(Some(frame)))) if frame.code == 1000 => Incoming::Finished,
-            None | Some(Ok(Message::Close(_))) => Incoming::Closed,
+            Some(Ok(Message::Close(frame))) => match close_code::hold(frame.map(|f| f.code)) {
+                Some(hold) => Incoming::Closed(hold),
+                None => Incoming::Goodbye,
+            },
+            // The stream ended without a close frame seen here: the connection is lost.
+            None => Incoming::Failed,
             Some(Ok(Message::Text(text))) => Incoming::Text(text),
             Some(Ok(Message::Binary(_))) => Incoming::Binary,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::KeepAlive,

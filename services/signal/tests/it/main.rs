@@ -12,6 +12,7 @@ mod edge;
 mod failover;
 mod faults;
 mod ghosts;
+mod goodbyes;
 mod limits;
 mod metrics;
 mod node_index;

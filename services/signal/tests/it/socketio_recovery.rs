@@ -43,7 +43,8 @@ async fn a_dropped_session_is_recovered_on_another_node_over_each_transport_with
         // each must arrive once and in order.
         let dropped = tokio::time::Instant::now();
         sio.drop_connection(&b, &n1).await;
-        assert_eq!(sio.disconnected(&b).await, "forced close");
+        let reason = sio.disconnected(&b).await;
+        assert!(["transport close", "forced close"].contains(&reason.as_str()), "{reason}");
         for n in 0..20 {
             let candidate = json!({"targetUserId": b_id, "candidate": {"n": n}, "roomId": room});
             sio.emit(&a, "ice-candidate", candidate).await;

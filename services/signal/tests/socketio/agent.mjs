@@ -7,9 +7,11 @@
 //    "withCredentials":false,   (true: keep cookies, as a browser does behind a sticky load balancer)
 //    "reconnection":false}      (true: reconnect by itself, quickly, as deployed clients do)
 //   {"op":"emit","client":C,"event":E,"args":[...],"ack":true,"seq":N}
-//   {"op":"disconnect","client":C}
-//   {"op":"drop","client":C,"url":U}   closes the transport without a Socket.IO disconnect (a lost
-//                                      connection); a reconnecting client comes back at U (another node)
+//   {"op":"disconnect","client":C}     a Socket.IO DISCONNECT, then the transport closes (a goodbye)
+//   {"op":"close_engine","client":C}   closes the Engine.IO connection as the client library does (a goodbye:
+//                                      a `1` close packet over polling, a close frame over WebSocket)
+//   {"op":"drop","client":C,"url":U}   loses the transport without a word (a lost connection: no close
+//                                      frame, no close packet); a reconnecting client comes back at U
 //   {"op":"move","client":C,"url":U}   a reconnecting client's next attempt goes to U
 // Reports:
 //   {"client":C,"connected":ID,"transport":T,"recovered":B}   on every connect (ID is socket.id;
@@ -74,11 +76,23 @@ for await (const line of createInterface({ input: process.stdin })) {
     case "disconnect":
       socket.disconnect();
       break;
-    case "drop":
-      // The manager reconnects to its uri; the engine's close is not a Socket.IO disconnect.
-      socket.io.uri = cmd.url;
+    case "close_engine":
       socket.io.engine.close();
       break;
+    case "drop": {
+      // The manager reconnects to its uri. The transport goes as a lost network takes it:
+      // a WebSocket's TCP connection is destroyed (no close frame); polling stops without
+      // its close packet.
+      socket.io.uri = cmd.url;
+      const transport = socket.io.engine.transport;
+      if (transport.name === "websocket" && typeof transport.ws?.terminate === "function") {
+        transport.ws.terminate();
+      } else {
+        transport.doClose = () => {};
+        socket.io.engine.close();
+      }
+      break;
+    }
     case "move":
       socket.io.uri = cmd.url;
       break;

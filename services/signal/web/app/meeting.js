@@ -1,7 +1,9 @@
 // The meeting page: camera and microphone (with a device picker), the room over the
 // native protocol, a mesh call with every other member, the participant list with
 // who is muted or has the camera off (member metadata), chat (broadcast), leave, and
-// resume when the connection drops.
+// resume when the connection drops or the page reloads (the resume token is kept in
+// sessionStorage; on `pagehide` the page closes with 4001 `reloading`, so a reload
+// comes back as the same peer and a closed tab leaves within RELOAD_GRACE_MS).
 
 import { SignalClient } from './signal-client.js';
 import { Mesh } from './mesh.js';
@@ -10,6 +12,8 @@ import { videoTile as tile } from './tiles.js';
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const room = decodeURIComponent(location.pathname.replace(/^\/meeting\//, '').replace(/\/$/, ''));
+// Where this tab keeps what a reload needs to come back as the same member.
+const RESUME_KEY = `signal-resume:${room}`;
 
 const state = {
   client: null,
@@ -25,6 +29,20 @@ window.meeting = {
   peer: () => state.client && state.client.peer,
   stats: (peer) => state.mesh.links.get(peer)?.stats(),
 };
+
+/** What a reload needs: the latest resume token, the name and the media state. */
+function remember() {
+  if (state.left || !state.client?.token) return;
+  sessionStorage.setItem(RESUME_KEY, JSON.stringify({ token: state.client.token, name: state.name, meta: state.meta }));
+}
+
+function remembered() {
+  try {
+    return JSON.parse(sessionStorage.getItem(RESUME_KEY) || 'null');
+  } catch {
+    return null;
+  }
+}
 
 function setStatus(text) {
   $('status').textContent = text;
@@ -146,20 +164,35 @@ function chatLine(from, text) {
 
 // ---- the room ----
 
-async function join() {
-  const name = state.name;
-  const joined = await state.client.request({ type: 'join', room, name, meta: state.meta });
+function showSelf() {
   const self = state.client.peer;
   state.mesh.self = self;
-  addPerson({ peer: self, name, meta: state.meta });
+  addPerson({ peer: self, name: state.name, meta: state.meta });
   const video = tile(self).querySelector('video');
   video.muted = true;
   video.srcObject = state.stream;
+}
+
+async function join() {
+  const joined = await state.client.request({ type: 'join', room, name: state.name, meta: state.meta });
+  showSelf();
   for (const p of joined.peers) {
     addPerson(p);
     state.mesh.link(p.peer);
   }
   setStatus(`in ${room}`);
+}
+
+/** Back after a reload as the same member: nobody saw it leave; the calls start anew. */
+function rejoined(others) {
+  showSelf();
+  for (const p of others) {
+    addPerson(p);
+    // Its old connection died with the page: the other side drops it, then this offer makes the new one.
+    sendSignal(p.peer, 'hello', {});
+    state.mesh.link(p.peer);
+  }
+  setStatus(`in ${room} (reloaded)`);
 }
 
 function wire(client) {
@@ -179,8 +212,12 @@ function wire(client) {
     }
   });
   client.addEventListener('signal', ({ detail }) => {
-    if (detail.room === room) state.mesh.onSignal(detail.from, detail.kind, detail.data);
+    if (detail.room !== room) return;
+    // The member reloaded its page: its old connection is gone, a new offer follows.
+    if (detail.kind === 'hello') state.mesh.drop(detail.from);
+    else state.mesh.onSignal(detail.from, detail.kind, detail.data);
   });
+  client.addEventListener('token', () => remember());
   client.addEventListener('broadcast', ({ detail }) => {
     if (detail.room === room && detail.kind === 'chat' && typeof detail.data?.text === 'string') {
       chatLine(detail.from, detail.data.text);
@@ -229,6 +266,7 @@ async function toggle(kind) {
   const person = state.people.get(state.client.peer);
   if (person) person.meta = state.meta;
   render(state.client.peer);
+  remember();
   await state.client.request({ type: 'update', room, meta: state.meta });
 }
 
@@ -243,6 +281,7 @@ async function leave() {
 
 function end(message) {
   state.left = true;
+  sessionStorage.removeItem(RESUME_KEY);
   state.mesh.dropAll();
   state.client.close();
   for (const t of state.stream.getTracks()) t.stop();
@@ -252,14 +291,16 @@ function end(message) {
   setStatus('left');
 }
 
-async function start(event) {
-  event.preventDefault();
-  state.name = $('name').value.trim().slice(0, 50) || 'Guest';
+async function start(event, saved) {
+  event?.preventDefault();
+  state.name = saved ? saved.name : $('name').value.trim().slice(0, 50) || 'Guest';
+  if (saved) state.meta = { ...state.meta, ...saved.meta };
   localStorage.setItem('signal-name', state.name);
   $('lobby').hidden = true;
   $('call').hidden = false;
   setStatus('starting camera…');
   state.stream = await openMedia();
+  for (const t of state.stream.getTracks()) t.enabled = state.meta[t.kind] !== false;
   await listDevices();
   const config = await rtcConfig();
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
@@ -275,7 +316,13 @@ async function start(event) {
   });
   wire(client);
   setStatus('connecting…');
-  await client.connect();
+  if (saved) {
+    const { resumed, rooms } = await client.resume(saved.token);
+    const here = resumed && rooms.find((r) => r.room === room);
+    if (here) return rejoined(here.peers);
+  } else {
+    await client.connect();
+  }
   await join();
 }
 
@@ -304,6 +351,20 @@ function init() {
     chatLine(state.client.peer, text);
     $('chat-text').value = '';
   });
+  // Leaving the page: a reload resumes (see remember), a closed tab leaves shortly.
+  window.addEventListener('pagehide', () => {
+    if (state.client && !state.left) state.client.suspend();
+  });
+  // Back from the back-forward cache, the suspended connection is gone: start again.
+  window.addEventListener('pageshow', (e) => {
+    if (e.persisted) location.reload();
+  });
+  const saved = remembered();
+  if (saved?.token) {
+    $('name').value = saved.name;
+    start(null, saved).catch((err) => setStatus(`could not rejoin: ${err.code || ''} ${err.message}`));
+    return;
+  }
   if (params.get('autojoin') === '1' && $('name').value) $('lobby-form').requestSubmit();
 }
 

@@ -2,7 +2,8 @@
 // their replies, room events as DOM events, a heartbeat, and resume: when the
 // connection drops (or the node drains and says `reconnect`), it reconnects and
 // resumes its peer, keeping the id and rooms, with nothing lost. Only when the resume
-// is refused does it start over as a new peer (event `reset`).
+// is refused does it start over as a new peer (event `reset`). The current resume
+// token is announced (event `token`) so a page can keep it across a reload.
 
 const RETRY_MS = [250, 500, 1000, 2000, 4000];
 
@@ -22,6 +23,14 @@ export class SignalClient extends EventTarget {
   /** Connects; resolves with the peer id once `welcome` arrived. */
   async connect() {
     return (await this.open(null)).peer;
+  }
+
+  /**
+   * Connects and resumes the peer `token` names (kept from before a reload). Resolves
+   * with `{ peer, resumed, rooms }`: when the node refused, a fresh peer (rooms empty).
+   */
+  resume(token) {
+    return this.open(token);
   }
 
   /** Sends a request and resolves with its reply (rejects with the error reply). */
@@ -46,9 +55,26 @@ export class SignalClient extends EventTarget {
     if (this.ws) this.ws.close(1000, 'bye');
   }
 
+  /**
+   * The page is unloading (close code 4001 `reloading`): the node holds the member for
+   * RELOAD_GRACE_MS, so a reloaded page resumes it; a closed tab leaves when that ends.
+   */
+  suspend() {
+    this.closedForGood = true;
+    clearInterval(this.heartbeat);
+    if (this.ws) this.ws.close(4001, 'reloading');
+  }
+
+  setToken(token) {
+    this.token = token;
+    if (token) this.emit('token', { token });
+  }
+
   // One connection: a fresh one (resumeToken null) or a resume. Resolves with the
   // peer and whether it was resumed (a refused resume leaves a fresh peer).
   open(resumeToken) {
+    // A resume after a drop (not the first connection of a reloaded page) is announced.
+    const reconnecting = this.peer !== null;
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(this.url);
       this.ws = ws;
@@ -70,20 +96,21 @@ export class SignalClient extends EventTarget {
             return;
           }
           this.peer = fresh.peer;
-          this.token = fresh.token;
-          resolve({ peer: this.peer, resumed: false });
+          this.setToken(fresh.token);
+          resolve({ peer: this.peer, resumed: false, rooms: [] });
           return;
         }
         if (msg.id === 'resume') {
           if (msg.type === 'resumed') {
-            this.token = msg.resume;
-            resolve({ peer: this.peer, resumed: true });
-            this.emit('resumed', msg);
+            this.peer = msg.peer;
+            this.setToken(msg.resume);
+            resolve({ peer: this.peer, resumed: true, rooms: msg.rooms });
+            if (reconnecting) this.emit('resumed', msg);
           } else {
             // Refused: this connection stands as a fresh peer; the page joins afresh.
             this.peer = fresh.peer;
-            this.token = fresh.token;
-            resolve({ peer: this.peer, resumed: false });
+            this.setToken(fresh.token);
+            resolve({ peer: this.peer, resumed: false, rooms: [] });
           }
           return;
         }

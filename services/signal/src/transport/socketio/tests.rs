@@ -77,7 +77,7 @@ fn engine_io_keepalives_and_namespaces_are_answered_by_the_codec() {
     let mut sio = greeted();
     assert_eq!(answer(decode(&mut sio, "2probe")), "3probe");
     assert!(matches!(decode(&mut sio, "3"), Ok(Decoded::Nothing)));
-    assert!(matches!(decode(&mut sio, "1"), Ok(Decoded::Close)));
+    assert!(matches!(decode(&mut sio, "1"), Ok(Decoded::Goodbye)));
     assert_eq!(answer(decode(&mut sio, "40/admin,")), r#"44/admin,{"message":"Invalid namespace"}"#);
     // Events before the namespace is connected are refused.
     assert!(decode(&mut sio, r#"42["join-room",{}]"#).is_err());

@@ -107,6 +107,14 @@ impl Client {
         last
     }
 
+    /// Sends a close frame, with `code` or with no status code (a browser's
+    /// `ws.close()`), and does not wait for the node's.
+    pub async fn send_close(&mut self, code: Option<u16>) {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        let frame = code.map(|code| CloseFrame { code: code.into(), reason: "".into() });
+        let _ = self.ws.close(frame).await;
+    }
+
     pub async fn send_text(&mut self, text: impl Into<String>) {
         self.ws.send(Message::Text(text.into().into())).await.expect("send");
     }
