@@ -24,6 +24,13 @@ fn join(room: &str, name: &str, role: &str) -> Value {
     json!({"roomId": room, "userName": name, "userRole": role})
 }
 
+/// `from` sends `to` twenty ICE candidates, numbered.
+async fn send_candidates(sio: &mut SioAgent, from: &str, to: &str, room: &str) {
+    for n in 0..20 {
+        sio.emit(from, "ice-candidate", json!({"targetUserId": to, "candidate": {"n": n}, "roomId": room})).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_session_is_recovered_on_another_node_over_each_transport_with_nothing_lost() {
     let (_redis, cluster) = two_resumable_nodes(GRACE_MS).await;
@@ -40,16 +47,22 @@ async fn a_dropped_session_is_recovered_on_another_node_over_each_transport_with
 
         // b's transport drops; its client comes back at the other node by itself.
         // Meanwhile a sends it candidates: held, forwarded, or direct after the resume,
-        // each must arrive once and in order.
+        // each must arrive once and in order. Over WebSocket the node sees the loss at
+        // once. A lost polling client is only noticed when it stops polling (or resumes
+        // elsewhere), and what the node queued for polls that never came is lost with
+        // it (docs/dialects.md): there a's candidates follow the recovery.
+        let polling = transports == ["polling"];
         let dropped = tokio::time::Instant::now();
         sio.drop_connection(&b, &n1).await;
         let reason = sio.disconnected(&b).await;
         assert!(["transport close", "forced close"].contains(&reason.as_str()), "{reason}");
-        for n in 0..20 {
-            let candidate = json!({"targetUserId": b_id, "candidate": {"n": n}, "roomId": room});
-            sio.emit(&a, "ice-candidate", candidate).await;
+        if !polling {
+            send_candidates(&mut sio, &a, &b_id, &room).await;
         }
         let (back_as, recovered) = sio.reconnected(&b).await;
+        if polling {
+            send_candidates(&mut sio, &a, &b_id, &room).await;
+        }
         assert_eq!((back_as.as_str(), recovered), (b_id.as_str(), true), "same socket id, socket.recovered");
         let node = &cluster.nodes[0];
         let (resumes, seconds) =
