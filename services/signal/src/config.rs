@@ -305,7 +305,7 @@ impl SignalConfig {
             drain_spread: ms(s.ranged("DRAIN_SPREAD_MS", 0, 0, 600_000)),
             reconnect_after: ms(s.ranged("RECONNECT_AFTER_MS", 1_000, 0, 600_000)),
             resume_grace: ms(s.ranged("RESUME_GRACE_MS", 15_000, 0, 3_600_000)),
-            reload_grace: ms(s.ranged("RELOAD_GRACE_MS", 500, 0, 60_000)),
+            reload_grace: ms(s.ranged("RELOAD_GRACE_MS", 700, 0, 60_000)),
             allowed_origins: s
                 .string("ALLOWED_ORIGINS")
                 .unwrap_or_else(|| "*".into())

@@ -156,7 +156,7 @@ async fn run_script(script: &str, args: &[String], limit: Duration) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_tab_leaves_at_once_and_a_reloaded_page_comes_back_as_the_same_member() {
     let _one_at_a_time = CHROMIUM.lock().await;
-    // The embedded node with its defaults (RESUME_GRACE_MS 15 s, RELOAD_GRACE_MS 500 ms).
+    // The embedded node with its defaults (RESUME_GRACE_MS 15 s, RELOAD_GRACE_MS 700 ms).
     let config = SignalConfig::from_pairs(&[("HOST", "127.0.0.1"), ("PORT", "0")]).expect("node config");
     let node = App::build(config).await.expect("node starts").spawn();
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");

@@ -19,7 +19,7 @@ import { mkdirSync } from 'node:fs';
 
 const [base, out] = process.argv.slice(2);
 const WAIT = { timeout: 30_000 };
-/** Long enough past RELOAD_GRACE_MS (500 ms by default) for a late leave to show. */
+/** Long enough past RELOAD_GRACE_MS (700 ms by default) for a late leave to show. */
 const QUIET_MS = 2_000;
 mkdirSync(out, { recursive: true });
 
@@ -84,6 +84,7 @@ try {
   await a.waitForFunction(() => document.getElementById('status').textContent.includes('reloaded'), null, WAIT);
   const reloadedAs = await a.evaluate(() => window.meeting.peer());
   const backAfterMs = Date.now() - reloadedAt;
+  const resumedAfterMs = (await a.evaluate(() => window.meeting.resumedAt)) - reloadedAt;
   const framesBefore = await videoFrames(b, peerA);
   await b.waitForFunction(
     async ([p, before]) => {
@@ -136,6 +137,7 @@ try {
       peerA,
       reloadedAs,
       backAfterMs,
+      resumedAfterMs,
       heardDuringReload,
       nativeCloseMs,
       socketio: { firstIdC, secondIdC, reloadMs: sioReloadMs, closeMs: sioCloseMs },

@@ -190,6 +190,7 @@ function rejoined(others) {
     addPerson(p);
     // Its old connection died with the page: the other side drops it, then this offer makes the new one.
     sendSignal(p.peer, 'hello', {});
+    state.mesh.drop(p.peer); // a link a held signal may have made meanwhile
     state.mesh.link(p.peer);
   }
   setStatus(`in ${room} (reloaded)`);
@@ -298,15 +299,11 @@ async function start(event, saved) {
   localStorage.setItem('signal-name', state.name);
   $('lobby').hidden = true;
   $('call').hidden = false;
-  setStatus('starting camera…');
-  state.stream = await openMedia();
-  for (const t of state.stream.getTracks()) t.enabled = state.meta[t.kind] !== false;
-  await listDevices();
-  const config = await rtcConfig();
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   const client = new SignalClient(`${scheme}://${location.host}/ws`);
   state.client = client;
-  state.mesh = new Mesh({ self: null, send: sendSignal, rtcConfig: config, stream: state.stream });
+  // The mesh gets its media and ICE servers below; no link is made before then.
+  state.mesh = new Mesh({ self: null, send: sendSignal, rtcConfig: {}, stream: new MediaStream() });
   state.mesh.addEventListener('track', ({ detail }) => {
     const video = tile(detail.peer).querySelector('video');
     if (video.srcObject !== detail.stream) video.srcObject = detail.stream;
@@ -315,9 +312,22 @@ async function start(event, saved) {
     tile(detail.peer).dataset.state = detail.state;
   });
   wire(client);
+  // After a reload, resume first: the node holds the member only RELOAD_GRACE_MS.
+  const resuming = saved
+    ? client.resume(saved.token).then((r) => {
+        window.meeting.resumedAt = Date.now();
+        return r;
+      })
+    : null;
+  setStatus('starting camera…');
+  state.stream = await openMedia();
+  for (const t of state.stream.getTracks()) t.enabled = state.meta[t.kind] !== false;
+  await listDevices();
+  state.mesh.stream = state.stream;
+  state.mesh.rtcConfig = await rtcConfig();
   setStatus('connecting…');
-  if (saved) {
-    const { resumed, rooms } = await client.resume(saved.token);
+  if (resuming) {
+    const { resumed, rooms } = await resuming;
     const here = resumed && rooms.find((r) => r.room === room);
     if (here) return rejoined(here.peers);
   } else {
