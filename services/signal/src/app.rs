@@ -18,7 +18,6 @@ use crate::config::SignalConfig;
 use crate::connection::ConnectionSettings;
 use crate::core::{Core, CoreSettings};
 use crate::http::{router, AppState};
-use crate::metered::Metered;
 use crate::metrics::NodeMetrics;
 use crate::session::SessionLimits;
 
@@ -40,14 +39,14 @@ impl App {
         let backend: Arc<dyn Backend> = match &config.redis_url {
             None => Arc::new(MemoryBackend::new()),
             Some(url) => {
-                let redis = RedisBackend::connect(
-                    url.expose(),
-                    RedisOptions { subscriber_buffer: config.bus_buffer, ..RedisOptions::default() },
-                )
-                .await
-                .context("connecting to REDIS_URL")?;
-                // Every call to Redis timed, by operation.
-                Arc::new(Metered::new(Arc::new(redis), &metrics))
+                let options = RedisOptions {
+                    subscriber_buffer: config.bus_buffer,
+                    // Every call to Redis timed, by operation.
+                    observer: Some(Arc::new(metrics.store_timings())),
+                    ..RedisOptions::default()
+                };
+                let redis = RedisBackend::connect(url.expose(), options).await.context("connecting to REDIS_URL")?;
+                Arc::new(redis)
             }
         };
         let admission = Admission::from_config(&config.admission, config.redis_url.is_none())

@@ -7,7 +7,6 @@ pub mod config;
 pub mod connection;
 pub mod core;
 pub mod http;
-pub mod metered;
 pub mod metrics;
 pub mod session;
 pub mod transport;

@@ -354,9 +354,16 @@ impl NodeMetrics {
         self.signals[usize::from(cross_node)][kind_slot].inc();
     }
 
-    /// One store operation's latency histogram and error counter.
-    pub fn store_operation(&self, op: &str) -> (Histogram, IntCounter) {
-        (self.store_seconds.with_label_values(&[op]), self.store_errors.with_label_values(&[op]))
+    /// The observer that times every store operation into these metrics.
+    pub fn store_timings(&self) -> StoreTimings {
+        let slots = bus::Operation::ALL
+            .iter()
+            .map(|op| {
+                let label = [op.name()];
+                (self.store_seconds.with_label_values(&label), self.store_errors.with_label_values(&label))
+            })
+            .collect();
+        StoreTimings { slots }
     }
 
     pub fn disconnected(&self, reason: &'static str) {
@@ -383,4 +390,38 @@ impl NodeMetrics {
 /// Brings a counter kept elsewhere (it only grows) up to `current`.
 pub fn catch_up(counter: &IntCounter, current: u64) {
     counter.inc_by(current.saturating_sub(counter.get()));
+}
+
+/// Times the store's operations (`signal_redis_command_seconds{op}`,
+/// `signal_redis_errors_total{op}`), and traces them under a recorded command. The
+/// metrics are resolved once per operation, so an observation is one lookup by index.
+pub struct StoreTimings {
+    /// By [`bus::Operation::index`]: (latency, errors).
+    slots: Vec<(Histogram, IntCounter)>,
+}
+
+impl bus::StoreObserver for StoreTimings {
+    /// A Redis call's span, under the recorded command or delivery that made the call
+    /// (the node's own background calls, heartbeats and probes, are not traced).
+    fn span(&self, operation: bus::Operation) -> Option<tracing::Span> {
+        telemetry::traces::in_trace().then(|| {
+            let name = operation.name();
+            tracing::info_span!(
+                target: telemetry::traces::TARGET,
+                "redis",
+                otel.name = name,
+                otel.kind = "client",
+                db.system = "redis",
+                db.operation.name = name
+            )
+        })
+    }
+
+    fn observed(&self, operation: bus::Operation, elapsed: std::time::Duration, ok: bool) {
+        let (seconds, errors) = &self.slots[operation.index()];
+        seconds.observe(elapsed.as_secs_f64());
+        if !ok {
+            errors.inc();
+        }
+    }
 }

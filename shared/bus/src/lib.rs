@@ -16,6 +16,7 @@
 
 mod keys;
 mod memory;
+mod operation;
 mod redis;
 mod resume;
 mod scripts;
@@ -27,18 +28,19 @@ use tokio::sync::mpsc;
 
 pub use keys::*;
 pub use memory::MemoryBackend;
+pub use operation::{Operation, StoreObserver};
 pub use redis::{RedisBackend, RedisOptions};
 pub use resume::{Claimed, ResumeStore, RESUMABLE_TTL_MS};
 
-/// A bus failure. Every variant means "Redis could not do it now"; clients see
-/// `unavailable`, and `/readyz` reflects it.
+/// A store failure, whatever the store. Every variant means "the store could not do
+/// it now"; clients see `unavailable`, and `/readyz` reflects it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
-    /// Redis did not answer, refused the command, or could not be configured; the
-    /// cause stays reachable as the error's source.
-    #[error("redis unavailable: {0}")]
-    Unavailable(#[source] fred::error::Error),
-    #[error("redis replied with an unexpected shape: {0}")]
+    /// The store did not answer, refused the command, or could not be configured; the
+    /// implementation's own error stays reachable as the source.
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
+    #[error("the store replied with an unexpected shape: {0}")]
     Protocol(String),
 }
 

@@ -6,28 +6,30 @@
 //! channels are shard channels (SSUBSCRIBE/SPUBLISH): a classic PUBLISH would be copied
 //! to every Cluster node.
 
-use std::sync::Mutex as StdMutex;
-use std::time::Duration;
+use std::future::Future;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::config::{ReconnectPolicy, ServerConfig};
-use fred::types::{Expiration, SetOptions};
+use fred::types::{Expiration, MultipleKeys, MultipleValues, SetOptions};
 use protocol::{EventClass, NodeId, PeerId, RoomId};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
-    keys, scripts, Backend, BackendError, Claimed, DeadNode, Heartbeat, Inbound, JoinOutcome, JoinPolicy, LostMessages,
-    MemberWrite, Membership, MoveOutcome, PubSub, Registry, ResumeStore, RoomRecord, EXPIRED_ROOM_MEMORY_MS,
-    RESUMABLE_TTL_MS,
+    keys, scripts, scripts::Script, Backend, BackendError, Claimed, DeadNode, Heartbeat, Inbound, JoinOutcome,
+    JoinPolicy, LostMessages, MemberWrite, Membership, MoveOutcome, Operation, PubSub, Registry, ResumeStore,
+    RoomRecord, StoreObserver, EXPIRED_ROOM_MEMORY_MS, RESUMABLE_TTL_MS,
 };
 
 /// Connection tuning. Defaults suit a node; tests shorten nothing here.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisOptions {
     /// A command that takes longer fails with `unavailable` instead of hanging.
     pub command_timeout: Duration,
@@ -37,6 +39,9 @@ pub struct RedisOptions {
     /// fred's own buffer in front of it gets the same size, at least
     /// [`MIN_FRED_BUFFER`].
     pub subscriber_buffer: usize,
+    /// Told of every operation's latency and outcome (the node's metrics); None: not
+    /// measured.
+    pub observer: Option<Arc<dyn StoreObserver>>,
 }
 
 impl Default for RedisOptions {
@@ -45,6 +50,7 @@ impl Default for RedisOptions {
             command_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             subscriber_buffer: 8 * 1024,
+            observer: None,
         }
     }
 }
@@ -64,10 +70,12 @@ pub struct RedisBackend {
     sharded: bool,
     inbox_rx: StdMutex<Option<mpsc::Receiver<Inbound>>>,
     stop: CancellationToken,
+    observer: Option<Arc<dyn StoreObserver>>,
 }
 
+/// fred's failure as the store's: its text, with fred's error kept as the source.
 fn unavailable(e: fred::error::Error) -> BackendError {
-    BackendError::Unavailable(e)
+    BackendError::Unavailable(Arc::new(e))
 }
 
 impl RedisBackend {
@@ -85,14 +93,16 @@ impl RedisBackend {
             announcement.into(),
             self.publish_command().into(),
         ];
+        // Its own label when conditional: the reaper's removals, apart from members' leaves.
+        let script = if expected.is_some() { scripts::LEAVE_IF_UNCHANGED } else { scripts::LEAVE };
         args.extend(expected.map(Value::from));
-        let removed: i64 = self.client.eval(scripts::LEAVE, keys, args).await.map_err(unavailable)?;
+        let removed: i64 = self.eval(script, keys, args).await?;
         Ok(removed == 1)
     }
 
     /// Connects both clients; fails if Redis cannot be reached now.
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, BackendError> {
-        let config = Config::from_url(url).map_err(BackendError::Unavailable)?;
+        let config = Config::from_url(url).map_err(unavailable)?;
         let sharded = matches!(config.server, ServerConfig::Clustered { .. });
         let mut builder = Builder::from_config(config);
         builder
@@ -122,7 +132,7 @@ impl RedisBackend {
         // Detached on purpose: it ends when `stop` is cancelled (on drop) or the node's
         // inbox closes; it owns no state that needs a drain.
         tokio::spawn(forward(subscriber.clone(), sharded, tx, stop.clone()));
-        Ok(Self { client, subscriber, sharded, inbox_rx: StdMutex::new(Some(rx)), stop })
+        Ok(Self { client, subscriber, sharded, inbox_rx: StdMutex::new(Some(rx)), stop, observer: options.observer })
     }
 
     fn publish_command(&self) -> &'static str {
@@ -133,14 +143,49 @@ impl RedisBackend {
         }
     }
 
-    async fn publish(&self, channel: String, msg: Bytes) -> Result<u64, BackendError> {
-        let n: i64 = if self.sharded {
-            self.client.spublish(channel, msg).await
-        } else {
-            self.client.publish(channel, msg).await
-        }
-        .map_err(unavailable)?;
-        Ok(n.max(0) as u64)
+    /// Runs `call` as one `operation`: timed, and traced when the caller is, through
+    /// the observer (if any). Every store call of this backend goes through here.
+    async fn timed<T>(
+        &self,
+        operation: Operation,
+        call: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        let Some(observer) = &self.observer else { return call.await };
+        let started = Instant::now();
+        let result = match observer.span(operation) {
+            Some(span) => call.instrument(span).await,
+            None => call.await,
+        };
+        observer.observed(operation, started.elapsed(), result.is_ok());
+        result
+    }
+
+    /// Evaluates a Lua script, timed under the script's own operation.
+    async fn eval<R, K, V>(&self, script: Script, keys: K, args: V) -> Result<R, BackendError>
+    where
+        R: FromValue,
+        K: Into<MultipleKeys> + Send,
+        V: TryInto<MultipleValues> + Send,
+        V::Error: Into<fred::error::Error> + Send,
+    {
+        self.timed(
+            script.operation,
+            async move { self.client.eval(script.source, keys, args).await.map_err(unavailable) },
+        )
+        .await
+    }
+
+    async fn publish(&self, operation: Operation, channel: String, msg: Bytes) -> Result<u64, BackendError> {
+        self.timed(operation, async move {
+            let n: i64 = if self.sharded {
+                self.client.spublish(channel, msg).await
+            } else {
+                self.client.publish(channel, msg).await
+            }
+            .map_err(unavailable)?;
+            Ok(n.max(0) as u64)
+        })
+        .await
     }
 
     /// Subscribes and returns only once Redis has processed the subscription.
@@ -151,13 +196,16 @@ impl RedisBackend {
     /// their join markers. A PING on the same connection is answered only after
     /// Redis has read everything before it, so it is the barrier. SSUBSCRIBE is
     /// already confirmed by fred.
-    async fn subscribe(&self, channel: String) -> Result<(), BackendError> {
-        if self.sharded {
-            return self.subscriber.ssubscribe(channel).await.map_err(unavailable);
-        }
-        self.subscriber.subscribe(channel).await.map_err(unavailable)?;
-        let _: Value = self.subscriber.ping(None).await.map_err(unavailable)?;
-        Ok(())
+    async fn subscribe(&self, operation: Operation, channel: String) -> Result<(), BackendError> {
+        self.timed(operation, async move {
+            if self.sharded {
+                return self.subscriber.ssubscribe(channel).await.map_err(unavailable);
+            }
+            self.subscriber.subscribe(channel).await.map_err(unavailable)?;
+            let _: Value = self.subscriber.ping(None).await.map_err(unavailable)?;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -277,7 +325,7 @@ impl Membership for RedisBackend {
             (policy.now_ms as i64).into(),
             if policy.require_registered { "1" } else { "0" }.into(),
         ];
-        let reply: Vec<Value> = self.client.eval(scripts::JOIN, keys, args).await.map_err(unavailable)?;
+        let reply: Vec<Value> = self.eval(scripts::JOIN, keys, args).await?;
         let mut reply = reply.into_iter();
         let status = reply.next().and_then(|v| v.as_string()).unwrap_or_default();
         match status.as_str() {
@@ -306,38 +354,50 @@ impl Membership for RedisBackend {
             json.into(),
             ((record.expires_ms + EXPIRED_ROOM_MEMORY_MS) as i64).into(),
         ];
-        let created: i64 = self.client.eval(scripts::CREATE_ROOM, keys, args).await.map_err(unavailable)?;
+        let created: i64 = self.eval(scripts::CREATE_ROOM, keys, args).await?;
         Ok(created == 1)
     }
 
     async fn room_record(&self, room: &RoomId) -> Result<Option<RoomRecord>, BackendError> {
-        let json: Option<String> = self.client.hget(keys::room_meta(room), "record").await.map_err(unavailable)?;
-        json.map(|j| serde_json::from_str(&j).map_err(|e| BackendError::Protocol(format!("room record: {e}"))))
-            .transpose()
+        self.timed(Operation::RoomRecord, async move {
+            let json: Option<String> = self.client.hget(keys::room_meta(room), "record").await.map_err(unavailable)?;
+            json.map(|j| serde_json::from_str(&j).map_err(|e| BackendError::Protocol(format!("room record: {e}"))))
+                .transpose()
+        })
+        .await
     }
 
     async fn active_rooms(&self) -> Result<Vec<RoomId>, BackendError> {
-        let nodes: Vec<String> = self.client.smembers(keys::NODES).await.map_err(unavailable)?;
-        let mut rooms = std::collections::BTreeSet::new();
-        for node in nodes.iter().filter_map(|n| NodeId::parse(n).ok()) {
-            rooms.extend(self.node_rooms(&node).await?);
-        }
-        Ok(rooms.into_iter().collect())
+        self.timed(Operation::ActiveRooms, async move {
+            let nodes: Vec<String> = self.client.smembers(keys::NODES).await.map_err(unavailable)?;
+            let mut rooms = std::collections::BTreeSet::new();
+            for node in nodes.iter().filter_map(|n| NodeId::parse(n).ok()) {
+                rooms.extend(self.node_rooms(&node).await?);
+            }
+            Ok(rooms.into_iter().collect())
+        })
+        .await
     }
 
     async fn set_room_locked(&self, room: &RoomId, locked: bool) -> Result<(), BackendError> {
-        let meta = keys::room_meta(room);
-        if locked {
-            let _: i64 = self.client.hset(meta, ("locked", "1")).await.map_err(unavailable)?;
-        } else {
-            let _: i64 = self.client.hdel(meta, "locked").await.map_err(unavailable)?;
-        }
-        Ok(())
+        self.timed(Operation::SetRoomLocked, async move {
+            let meta = keys::room_meta(room);
+            if locked {
+                let _: i64 = self.client.hset(meta, ("locked", "1")).await.map_err(unavailable)?;
+            } else {
+                let _: i64 = self.client.hdel(meta, "locked").await.map_err(unavailable)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn unregister_room(&self, room: &RoomId) -> Result<(), BackendError> {
-        let _: i64 = self.client.del(keys::room_meta(room)).await.map_err(unavailable)?;
-        Ok(())
+        self.timed(Operation::UnregisterRoom, async move {
+            let _: i64 = self.client.del(keys::room_meta(room)).await.map_err(unavailable)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn restore(&self, w: MemberWrite<'_>, token_hash: Option<&str>) -> Result<bool, BackendError> {
@@ -350,7 +410,7 @@ impl Membership for RedisBackend {
             w.announcement.into(),
             self.publish_command().into(),
         ];
-        let written: i64 = self.client.eval(scripts::RESTORE, keys, args).await.map_err(unavailable)?;
+        let written: i64 = self.eval(scripts::RESTORE, keys, args).await?;
         Ok(written == 1)
     }
 
@@ -364,7 +424,7 @@ impl Membership for RedisBackend {
             self.publish_command().into(),
             expected.into(),
         ];
-        let reply: Vec<Value> = self.client.eval(scripts::MOVE, keys, args).await.map_err(unavailable)?;
+        let reply: Vec<Value> = self.eval(scripts::MOVE, keys, args).await?;
         let mut reply = reply.into_iter();
         match reply.next().and_then(|v| v.as_string()).unwrap_or_default().as_str() {
             "ok" => {
@@ -379,9 +439,12 @@ impl Membership for RedisBackend {
     }
 
     async fn member_record(&self, room: &RoomId, peer: &PeerId) -> Result<Option<Bytes>, BackendError> {
-        let record: Option<Bytes> =
-            self.client.hget(keys::room_members(room), peer.as_str()).await.map_err(unavailable)?;
-        Ok(record)
+        self.timed(Operation::MemberRecord, async move {
+            let record: Option<Bytes> =
+                self.client.hget(keys::room_members(room), peer.as_str()).await.map_err(unavailable)?;
+            Ok(record)
+        })
+        .await
     }
 
     async fn leave(&self, room: &RoomId, peer: &PeerId, announcement: Bytes) -> Result<bool, BackendError> {
@@ -406,21 +469,22 @@ impl Membership for RedisBackend {
             w.announcement.into(),
             self.publish_command().into(),
         ];
-        let updated: i64 =
-            self.client.eval(scripts::UPDATE, keys::room_members(w.room), args).await.map_err(unavailable)?;
+        let updated: i64 = self.eval(scripts::UPDATE, keys::room_members(w.room), args).await?;
         Ok(updated == 1)
     }
 
     async fn snapshot(&self, room: &RoomId, marker: Bytes) -> Result<Vec<Bytes>, BackendError> {
         let args: Vec<Value> = vec![keys::room_channel(room).into(), marker.into(), self.publish_command().into()];
-        let reply: Vec<Value> =
-            self.client.eval(scripts::SNAPSHOT, keys::room_members(room), args).await.map_err(unavailable)?;
+        let reply: Vec<Value> = self.eval(scripts::SNAPSHOT, keys::room_members(room), args).await?;
         Ok(records(reply))
     }
 
     async fn members(&self, room: &RoomId) -> Result<Vec<Bytes>, BackendError> {
-        let reply: Vec<Value> = self.client.hvals(keys::room_members(room)).await.map_err(unavailable)?;
-        Ok(records(reply))
+        self.timed(Operation::Members, async move {
+            let reply: Vec<Value> = self.client.hvals(keys::room_members(room)).await.map_err(unavailable)?;
+            Ok(records(reply))
+        })
+        .await
     }
 }
 
@@ -431,108 +495,145 @@ impl PubSub for RedisBackend {
     }
 
     async fn ping(&self) -> Result<(), BackendError> {
-        let _: String = self.client.ping(None).await.map_err(unavailable)?;
-        Ok(())
+        self.timed(Operation::Ping, async move {
+            let _: String = self.client.ping(None).await.map_err(unavailable)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn publish_node(&self, node: &NodeId, msg: Bytes) -> Result<u64, BackendError> {
-        self.publish(keys::node_channel(node), msg).await
+        self.publish(Operation::PublishNode, keys::node_channel(node), msg).await
     }
 
     async fn publish_room(&self, room: &RoomId, msg: Bytes) -> Result<u64, BackendError> {
-        self.publish(keys::room_channel(room), msg).await
+        self.publish(Operation::PublishRoom, keys::room_channel(room), msg).await
     }
 
     async fn subscribe_node(&self, node: &NodeId) -> Result<(), BackendError> {
-        self.subscribe(keys::node_channel(node)).await
+        self.subscribe(Operation::SubscribeNode, keys::node_channel(node)).await
     }
 
     async fn resubscribe(&self) -> Result<(), BackendError> {
-        self.subscriber.force_reconnection().await.map_err(unavailable)
+        self.timed(
+            Operation::Resubscribe,
+            async move { self.subscriber.force_reconnection().await.map_err(unavailable) },
+        )
+        .await
     }
 
     async fn subscribe_room(&self, room: &RoomId) -> Result<(), BackendError> {
-        self.subscribe(keys::room_channel(room)).await
+        self.subscribe(Operation::SubscribeRoom, keys::room_channel(room)).await
     }
 
     async fn unsubscribe_room(&self, room: &RoomId) -> Result<(), BackendError> {
-        let channel = keys::room_channel(room);
-        if self.sharded {
-            self.subscriber.sunsubscribe(channel).await
-        } else {
-            self.subscriber.unsubscribe(channel).await
-        }
-        .map_err(unavailable)
+        self.timed(Operation::UnsubscribeRoom, async move {
+            let channel = keys::room_channel(room);
+            if self.sharded {
+                self.subscriber.sunsubscribe(channel).await
+            } else {
+                self.subscriber.unsubscribe(channel).await
+            }
+            .map_err(unavailable)
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl Registry for RedisBackend {
     async fn heartbeat(&self, node: &NodeId, ttl_ms: u64) -> Result<Heartbeat, BackendError> {
-        let previous: Option<String> = self
-            .client
-            .set(keys::node_alive(node), "1", Some(Expiration::PX(ttl_ms as i64)), None, true)
-            .await
-            .map_err(unavailable)?;
-        let _: Option<String> = self
-            .client
-            .set(keys::node_seen(node), "1", Some(Expiration::PX(keys::NODE_SEEN_TTL_MS as i64)), None, false)
-            .await
-            .map_err(unavailable)?;
-        let _: i64 = self.client.sadd(keys::NODES, node.as_str()).await.map_err(unavailable)?;
-        Ok(if previous.is_some() { Heartbeat::Continued } else { Heartbeat::Fresh })
+        self.timed(Operation::Heartbeat, async move {
+            let previous: Option<String> = self
+                .client
+                .set(keys::node_alive(node), "1", Some(Expiration::PX(ttl_ms as i64)), None, true)
+                .await
+                .map_err(unavailable)?;
+            let _: Option<String> = self
+                .client
+                .set(keys::node_seen(node), "1", Some(Expiration::PX(keys::NODE_SEEN_TTL_MS as i64)), None, false)
+                .await
+                .map_err(unavailable)?;
+            let _: i64 = self.client.sadd(keys::NODES, node.as_str()).await.map_err(unavailable)?;
+            Ok(if previous.is_some() { Heartbeat::Continued } else { Heartbeat::Fresh })
+        })
+        .await
     }
 
     async fn note_room(&self, node: &NodeId, room: &RoomId) -> Result<(), BackendError> {
-        let _: i64 = self.client.sadd(keys::node_rooms(node), room.as_str()).await.map_err(unavailable)?;
-        Ok(())
+        self.timed(Operation::NoteRoom, async move {
+            let _: i64 = self.client.sadd(keys::node_rooms(node), room.as_str()).await.map_err(unavailable)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn forget_room(&self, node: &NodeId, room: &RoomId) -> Result<(), BackendError> {
-        let _: i64 = self.client.srem(keys::node_rooms(node), room.as_str()).await.map_err(unavailable)?;
-        Ok(())
+        self.timed(Operation::ForgetRoom, async move {
+            let _: i64 = self.client.srem(keys::node_rooms(node), room.as_str()).await.map_err(unavailable)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn node_rooms(&self, node: &NodeId) -> Result<Vec<RoomId>, BackendError> {
-        let names: Vec<String> = self.client.smembers(keys::node_rooms(node)).await.map_err(unavailable)?;
-        Ok(names.iter().filter_map(|n| RoomId::parse_with_max(n, usize::MAX).ok()).collect())
+        self.timed(Operation::NodeRooms, async move {
+            let names: Vec<String> = self.client.smembers(keys::node_rooms(node)).await.map_err(unavailable)?;
+            Ok(names.iter().filter_map(|n| RoomId::parse_with_max(n, usize::MAX).ok()).collect())
+        })
+        .await
     }
 
     async fn dead_nodes(&self, me: &NodeId) -> Result<Vec<DeadNode>, BackendError> {
-        let names: Vec<String> = self.client.smembers(keys::NODES).await.map_err(unavailable)?;
-        let mut dead = Vec::new();
-        for node in names.iter().filter_map(|n| NodeId::parse(n).ok()) {
-            if &node == me {
-                continue;
+        self.timed(Operation::DeadNodes, async move {
+            let names: Vec<String> = self.client.smembers(keys::NODES).await.map_err(unavailable)?;
+            let mut dead = Vec::new();
+            for node in names.iter().filter_map(|n| NodeId::parse(n).ok()) {
+                if &node == me {
+                    continue;
+                }
+                let alive: i64 = self.client.exists(keys::node_alive(&node)).await.map_err(unavailable)?;
+                if alive == 0 {
+                    // PTTL: -2 (no key) or -1 (no expiry) mean no record of the last beat.
+                    let left_ms: i64 = self.client.pttl(keys::node_seen(&node)).await.map_err(unavailable)?;
+                    let silent_for = u64::try_from(left_ms)
+                        .ok()
+                        .map(|left| Duration::from_millis(keys::NODE_SEEN_TTL_MS.saturating_sub(left)));
+                    dead.push(DeadNode { node, silent_for });
+                }
             }
-            let alive: i64 = self.client.exists(keys::node_alive(&node)).await.map_err(unavailable)?;
-            if alive == 0 {
-                // PTTL: -2 (no key) or -1 (no expiry) mean no record of the last beat.
-                let left_ms: i64 = self.client.pttl(keys::node_seen(&node)).await.map_err(unavailable)?;
-                let silent_for = u64::try_from(left_ms)
-                    .ok()
-                    .map(|left| Duration::from_millis(keys::NODE_SEEN_TTL_MS.saturating_sub(left)));
-                dead.push(DeadNode { node, silent_for });
-            }
-        }
-        Ok(dead)
+            Ok(dead)
+        })
+        .await
     }
 
     async fn claim_reap(&self, dead: &NodeId, me: &NodeId, ttl_ms: u64) -> Result<bool, BackendError> {
-        let set: Option<String> = self
-            .client
-            .set(keys::node_reaper(dead), me.as_str(), Some(Expiration::PX(ttl_ms as i64)), Some(SetOptions::NX), false)
-            .await
-            .map_err(unavailable)?;
-        Ok(set.is_some())
+        self.timed(Operation::ClaimReap, async move {
+            let set: Option<String> = self
+                .client
+                .set(
+                    keys::node_reaper(dead),
+                    me.as_str(),
+                    Some(Expiration::PX(ttl_ms as i64)),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await
+                .map_err(unavailable)?;
+            Ok(set.is_some())
+        })
+        .await
     }
 
     async fn forget_node(&self, node: &NodeId) -> Result<(), BackendError> {
-        let _: i64 = self.client.del(vec![keys::node_alive(node)]).await.map_err(unavailable)?;
-        let _: i64 = self.client.del(vec![keys::node_rooms(node)]).await.map_err(unavailable)?;
-        let _: i64 = self.client.del(vec![keys::node_seen(node)]).await.map_err(unavailable)?;
-        let _: i64 = self.client.srem(keys::NODES, node.as_str()).await.map_err(unavailable)?;
-        Ok(())
+        self.timed(Operation::ForgetNode, async move {
+            let _: i64 = self.client.del(vec![keys::node_alive(node)]).await.map_err(unavailable)?;
+            let _: i64 = self.client.del(vec![keys::node_rooms(node)]).await.map_err(unavailable)?;
+            let _: i64 = self.client.del(vec![keys::node_seen(node)]).await.map_err(unavailable)?;
+            let _: i64 = self.client.srem(keys::NODES, node.as_str()).await.map_err(unavailable)?;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -547,14 +648,16 @@ impl ResumeStore for RedisBackend {
     ) -> Result<(), BackendError> {
         let args: Vec<Value> =
             vec![token_hash.into(), node.as_str().into(), format!("r:{room}").into(), (RESUMABLE_TTL_MS as i64).into()];
-        let _: i64 =
-            self.client.eval(scripts::NOTE_RESUMABLE, keys::resumable(peer), args).await.map_err(unavailable)?;
+        let _: i64 = self.eval(scripts::NOTE_RESUMABLE, keys::resumable(peer), args).await?;
         Ok(())
     }
 
     async fn forget_resumable_room(&self, peer: &PeerId, room: &RoomId) -> Result<(), BackendError> {
-        let _: i64 = self.client.hdel(keys::resumable(peer), format!("r:{room}")).await.map_err(unavailable)?;
-        Ok(())
+        self.timed(Operation::ForgetResumableRoom, async move {
+            let _: i64 = self.client.hdel(keys::resumable(peer), format!("r:{room}")).await.map_err(unavailable)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn claim_resumable(
@@ -566,8 +669,7 @@ impl ResumeStore for RedisBackend {
     ) -> Result<Option<Claimed>, BackendError> {
         let args: Vec<Value> =
             vec![token_hash.into(), new_token_hash.into(), node.as_str().into(), (RESUMABLE_TTL_MS as i64).into()];
-        let reply: Value =
-            self.client.eval(scripts::CLAIM_RESUME, keys::resumable(peer), args).await.map_err(unavailable)?;
+        let reply: Value = self.eval(scripts::CLAIM_RESUME, keys::resumable(peer), args).await?;
         let Value::Array(values) = reply else { return Ok(None) };
         let mut values = values.into_iter().filter_map(|v| v.as_string());
         let node = values
@@ -579,11 +681,8 @@ impl ResumeStore for RedisBackend {
     }
 
     async fn end_resumable(&self, peer: &PeerId, node: &NodeId) -> Result<bool, BackendError> {
-        let ended: i64 = self
-            .client
-            .eval(scripts::END_RESUMABLE, keys::resumable(peer), vec![Value::from(node.as_str())])
-            .await
-            .map_err(unavailable)?;
+        let ended: i64 =
+            self.eval(scripts::END_RESUMABLE, keys::resumable(peer), vec![Value::from(node.as_str())]).await?;
         Ok(ended == 1)
     }
 }
@@ -596,8 +695,9 @@ mod error_tests {
     fn a_redis_failure_keeps_its_cause_as_the_source() {
         let cause = fred::error::Error::new(fred::error::ErrorKind::Timeout, "no answer in time");
         let error = unavailable(cause);
-        let source = std::error::Error::source(&error).expect("the cause is kept");
-        let fred_error = source.downcast_ref::<fred::error::Error>().expect("as fred's own error");
+        assert!(std::error::Error::source(&error).is_some(), "the cause is the source");
+        let BackendError::Unavailable(cause) = &error else { panic!("{error:?}") };
+        let fred_error = cause.downcast_ref::<fred::error::Error>().expect("as fred's own error");
         assert_eq!(fred_error.kind(), &fred::error::ErrorKind::Timeout);
         assert!(error.to_string().contains("no answer in time"), "{error}");
     }
