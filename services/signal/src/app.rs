@@ -24,9 +24,25 @@ use crate::session::SessionLimits;
 /// How long HTTP requests in flight may take to finish at shutdown.
 const HTTP_DRAIN: Duration = Duration::from_secs(1);
 
+/// How long a join waits for its own announcement to come back on the room channel
+/// before it answers `unavailable`: far above a healthy round trip (milliseconds), and
+/// below the client's patience, so a join stalled by a failing Redis fails clearly.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bad frames tolerated per [`STRIKE_WINDOW`] before a connection is closed (1008,
+/// `too many bad messages`): enough for a client with a bug to see its errors, too few
+/// for a flood to cost the node.
+const BAD_FRAME_STRIKES: u32 = 20;
+const STRIKE_WINDOW: Duration = Duration::from_secs(10);
+
+/// How long background tasks (heartbeat, reaper, dispatcher) get to stop after a drain.
+const BACKGROUND_STOP: Duration = Duration::from_secs(2);
+
 pub struct App {
     listener: TcpListener,
     state: AppState,
+    /// The store the core runs on (the core keeps it to itself; see [`App::store`]).
+    store: Arc<dyn Backend>,
     background: TaskTracker,
     background_stop: CancellationToken,
 }
@@ -58,11 +74,11 @@ impl App {
             rooms_per_peer: config.rooms_per_peer,
             heartbeat_interval: config.heartbeat_interval,
             node_ttl: config.node_ttl,
-            join_timeout: Duration::from_secs(5),
+            join_timeout: JOIN_TIMEOUT,
             resume_grace: config.resume_grace,
             reload_grace: config.reload_grace,
         };
-        let core = Core::with_metrics(config.node_id.clone(), backend, settings, metrics);
+        let core = Core::with_metrics(config.node_id.clone(), backend.clone(), settings, metrics);
         let background = TaskTracker::new();
         let background_stop = CancellationToken::new();
         core.start(&background, background_stop.clone()).await.context("subscribing to this node's inbox")?;
@@ -75,8 +91,8 @@ impl App {
             session: SessionLimits {
                 rate_per_sec: config.rate_per_sec,
                 rate_burst: config.rate_burst,
-                strikes: 20,
-                strike_window: Duration::from_secs(10),
+                strikes: BAD_FRAME_STRIKES,
+                strike_window: STRIKE_WINDOW,
                 joins_per_minute: config.abuse.joins_per_minute,
             },
             outbound_queue: config.outbound_queue,
@@ -95,7 +111,7 @@ impl App {
             guards,
             gate: Arc::default(),
         };
-        Ok(App { listener, state, background, background_stop })
+        Ok(App { listener, state, store: backend, background, background_stop })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -106,9 +122,15 @@ impl App {
         self.state.core.node()
     }
 
-    /// The node's core (tests inspect it and reach its backend for fault injection).
+    /// The node's core (tests inspect it).
     pub fn core(&self) -> Arc<Core> {
         self.state.core.clone()
+    }
+
+    /// The store under the node, for whoever embeds it: fault-injection tests reach
+    /// past the core with it. Nothing inside the node uses it but the core.
+    pub fn store(&self) -> Arc<dyn Backend> {
+        self.store.clone()
     }
 
     /// Serves in a background task (for embedding and tests); the handle drains it.
@@ -125,7 +147,7 @@ impl App {
     ///    left by then leave);
     /// 4. the node leaves the cluster registry; background tasks stop.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let App { listener, state, background, background_stop } = self;
+        let App { listener, state, store: _, background, background_stop } = self;
         let core = state.core.clone();
         let (sessions, sessions_stop) = (state.sessions.clone(), state.sessions_stop.clone());
         let drain_timeout = state.config.drain_timeout;
@@ -157,7 +179,7 @@ impl App {
         core.leave_cluster().await;
         background_stop.cancel();
         background.close();
-        let _ = tokio::time::timeout(Duration::from_secs(2), background.wait()).await;
+        let _ = tokio::time::timeout(BACKGROUND_STOP, background.wait()).await;
         info!(sessions = open, "drained");
         Ok(())
     }

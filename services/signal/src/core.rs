@@ -12,6 +12,7 @@ mod events;
 mod gate;
 pub mod hold;
 mod liveness;
+mod registry;
 mod removals;
 mod resume;
 pub mod roles;
@@ -41,6 +42,7 @@ use crate::metrics::NodeMetrics;
 pub use error::CoreError;
 pub use events::Event;
 pub use liveness::Health;
+pub use registry::RoomRegistry;
 pub use resume::{Hold, ResumedRoom, Resumes};
 pub use rooms::JoinDone;
 use rooms::Target;
@@ -136,8 +138,15 @@ impl Core {
         &self.settings.admission
     }
 
-    pub fn backend(&self) -> &dyn Backend {
+    /// The store, for the core's own parts only: sessions and HTTP go through the
+    /// core's methods and [`Core::registry`].
+    fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
+    }
+
+    /// The room registry, for the HTTP API.
+    pub fn registry(&self) -> RoomRegistry<'_> {
+        RoomRegistry { backend: self.backend.as_ref() }
     }
 
     pub fn room_count(&self) -> usize {

@@ -3,6 +3,7 @@
 //! alive), `/readyz` (send traffic here: not draining, Redis reachable, and the
 //! node's own subscription proven alive by a probe that came back) and `/metrics`.
 
+mod error;
 pub mod guard;
 mod rooms;
 mod socketio;

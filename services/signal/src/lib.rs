@@ -1,5 +1,23 @@
 //! The signaling node. `main.rs` only wires; everything lives here so integration
 //! tests can run nodes in-process.
+//!
+//! A message's way down the layers, and who owns what:
+//!
+//! - [`app`]: build, bind, serve, drain. The one place that connects the parts and
+//!   owns the store handle, the task trackers and the listener.
+//! - [`http`]: the routes. Upgrades WebSockets and Engine.IO polling into connections;
+//!   the HTTP API (rooms, status) goes through [`core::RoomRegistry`], never the store.
+//! - [`connection`]: drives one connection of any dialect from welcome to close; decides
+//!   what a connection does when (drain, overflow, keep-alive, which ends are held).
+//! - [`transport`]: frames in and out. A `Transport` moves text frames (WebSocket,
+//!   polling); a `Dialect` (native, plain, Socket.IO) turns them into requests and
+//!   renders replies and events.
+//! - [`session`]: one connection's state (peer id, rooms, limits, resume key); runs its
+//!   requests one at a time, which keeps one sender's signals in order.
+//! - [`core`]: rooms, authorization and routing, with no sockets and no JSON; owns the
+//!   membership mirror, resumes and liveness, and is the only user of the store.
+//! - [`admission`], [`config`], [`metrics`]: identity and room rules, settings, the
+//!   node's Prometheus metrics (including the store's timings).
 
 pub mod admission;
 pub mod app;

@@ -403,10 +403,9 @@ impl Session {
             (core.resumes().token(&peer, nonce), ResumeKey::Nonce(nonce))
         };
         let claimed = core
-            .backend()
-            .claim_resumable(&peer, &crate::core::token_hash(token), &crate::core::token_hash(&next), core.node())
+            .claim_resumable(&peer, &crate::core::token_hash(token), &crate::core::token_hash(&next))
             .await
-            .map_err(|e| failed(e.into()))?
+            .map_err(failed)?
             .ok_or_else(|| failed(CoreError::ResumeFailed("unknown, used or expired resume token; join afresh")))?;
         self.take_over(peer, claimed, key, next, None, id, started).await.map_err(failed)
     }
@@ -477,7 +476,7 @@ impl Session {
         let started = Instant::now();
         let (peer, token) = crate::core::Resumes::of_registration(room, chosen, room_token, subject);
         let hash = crate::core::token_hash(&token);
-        if let Some(claimed) = core.backend().claim_resumable(&peer, &hash, &hash, core.node()).await? {
+        if let Some(claimed) = core.claim_resumable(&peer, &hash, &hash).await? {
             let key = ResumeKey::Kept(token.clone().into());
             let replies = self.take_over(peer, claimed, key, token, Some(chosen), id.clone(), started).await?;
             if !self.rooms.is_empty() {

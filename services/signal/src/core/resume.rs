@@ -251,6 +251,18 @@ impl Core {
         &self.resumes
     }
 
+    /// Claims the resumable record of `peer` with the hash of the token its client
+    /// presented, for this node, storing the hash of the next token; None when the
+    /// token is unknown, used or expired.
+    pub async fn claim_resumable(
+        &self,
+        peer: &PeerId,
+        token_hash: &str,
+        next_token_hash: &str,
+    ) -> Result<Option<Claimed>, CoreError> {
+        Ok(self.backend.claim_resumable(peer, token_hash, next_token_hash, &self.node).await?)
+    }
+
     /// Records a resumable member's room (so any node can resume it).
     pub async fn note_resumable(&self, peer: &PeerId, token: &str, room: &RoomId) {
         if let Err(e) = self.backend.note_resumable(peer, &token_hash(token), &self.node, room).await {

@@ -20,17 +20,9 @@ use protocol::RoomId;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::error::ApiError;
 use super::AppState;
 use crate::core::now_ms;
-
-/// An API refusal: a status and `{"error": message}`.
-pub(super) struct ApiError(pub(super) StatusCode, pub(super) String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": self.1}))).into_response()
-    }
-}
 
 fn random_text(bytes: usize) -> String {
     let random: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
@@ -43,14 +35,8 @@ fn iso(ms: u64) -> String {
 
 /// The verified subject of the request's bearer token.
 async fn caller(state: &AppState, headers: &HeaderMap) -> Result<auth::Identity, ApiError> {
-    let token = auth::bearer(headers)
-        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "send Authorization: Bearer <id_token>".into()))?;
-    state
-        .core
-        .admission()
-        .verify(token)
-        .await
-        .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, format!("token refused: {e}")))
+    let token = auth::bearer(headers).ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <id_token>"))?;
+    state.core.admission().verify(token).await.map_err(|e| ApiError::unauthorized(format!("token refused: {e}")))
 }
 
 #[derive(Deserialize, Default)]
@@ -63,9 +49,9 @@ pub(super) async fn anonymous_signin(
     body: Option<Json<SigninRequest>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let issuer = state.core.admission().issuer().ok_or_else(|| {
-        ApiError(
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "anonymous sign-in is not configured: set ANON_TOKEN_SECRET or ANON_TOKEN_KEY_FILE".into(),
+            "anonymous sign-in is not configured: set ANON_TOKEN_SECRET or ANON_TOKEN_KEY_FILE",
         )
     })?;
     let suffix = format!("{:04}", rand::random::<u16>() % 10_000);
@@ -81,8 +67,7 @@ pub(super) async fn anonymous_signin(
 
 pub(super) async fn jwks(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let keys = state.core.admission().issuer().and_then(|i| i.jwks());
-    keys.map(Json)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no public key: anonymous tokens are not ES256".into()))
+    keys.map(Json).ok_or_else(|| ApiError::not_found("no public key: anonymous tokens are not ES256"))
 }
 
 #[derive(Deserialize, Default)]
@@ -99,7 +84,7 @@ const MAX_ROOM_TTL: Duration = Duration::from_secs(30 * 86_400);
 
 /// Creates a room; its id, token and record.
 async fn create(state: &AppState, creator: &str, req: CreateRoom) -> Result<(RoomId, String, RoomRecord), ApiError> {
-    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let bad = ApiError::bad_request;
     let limits = &state.connection.limits;
     let room = match req.room_id {
         Some(id) => RoomId::parse_with_max(&id, limits.room_id_chars).map_err(|e| bad(format!("room_id: {e}")))?,
@@ -126,9 +111,9 @@ async fn create(state: &AppState, creator: &str, req: CreateRoom) -> Result<(Roo
         capacity: req.capacity,
         hosts: req.hosts,
     };
-    let created = state.core.backend().create_room(&room, &record).await.map_err(unavailable)?;
+    let created = state.core.registry().create(&room, &record).await?;
     if !created {
-        return Err(ApiError(StatusCode::CONFLICT, "a room with this id exists".into()));
+        return Err(ApiError::new(StatusCode::CONFLICT, "a room with this id exists"));
     }
     tracing::info!(%room, creator, ttl_secs = ttl.as_secs(), "room created");
     Ok((room, token, record))
@@ -172,14 +157,8 @@ pub(super) async fn room_info(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller(&state, &headers).await?;
     let room = RoomId::parse_with_max(&id, state.connection.limits.room_id_chars)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("room id: {e}")))?;
-    let record = state
-        .core
-        .backend()
-        .room_record(&room)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "Room not found".into()))?;
+        .map_err(|e| ApiError::bad_request(format!("room id: {e}")))?;
+    let record = state.core.registry().record(&room).await?.ok_or_else(|| ApiError::not_found("Room not found"))?;
     Ok(Json(json!({
         "room_id": room,
         "creator": record.creator,
@@ -189,10 +168,6 @@ pub(super) async fn room_info(
         "expired": record.expires_ms <= now_ms(),
         "capacity": record.capacity,
     })))
-}
-
-pub(super) fn unavailable(e: bus::BackendError) -> ApiError {
-    ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("signaling store unavailable: {e}"))
 }
 
 /// `DELETE /api/rooms/{id}`: closes a created room for everyone, on every node (each
@@ -205,27 +180,18 @@ pub(super) async fn delete_room(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let who = caller(&state, &headers).await?;
     let room = RoomId::parse_with_max(&id, state.connection.limits.room_id_chars)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("room id: {e}")))?;
+        .map_err(|e| ApiError::bad_request(format!("room id: {e}")))?;
     close_as(&state, &who, &room).await?;
     Ok(Json(json!({"room_id": room, "closed": true})))
 }
 
 /// Closes a created room and forgets it, if `who` is its creator or one of its hosts.
 async fn close_as(state: &AppState, who: &auth::Identity, room: &RoomId) -> Result<(), ApiError> {
-    let record = state
-        .core
-        .backend()
-        .room_record(room)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "Room not found".into()))?;
+    let record = state.core.registry().record(room).await?.ok_or_else(|| ApiError::not_found("Room not found"))?;
     if record.creator != who.subject && !record.hosts.contains(&who.subject) {
-        return Err(ApiError(StatusCode::FORBIDDEN, "only the room's creator or its hosts may close it".into()));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "only the room's creator or its hosts may close it"));
     }
-    state.core.close_room(room, protocol::CloseReason::Ended, true).await.map_err(|e| match e {
-        crate::core::CoreError::Unavailable(e) => unavailable(e),
-        other => ApiError(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
-    })
+    Ok(state.core.close_room(room, protocol::CloseReason::Ended, true).await?)
 }
 
 #[derive(Deserialize)]
@@ -242,18 +208,8 @@ pub(super) async fn delete_peers_and_room(
     Json(body): Json<DeletePeers>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let who = caller(&state, &headers).await?;
-    let peer = protocol::PeerId::parse(&body.peer_id)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("peer_id: {e}")))?;
-    let backend = state.core.backend();
-    let mut found = None;
-    for room in backend.active_rooms().await.map_err(unavailable)? {
-        let members = backend.members(&room).await.map_err(unavailable)?;
-        if members.iter().filter_map(|r| protocol::MemberInfo::decode(r).ok()).any(|m| m.peer == peer) {
-            found = Some(room);
-            break;
-        }
-    }
-    let room = found.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "Peer not found".into()))?;
+    let peer = protocol::PeerId::parse(&body.peer_id).map_err(|e| ApiError::bad_request(format!("peer_id: {e}")))?;
+    let room = state.core.registry().room_of(&peer).await?.ok_or_else(|| ApiError::not_found("Peer not found"))?;
     close_as(&state, &who, &room).await?;
     Ok(Json(json!({"message": "Peers and room deleted", "room_id": room})))
 }

@@ -16,7 +16,7 @@ use axum::Json;
 use protocol::MemberInfo;
 use serde_json::{json, Value};
 
-use super::rooms::{unavailable, ApiError};
+use super::error::ApiError;
 use super::AppState;
 
 /// When the process started, for `uptime`.
@@ -28,34 +28,20 @@ pub fn note_start() {
 
 fn authorized(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
     let Some(expected) = &state.config.status_token else {
-        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "the status API is off: set STATUS_TOKEN".into()));
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the status API is off: set STATUS_TOKEN"));
     };
     let from_query = query.and_then(|q| q.split('&').find_map(|p| p.strip_prefix("token=")));
     let presented = auth::bearer(headers).or(from_query);
     if auth::token_matches(presented, expected.expose()) {
         Ok(())
     } else {
-        Err(ApiError(StatusCode::UNAUTHORIZED, "a valid status token is required".into()))
+        Err(ApiError::unauthorized("a valid status token is required"))
     }
 }
 
 /// Every active room with its members, cluster-wide.
 async fn cluster_rooms(state: &AppState) -> Result<Vec<(protocol::RoomId, Vec<MemberInfo>)>, ApiError> {
-    let backend = state.core.backend();
-    let mut rooms = Vec::new();
-    for room in backend.active_rooms().await.map_err(unavailable)? {
-        let members: Vec<MemberInfo> = backend
-            .members(&room)
-            .await
-            .map_err(unavailable)?
-            .iter()
-            .filter_map(|record| MemberInfo::decode(record).ok())
-            .collect();
-        if !members.is_empty() {
-            rooms.push((room, members));
-        }
-    }
-    Ok(rooms)
+    Ok(state.core.registry().rooms_with_members().await?)
 }
 
 fn joined_at(member: &MemberInfo) -> Value {
@@ -93,7 +79,7 @@ pub(super) async fn rooms(
     authorized(&state, &headers, query.as_deref())?;
     let mut listed = Vec::new();
     for (room, members) in cluster_rooms(&state).await? {
-        let record = state.core.backend().room_record(&room).await.map_err(unavailable)?;
+        let record = state.core.registry().record(&room).await?;
         let earliest = members.iter().filter_map(|m| joined_at(m).as_str().map(str::to_owned)).min();
         let users: Vec<Value> =
             members.iter().map(|m| json!({"name": m.name, "role": m.role, "joinedAt": joined_at(m)})).collect();

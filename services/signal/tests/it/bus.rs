@@ -195,7 +195,7 @@ async fn a_lost_room_channel_subscription_is_noticed_and_repaired() {
     // Node 1 stops hearing the room (as after a partly failed resubscribe), unbeknown
     // to its own bookkeeping.
     let node1 = &cluster.nodes[1];
-    node1.core.backend().unsubscribe_room(&RoomId::parse("r").unwrap()).await.unwrap();
+    node1.store.unsubscribe_room(&RoomId::parse("r").unwrap()).await.unwrap();
     let mut c = cluster.client(0).await;
     c.join("r").await;
     // b learns of c all the same (the room is resubscribed and resynchronised)...

@@ -34,6 +34,8 @@ pub const DEFAULT_TIMINGS: &[(&str, &str)] = &[("HEARTBEAT_INTERVAL_MS", "2000")
 pub struct InProcessNode {
     pub addr: SocketAddr,
     pub core: Arc<Core>,
+    /// The node's store, for fault injection.
+    pub store: Arc<dyn bus::Backend>,
     /// Dropping it stops the node.
     _running: RunningApp,
 }
@@ -50,11 +52,11 @@ impl InProcessNode {
         pairs.extend_from_slice(extra);
         let config = SignalConfig::from_pairs(&pairs).expect("test config");
         let app = App::build(config).await.expect("node starts");
-        let core = app.core();
+        let (core, store) = (app.core(), app.store());
         let running = app.spawn();
         let addr = running.local_addr();
         wait_ready(addr).await;
-        Self { addr, core, _running: running }
+        Self { addr, core, store, _running: running }
     }
 
     /// One of the node's /metrics values, summed over its label sets.
