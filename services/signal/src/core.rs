@@ -97,6 +97,9 @@ pub struct Core {
     /// Every signal is counted in from its route to its publish; a fence waits for the
     /// ones counted before it, so that it leaves after every signal routed the old way.
     publish_gate: gate::PublishGate,
+    /// The tracker and stop token [`Core::start`] was given: every task the core starts
+    /// runs on them, so a drain waits for them (boundedly) and stops them.
+    tasks: std::sync::OnceLock<(TaskTracker, CancellationToken)>,
 }
 
 impl Core {
@@ -127,6 +130,7 @@ impl Core {
             resync_wanted: Notify::new(),
             bus_stats: bus_stats::BusStats::default(),
             metrics,
+            tasks: std::sync::OnceLock::new(),
         })
     }
 
@@ -193,10 +197,28 @@ impl Core {
             info!(ghosts, "removed members left behind by an earlier run of this node");
         }
         self.health.set_redis(true);
+        let _ = self.tasks.set((tasks.clone(), stop.clone()));
         tasks.spawn(self.clone().run_dispatcher(inbox));
         tasks.spawn(self.clone().run_liveness(stop.clone()));
         tasks.spawn(self.clone().run_bounces(stop));
         Ok(())
+    }
+
+    /// Starts a task on the node's tracker; it is dropped when the node stops (by then
+    /// the drain has settled every member it could be working for).
+    fn spawn_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let Some((tracker, stop)) = self.tasks.get() else {
+            // Only a core that was never started gets here (no sessions, no bus).
+            warn!("a core task before Core::start; not started");
+            return;
+        };
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = task => {}
+            }
+        });
     }
 
     /// Handles bus messages in arrival order until the backend closes the inbox.
@@ -610,11 +632,11 @@ impl Core {
                 let here = self.rooms.apply_moved(&room, &member, nonce);
                 let new = member.serving_node();
                 if here.fence {
-                    tokio::spawn(self.clone().send_fence(room.clone(), member.peer.clone(), from, new));
+                    self.spawn_task(self.clone().send_fence(room.clone(), member.peer.clone(), from, new));
                 }
                 if here.left {
                     let core = self.clone();
-                    tokio::spawn(async move { core.release_room(&room).await });
+                    self.spawn_task(async move { core.release_room(&room).await });
                 }
             }
             BusEvent::ResumeRequest { peer, to } => self.on_resume_request(peer, to),

@@ -82,6 +82,11 @@ pub enum Hold {
 }
 
 /// The node's part of resume: tokens, members held away, and hand-overs in progress.
+///
+/// Lock order: `away` before `incoming` before the session registry's lock before
+/// `takeovers` (`go_away` and `on_resume_request` nest them so); `dead_since` is never
+/// held with another. Every lock is a `std` mutex held for a few map operations, never
+/// across an `.await`.
 pub struct Resumes {
     grace: Duration,
     /// RELOAD_GRACE_MS (at most the grace).
@@ -310,7 +315,7 @@ impl Core {
         self.count_away();
         debug!(%peer, ?hold, "connection ended; held away for its resume");
         let hold = self.resumes.hold_for(hold);
-        tokio::spawn(self.clone().expire_after_grace(held, hold, overflow_watch));
+        self.spawn_task(self.clone().expire_after_grace(held, hold, overflow_watch));
     }
 
     /// Leaves the rooms of an away member whose client did not come back in time,
@@ -427,7 +432,7 @@ impl Core {
         drop((takeovers, away));
         let unknown = self.envelope(BusEvent::Forward { peer, events: vec![Held::Unknown] });
         let core = self.clone();
-        tokio::spawn(async move {
+        self.spawn_task(async move {
             if let Err(e) = core.backend.publish_node(&to, unknown).await {
                 debug!(error = %e, "could not tell a resuming node that nothing is held here");
             }
@@ -448,7 +453,7 @@ impl Core {
         let Some(inbox) = entry.inbox.take() else { return };
         info!(%peer, %to, "member resumed elsewhere; forwarding what is held for it");
         let rooms = entry.memberships.len();
-        tokio::spawn(self.clone().forward(entry.handle.clone(), to, inbox, rooms));
+        self.spawn_task(self.clone().forward(entry.handle.clone(), to, inbox, rooms));
     }
 
     /// Forwards an away member's queue to the node it resumed on, in order, until
@@ -629,7 +634,7 @@ impl Core {
         }
         let core = self.clone();
         let waiting = handle.clone();
-        tokio::spawn(async move {
+        self.spawn_task(async move {
             tokio::time::sleep(FENCE_TIMEOUT).await;
             if let Some(hold) = waiting.hold() {
                 if hold.force_open() {
