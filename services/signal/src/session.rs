@@ -269,112 +269,126 @@ impl Session {
     }
 
     async fn execute(&mut self, command: Command, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
-        let core = self.core.clone();
         let may_proceed = matches!(command, Command::Ping | Command::Authenticate { .. });
-        if !may_proceed && self.identity.is_none() && core.admission().requires_identity() {
+        if !may_proceed && self.identity.is_none() && self.core.admission().requires_identity() {
             return Err(CoreError::Unauthenticated(
                 "a valid token is required: send it at the upgrade (Authorization: Bearer, access_token), in an auth message, or in the dialect's handshake".into(),
             ));
         }
         match command {
-            Command::Authenticate { token: Some(token) } => {
-                let identity = core
-                    .admission()
-                    .verify(&token)
-                    .await
-                    .map_err(|e| CoreError::Unauthenticated(format!("token refused: {e}")))?;
-                debug!(subject = %identity.subject, "authenticated");
-                self.identity = Some(Box::new(identity.clone()));
-                Ok(vec![Reply::Authenticated { identity: Some(identity), id }])
-            }
-            Command::Authenticate { token: None } => {
-                if self.identity.is_none() && core.admission().requires_identity() {
-                    return Err(CoreError::Unauthenticated("a valid token is required".into()));
-                }
-                Ok(vec![Reply::Authenticated { identity: self.identity.as_deref().cloned(), id }])
-            }
+            Command::Authenticate { token } => self.authenticate(token, id).await,
             Command::Join { room, name, role, token, meta, member } => {
-                self.count_join()?;
-                // What a verified token says wins over what the client declares.
-                let (name, role) = self.identity.as_deref().map_or((name.clone(), role.clone()), |who| {
-                    let claimed_name = who.name.as_deref().and_then(|n| {
-                        let shown: String = n.chars().take(protocol::DisplayName::DEFAULT_MAX_CHARS).collect();
-                        protocol::DisplayName::parse(&shown).ok()
-                    });
-                    let claimed_role = who.role.as_deref().and_then(|r| protocol::Role::parse(r).ok());
-                    (claimed_name.unwrap_or(name), claimed_role.unwrap_or(role))
-                });
-                let recorded = name.clone();
-                if let Some(chosen) = &member {
-                    if let Some(resumed) = self.resume_registration(&room, chosen, token.as_deref(), &id).await? {
-                        return Ok(resumed);
-                    }
-                }
-                let req = JoinRequest { room: room.clone(), name, role, token, meta, member: member.clone() };
-                // Recorded before the join: nothing may be awaited between the join and
-                // its `joined` (the room's events would be written ahead of it). A room
-                // whose join fails stays listed; a resume then finds no member there.
-                if let Some(token) = self.resume_token() {
-                    core.note_resumable(&self.handle.peer, &token, &room).await;
-                    self.recorded = true;
-                }
-                let done = core.join(&self.handle, req, self.rooms.len()).await?;
-                self.rooms.push(room.clone());
-                if let Some(member) = member {
-                    self.chosen.push((room.clone(), member));
-                }
-                let mut replies = vec![Reply::Joined { room, others: done.others, name: recorded, id }];
-                if !done.backlog.is_empty() {
-                    replies.push(Reply::Events(done.backlog));
-                }
-                Ok(replies)
+                self.join(JoinRequest { room, name, role, token, meta, member }, id).await
             }
-            Command::Leave { room } => {
-                let result = core.leave(&self.member_in(&room), &room, protocol::LeftReason::Left).await;
-                if !matches!(result, Err(CoreError::NotInRoom)) {
-                    self.rooms.retain(|r| r != &room);
-                    self.chosen.retain(|(r, _)| r != &room);
-                    if self.recorded {
-                        core.forget_resumable_room(&self.handle.peer, &room).await;
-                    }
-                }
-                result?;
-                Ok(vec![Reply::Left { room, id }])
-            }
+            Command::Leave { room } => self.leave(room, id).await,
             Command::Signal { room, to, kind, data } => {
-                core.signal(&self.member_in(&room), &room, &to, kind, data).await?;
+                self.core.signal(&self.member_in(&room), &room, &to, kind, data).await?;
                 Ok(Vec::new())
             }
             Command::Broadcast { room, kind, data } => {
-                core.broadcast(&self.member_in(&room), &room, kind, data).await?;
+                self.core.broadcast(&self.member_in(&room), &room, kind, data).await?;
                 Ok(Vec::new())
             }
             Command::Update { room, meta } => {
-                core.update(&self.member_in(&room), &room, meta).await?;
+                self.core.update(&self.member_in(&room), &room, meta).await?;
                 Ok(vec![Reply::Updated { room, id }])
             }
             Command::Members { room } => {
-                let members = core.members(&self.member_in(&room), &room)?;
+                let members = self.core.members(&self.member_in(&room), &room)?;
                 Ok(vec![Reply::Members { room, members, id }])
             }
             Command::Close { room } => {
                 self.must_be_host(&room).await?;
-                core.close_room(&room, protocol::CloseReason::Ended, false).await?;
+                self.core.close_room(&room, protocol::CloseReason::Ended, false).await?;
                 Ok(vec![Reply::Closed { room, id }])
             }
             Command::Remove { room, peer } => {
                 self.must_be_host(&room).await?;
-                core.remove_from_room(&room, &peer).await?;
+                self.core.remove_from_room(&room, &peer).await?;
                 Ok(vec![Reply::Done { room, id }])
             }
             Command::Lock { room, locked } => {
                 self.must_be_host(&room).await?;
-                core.lock_room(&room, locked).await?;
+                self.core.lock_room(&room, locked).await?;
                 Ok(vec![Reply::Done { room, id }])
             }
             Command::Resume { token, keep_token } => self.resume(&token, keep_token, id).await,
             Command::Ping => Ok(vec![Reply::Pong { id }]),
         }
+    }
+
+    /// Verifies a token and becomes its identity; without a token, says who the
+    /// connection is (refused where identity is required).
+    async fn authenticate(&mut self, token: Option<String>, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
+        let Some(token) = token else {
+            if self.identity.is_none() && self.core.admission().requires_identity() {
+                return Err(CoreError::Unauthenticated("a valid token is required".into()));
+            }
+            return Ok(vec![Reply::Authenticated { identity: self.identity.as_deref().cloned(), id }]);
+        };
+        let identity = self
+            .core
+            .admission()
+            .verify(&token)
+            .await
+            .map_err(|e| CoreError::Unauthenticated(format!("token refused: {e}")))?;
+        debug!(subject = %identity.subject, "authenticated");
+        self.identity = Some(Box::new(identity.clone()));
+        Ok(vec![Reply::Authenticated { identity: Some(identity), id }])
+    }
+
+    /// Joins a room (or, for a registration under a chosen id, resumes it): `joined`,
+    /// then the room's events that happened during the join.
+    async fn join(&mut self, req: JoinRequest, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
+        self.count_join()?;
+        let JoinRequest { room, name, role, token, meta, member } = req;
+        // What a verified token says wins over what the client declares.
+        let (name, role) = self.identity.as_deref().map_or((name.clone(), role.clone()), |who| {
+            let claimed_name = who.name.as_deref().and_then(|n| {
+                let shown: String = n.chars().take(protocol::DisplayName::DEFAULT_MAX_CHARS).collect();
+                protocol::DisplayName::parse(&shown).ok()
+            });
+            let claimed_role = who.role.as_deref().and_then(|r| protocol::Role::parse(r).ok());
+            (claimed_name.unwrap_or(name), claimed_role.unwrap_or(role))
+        });
+        let recorded = name.clone();
+        if let Some(chosen) = &member {
+            if let Some(resumed) = self.resume_registration(&room, chosen, token.as_deref(), &id).await? {
+                return Ok(resumed);
+            }
+        }
+        let req = JoinRequest { room: room.clone(), name, role, token, meta, member: member.clone() };
+        // Recorded before the join: nothing may be awaited between the join and its
+        // `joined` (the room's events would be written ahead of it). A room whose join
+        // fails stays listed; a resume then finds no member there.
+        if let Some(token) = self.resume_token() {
+            self.core.note_resumable(&self.handle.peer, &token, &room).await;
+            self.recorded = true;
+        }
+        let done = self.core.join(&self.handle, req, self.rooms.len()).await?;
+        self.rooms.push(room.clone());
+        if let Some(member) = member {
+            self.chosen.push((room.clone(), member));
+        }
+        let mut replies = vec![Reply::Joined { room, others: done.others, name: recorded, id }];
+        if !done.backlog.is_empty() {
+            replies.push(Reply::Events(done.backlog));
+        }
+        Ok(replies)
+    }
+
+    /// Leaves a room: `left`, and the others hear `peer-left` (reason `left`).
+    async fn leave(&mut self, room: RoomId, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
+        let result = self.core.leave(&self.member_in(&room), &room, protocol::LeftReason::Left).await;
+        if !matches!(result, Err(CoreError::NotInRoom)) {
+            self.rooms.retain(|r| r != &room);
+            self.chosen.retain(|(r, _)| r != &room);
+            if self.recorded {
+                self.core.forget_resumable_room(&self.handle.peer, &room).await;
+            }
+        }
+        result?;
+        Ok(vec![Reply::Left { room, id }])
     }
 
     /// Becomes the peer `token` resumes, on this node, in its rooms (see

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Measures two builds of the signal node side by side, interleaved, with one loadtest
+# binary: the relay, fan-out and memory figures of docs/benchmarks.md ("How to
+# reproduce"), each round running the "before" build then the "after" build against a
+# fresh private redis-server and two nodes on loopback. Prints one line per run and
+# keeps the JSON reports in $OUT. Everything it started is stopped on exit.
+#
+#   bash loadtest/compare-builds.sh BEFORE_SIGNAL AFTER_SIGNAL LOADTEST [ROUNDS]
+#
+# Settings (environment): REDIS_PORT (7400), NODE_PORTS ("7411 7412"), OUT
+# (target/compare-builds), SCENARIOS (default "relay5k relay20k fanout connect"; also
+# relay10k).
+set -euo pipefail
+
+before=$1 after=$2 loadtest=$3 rounds=${4:-2}
+REDIS_PORT=${REDIS_PORT:-7400}
+NODE_PORTS=${NODE_PORTS:-"7411 7412"}
+OUT=${OUT:-target/compare-builds}
+mkdir -p "$OUT"
+work=$(mktemp -d)
+pids=()
+stop_all() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=()
+}
+trap 'stop_all; rm -rf "$work"' EXIT
+
+# Starts redis and two nodes of build $1; sets URLS and PIDS.
+start_cluster() {
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && break
+    sleep 0.1
+  done
+  local urls=() server_pids=() i=0
+  for port in $NODE_PORTS; do
+    i=$((i + 1))
+    REDIS_URL="redis://127.0.0.1:$REDIS_PORT" HOST=127.0.0.1 PORT="$port" NODE_ID="n$i" RUST_LOG=warn \
+      "$1" >"$work/node$i.log" 2>&1 &
+    pids+=($!)
+    server_pids+=($!)
+    urls+=("ws://127.0.0.1:$port/ws")
+    for _ in $(seq 1 100); do
+      curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+  done
+  URLS=$(IFS=,; echo "${urls[*]}")
+  PIDS=$(IFS=,; echo "${server_pids[*]}")
+}
+
+# One scenario against a fresh cluster of build $2 (label $1); the report is $OUT/$1-$3.json.
+run() {
+  local label=$1 build=$2 name=$3
+  shift 3
+  start_cluster "$build"
+  "$loadtest" "$@" --url "$URLS" --server-pid "$PIDS" --quiet --json "$OUT/$label-$name.json" >/dev/null || true
+  stop_all
+  python3 - "$OUT/$label-$name.json" "$label" "$name" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+lat, server = r["latency"], r["server"] or {}
+def pct(name):
+    l = lat.get(name)
+    return f"{name} p50/p99 {l['p50_us'] / 1000:.2f}/{l['p99_us'] / 1000:.2f} ms" if l else ""
+figures = [pct(r["primary_latency"])]
+if r["scenario"] == "fanout":
+    figures.append(pct("broadcast_all"))
+if r["scenario"] == "connect":
+    figures.append(pct("join"))
+    per = server.get("bytes_per_connection")
+    figures.append(f"RSS per connection {per / 1024:.2f} KiB" if per else "")
+else:
+    figures.append(f"deliveries/CPU-s {server.get('deliveries_per_cpu_second') or 0:,.0f}")
+figures.append(f"delivered {r['counters'].get('delivered', r['counters'].get('joined'))}, lost {r['lost']}")
+print(f"{sys.argv[2]:10} {sys.argv[3]:9}", " | ".join(f for f in figures if f))
+PY
+}
+
+for round in $(seq 1 "$rounds"); do
+  for side in before after; do
+    build=$before
+    [ "$side" = after ] && build=$after
+    for scenario in ${SCENARIOS:-relay5k relay20k fanout connect}; do
+      case $scenario in
+        relay5k) run "$side-r$round" "$build" relay5k relay --peers 200 --rate 5000 --duration 15s ;;
+        relay10k) run "$side-r$round" "$build" relay10k relay --peers 200 --rate 10000 --duration 15s ;;
+        relay20k) run "$side-r$round" "$build" relay20k relay --peers 200 --rate 20000 --duration 15s ;;
+        fanout) run "$side-r$round" "$build" fanout fanout --rooms 1 --room-size 1000 --rate 20 --duration 15s ;;
+        connect) run "$side-r$round" "$build" connect connect --connections 10000 --connect-rate 2000 --hold 5s ;;
+      esac
+    done
+  done
+done
