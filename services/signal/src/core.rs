@@ -7,25 +7,22 @@
 
 mod bounces;
 mod bus_stats;
+mod directory;
 mod error;
 mod events;
 mod gate;
 pub mod hold;
 mod liveness;
 mod registry;
-mod removals;
 mod resume;
 pub mod roles;
-mod room_probes;
-mod rooms;
 mod rules;
 mod sessions;
-mod subs;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bus::{Backend, BackendError, Inbound, JoinOutcome, JoinPolicy, MemberWrite};
+use bus::{Backend, BackendError, Inbound};
 use bytes::Bytes;
 use protocol::{
     BusEvent, CloseReason, DisplayName, Envelope, EventClass, LeftReason, MemberInfo, NodeId, Payload, PeerId, Role,
@@ -39,13 +36,13 @@ use tracing::{debug, info, warn, Instrument};
 use crate::admission::Admission;
 use crate::metrics::NodeMetrics;
 
+pub use directory::JoinDone;
+use directory::{DirectorySettings, RoomDirectory, Target};
 pub use error::CoreError;
 pub use events::Event;
 pub use liveness::Health;
 pub use registry::RoomRegistry;
 pub use resume::{Hold, ResumedRoom, Resumes};
-pub use rooms::JoinDone;
-use rooms::Target;
 pub use rules::token_hash;
 pub use sessions::{SessionHandle, SessionInbox, Sessions};
 
@@ -84,10 +81,8 @@ pub struct Core {
     backend: Arc<dyn Backend>,
     settings: CoreSettings,
     sessions: Sessions,
-    rooms: rooms::Rooms,
-    subs: subs::RoomSubs,
-    removals: removals::Removals,
-    room_probes: room_probes::RoomProbes,
+    /// Room membership: the mirror, its subscriptions, owed removals, resync.
+    directory: RoomDirectory,
     bounces: bounces::Bounces,
     health: Health,
     resync_wanted: Notify,
@@ -114,8 +109,20 @@ impl Core {
         settings: CoreSettings,
         metrics: Arc<NodeMetrics>,
     ) -> Arc<Self> {
+        let directory = RoomDirectory::new(
+            node.clone(),
+            backend.clone(),
+            DirectorySettings {
+                room_capacity: settings.room_capacity,
+                require_created: settings.admission.require_created,
+                join_timeout: settings.join_timeout,
+                suspect_grace: settings.node_ttl,
+                heartbeat_interval: settings.heartbeat_interval,
+            },
+            metrics.clone(),
+        );
         Arc::new(Self {
-            rooms: rooms::Rooms::new(node.clone()),
+            directory,
             health: Health::new(settings.heartbeat_interval),
             resumes: Resumes::new(settings.resume_grace, settings.reload_grace),
             publish_gate: gate::PublishGate::default(),
@@ -123,9 +130,6 @@ impl Core {
             backend,
             settings,
             sessions: Sessions::default(),
-            subs: subs::RoomSubs::default(),
-            removals: removals::Removals::default(),
-            room_probes: room_probes::RoomProbes::default(),
             bounces: bounces::Bounces::new(),
             resync_wanted: Notify::new(),
             bus_stats: bus_stats::BusStats::default(),
@@ -142,27 +146,21 @@ impl Core {
         &self.settings.admission
     }
 
-    /// The store, for the core's own parts only: sessions and HTTP go through the
-    /// core's methods and [`Core::registry`].
-    fn backend(&self) -> &dyn Backend {
-        self.backend.as_ref()
-    }
-
     /// The room registry, for the HTTP API.
     pub fn registry(&self) -> RoomRegistry<'_> {
         RoomRegistry { backend: self.backend.as_ref() }
     }
 
     pub fn room_count(&self) -> usize {
-        self.rooms.room_count()
+        self.directory.room_count()
     }
 
     pub fn local_member_count(&self) -> usize {
-        self.rooms.local_member_count()
+        self.directory.local_member_count()
     }
 
     fn envelope(&self, event: BusEvent) -> Bytes {
-        Bytes::from(Envelope::new(self.node.clone(), event).sent_at(now_us()).encode())
+        envelope(&self.node, event)
     }
 
     /// An envelope carrying the trace context of `span` (when traces are on), so the
@@ -192,7 +190,7 @@ impl Core {
         }
         // A node restarted under the same NODE_ID before its heartbeat expired was never
         // reaped: whatever Redis still lists as served here belongs to its previous life.
-        let ghosts = self.sweep_own_ghosts(&[]).await?;
+        let ghosts = self.directory.sweep_own_ghosts(&[]).await?;
         if ghosts > 0 {
             info!(ghosts, "removed members left behind by an earlier run of this node");
         }
@@ -245,7 +243,8 @@ impl Core {
         &self.bus_stats
     }
 
-    /// Joins a room: see [`rooms`] for the handshake that makes the member lists exact.
+    /// Joins a room (see [`directory`] for the handshake that makes the member lists
+    /// exact).
     pub async fn join(
         &self,
         session: &SessionHandle,
@@ -253,8 +252,7 @@ impl Core {
         rooms_held: usize,
     ) -> Result<JoinDone, CoreError> {
         let member = req.member.unwrap_or_else(|| session.peer.clone());
-        rules::may_join(self.rooms.is_active_local(&req.room, &member), rooms_held, self.settings.rooms_per_peer)?;
-        let room = req.room;
+        rules::may_join(self.directory.is_member(&req.room, &member), rooms_held, self.settings.rooms_per_peer)?;
         let token_hash = req.token.as_deref().map(rules::token_hash);
         let record = Arc::new(MemberInfo {
             // A native peer id names its node already: the record repeats it only for ids
@@ -265,159 +263,25 @@ impl Core {
             role: req.role,
             meta: req.meta,
         });
-
-        self.subs.acquire(self.backend(), &self.node, &room).await?;
-        let nonce = rand::random::<u64>() | 1;
-        let done = match self.begin_join(&room, session, &record, nonce).await {
-            Ok(done) => done,
-            Err(e) => {
-                self.finish_room_op(&room).await;
-                return Err(e);
-            }
-        };
-        match self.run_join(&room, &record, nonce, token_hash.as_deref(), done).await {
-            Ok(done) => {
-                // Nothing is awaited between a join and its reply.
-                self.subs.done(&room);
-                Ok(done)
-            }
-            Err(e) => {
-                self.rooms.remove_local(&room, &record.peer);
-                self.finish_room_op(&room).await;
-                Err(e)
-            }
-        }
+        let joined = self.directory.join(&req.room, session, record, token_hash.as_deref()).await;
+        self.note_unconfirmed(&joined);
+        joined
     }
 
-    /// Registers the member as joining, after any removal of the same id from the room
-    /// that Redis has not confirmed yet: that removal must land before the new join,
-    /// never after it. A ghost sweep may owe one between the two steps; then it is
-    /// settled and the registration tried once more (the sweep owes nothing once the
-    /// member is registered).
-    async fn begin_join(
-        &self,
-        room: &RoomId,
-        session: &SessionHandle,
-        record: &Arc<MemberInfo>,
-        nonce: u64,
-    ) -> Result<tokio::sync::oneshot::Receiver<JoinDone>, CoreError> {
-        for _ in 0..2 {
-            self.settle_owed_removal(room, &record.peer).await?;
-            match self.rooms.begin_join(room, session.clone(), record.clone(), nonce, &self.removals) {
-                Err(rooms::BeginJoinError::RemovalOwed) => continue,
-                Err(rooms::BeginJoinError::AlreadyInRoom) => return Err(CoreError::AlreadyInRoom),
-                Ok(done) => return Ok(done),
-            }
-        }
-        Err(CoreError::Unavailable(BackendError::Protocol("a removal of this id keeps being owed".into())))
-    }
-
-    /// After a local member went: stops following the room if the node has no member
-    /// left there and no join into it is under way. Its index entry stays while a
-    /// removal from it is owed (a reaper must still find that member).
-    async fn release_room(&self, room: &RoomId) {
-        let in_use = || self.rooms.has_local(room);
-        let unused = subs::Unused { in_use: &in_use, keep_index: self.removals.any_in(room) };
-        self.subs.release(self.backend(), &self.node, room, unused).await;
-    }
-
-    /// A join or move into `room` failed: counts it out and releases the room.
-    async fn finish_room_op(&self, room: &RoomId) {
-        self.subs.done(room);
-        self.release_room(room).await;
-    }
-
-    async fn run_join(
-        &self,
-        room: &RoomId,
-        record: &Arc<MemberInfo>,
-        nonce: u64,
-        token_hash: Option<&str>,
-        done: tokio::sync::oneshot::Receiver<JoinDone>,
-    ) -> Result<JoinDone, CoreError> {
-        let write = MemberWrite {
-            room,
-            peer: &record.peer,
-            record: Bytes::from(record.encode()),
-            announcement: self.envelope(BusEvent::Joined { room: room.clone(), member: (**record).clone(), nonce }),
-        };
-        let policy = JoinPolicy {
-            capacity: self.settings.room_capacity,
-            token_hash,
-            require_registered: self.settings.admission.require_created,
-            now_ms: now_ms(),
-        };
-        let outcome = match self.backend.join(write, policy).await {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                // The script may still run (a timeout is not a refusal): undo it later.
-                self.removals.owe(room, &record.peer, LeftReason::Left);
-                return Err(e.into());
-            }
-        };
-        match outcome {
-            JoinOutcome::Full => Err(CoreError::RoomFull),
-            JoinOutcome::BadToken => Err(CoreError::Unauthorized),
-            JoinOutcome::NotFound => Err(CoreError::RoomNotFound),
-            JoinOutcome::Expired => Err(CoreError::RoomExpired),
-            JoinOutcome::Locked => Err(CoreError::RoomLocked),
-            JoinOutcome::Taken => Err(CoreError::IdTaken),
-            JoinOutcome::Joined { others, token_hash, expires_ms } => {
-                self.metrics.joins.inc();
-                self.rooms.note_expiry(room, expires_ms);
-                let others = others.iter().filter_map(|r| self.decode_member(r)).collect();
-                self.rooms.join_snapshot(room, &record.peer, others, token_hash);
-                match tokio::time::timeout(self.settings.join_timeout, done).await {
-                    Ok(Ok(done)) => Ok(done),
-                    _ => {
-                        // Joined in Redis but our channel never confirmed it: undo.
-                        warn!(%room, "join not confirmed by the room channel; undoing");
-                        // A failed undo is owed and retried; the join's error stands.
-                        let _ = self.remove_member(room, &record.peer, LeftReason::Left).await;
-                        self.health.subscription_suspect();
-                        Err(CoreError::JoinTimeout)
-                    }
-                }
-            }
-        }
-    }
-
-    fn decode_member(&self, record: &[u8]) -> Option<Arc<MemberInfo>> {
-        match MemberInfo::decode(record) {
-            Ok(m) => Some(Arc::new(m)),
-            Err(e) => {
-                warn!(error = %e, "unreadable member record in Redis; skipped");
-                None
-            }
+    /// A join or move the room channel never confirmed: the subscription may be dead.
+    fn note_unconfirmed<T>(&self, result: &Result<T, CoreError>) {
+        if matches!(result, Err(CoreError::JoinTimeout)) {
+            self.health.subscription_suspect();
         }
     }
 
     /// Leaves a room; the others hear `peer-left` with `reason`.
     pub async fn leave(&self, peer: &PeerId, room: &RoomId, reason: LeftReason) -> Result<(), CoreError> {
-        if !self.rooms.is_active_local(room, peer) {
+        if !self.directory.is_member(room, peer) {
             return Err(CoreError::NotInRoom);
         }
         self.metrics.left(reason);
-        let result = self.remove_member(room, peer, reason).await;
-        // Locally the member is gone either way: a removal Redis did not confirm is
-        // owed, and retried until it lands.
-        self.rooms.remove_local(room, peer);
-        self.release_room(room).await;
-        result
-    }
-
-    /// Removes a member from Redis; the others hear `peer-left` with `reason`. If Redis
-    /// does not confirm it, the removal is owed (see [`removals`]).
-    async fn remove_member(&self, room: &RoomId, peer: &PeerId, reason: LeftReason) -> Result<(), CoreError> {
-        let left = BusEvent::Left { room: room.clone(), peer: peer.clone(), reason };
-        match self.backend.leave(room, peer, self.envelope(left)).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                warn!(%room, error = %e, "removing a member failed; retrying on every heartbeat until it lands");
-                self.removals.owe(room, peer, reason);
-                Err(e.into())
-            }
-        }
+        self.directory.leave(room, peer, reason).await
     }
 
     /// Relays a signal to one peer that shares `room` with the sender.
@@ -432,7 +296,7 @@ impl Core {
         // Counted from the route to the publish: see `publish_gate`.
         let _routing = self.publish_gate.enter();
         // The room mirror knows where every member is: no Redis lookup.
-        let (sender_in, target) = self.rooms.route(room, from, to);
+        let (sender_in, target) = self.directory.route(room, from, to);
         rules::may_signal(sender_in, target.is_some())?;
         self.check_role(room, from, kind.as_str())?;
         let node = match target {
@@ -466,7 +330,7 @@ impl Core {
         kind: SignalKind,
         data: Payload,
     ) -> Result<(), CoreError> {
-        if !self.rooms.is_active_local(room, from) {
+        if !self.directory.is_member(room, from) {
             return Err(CoreError::NotInRoom);
         }
         self.check_role(room, from, "broadcast")?;
@@ -498,7 +362,7 @@ impl Core {
         if rules.is_empty() {
             return Ok(());
         }
-        let Some(me) = self.rooms.local_record(room, peer) else { return Ok(()) };
+        let Some(me) = self.directory.local_record(room, peer) else { return Ok(()) };
         if rules.allows(&me.role, action) {
             Ok(())
         } else {
@@ -508,13 +372,13 @@ impl Core {
 
     /// Whether `peer` is an active local member of `room`.
     pub fn is_member(&self, peer: &PeerId, room: &RoomId) -> bool {
-        self.rooms.is_active_local(room, peer)
+        self.directory.is_member(room, peer)
     }
 
     /// Removes `peer` from `room` on behalf of a host: the node that serves it tells it
     /// and makes it leave (the others hear `peer-left` with reason `removed`).
     pub async fn remove_from_room(&self, room: &RoomId, peer: &PeerId) -> Result<(), CoreError> {
-        if !self.rooms.members(room).iter().any(|m| &m.peer == peer) {
+        if !self.directory.members(room).iter().any(|m| &m.peer == peer) {
             return Err(CoreError::NoSuchPeer);
         }
         let msg = self.envelope(BusEvent::Removed { room: room.clone(), peer: peer.clone() });
@@ -539,28 +403,19 @@ impl Core {
 
     /// Replaces the member's metadata; the others hear `peer-updated`.
     pub async fn update(&self, peer: &PeerId, room: &RoomId, meta: Payload) -> Result<(), CoreError> {
-        let current = self.rooms.local_record(room, peer).ok_or(CoreError::NotInRoom)?;
-        self.check_role(room, peer, "update")?;
-        let record = Arc::new(MemberInfo { meta, ..(*current).clone() });
-        let write = MemberWrite {
-            room,
-            peer,
-            record: Bytes::from(record.encode()),
-            announcement: self.envelope(BusEvent::Updated { room: room.clone(), member: (*record).clone() }),
-        };
-        if !self.backend.update(write).await? {
+        if !self.directory.is_member(room, peer) {
             return Err(CoreError::NotInRoom);
         }
-        self.rooms.set_local_record(room, record);
-        Ok(())
+        self.check_role(room, peer, "update")?;
+        self.directory.update(room, peer, meta).await
     }
 
     /// The other members of a room `peer` is in, from the mirror.
     pub fn members(&self, peer: &PeerId, room: &RoomId) -> Result<Vec<Arc<MemberInfo>>, CoreError> {
-        if !self.rooms.is_active_local(room, peer) {
+        if !self.directory.is_member(room, peer) {
             return Err(CoreError::NotInRoom);
         }
-        Ok(self.rooms.members(room).into_iter().filter(|m| &m.peer != peer).collect())
+        Ok(self.directory.members(room).into_iter().filter(|m| &m.peer != peer).collect())
     }
 
     /// A connection ended: leave every room it was in (as the member id it had there).
@@ -624,27 +479,26 @@ impl Core {
             // Probes on room channels reach every node there; only ours count here.
             BusEvent::Probe { nonce } if from_node == self.node => {
                 if !self.health.probe_returned(nonce) {
-                    self.room_probes.returned(nonce);
+                    self.directory.probe_returned(nonce);
                 }
             }
             BusEvent::Probe { .. } => {}
             BusEvent::Moved { room, member, from, nonce } => {
-                let here = self.rooms.apply_moved(&room, &member, nonce);
+                let here = self.directory.apply_moved(&room, &member, nonce);
                 let new = member.serving_node();
                 if here.fence {
                     self.spawn_task(self.clone().send_fence(room.clone(), member.peer.clone(), from, new));
                 }
                 if here.left {
                     let core = self.clone();
-                    self.spawn_task(async move { core.release_room(&room).await });
+                    self.spawn_task(async move { core.directory.release_room(&room).await });
                 }
             }
             BusEvent::ResumeRequest { peer, to } => self.on_resume_request(peer, to),
             BusEvent::Fence { room, peer } => self.on_fence(room, &peer, from_node),
             BusEvent::Forward { peer, events } => self.on_forward(&peer, events),
             event => {
-                let grace = Instant::now() + self.settings.node_ttl;
-                if self.rooms.apply(&event, grace) {
+                if self.directory.apply(&event) {
                     // Another node declared some of ours lost: write them back.
                     self.resync_wanted.notify_one();
                 }
@@ -665,7 +519,7 @@ impl Core {
     ) {
         // The target resumed on another node, and this one forwards what still arrives
         // for it (its sender's node routed before it saw the move).
-        let target = self.rooms.active_session(&room, &to).or_else(|| self.resumes.forwarding_handle(&to));
+        let target = self.directory.active_session(&room, &to).or_else(|| self.resumes.forwarding_handle(&to));
         match target {
             Some(target) => {
                 target.push(Arc::new(Event::Signal { room, from, kind, data }));
@@ -685,14 +539,14 @@ impl Core {
     }
 
     fn deliver_bounce(&self, room: RoomId, from: PeerId, to: PeerId) {
-        if let Some(sender) = self.rooms.active_session(&room, &from) {
+        if let Some(sender) = self.directory.active_session(&room, &from) {
             sender.push(Arc::new(Event::Undeliverable { room, to }));
         }
     }
 
     /// Member removals Redis has not confirmed yet (for metrics).
     pub fn owed_removals(&self) -> usize {
-        self.removals.len()
+        self.directory.owed_removals()
     }
 }
 
@@ -725,6 +579,11 @@ fn deliver_span(from_node: &NodeId, traceparent: &str) -> tracing::Span {
     telemetry::traces::continue_from(&span, traceparent);
     telemetry::traces::record_ids(&span);
     span
+}
+
+/// A bus envelope from `node`, stamped with the time it is sent.
+fn envelope(node: &NodeId, event: BusEvent) -> Bytes {
+    Bytes::from(Envelope::new(node.clone(), event).sent_at(now_us()).encode())
 }
 
 /// Now, in Unix milliseconds (a created room's expiry is kept in these).

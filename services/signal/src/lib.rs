@@ -14,8 +14,8 @@
 //!   renders replies and events.
 //! - [`session`]: one connection's state (peer id, rooms, limits, resume key); runs its
 //!   requests one at a time, which keeps one sender's signals in order.
-//! - [`core`]: rooms, authorization and routing, with no sockets and no JSON; owns the
-//!   membership mirror, resumes and liveness, and is the only user of the store.
+//! - [`core`]: rooms, authorization and routing, with no sockets and no JSON; a front
+//!   over its parts (room directory, resumes, liveness, relay) and the only user of the store.
 //! - [`admission`], [`config`], [`metrics`]: identity and room rules, settings, the
 //!   node's Prometheus metrics (including the store's timings).
 

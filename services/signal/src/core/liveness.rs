@@ -237,10 +237,17 @@ impl Core {
             }
         }
         self.probe().await;
-        self.probe_rooms(self.settings.heartbeat_interval * PROBE_PATIENCE).await;
-        self.settle_removals().await;
+        let repaired = self.directory.probe_rooms(self.settings.heartbeat_interval * PROBE_PATIENCE).await;
+        if repaired > 0 {
+            // Whatever those room channels carried meanwhile never arrived.
+            (0..repaired).for_each(|_| self.bus_stats.record_gap());
+            self.resync_wanted.notify_one();
+        }
+        self.directory.settle_removals().await;
         self.reap_dead_nodes().await;
-        self.settle_suspects().await;
+        if let Err(e) = self.directory.settle_suspects().await {
+            debug!(error = %e, "suspect check failed");
+        }
         self.close_expired_rooms().await;
     }
 
@@ -248,7 +255,7 @@ impl Core {
     /// closed (ROOM_EXPIRY=close; every node with members does it, and a second close
     /// finds nobody left) or left to finish (ROOM_EXPIRY=finish).
     async fn close_expired_rooms(&self) {
-        for room in self.rooms.take_expired(super::now_ms()) {
+        for room in self.directory.take_expired(super::now_ms()) {
             if !self.settings.admission.close_on_expiry {
                 continue;
             }
@@ -300,69 +307,15 @@ impl Core {
         }
     }
 
-    /// Writes this node's peers back into Redis and re-reads every room it mirrors.
+    /// Writes this node's members back into Redis and re-reads every room it mirrors;
+    /// until that succeeds, every heartbeat tries again.
     async fn resync(&self, why: &'static str) {
         self.metrics.resyncs.inc();
         self.health.resync_pending.store(true, Ordering::Relaxed);
-        let locals = self.rooms.active_locals();
-        let rooms = self.rooms.synced_rooms();
-        info!(why, peers = locals.len(), rooms = rooms.len(), "resynchronising with redis");
-        let mut restored = 0usize;
-        for local in &locals {
-            let announcement =
-                self.envelope(BusEvent::Joined { room: local.room.clone(), member: (*local.record).clone(), nonce: 0 });
-            let write = bus::MemberWrite {
-                room: &local.room,
-                peer: &local.record.peer,
-                record: Bytes::from(local.record.encode()),
-                announcement,
-            };
-            let result = async {
-                if let Some(registry) = self.backend.registry() {
-                    registry.note_room(&self.node, &local.room).await?;
-                }
-                self.backend.restore(write, local.token_hash.as_deref()).await
-            }
-            .await;
-            match result {
-                Ok(true) => restored += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    warn!(error = %e, "resync failed; retrying on the next heartbeat");
-                    return;
-                }
-            }
+        match self.directory.resync(why).await {
+            Ok(()) => self.health.resync_pending.store(false, Ordering::Relaxed),
+            Err(e) => warn!(error = %e, "resync failed; retrying on the next heartbeat"),
         }
-        let grace = Instant::now() + self.settings.node_ttl;
-        let mut ghosts = 0;
-        for room in &rooms {
-            let nonce = rand::random::<u64>() | 1;
-            self.rooms.begin_resync(room, nonce);
-            let marker = self.envelope(BusEvent::Marker { room: room.clone(), nonce });
-            match self.backend.snapshot(room, marker).await {
-                Ok(records) => {
-                    let members: Vec<_> = records.iter().filter_map(|r| self.decode_member(r)).collect();
-                    // The other way round: members Redis lists as ours that we no longer serve.
-                    ghosts += self.owe_ghosts(room, members.iter().map(|m| &**m));
-                    self.rooms.resync_snapshot(room, nonce, members, grace);
-                }
-                Err(e) => {
-                    warn!(error = %e, "resync failed; retrying on the next heartbeat");
-                    return;
-                }
-            }
-        }
-        // Rooms in the node's index that it no longer mirrors (their last local member
-        // left) are read on their own.
-        let ghosts = match self.sweep_own_ghosts(&rooms).await.map(|more| ghosts + more) {
-            Ok(ghosts) => ghosts,
-            Err(e) => {
-                warn!(error = %e, "resync failed; retrying on the next heartbeat");
-                return;
-            }
-        };
-        self.health.resync_pending.store(false, Ordering::Relaxed);
-        info!(restored, ghosts, "resync complete");
     }
 
     async fn reap_dead_nodes(&self) {
@@ -415,18 +368,6 @@ impl Core {
         }
         registry.forget_node(dead).await?;
         Ok(removed)
-    }
-
-    async fn settle_suspects(&self) {
-        for (room, peer) in self.rooms.due_suspects(Instant::now()) {
-            match self.backend.members(&room).await {
-                Ok(records) => {
-                    let present = records.iter().filter_map(|r| MemberInfo::decode(r).ok()).any(|m| m.peer == peer);
-                    self.rooms.settle_suspect(&room, &peer, present);
-                }
-                Err(e) => return debug!(error = %e, "suspect check failed"),
-            }
-        }
     }
 
     /// Drain step: take this node's peers and heartbeat out of Redis.

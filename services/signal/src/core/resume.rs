@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use bus::{BackendError, Claimed, MoveOutcome};
+use bus::Claimed;
 use protocol::{BusEvent, Held, LeftReason, MemberInfo, NodeId, PeerId, RoomId};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -389,7 +389,7 @@ impl Core {
         let Some(entry) = self.resumes.take_away(held) else { return };
         self.count_away();
         for (room, member) in &entry.memberships {
-            if self.rooms.active_session(room, member).is_some_and(|s| s.same_connection(&entry.handle)) {
+            if self.directory.active_session(room, member).is_some_and(|s| s.same_connection(&entry.handle)) {
                 if let Err(e) = self.leave(member, room, LeftReason::Disconnected).await {
                     debug!(%room, error = %e, "leave after the grace failed; the removal is owed and retried");
                 }
@@ -497,10 +497,8 @@ impl Core {
         self.count_away();
         // Rooms it never moved out of here (it was gone from them in Redis): forget it.
         for (room, member) in &entry.memberships {
-            if self.rooms.active_session(room, member).is_some_and(|s| s.same_connection(&entry.handle))
-                && self.rooms.remove_local(room, member)
-            {
-                self.release_room(room).await;
+            if self.directory.active_session(room, member).is_some_and(|s| s.same_connection(&entry.handle)) {
+                self.directory.forget_local(room, member).await;
             }
         }
     }
@@ -618,7 +616,9 @@ impl Core {
         }
         let mut back = Vec::new();
         for room in claimed.rooms {
-            match self.move_here(&room, handle, chosen.unwrap_or(&peer)).await {
+            let moved = self.directory.move_here(&room, handle, chosen.unwrap_or(&peer)).await;
+            self.note_unconfirmed(&moved);
+            match moved {
                 Ok(Some((me, others))) => {
                     let nodes: HashSet<NodeId> =
                         others.iter().map(|m| m.serving_node()).filter(|n| old_alive || *n != claimed.node).collect();
@@ -646,89 +646,7 @@ impl Core {
         });
         Ok(back)
     }
-
-    /// Moves the resumed member's membership of `room` to this node: its record names
-    /// this node, and its `moved` marks the point in the room's order from which every
-    /// node routes here (the join handshake, with `moved` as the marker). Its record and
-    /// the others there; None if it is no longer a member there.
-    async fn move_here(
-        &self,
-        room: &RoomId,
-        handle: &SessionHandle,
-        member: &PeerId,
-    ) -> Result<Option<MovedHere>, CoreError> {
-        self.subs.acquire(self.backend(), &self.node, room).await?;
-        let moved = self.try_move_here(room, handle, member).await;
-        if matches!(moved, Ok(Some(_))) {
-            self.subs.done(room);
-        } else {
-            self.finish_room_op(room).await;
-        }
-        moved
-    }
-
-    async fn try_move_here(
-        &self,
-        room: &RoomId,
-        handle: &SessionHandle,
-        peer: &PeerId,
-    ) -> Result<Option<MovedHere>, CoreError> {
-        for _ in 0..3 {
-            let Some(current) = self.backend.member_record(room, peer).await? else { return Ok(None) };
-            let stored = MemberInfo::decode(&current)
-                .map_err(|e| BackendError::Protocol(format!("unreadable member record: {e}")))?;
-            let from = stored.serving_node();
-            let record = Arc::new(MemberInfo { node: (!peer.is_on(&self.node)).then(|| self.node.clone()), ..stored });
-            let nonce = rand::random::<u64>() | 1;
-            let done = self
-                .rooms
-                .begin_resume(room, handle.clone(), record.clone(), nonce)
-                .map_err(|_| CoreError::AlreadyInRoom)?;
-            let write = bus::MemberWrite {
-                room,
-                peer,
-                record: bytes::Bytes::from(record.encode()),
-                announcement: self.envelope(BusEvent::Moved {
-                    room: room.clone(),
-                    member: (*record).clone(),
-                    from,
-                    nonce,
-                }),
-            };
-            match self.backend.move_member(write, current).await {
-                Ok(MoveOutcome::Moved { others, token_hash, expires_ms }) => {
-                    self.rooms.note_expiry(room, expires_ms);
-                    let others = others.iter().filter_map(|r| self.decode_member(r)).collect();
-                    self.rooms.join_snapshot(room, peer, others, token_hash);
-                    return match tokio::time::timeout(self.settings.join_timeout, done).await {
-                        Ok(Ok(done)) => Ok(Some((record, done.others))),
-                        _ => {
-                            warn!(%room, "a resumed member's move was not confirmed by the room channel");
-                            self.rooms.cancel_resume(room, peer);
-                            self.health.subscription_suspect();
-                            Err(CoreError::JoinTimeout)
-                        }
-                    };
-                }
-                Ok(MoveOutcome::Changed) => {
-                    self.rooms.cancel_resume(room, peer);
-                }
-                Ok(MoveOutcome::Gone) => {
-                    self.rooms.cancel_resume(room, peer);
-                    return Ok(None);
-                }
-                Err(e) => {
-                    self.rooms.cancel_resume(room, peer);
-                    return Err(e.into());
-                }
-            }
-        }
-        Err(CoreError::Unavailable(BackendError::Protocol("the member's record kept changing".into())))
-    }
 }
-
-/// A resumed member's record in a room it moved here, and the others there.
-type MovedHere = (Arc<MemberInfo>, Vec<Arc<MemberInfo>>);
 
 /// An event as it is forwarded between nodes.
 fn held(event: &Event) -> Held {

@@ -28,9 +28,9 @@ use std::time::Instant;
 use protocol::{BusEvent, LeftReason, MemberInfo, NodeId, PeerId, RoomId};
 use tokio::sync::oneshot;
 
-use super::events::{Event, HandOverMark};
 use super::removals::Removals;
-use super::sessions::SessionHandle;
+use crate::core::events::{Event, HandOverMark};
+use crate::core::sessions::SessionHandle;
 
 /// What a completed join hands to the session: the others already there, and the
 /// events that happened after the join but before the session could be told.

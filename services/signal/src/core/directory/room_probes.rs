@@ -18,7 +18,7 @@ use bytes::Bytes;
 use protocol::{BusEvent, Envelope, RoomId};
 use tracing::{debug, warn};
 
-use super::Core;
+use super::RoomDirectory;
 
 /// Every followed room is probed at least this often.
 const ROOM_PROBE_CYCLE: Duration = Duration::from_secs(30);
@@ -73,49 +73,53 @@ fn probes_per_tick(rooms: usize, interval: Duration) -> usize {
     ((rooms as f64 / ticks_per_cycle).ceil() as usize).max(MIN_ROOM_PROBES)
 }
 
-impl Core {
+impl RoomDirectory {
     /// One round of room probes: repair what did not answer, then probe the next rooms.
-    pub(super) async fn probe_rooms(&self, patience: Duration) {
-        for room in self.room_probes.overdue(Instant::now(), patience) {
+    /// Returns how many room channels had to be resubscribed: their events may have
+    /// been missed meanwhile, so the caller counts a gap for each and resynchronises.
+    pub async fn probe_rooms(&self, patience: Duration) -> usize {
+        let mut repaired = 0;
+        for room in self.probes.overdue(Instant::now(), patience) {
             warn!(%room, "a room channel did not deliver our probe; resubscribing it");
-            self.repair_room_subscription(&room).await;
+            repaired += usize::from(self.repair_room_subscription(&room).await);
         }
         let followed = self.subs.subscribed();
         let batch = probes_per_tick(followed.len(), self.settings.heartbeat_interval);
-        for room in self.room_probes.next(batch, || followed) {
-            if self.room_probes.is_probing(&room) {
+        for room in self.probes.next(batch, || followed) {
+            if self.probes.is_probing(&room) {
                 continue;
             }
-            let nonce = self.room_probes.start(room.clone());
+            let nonce = self.probes.start(room.clone());
             let probe = Bytes::from(Envelope::new(self.node.clone(), BusEvent::Probe { nonce }).encode());
-            match self.backend.publish_room(&room, probe).await {
+            match self.store.publish_room(&room, probe).await {
                 // Nobody follows the channel, so neither do we (unless we just left it).
                 Ok(0) => {
-                    self.room_probes.returned(nonce);
+                    self.probes.returned(nonce);
                     if self.subs.is_subscribed(&room).await {
                         warn!(%room, "a room channel we follow has no subscriber; resubscribing it");
-                        self.repair_room_subscription(&room).await;
+                        repaired += usize::from(self.repair_room_subscription(&room).await);
                     }
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    self.room_probes.returned(nonce);
-                    return debug!(error = %e, "room probe publish failed");
+                    self.probes.returned(nonce);
+                    debug!(error = %e, "room probe publish failed");
+                    break;
                 }
             }
         }
+        repaired
     }
 
-    /// Subscribes the room's channel again (if the node still follows it) and
-    /// resynchronises, since its events may have been missed meanwhile.
-    async fn repair_room_subscription(&self, room: &RoomId) {
-        match self.subs.resubscribe(self.backend(), room).await {
-            Ok(true) => {
-                self.bus_stats.record_gap();
-                self.resync_wanted.notify_one();
+    /// Subscribes the room's channel again (if the node still follows it); true if it
+    /// did.
+    async fn repair_room_subscription(&self, room: &RoomId) -> bool {
+        match self.subs.resubscribe(self.store.as_ref(), room).await {
+            Ok(resubscribed) => resubscribed,
+            Err(e) => {
+                debug!(%room, error = %e, "resubscribing a room channel failed; the next probe retries");
+                false
             }
-            Ok(false) => {}
-            Err(e) => debug!(%room, error = %e, "resubscribing a room channel failed; the next probe retries"),
         }
     }
 }

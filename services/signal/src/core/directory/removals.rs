@@ -16,7 +16,8 @@ use bus::BackendError;
 use protocol::{BusEvent, LeftReason, MemberInfo, PeerId, RoomId};
 use tracing::{debug, info};
 
-use super::{Core, CoreError};
+use super::RoomDirectory;
+use crate::core::CoreError;
 
 #[derive(Debug)]
 pub struct Owed {
@@ -72,13 +73,13 @@ impl Removals {
     }
 }
 
-impl Core {
+impl RoomDirectory {
     /// Settles an owed removal of `peer` from `room` before that peer joins it again.
     pub(super) async fn settle_owed_removal(&self, room: &RoomId, peer: &PeerId) -> Result<(), CoreError> {
         let Some(entry) = self.removals.get(room, peer) else { return Ok(()) };
         let mut owed = entry.lock().await;
         if !owed.settled {
-            self.backend.leave(room, peer, self.left_envelope(room, peer, owed.reason)).await?;
+            self.store.leave(room, peer, self.left_envelope(room, peer, owed.reason)).await?;
             owed.settled = true;
         }
         drop(owed);
@@ -88,12 +89,12 @@ impl Core {
 
     /// Retries every owed removal (each liveness tick); stops at the first failure,
     /// since Redis is then most likely still unavailable.
-    pub(super) async fn settle_removals(&self) {
+    pub async fn settle_removals(&self) {
         for (room, peer, entry) in self.removals.all() {
             let mut owed = entry.lock().await;
             if !owed.settled {
                 let left = self.left_envelope(&room, &peer, owed.reason);
-                match self.backend.leave(&room, &peer, left).await {
+                match self.store.leave(&room, &peer, left).await {
                     Ok(removed) => {
                         owed.settled = true;
                         info!(%room, removed, "an owed member removal landed");
@@ -103,8 +104,8 @@ impl Core {
             }
             drop(owed);
             self.removals.settled(&room, &peer, &entry);
-            if !self.removals.any_in(&room) && !self.rooms.has_local(&room) {
-                self.subs.forget_if_unused(self.backend(), &self.node, &room).await;
+            if !self.removals.any_in(&room) && !self.mirror.has_local(&room) {
+                self.subs.forget_if_unused(self.store.as_ref(), &self.node, &room).await;
             }
         }
     }
@@ -113,20 +114,20 @@ impl Core {
     /// lists as served by this node but that are not members here any more are removed
     /// and announced as `disconnected`. Reads every room in the node's index
     /// and every room it mirrors, except `already_read` (rooms whose members the caller
-    /// has just read and passed to [`Core::owe_ghosts`]). Returns how many it found.
-    pub(super) async fn sweep_own_ghosts(&self, already_read: &[RoomId]) -> Result<usize, BackendError> {
-        let mut rooms: HashSet<RoomId> = match self.backend.registry() {
+    /// has just read and passed to [`RoomDirectory::owe_ghosts`]). Returns how many it found.
+    pub async fn sweep_own_ghosts(&self, already_read: &[RoomId]) -> Result<usize, BackendError> {
+        let mut rooms: HashSet<RoomId> = match self.store.registry() {
             Some(registry) => registry.node_rooms(&self.node).await?.into_iter().collect(),
             None => HashSet::new(),
         };
-        rooms.extend(self.rooms.mirrored_rooms());
+        rooms.extend(self.mirror.mirrored_rooms());
         for room in already_read {
             rooms.remove(room);
         }
         let mut found = 0;
         for room in &rooms {
             let members: Vec<MemberInfo> =
-                self.backend.members(room).await?.iter().filter_map(|r| MemberInfo::decode(r).ok()).collect();
+                self.store.members(room).await?.iter().filter_map(|r| MemberInfo::decode(r).ok()).collect();
             found += self.owe_ghosts(room, members.iter());
         }
         self.settle_removals().await;
@@ -137,11 +138,11 @@ impl Core {
     /// served by this node but is not a member here (joining or joined). A client may
     /// register the same chosen id again at any moment: the decision is taken under the
     /// lock its registration takes, and a registration that finds a removal owed settles
-    /// it first (see `Core::begin_join`).
+    /// it first (see `RoomDirectory::begin_join`).
     pub(super) fn owe_ghosts<'a>(&self, room: &RoomId, members: impl Iterator<Item = &'a MemberInfo>) -> usize {
         let mut found = 0;
         for member in members.filter(|m| m.is_served_by(&self.node)) {
-            let owed = self.rooms.unless_local(room, &member.peer, || {
+            let owed = self.mirror.unless_local(room, &member.peer, || {
                 self.removals.owe(room, &member.peer, LeftReason::Disconnected);
             });
             found += usize::from(owed);
@@ -149,7 +150,7 @@ impl Core {
         found
     }
 
-    fn left_envelope(&self, room: &RoomId, peer: &PeerId, reason: LeftReason) -> bytes::Bytes {
+    pub(super) fn left_envelope(&self, room: &RoomId, peer: &PeerId, reason: LeftReason) -> bytes::Bytes {
         self.envelope(BusEvent::Left { room: room.clone(), peer: peer.clone(), reason })
     }
 }
