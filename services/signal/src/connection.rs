@@ -21,7 +21,7 @@ use tracing::{debug, Instrument};
 
 use crate::core::{Core, Event, SessionHandle, SessionInbox};
 use crate::session::{Session, SessionLimits, Verdict};
-use crate::transport::{Decoded, Dialect, Gone, Greeting, Hold, Incoming, Keepalive, Ping, Transport};
+use crate::transport::{Decoded, Dialect, Gone, Greeting, Hold, Incoming, Keepalive, Ping, Refused, Transport};
 
 /// Most queued events written before one flush.
 const WRITE_BATCH: usize = 64;
@@ -315,7 +315,8 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
             Incoming::KeepAlive => Ok(()),
             Incoming::Binary => {
                 let message = "binary frames are not supported; send JSON text";
-                self.on_refusal(DecodeError { code: ErrorCode::BadRequest, message: message.into(), id: None }).await
+                self.on_refusal(DecodeError { code: ErrorCode::BadRequest, message: message.into(), id: None }, None)
+                    .await
             }
             Incoming::Text(text) => {
                 let started = Instant::now();
@@ -328,12 +329,12 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
 
     async fn on_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
         match self.dialect.decode(text.as_str(), &self.settings.limits) {
-            Ok(Decoded::Request(req)) => self.on_request(req).await.map(drop),
+            Ok(Decoded::Request(req, context)) => self.on_request(req, context).await.map(drop),
             Ok(Decoded::Requests(reqs)) => {
                 // In order, stopping at the first refused one (a refused token
                 // must not let the registration that follows it run).
-                for req in reqs {
-                    if !self.on_request(req).await? {
+                for (req, context) in reqs {
+                    if !self.on_request(req, context).await? {
                         break;
                     }
                 }
@@ -342,12 +343,12 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
             Ok(Decoded::Answer(frame)) => Ok(self.send(frame).await?),
             Ok(Decoded::Nothing) => Ok(()),
             Ok(Decoded::Goodbye) => Err(End::Goodbye),
-            Err(err) => self.on_refusal(err).await,
+            Err(Refused { error, context }) => self.on_refusal(error, context).await,
         }
     }
 
     /// Handles one request and writes its answer; whether it was accepted (no error).
-    async fn on_request(&mut self, req: protocol::Request) -> Result<bool, End> {
+    async fn on_request(&mut self, req: protocol::Request, context: D::Context) -> Result<bool, End> {
         let (replies, verdict, mut closed) = self.handle_while_writing_events(req).await?;
         let accepted = !replies.iter().any(|r| matches!(r, crate::session::Reply::Error { .. }));
         for reply in &replies {
@@ -358,7 +359,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         // Local, not kept between requests: an idle connection must hold no buffer (a
         // signal has no reply, and an empty Vec does not allocate).
         let mut out = Vec::new();
-        self.dialect.render_replies(replies, &mut out);
+        self.dialect.render_replies(Some(context), replies, &mut out);
         self.write_all(out).await?;
         self.leave_closed(closed).await;
         stay_unless_closed(verdict).map(|()| accepted)
@@ -403,10 +404,10 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         }
     }
 
-    async fn on_refusal(&mut self, err: DecodeError) -> Result<(), End> {
+    async fn on_refusal(&mut self, err: DecodeError, context: Option<D::Context>) -> Result<(), End> {
         let (reply, verdict) = self.session.refuse(err);
         let mut out = Vec::new();
-        self.dialect.render_replies(vec![reply], &mut out);
+        self.dialect.render_replies(context, vec![reply], &mut out);
         self.write_all(out).await?;
         stay_unless_closed(verdict)
     }

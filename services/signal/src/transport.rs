@@ -2,6 +2,11 @@
 //! a [`Transport`] moves text frames (a WebSocket, or channels in tests), and a
 //! [`Dialect`] translates between those frames and the dialect-free session: it decodes
 //! a frame into a [`Request`] and renders replies and core events as frames.
+//!
+//! One request, one outcome: `decode` hands each request over with the dialect's own
+//! context for it (what to acknowledge, what the client will be shown), and
+//! `render_replies` gets that context back with the request's replies, so no dialect
+//! keeps a request in flight between the two.
 //! [`crate::connection`] drives one connection over any pair of them, so origin checks,
 //! size limits, rate limits, draining, ordering and closing behave the same in every
 //! dialect.
@@ -108,14 +113,16 @@ pub struct Greeting<'a> {
     pub resume: Option<&'a str>,
 }
 
-/// What one client frame asks of the connection.
+/// What one client frame asks of the connection; `C` is the dialect's context for a
+/// request ([`Dialect::Context`]).
 #[derive(Debug)]
-pub enum Decoded {
+pub enum Decoded<C> {
     /// A request for the session.
-    Request(Request),
-    /// Several requests, run in order (a Socket.IO namespace disconnect leaves each of
-    /// the namespace's rooms).
-    Requests(Vec<Request>),
+    Request(Request, C),
+    /// Several requests, run in order, stopping at the first refused one (a Socket.IO
+    /// namespace disconnect leaves each of the namespace's rooms; a connect that
+    /// recovers a session authenticates, then resumes).
+    Requests(Vec<(Request, C)>),
     /// The dialect answers by itself, without the session (a Socket.IO namespace
     /// connect).
     Answer(Utf8Bytes),
@@ -127,9 +134,17 @@ pub enum Decoded {
     Goodbye,
 }
 
-impl From<Request> for Decoded {
-    fn from(req: Request) -> Self {
-        Decoded::Request(req)
+/// A frame the dialect refused, with its context when it knew which request the frame
+/// was (a Socket.IO event with an ack is refused through its ack).
+#[derive(Debug)]
+pub struct Refused<C> {
+    pub error: DecodeError,
+    pub context: Option<C>,
+}
+
+impl<C> From<DecodeError> for Refused<C> {
+    fn from(error: DecodeError) -> Self {
+        Refused { error, context: None }
     }
 }
 
@@ -161,17 +176,22 @@ pub trait Dialect: Send + Sync + 'static {
     /// members leave as soon as their connection ends.
     const RESUMABLE: bool = false;
 
+    /// What the dialect needs to know about one request to render its outcome: handed
+    /// out with the request by `decode`, handed back with its replies.
+    type Context: Send + 'static;
+
     /// The frame sent when the connection opens, if the dialect has one. Runs once,
     /// before any frame is decoded.
     fn welcome(&mut self, greeting: &Greeting<'_>) -> Option<Utf8Bytes>;
 
     /// Decodes and validates one text frame.
-    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Decoded, DecodeError>;
+    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Decoded<Self::Context>, Refused<Self::Context>>;
 
     /// The frames that answer one request: called once per request (or refused frame)
-    /// with all its replies, also when there are none (a signal), so a dialect that
+    /// with its context (None for a frame refused before the dialect knew what it was)
+    /// and all its replies, also when there are none (a signal), so a dialect that
     /// acknowledges every request can.
-    fn render_replies(&mut self, replies: Vec<Reply>, out: &mut Vec<Utf8Bytes>);
+    fn render_replies(&mut self, context: Option<Self::Context>, replies: Vec<Reply>, out: &mut Vec<Utf8Bytes>);
 
     /// The frame that tells the client of a core event, if the dialect shows it.
     fn render_event(&self, event: &Event) -> Option<Utf8Bytes>;

@@ -261,15 +261,16 @@ struct PingingNative;
 
 impl Dialect for PingingNative {
     const NAME: &'static str = "native";
+    type Context = ();
 
     fn welcome(&mut self, greeting: &Greeting<'_>) -> Option<Utf8Bytes> {
         Native.welcome(greeting)
     }
-    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Decoded, DecodeError> {
+    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Decoded<()>, Refused<()>> {
         Native.decode(text, limits)
     }
-    fn render_replies(&mut self, replies: Vec<crate::session::Reply>, out: &mut Vec<Utf8Bytes>) {
-        Native.render_replies(replies, out)
+    fn render_replies(&mut self, context: Option<()>, replies: Vec<crate::session::Reply>, out: &mut Vec<Utf8Bytes>) {
+        Native.render_replies(context, replies, out)
     }
     fn render_event(&self, event: &Event) -> Option<Utf8Bytes> {
         Native.render_event(event)

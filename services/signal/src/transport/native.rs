@@ -7,9 +7,9 @@ use axum::extract::ws::Utf8Bytes;
 use protocol::native::{
     Authenticated, Joined, PeerJoined, PeerLeft, Pong, Reconnect, Relayed, Resumed, RoomReply, Welcome,
 };
-use protocol::{DecodeError, ErrorCode, Limits, ServerMsg};
+use protocol::{ErrorCode, Limits, ServerMsg};
 
-use super::{Decoded, Dialect, Greeting};
+use super::{Decoded, Dialect, Greeting, Refused};
 use crate::core::Event;
 use crate::session::Reply;
 
@@ -53,6 +53,9 @@ impl Dialect for Native {
     const NAME: &'static str = "native";
     const RESUMABLE: bool = true;
 
+    /// Native replies carry the request's own `id`: nothing to remember.
+    type Context = ();
+
     fn welcome(&mut self, greeting: &Greeting<'_>) -> Option<Utf8Bytes> {
         Some(frame(&ServerMsg::Welcome(Welcome {
             peer: greeting.peer.clone(),
@@ -62,11 +65,11 @@ impl Dialect for Native {
         })))
     }
 
-    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Decoded, DecodeError> {
-        protocol::native::decode(text, limits).map(Decoded::from)
+    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Decoded<()>, Refused<()>> {
+        Ok(Decoded::Request(protocol::native::decode(text, limits)?, ()))
     }
 
-    fn render_replies(&mut self, replies: Vec<Reply>, out: &mut Vec<Utf8Bytes>) {
+    fn render_replies(&mut self, _context: Option<()>, replies: Vec<Reply>, out: &mut Vec<Utf8Bytes>) {
         for reply in replies {
             self.render_reply(reply, out);
         }

@@ -24,7 +24,7 @@ use protocol::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Decoded, Dialect, Greeting, Keepalive, Ping};
+use super::{Decoded, Dialect, Greeting, Keepalive, Ping, Refused};
 use crate::core::Event;
 use crate::session::Reply;
 
@@ -33,12 +33,20 @@ use crate::session::Reply;
 pub struct Plain {
     /// Set once the node confirmed the registration.
     registered: Option<Registration>,
-    /// A `register` the node is working on.
-    pending: Option<Registration>,
 }
 
-#[derive(Clone)]
-struct Registration {
+/// What a request was, for rendering its outcome.
+#[derive(Debug)]
+pub enum Asked {
+    /// A `register`: confirmed with `registered_auth` once the node joined (or resumed)
+    /// it; a refused one leaves the connection free to register again.
+    Register(Registration),
+    /// Anything else.
+    Other,
+}
+
+#[derive(Debug, Clone)]
+pub struct Registration {
     room: RoomId,
     peer: PeerId,
     /// The room token: checked by the join (a created room's token, or the lock the
@@ -71,8 +79,8 @@ impl Plain {
         self.registered.as_ref().ok_or_else(|| refuse("Not registered: send register first."))
     }
 
-    fn register(&mut self, head: Head, limits: &Limits) -> Result<Command, DecodeError> {
-        if self.registered.is_some() || self.pending.is_some() {
+    fn register(&self, head: Head, limits: &Limits) -> Result<(Command, Registration), DecodeError> {
+        if self.registered.is_some() {
             return Err(refuse("Already registered on this connection."));
         }
         let (Some(peer), Some(room)) = (head.peer_id.filter(|p| !p.is_empty()), head.room_id.filter(|r| !r.is_empty()))
@@ -89,15 +97,16 @@ impl Plain {
         if token.as_ref().is_some_and(|t| t.len() > protocol::native::TOKEN_MAX_BYTES) {
             return Err(refuse("Invalid token"));
         }
-        self.pending = Some(Registration { room: room.clone(), peer: peer.clone(), token: token.clone() });
-        Ok(Command::Join {
+        let registration = Registration { room: room.clone(), peer: peer.clone(), token: token.clone() };
+        let join = Command::Join {
             room,
             name,
             role: Role::parse(protocol::native::DEFAULT_ROLE).expect("the default role is valid"),
             token,
             meta: Payload::empty_object(),
             member: Some(peer),
-        })
+        };
+        Ok((join, registration))
     }
 
     fn relay(&self, head: Head, text: &str) -> Result<Command, DecodeError> {
@@ -114,11 +123,10 @@ impl Plain {
         Ok(Command::Signal { room: me.room.clone(), to, kind, data })
     }
 
-    fn registered_auth(&mut self) -> Option<Utf8Bytes> {
-        let reg = self.pending.take()?;
+    fn registered_auth(&mut self, reg: Registration) -> Utf8Bytes {
         let frame = json!({"type": "registered_auth", "room_id": reg.room, "token": reg.token, "peer_id": reg.peer});
         self.registered = Some(reg);
-        Some(frame_of(&frame))
+        frame_of(&frame)
     }
 
     /// A signal as this client sees it: a plain sender's own message as it was sent; any
@@ -148,20 +156,19 @@ impl Plain {
 }
 
 impl Plain {
-    fn render_reply(&mut self, reply: Reply, out: &mut Vec<Utf8Bytes>) {
+    fn render_reply(&mut self, asked: &mut Option<Asked>, reply: Reply, out: &mut Vec<Utf8Bytes>) {
         let frame = match reply {
             // A registration that resumed a dropped one is confirmed the same way.
-            Reply::Joined { .. } | Reply::Resumed { .. } => self.registered_auth(),
+            Reply::Joined { .. } | Reply::Resumed { .. } => match asked.take() {
+                Some(Asked::Register(reg)) => Some(self.registered_auth(reg)),
+                _ => None,
+            },
             Reply::Members { members, .. } => {
                 let peers: Vec<&str> = members.iter().map(|m| m.peer.as_str()).collect();
                 Some(frame_of(&json!({"type": "available_peers", "peers": peers})))
             }
             Reply::Pong { .. } => Some(frame_of(&json!({"type": "pong"}))),
-            Reply::Error { code, message, .. } => {
-                // A refused registration leaves the connection free to register again.
-                self.pending = None;
-                Some(error_frame(&reason(code, &message)))
-            }
+            Reply::Error { code, message, .. } => Some(error_frame(&reason(code, &message))),
             Reply::Left { .. }
             | Reply::Updated { .. }
             | Reply::Authenticated { .. }
@@ -177,13 +184,15 @@ impl Dialect for Plain {
     const NAME: &'static str = "plain";
     const RESUMABLE: bool = true;
 
+    type Context = Asked;
+
     fn welcome(&mut self, _greeting: &Greeting<'_>) -> Option<Utf8Bytes> {
         None
     }
 
-    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Decoded, DecodeError> {
+    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Decoded<Asked>, Refused<Asked>> {
         if text.len() > limits.frame_bytes {
-            return Err(DecodeError::too_large(limits.frame_bytes));
+            return Err(DecodeError::too_large(limits.frame_bytes).into());
         }
         let head: Head = serde_json::from_str(text).map_err(|e| {
             if e.is_syntax() || e.is_eof() {
@@ -197,31 +206,33 @@ impl Dialect for Plain {
                 // An identity token is verified first; the registration runs only if
                 // it holds (the driver stops at the first refused request).
                 let id_token = head.id_token.clone().filter(|t| !t.is_empty());
-                let join = self.register(head, limits)?;
-                if let Some(token) = id_token {
-                    if token.len() > protocol::native::AUTH_TOKEN_MAX_BYTES {
-                        self.pending = None;
-                        return Err(refuse("Invalid token"));
-                    }
-                    let authenticate = Request::new(None, Command::Authenticate { token: Some(token) });
-                    return Ok(Decoded::Requests(vec![authenticate, Request::new(None, join)]));
+                let (join, registration) = self.register(head, limits)?;
+                let join = Request::new(None, join);
+                let Some(token) = id_token else { return Ok(Decoded::Request(join, Asked::Register(registration))) };
+                if token.len() > protocol::native::AUTH_TOKEN_MAX_BYTES {
+                    return Err(refuse("Invalid token").into());
                 }
-                join
+                let authenticate = Request::new(None, Command::Authenticate { token: Some(token) });
+                return Ok(Decoded::Requests(vec![
+                    (authenticate, Asked::Other),
+                    (join, Asked::Register(registration)),
+                ]));
             }
             ty if RELAYED.contains(&ty) => self.relay(head, text)?,
             "query" => Command::Members { room: self.registration()?.room.clone() },
             "ping" => Command::Ping,
             other => {
                 let shown: String = other.chars().take(32).collect();
-                return Err(refuse(format!("Unknown message type: {shown}")));
+                return Err(refuse(format!("Unknown message type: {shown}")).into());
             }
         };
-        Ok(Decoded::Request(Request::new(None, command)))
+        Ok(Decoded::Request(Request::new(None, command), Asked::Other))
     }
 
-    fn render_replies(&mut self, replies: Vec<Reply>, out: &mut Vec<Utf8Bytes>) {
+    fn render_replies(&mut self, context: Option<Asked>, replies: Vec<Reply>, out: &mut Vec<Utf8Bytes>) {
+        let mut asked = context;
         for reply in replies {
-            self.render_reply(reply, out);
+            self.render_reply(&mut asked, reply, out);
         }
     }
 
@@ -298,23 +309,27 @@ fn quoted(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn decode(plain: &mut Plain, text: &str) -> Result<Command, String> {
+    /// The request a frame decodes to, with its context.
+    fn asked(plain: &mut Plain, text: &str) -> Result<(Command, Asked), String> {
         match plain.decode(text, &Limits::default()) {
-            Ok(Decoded::Request(req)) => Ok(req.command),
+            Ok(Decoded::Request(req, asked)) => Ok((req.command, asked)),
             Ok(other) => panic!("{other:?}"),
-            Err(e) => Err(e.message),
+            Err(refused) => Err(refused.error.message),
         }
+    }
+
+    fn decode(plain: &mut Plain, text: &str) -> Result<Command, String> {
+        asked(plain, text).map(|(command, _)| command)
     }
 
     fn registered() -> Plain {
         let mut plain = Plain::default();
-        decode(&mut plain, r#"{"type":"register","peer_id":"Worker-1","room_id":"r","token":"t"}"#).unwrap();
+        let (_, asked) =
+            asked(&mut plain, r#"{"type":"register","peer_id":"Worker-1","room_id":"r","token":"t"}"#).unwrap();
         let mut out = Vec::new();
         let name = DisplayName::parse("Worker-1").unwrap();
-        plain.render_reply(
-            Reply::Joined { room: RoomId::parse("r").unwrap(), others: Vec::new(), name, id: None },
-            &mut out,
-        );
+        let joined = Reply::Joined { room: RoomId::parse("r").unwrap(), others: Vec::new(), name, id: None };
+        plain.render_replies(Some(asked), vec![joined], &mut out);
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(out[0].as_str()).unwrap(),
             json!({"type": "registered_auth", "room_id": "r", "token": "t", "peer_id": "Worker-1"})
@@ -335,7 +350,8 @@ mod tests {
     #[test]
     fn a_registration_that_resumed_a_dropped_one_is_confirmed_as_any_other() {
         let mut plain = Plain::default();
-        decode(&mut plain, r#"{"type":"register","peer_id":"Worker-1","room_id":"r","token":"t"}"#).unwrap();
+        let (_, asked) =
+            asked(&mut plain, r#"{"type":"register","peer_id":"Worker-1","room_id":"r","token":"t"}"#).unwrap();
         let resumed = Reply::Resumed {
             peer: PeerId::parse("r:abc").unwrap(),
             rooms: Vec::new(),
@@ -343,7 +359,7 @@ mod tests {
             id: None,
         };
         let mut out = Vec::new();
-        plain.render_reply(resumed, &mut out);
+        plain.render_replies(Some(asked), vec![resumed], &mut out);
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(out[0].as_str()).unwrap(),
             json!({"type": "registered_auth", "room_id": "r", "token": "t", "peer_id": "Worker-1"}),
@@ -351,6 +367,23 @@ mod tests {
         );
         let relayed = decode(&mut plain, r#"{"type":"offer","sender":"Worker-1","target":"W-2"}"#).unwrap();
         assert!(matches!(relayed, Command::Signal { .. }), "registered");
+    }
+
+    #[test]
+    fn a_refused_registration_leaves_the_connection_free_to_register_again() {
+        let mut plain = Plain::default();
+        let register = r#"{"type":"register","peer_id":"Worker-1","room_id":"r","token":"wrong"}"#;
+        let (_, first) = asked(&mut plain, register).unwrap();
+        let refused = Reply::Error { code: ErrorCode::Unauthorized, message: "room token mismatch".into(), id: None };
+        let mut out = Vec::new();
+        plain.render_replies(Some(first), vec![refused], &mut out);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(out[0].as_str()).unwrap(),
+            json!({"type": "error", "reason": "Invalid token"})
+        );
+        let offer = r#"{"type":"offer","sender":"Worker-1","target":"Worker-2"}"#;
+        assert!(decode(&mut plain, offer).unwrap_err().starts_with("Not registered"), "not registered by a refusal");
+        assert!(matches!(decode(&mut plain, register).unwrap(), Command::Join { .. }), "may register again");
     }
 
     #[test]

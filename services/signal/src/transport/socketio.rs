@@ -35,7 +35,7 @@ use axum::extract::ws::Utf8Bytes;
 use protocol::socketio::{encode_sio, EioPacket, SioPacket, SioType};
 use protocol::{Command, DecodeError, ErrorCode, Limits, PeerId, Request, RoomId};
 
-use super::{Decoded, Dialect, Greeting, Keepalive, Ping};
+use super::{Decoded, Dialect, Greeting, Keepalive, Ping, Refused};
 use crate::core::Event;
 use crate::session::Reply;
 use fields::{ack_frame, event_frame, quoted};
@@ -96,8 +96,6 @@ pub struct SocketIo {
     rooms: Vec<(RoomId, Ns)>,
     /// This participant's own state in each meeting it joined.
     meetings: Vec<meetings::Me>,
-    /// The event the session is working on, to answer it when its replies come.
-    in_flight: Option<Box<InFlight>>,
     /// The private session id its client recovers the session with (the connection's
     /// resume token), when resume is on.
     pid: Option<Box<str>>,
@@ -105,14 +103,23 @@ pub struct SocketIo {
     chats_sent: u64,
 }
 
-/// An event being handled.
-struct InFlight {
+/// A packet being handled: how to answer it when its replies come (the dialect's
+/// context for a request).
+#[derive(Debug)]
+pub struct InFlight {
     ns: Ns,
     ack: Option<u64>,
     action: Action,
 }
 
+impl InFlight {
+    fn new(ns: Ns, ack: Option<u64>, action: Action) -> Box<Self> {
+        Box::new(InFlight { ns, ack, action })
+    }
+}
+
 /// What to show when an event's replies come back.
+#[derive(Debug)]
 enum Action {
     /// Acknowledge only.
     Plain,
@@ -190,12 +197,6 @@ impl SocketIo {
         self.peer.as_ref().expect("welcome runs before any frame is decoded")
     }
 
-    fn act(&mut self, action: Action) {
-        if let Some(flight) = self.in_flight.as_mut() {
-            flight.action = action;
-        }
-    }
-
     fn is_connected(&self, ns: Ns) -> bool {
         self.connected & ns.bit() != 0
     }
@@ -217,9 +218,13 @@ impl SocketIo {
         self.meetings.iter().find(|m| &m.room == room)
     }
 
-    fn decode_message(&mut self, text: &str, limits: &Limits) -> Result<Decoded, DecodeError> {
+    fn decode_message(
+        &mut self,
+        text: &str,
+        limits: &Limits,
+    ) -> Result<Decoded<Box<InFlight>>, Refused<Box<InFlight>>> {
         if text.len() > limits.frame_bytes {
-            return Err(DecodeError::too_large(limits.frame_bytes));
+            return Err(DecodeError::too_large(limits.frame_bytes).into());
         }
         let packet = SioPacket::decode(text).map_err(|e| bad(e.0))?;
         let Some(ns) = Ns::parse(packet.namespace) else {
@@ -232,17 +237,18 @@ impl SocketIo {
                 );
                 return Ok(Decoded::Answer(Utf8Bytes::from(format!("4{refusal}"))));
             }
-            return Err(bad(format!("unknown namespace {}", fields::shown(packet.namespace, 64))));
+            return Err(bad(format!("unknown namespace {}", fields::shown(packet.namespace, 64))).into());
         };
         match packet.ty {
             SioType::Connect => {
                 // The session decides: a token in the handshake's `auth` is verified,
                 // and without one the connection proceeds only if the node allows it.
-                self.in_flight =
-                    Some(Box::new(InFlight { ns, ack: None, action: Action::Connect { recovering: false } }));
+                let connect = |recovering| InFlight::new(ns, None, Action::Connect { recovering });
                 let Handshake { token, pid } = match packet.payload {
                     None => Handshake::default(),
-                    Some(payload) => handshake(payload)?,
+                    Some(payload) => {
+                        handshake(payload).map_err(|error| Refused { error, context: Some(connect(false)) })?
+                    }
                 };
                 let authenticate = Request::new(None, Command::Authenticate { token });
                 // The client's pid asks to recover a dropped session, unless it is
@@ -250,39 +256,59 @@ impl SocketIo {
                 // recovered here.
                 match pid.filter(|pid| self.pid.as_deref().is_some_and(|own| own != pid)) {
                     Some(pid) => {
-                        self.act(Action::Connect { recovering: true });
+                        // Answered once the resume that follows the authentication is done.
                         let resume = Request::new(None, Command::Resume { token: pid, keep_token: true });
-                        Ok(Decoded::Requests(vec![authenticate, resume]))
+                        let recover = InFlight::new(ns, None, Action::Recover);
+                        Ok(Decoded::Requests(vec![(authenticate, connect(true)), (resume, recover)]))
                     }
-                    None => Ok(Decoded::Request(authenticate)),
+                    None => Ok(Decoded::Request(authenticate, connect(false))),
                 }
             }
             SioType::Disconnect => {
                 self.connected &= !ns.bit();
-                let leaves: Vec<Request> = self
+                let leaves: Vec<(Request, Box<InFlight>)> = self
                     .rooms
                     .iter()
                     .filter(|(_, n)| *n == ns)
-                    .map(|(room, _)| Request::new(None, Command::Leave { room: room.clone() }))
+                    .map(|(room, _)| {
+                        (
+                            Request::new(None, Command::Leave { room: room.clone() }),
+                            InFlight::new(ns, None, Action::Plain),
+                        )
+                    })
                     .collect();
                 Ok(if leaves.is_empty() { Decoded::Nothing } else { Decoded::Requests(leaves) })
             }
             SioType::Event => {
-                self.in_flight = Some(Box::new(InFlight { ns, ack: packet.ack, action: Action::Plain }));
-                if !self.is_connected(ns) {
-                    return Err(bad(format!("namespace {} is not connected", ns.path())));
+                let mut flight = InFlight::new(ns, packet.ack, Action::Plain);
+                match self.decode_event(ns, &packet, &mut flight.action, limits) {
+                    Ok(command) => Ok(Decoded::Request(Request::new(None, command), flight)),
+                    Err(error) => Err(Refused { error, context: Some(flight) }),
                 }
-                let (name, args) = packet.event().map_err(|e| bad(e.0))?;
-                let arg = args.first().copied();
-                let command = match ns {
-                    Ns::Rooms => rooms::decode(self, &name, arg, limits)?,
-                    Ns::Meetings => meetings::decode(self, &name, arg, limits)?,
-                };
-                Ok(Decoded::Request(Request::new(None, command)))
             }
             // The node never asks for acknowledgements.
             SioType::Ack => Ok(Decoded::Nothing),
-            SioType::ConnectError => Err(bad("a client may not send CONNECT_ERROR")),
+            SioType::ConnectError => Err(bad("a client may not send CONNECT_ERROR").into()),
+        }
+    }
+
+    /// An EVENT packet's command; `action` is set to how its outcome is shown as soon as
+    /// that is known, so a refusal after that point is shown that way too.
+    fn decode_event(
+        &mut self,
+        ns: Ns,
+        packet: &SioPacket<'_>,
+        action: &mut Action,
+        limits: &Limits,
+    ) -> Result<Command, DecodeError> {
+        if !self.is_connected(ns) {
+            return Err(bad(format!("namespace {} is not connected", ns.path())));
+        }
+        let (name, args) = packet.event().map_err(|e| bad(e.0))?;
+        let arg = args.first().copied();
+        match ns {
+            Ns::Rooms => rooms::decode(self, action, &name, arg, limits),
+            Ns::Meetings => meetings::decode(self, action, &name, arg, limits),
         }
     }
 
@@ -350,6 +376,8 @@ impl Dialect for SocketIo {
     const NAME: &'static str = "socketio";
     const RESUMABLE: bool = true;
 
+    type Context = Box<InFlight>;
+
     /// The Engine.IO handshake.
     fn welcome(&mut self, greeting: &Greeting<'_>) -> Option<Utf8Bytes> {
         self.peer = Some(greeting.peer.clone());
@@ -367,22 +395,20 @@ impl Dialect for SocketIo {
         Some(Utf8Bytes::from(EioPacket::Open(&open).encode()))
     }
 
-    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Decoded, DecodeError> {
-        self.in_flight = None;
+    fn decode(&mut self, text: &str, limits: &Limits) -> Result<Decoded<Box<InFlight>>, Refused<Box<InFlight>>> {
         if text.len() > MAX_PAYLOAD {
-            return Err(DecodeError::too_large(MAX_PAYLOAD));
+            return Err(DecodeError::too_large(MAX_PAYLOAD).into());
         }
         match EioPacket::decode(text).map_err(|e| bad(e.0))? {
             EioPacket::Message(message) => self.decode_message(message, limits),
             EioPacket::Ping(data) => Ok(Decoded::Answer(Utf8Bytes::from(EioPacket::Pong(data).encode()))),
             EioPacket::Pong(_) | EioPacket::Noop | EioPacket::Upgrade => Ok(Decoded::Nothing),
             EioPacket::Close => Ok(Decoded::Goodbye),
-            EioPacket::Open(_) => Err(bad("a client may not send an Engine.IO open packet")),
+            EioPacket::Open(_) => Err(bad("a client may not send an Engine.IO open packet").into()),
         }
     }
 
-    fn render_replies(&mut self, replies: Vec<Reply>, out: &mut Vec<Utf8Bytes>) {
-        let mut flight = self.in_flight.take();
+    fn render_replies(&mut self, flight: Option<Box<InFlight>>, replies: Vec<Reply>, out: &mut Vec<Utf8Bytes>) {
         let mut failure = None;
         for reply in replies {
             match reply {
@@ -412,12 +438,10 @@ impl Dialect for SocketIo {
                 }
                 Reply::Error { code, message, .. } => failure = Some((code, message)),
                 Reply::Authenticated { .. } => {
-                    let Some(connecting) = flight.as_deref_mut() else { continue };
+                    let Some(connecting) = flight.as_deref() else { continue };
                     self.connected |= connecting.ns.bit();
                     if matches!(connecting.action, Action::Connect { recovering: true }) {
                         // Answered once the resume that follows is done.
-                        connecting.action = Action::Recover;
-                        self.in_flight = flight;
                         return;
                     }
                     out.push(self.connect_ack(connecting.ns));

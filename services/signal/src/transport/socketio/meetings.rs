@@ -107,6 +107,7 @@ impl Me {
 
 pub(super) fn decode(
     sio: &mut SocketIo,
+    action: &mut Action,
     event: &str,
     arg: Option<&RawValue>,
     limits: &Limits,
@@ -118,13 +119,13 @@ pub(super) fn decode(
         .ok_or_else(|| bad("Invalid meeting ID"))?;
     if event == "join-meeting" {
         if sio.meeting(&room).is_some() {
-            sio.act(Action::Rejoin);
+            *action = Action::Rejoin;
             return Ok(Command::Members { room });
         }
-        return join(sio, room, &fields, limits);
+        return join(action, room, &fields, limits);
     }
     if let Some(&(_, names, kind)) = SIGNALS.iter().find(|(name, ..)| *name == event) {
-        return signal(sio, room, &fields, names, kind);
+        return signal(action, room, &fields, names, kind);
     }
     let me = sio.meeting(&room).cloned().ok_or_else(|| DecodeError {
         code: ErrorCode::NotInRoom,
@@ -135,13 +136,13 @@ pub(super) fn decode(
         "leave-meeting" => Ok(Command::Leave { room }),
         "toggle-media" => {
             let media = toggled(me.media, &fields)?;
-            update(sio, Me { media, change: Change::Media, ..me })
+            update(action, Me { media, change: Change::Media, ..me })
         }
         "participant-ready" => {
             let ready = fields.boolean(&["ready", "isReady"]).unwrap_or(true);
-            update(sio, Me { ready, change: Change::Ready, ..me })
+            update(action, Me { ready, change: Change::Ready, ..me })
         }
-        "chat-message" => chat(sio, me, &fields),
+        "chat-message" => chat(sio, action, me, &fields),
         "end-meeting" => Ok(Command::Close { room }),
         "remove-participant" => {
             let target = fields.text(TARGET).ok_or_else(|| bad("Invalid participant ID"))?;
@@ -153,7 +154,7 @@ pub(super) fn decode(
     }
 }
 
-fn join(sio: &mut SocketIo, room: RoomId, fields: &Fields<'_>, limits: &Limits) -> Result<Command, DecodeError> {
+fn join(action: &mut Action, room: RoomId, fields: &Fields<'_>, limits: &Limits) -> Result<Command, DecodeError> {
     let name = fields
         .string(NAME)
         .map_err(|()| bad("Invalid display name"))?
@@ -180,7 +181,7 @@ fn join(sio: &mut SocketIo, room: RoomId, fields: &Fields<'_>, limits: &Limits) 
     };
     let meta = me.meta();
     let token = super::rooms::room_token(fields)?;
-    sio.act(Action::JoinMeeting(me));
+    *action = Action::JoinMeeting(me);
     Ok(Command::Join { room, name, role, token, meta, member: None })
 }
 
@@ -215,14 +216,14 @@ fn toggled(mut media: Media, fields: &Fields<'_>) -> Result<Media, DecodeError> 
     Ok(media)
 }
 
-fn update(sio: &mut SocketIo, me: Me) -> Result<Command, DecodeError> {
+fn update(action: &mut Action, me: Me) -> Result<Command, DecodeError> {
     let (room, meta) = (me.room.clone(), me.meta());
-    sio.act(Action::UpdateMeeting(me));
+    *action = Action::UpdateMeeting(me);
     Ok(Command::Update { room, meta })
 }
 
 fn signal(
-    sio: &mut SocketIo,
+    action: &mut Action,
     room: RoomId,
     fields: &Fields<'_>,
     names: &[&str],
@@ -231,7 +232,7 @@ fn signal(
     let target = fields.text(TARGET).ok_or_else(|| bad("Invalid target participant ID"))?;
     let to = PeerId::parse(&target).map_err(|_| bad("Invalid target participant ID"))?;
     let data = fields.raw(names).ok_or_else(|| bad(format!("Missing {}", names[0])))?;
-    sio.act(Action::Signal { room: room.clone(), target });
+    *action = Action::Signal { room: room.clone(), target };
     Ok(Command::Signal {
         room,
         to,
@@ -240,7 +241,7 @@ fn signal(
     })
 }
 
-fn chat(sio: &mut SocketIo, me: Me, fields: &Fields<'_>) -> Result<Command, DecodeError> {
+fn chat(sio: &mut SocketIo, action: &mut Action, me: Me, fields: &Fields<'_>) -> Result<Command, DecodeError> {
     let text = fields.text(TEXT).ok_or_else(|| bad("Invalid chat message: expected a non-empty text"))?;
     if text.chars().count() > CHAT_TEXT_MAX {
         return Err(bad(format!("Chat message longer than {CHAT_TEXT_MAX} characters")));
@@ -258,7 +259,7 @@ fn chat(sio: &mut SocketIo, me: Me, fields: &Fields<'_>) -> Result<Command, Deco
     })
     .to_string();
     let data = Payload::from_json(message.clone()).expect("valid JSON");
-    sio.act(Action::Chat { message });
+    *action = Action::Chat { message };
     Ok(Command::Broadcast { room: me.room, kind: SignalKind::parse("chat").expect("a valid kind"), data })
 }
 

@@ -27,25 +27,26 @@ const RELAYS: [(&str, &str, &str); 3] =
     [("offer", "offer", "offer"), ("answer", "answer", "answer"), ("ice-candidate", "candidate", "candidate")];
 
 pub(super) fn decode(
-    sio: &mut SocketIo,
+    sio: &SocketIo,
+    action: &mut Action,
     event: &str,
     arg: Option<&RawValue>,
     limits: &Limits,
 ) -> Result<Command, DecodeError> {
     match event {
-        "join-room" => join(sio, arg, limits),
+        "join-room" => join(sio, action, arg, limits),
         "leave-room" => {
             let fields = Fields::of(arg).ok_or_else(|| bad("Invalid payload: expected an object"))?;
             Ok(Command::Leave { room: room_of(sio, &fields, limits)? })
         }
         _ => match RELAYS.iter().find(|(name, ..)| *name == event) {
-            Some(&(_, field, kind)) => relay(sio, arg, field, kind, limits),
+            Some(&(_, field, kind)) => relay(sio, action, arg, field, kind, limits),
             None => Err(bad(format!("Unknown event: {}", shown(event, 32)))),
         },
     }
 }
 
-fn join(sio: &mut SocketIo, arg: Option<&RawValue>, limits: &Limits) -> Result<Command, DecodeError> {
+fn join(sio: &SocketIo, action: &mut Action, arg: Option<&RawValue>, limits: &Limits) -> Result<Command, DecodeError> {
     let fields = Fields::of(arg).ok_or_else(|| bad("Invalid payload: expected {roomId, userName, userRole}"))?;
     let room = fields
         .text(&["roomId"])
@@ -57,7 +58,7 @@ fn join(sio: &mut SocketIo, arg: Option<&RawValue>, limits: &Limits) -> Result<C
         .ok_or_else(|| bad("Invalid user name"))?;
     if sio.namespace_of(&room) == Some(Ns::Rooms) {
         // Already in (a client re-emits its join after a recovered reconnect).
-        sio.act(Action::Rejoin);
+        *action = Action::Rejoin;
         return Ok(Command::Members { room });
     }
     let role = fields
@@ -67,12 +68,13 @@ fn join(sio: &mut SocketIo, arg: Option<&RawValue>, limits: &Limits) -> Result<C
         .ok_or_else(|| bad("Invalid user role: expected interviewer, candidate or observer"))?;
     let meta = format!(r#"{{"joinedAt":{}}}"#, quoted(&now_iso()));
     let token = room_token(&fields)?;
-    sio.act(Action::JoinRoom);
+    *action = Action::JoinRoom;
     Ok(Command::Join { room, name, role, token, meta: Payload::from_json(meta).expect("valid JSON"), member: None })
 }
 
 fn relay(
-    sio: &mut SocketIo,
+    sio: &SocketIo,
+    action: &mut Action,
     arg: Option<&RawValue>,
     field: &str,
     kind: &str,
@@ -83,7 +85,7 @@ fn relay(
     let to = PeerId::parse(&target).map_err(|_| bad("Invalid target user ID"))?;
     let data = fields.raw(&[field]).ok_or_else(|| bad(format!("Missing {field}")))?;
     let room = room_of(sio, &fields, limits)?;
-    sio.act(Action::Signal { room: room.clone(), target });
+    *action = Action::Signal { room: room.clone(), target };
     Ok(Command::Signal {
         room,
         to,

@@ -1,5 +1,7 @@
 //! The Socket.IO codec on its own: frames in, commands and frames out.
 
+use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use protocol::{MemberInfo, NodeId};
@@ -7,7 +9,33 @@ use serde_json::{json, Value};
 
 use super::*;
 
-fn greeted() -> SocketIo {
+/// The codec as the connection drives it: each decoded request's context is kept
+/// until its replies are rendered, in order.
+struct Driven {
+    sio: SocketIo,
+    contexts: VecDeque<Option<Box<InFlight>>>,
+}
+
+impl Deref for Driven {
+    type Target = SocketIo;
+    fn deref(&self) -> &SocketIo {
+        &self.sio
+    }
+}
+
+impl DerefMut for Driven {
+    fn deref_mut(&mut self) -> &mut SocketIo {
+        &mut self.sio
+    }
+}
+
+impl From<SocketIo> for Driven {
+    fn from(sio: SocketIo) -> Self {
+        Driven { sio, contexts: VecDeque::new() }
+    }
+}
+
+fn greeted() -> Driven {
     let mut sio = SocketIo::over_websocket();
     let node = NodeId::parse("n1").unwrap();
     let peer = PeerId::parse("n1.me").unwrap();
@@ -18,30 +46,53 @@ fn greeted() -> SocketIo {
         handshake,
         json!({"sid": "n1.me", "upgrades": [], "pingInterval": 25000, "pingTimeout": 60000, "maxPayload": 1000000})
     );
-    sio
+    sio.into()
 }
 
-fn decode(sio: &mut SocketIo, text: &str) -> Result<Decoded, DecodeError> {
-    sio.decode(text, &Limits::default())
+/// Decodes a frame; its requests' contexts (or a refusal's) wait for [`rendered`].
+fn decode(driven: &mut Driven, text: &str) -> Result<Decoded<()>, DecodeError> {
+    driven.contexts.clear();
+    let contexts = &mut driven.contexts;
+    match driven.sio.decode(text, &Limits::default()) {
+        Ok(Decoded::Request(req, context)) => {
+            contexts.push_back(Some(context));
+            Ok(Decoded::Request(req, ()))
+        }
+        Ok(Decoded::Requests(reqs)) => Ok(Decoded::Requests(
+            reqs.into_iter()
+                .map(|(req, context)| {
+                    contexts.push_back(Some(context));
+                    (req, ())
+                })
+                .collect(),
+        )),
+        Ok(Decoded::Answer(frame)) => Ok(Decoded::Answer(frame)),
+        Ok(Decoded::Nothing) => Ok(Decoded::Nothing),
+        Ok(Decoded::Goodbye) => Ok(Decoded::Goodbye),
+        Err(Refused { error, context }) => {
+            contexts.push_back(context);
+            Err(error)
+        }
+    }
 }
 
-fn answer(decoded: Result<Decoded, DecodeError>) -> String {
+fn answer(decoded: Result<Decoded<()>, DecodeError>) -> String {
     match decoded {
         Ok(Decoded::Answer(frame)) => frame.to_string(),
         other => panic!("expected an answer, got {other:?}"),
     }
 }
 
-fn command(decoded: Result<Decoded, DecodeError>) -> Command {
+fn command(decoded: Result<Decoded<()>, DecodeError>) -> Command {
     match decoded {
-        Ok(Decoded::Request(req)) => req.command,
+        Ok(Decoded::Request(req, ())) => req.command,
         other => panic!("expected a request, got {other:?}"),
     }
 }
 
 /// Connects `ns` as the session would let it: the CONNECT asks the session, and its
 /// answer (anonymous is allowed) becomes the CONNECT reply with the socket id.
-fn connect(sio: &mut SocketIo, ns: &str) {
+fn connect(sio: &mut Driven, ns: &str) {
     let packet = if ns == "/" { "40".to_owned() } else { format!("40{ns},") };
     assert_eq!(command(decode(sio, &packet)), Command::Authenticate { token: None });
     let prefix = if ns == "/" { String::new() } else { format!("{ns},") };
@@ -49,7 +100,7 @@ fn connect(sio: &mut SocketIo, ns: &str) {
     assert_eq!(frames, [format!(r#"40{prefix}{{"sid":"n1.me"}}"#)]);
 }
 
-fn connected(ns: &str) -> SocketIo {
+fn connected(ns: &str) -> Driven {
     let mut sio = greeted();
     connect(&mut sio, ns);
     sio
@@ -65,10 +116,12 @@ fn member(peer: &str, name: &str, meta: &str) -> Arc<MemberInfo> {
     })
 }
 
-/// Renders the replies of the request in flight; returns the frames.
-fn rendered(sio: &mut SocketIo, replies: Vec<Reply>) -> Vec<String> {
+/// Renders the replies of the next request decoded (with its context); returns the
+/// frames.
+fn rendered(driven: &mut Driven, replies: Vec<Reply>) -> Vec<String> {
     let mut out = Vec::new();
-    sio.render_replies(replies, &mut out);
+    let context = driven.contexts.pop_front().flatten();
+    driven.sio.render_replies(context, replies, &mut out);
     out.iter().map(|f| f.to_string()).collect()
 }
 
@@ -187,7 +240,7 @@ fn leaving_a_namespace_leaves_its_rooms_only() {
     match decode(&mut sio, "41/meetings,") {
         Ok(Decoded::Requests(reqs)) => {
             assert_eq!(reqs.len(), 1);
-            assert!(matches!(&reqs[0].command, Command::Leave { room } if room.as_str() == "m"));
+            assert!(matches!(&reqs[0].0.command, Command::Leave { room } if room.as_str() == "m"));
         }
         other => panic!("{other:?}"),
     }
@@ -207,18 +260,18 @@ fn a_handshake_token_is_handed_to_the_session_and_a_refusal_is_a_connect_error()
     assert!(decode(&mut sio, r#"40{"token":42}"#).is_err());
 }
 
-fn greeted_resumable(peer: &str, token: &str) -> SocketIo {
+fn greeted_resumable(peer: &str, token: &str) -> Driven {
     let mut sio = SocketIo::over_websocket();
     let node = NodeId::parse("n2").unwrap();
     let peer = PeerId::parse(peer).unwrap();
     let greeting = Greeting { peer: &peer, node: &node, heartbeat: Duration::from_secs(25), resume: Some(token) };
     sio.welcome(&greeting).unwrap();
-    sio
+    sio.into()
 }
 
-fn requests(decoded: Result<Decoded, DecodeError>) -> Vec<Command> {
+fn requests(decoded: Result<Decoded<()>, DecodeError>) -> Vec<Command> {
     match decoded {
-        Ok(Decoded::Requests(reqs)) => reqs.into_iter().map(|r| r.command).collect(),
+        Ok(Decoded::Requests(reqs)) => reqs.into_iter().map(|(r, ())| r.command).collect(),
         other => panic!("expected requests, got {other:?}"),
     }
 }
@@ -284,8 +337,8 @@ fn a_pid_that_recovers_nothing_gets_a_fresh_session_not_an_error() {
     let refused = Reply::Error { code: ErrorCode::ResumeFailed, message: "unknown token".into(), id: None };
     assert_eq!(rendered(&mut sio, vec![refused]), [r#"40{"sid":"n2.fresh","pid":"n2.fresh.own-token"}"#]);
     // A pid that is not a string, or the connection's own, asks for nothing.
-    assert!(matches!(decode(&mut sio, r#"40{"pid":42}"#), Ok(Decoded::Request(_))));
-    assert!(matches!(decode(&mut sio, r#"40{"pid":"n2.fresh.own-token"}"#), Ok(Decoded::Request(_))));
+    assert!(matches!(decode(&mut sio, r#"40{"pid":42}"#), Ok(Decoded::Request(..))));
+    assert!(matches!(decode(&mut sio, r#"40{"pid":"n2.fresh.own-token"}"#), Ok(Decoded::Request(..))));
 }
 
 #[test]
