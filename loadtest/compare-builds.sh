@@ -9,13 +9,14 @@
 #
 # Settings (environment): REDIS_PORT (7400), NODE_PORTS ("7411 7412"), OUT
 # (target/compare-builds), SCENARIOS (default "relay5k relay20k fanout connect"; also
-# relay10k).
+# relay10k, and sio5k / sio20k: the relay in the Socket.IO dialect).
 set -euo pipefail
 
 before=$1 after=$2 loadtest=$3 rounds=${4:-2}
 REDIS_PORT=${REDIS_PORT:-7400}
 NODE_PORTS=${NODE_PORTS:-"7411 7412"}
 OUT=${OUT:-target/compare-builds}
+URL_PATH=/ws
 mkdir -p "$OUT"
 work=$(mktemp -d)
 pids=()
@@ -41,7 +42,7 @@ start_cluster() {
       "$1" >"$work/node$i.log" 2>&1 &
     pids+=($!)
     server_pids+=($!)
-    urls+=("ws://127.0.0.1:$port/ws")
+    urls+=("ws://127.0.0.1:$port$URL_PATH")
     for _ in $(seq 1 100); do
       curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
       sleep 0.1
@@ -52,6 +53,7 @@ start_cluster() {
 }
 
 # One scenario against a fresh cluster of build $2 (label $1); the report is $OUT/$1-$3.json.
+# URL_PATH is the nodes' WebSocket path (/ws; empty for Socket.IO, which finds its own).
 run() {
   local label=$1 build=$2 name=$3
   shift 3
@@ -88,6 +90,8 @@ for round in $(seq 1 "$rounds"); do
         relay5k) run "$side-r$round" "$build" relay5k relay --peers 200 --rate 5000 --duration 15s ;;
         relay10k) run "$side-r$round" "$build" relay10k relay --peers 200 --rate 10000 --duration 15s ;;
         relay20k) run "$side-r$round" "$build" relay20k relay --peers 200 --rate 20000 --duration 15s ;;
+        sio5k) URL_PATH= run "$side-r$round" "$build" sio5k relay --dialect socketio --peers 200 --rate 5000 --duration 15s ;;
+        sio20k) URL_PATH= run "$side-r$round" "$build" sio20k relay --dialect socketio --peers 200 --rate 20000 --duration 15s ;;
         fanout) run "$side-r$round" "$build" fanout fanout --rooms 1 --room-size 1000 --rate 20 --duration 15s ;;
         connect) run "$side-r$round" "$build" connect connect --connections 10000 --connect-rate 2000 --hold 5s ;;
       esac

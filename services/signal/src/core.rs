@@ -5,15 +5,14 @@
 //! publish to the inbox of the node named in the peer id. Room-wide events are one
 //! publish to the room channel, which every node with members there follows.
 
-mod bounces;
 mod bus_stats;
 mod directory;
 mod error;
 mod events;
-mod gate;
 pub mod hold;
 mod liveness;
 mod registry;
+mod relay;
 mod resume;
 pub mod roles;
 mod rules;
@@ -31,17 +30,18 @@ use protocol::{
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
 use crate::admission::Admission;
 use crate::metrics::NodeMetrics;
 
 pub use directory::JoinDone;
-use directory::{DirectorySettings, RoomDirectory, Target};
+use directory::{DirectorySettings, RoomDirectory};
 pub use error::CoreError;
 pub use events::Event;
 pub use liveness::Health;
 pub use registry::RoomRegistry;
+use relay::Relay;
 pub use resume::{Hold, ResumedRoom, Resumes};
 pub use rules::token_hash;
 pub use sessions::{SessionHandle, SessionInbox, Sessions};
@@ -83,15 +83,13 @@ pub struct Core {
     sessions: Sessions,
     /// Room membership: the mirror, its subscriptions, owed removals, resync.
     directory: RoomDirectory,
-    bounces: bounces::Bounces,
+    /// Signals and broadcasts: sending, delivering, bouncing; the publish gate.
+    relay: Relay,
     health: Health,
     resync_wanted: Notify,
     bus_stats: bus_stats::BusStats,
     metrics: Arc<NodeMetrics>,
     resumes: Resumes,
-    /// Every signal is counted in from its route to its publish; a fence waits for the
-    /// ones counted before it, so that it leaves after every signal routed the old way.
-    publish_gate: gate::PublishGate,
     /// The tracker and stop token [`Core::start`] was given: every task the core starts
     /// runs on them, so a drain waits for them (boundedly) and stops them.
     tasks: std::sync::OnceLock<(TaskTracker, CancellationToken)>,
@@ -123,14 +121,13 @@ impl Core {
         );
         Arc::new(Self {
             directory,
+            relay: Relay::new(node.clone(), backend.clone(), metrics.clone()),
             health: Health::new(settings.heartbeat_interval),
             resumes: Resumes::new(settings.resume_grace, settings.reload_grace),
-            publish_gate: gate::PublishGate::default(),
             node,
             backend,
             settings,
             sessions: Sessions::default(),
-            bounces: bounces::Bounces::new(),
             resync_wanted: Notify::new(),
             bus_stats: bus_stats::BusStats::default(),
             metrics,
@@ -163,14 +160,6 @@ impl Core {
         envelope(&self.node, event)
     }
 
-    /// An envelope carrying the trace context of `span` (when traces are on), so the
-    /// receiving node's delivery joins the sender's trace.
-    fn traced_envelope(&self, event: BusEvent, span: &tracing::Span) -> Bytes {
-        let mut envelope = Envelope::new(self.node.clone(), event).sent_at(now_us());
-        envelope.traceparent = telemetry::traces::traceparent(span);
-        Bytes::from(envelope.encode())
-    }
-
     pub fn metrics(&self) -> &NodeMetrics {
         &self.metrics
     }
@@ -198,7 +187,8 @@ impl Core {
         let _ = self.tasks.set((tasks.clone(), stop.clone()));
         tasks.spawn(self.clone().run_dispatcher(inbox));
         tasks.spawn(self.clone().run_liveness(stop.clone()));
-        tasks.spawn(self.clone().run_bounces(stop));
+        let core = self.clone();
+        tasks.spawn(async move { core.relay.run_bounces(stop).await });
         Ok(())
     }
 
@@ -293,33 +283,14 @@ impl Core {
         kind: SignalKind,
         data: Payload,
     ) -> Result<(), CoreError> {
-        // Counted from the route to the publish: see `publish_gate`.
-        let _routing = self.publish_gate.enter();
+        // Counted from the route to the publish, so a resume's fence waits for it.
+        let _routing = self.relay.routing();
         // The room mirror knows where every member is: no Redis lookup.
         let (sender_in, target) = self.directory.route(room, from, to);
         rules::may_signal(sender_in, target.is_some())?;
         self.check_role(room, from, kind.as_str())?;
-        let node = match target {
-            Some(Target::Away(node)) => node,
-            Some(Target::Here(Some(session))) => {
-                self.metrics.signal_relayed(NodeMetrics::kind_slot(kind.as_str()), false);
-                session.push(Arc::new(Event::Signal { room: room.clone(), from: from.clone(), kind, data }));
-                return Ok(());
-            }
-            Some(Target::Here(None)) | None => return Err(CoreError::PeerUnavailable),
-        };
-        let kind_slot = NodeMetrics::kind_slot(kind.as_str());
-        let span = publish_span(&node);
-        let msg = self.traced_envelope(
-            BusEvent::Signal { room: room.clone(), from: from.clone(), to: to.clone(), kind, data },
-            &span,
-        );
-        // One publish to the serving node's inbox. Nobody listening = that node is gone.
-        if self.backend.publish_node(&node, msg).instrument(span).await? == 0 {
-            return Err(CoreError::PeerUnavailable);
-        }
-        self.metrics.signal_relayed(kind_slot, true);
-        Ok(())
+        let target = target.ok_or(CoreError::PeerUnavailable)?;
+        self.relay.send_signal(target, room, from, to, kind, data).await
     }
 
     /// Sends to every other member of the room: one publish, whatever the room size.
@@ -334,12 +305,7 @@ impl Core {
             return Err(CoreError::NotInRoom);
         }
         self.check_role(room, from, "broadcast")?;
-        let span = publish_span(room);
-        let msg =
-            self.traced_envelope(BusEvent::Broadcast { room: room.clone(), from: from.clone(), kind, data }, &span);
-        self.backend.publish_room(room, msg).instrument(span).await?;
-        self.metrics.broadcasts.inc();
-        Ok(())
+        self.relay.broadcast(room, from, kind, data).await
     }
 
     /// Closes a room for everyone, on every node: each node's members in it hear
@@ -473,7 +439,10 @@ impl Core {
         let _delivering = span.enter();
         match event {
             BusEvent::Signal { room, from, to, kind, data } => {
-                self.deliver_signal(from_node, room, from, to, kind, data, sent_us)
+                // The target resumed on another node, and this one forwards what still
+                // arrives for it (its sender's node routed before it saw the move).
+                let target = self.directory.active_session(&room, &to).or_else(|| self.resumes.forwarding_handle(&to));
+                self.relay.deliver_signal(target, from_node, room, from, to, kind, data, sent_us)
             }
             BusEvent::Undeliverable { room, from, to } => self.deliver_bounce(room, from, to),
             // Probes on room channels reach every node there; only ours count here.
@@ -506,62 +475,21 @@ impl Core {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn deliver_signal(
-        &self,
-        from_node: NodeId,
-        room: RoomId,
-        from: PeerId,
-        to: PeerId,
-        kind: SignalKind,
-        data: Payload,
-        sent_us: u64,
-    ) {
-        // The target resumed on another node, and this one forwards what still arrives
-        // for it (its sender's node routed before it saw the move).
-        let target = self.directory.active_session(&room, &to).or_else(|| self.resumes.forwarding_handle(&to));
-        match target {
-            Some(target) => {
-                target.push(Arc::new(Event::Signal { room, from, kind, data }));
-                if sent_us > 0 {
-                    let seconds = now_us().saturating_sub(sent_us) as f64 / 1e6;
-                    self.metrics.cross_node_relay.observe(seconds);
-                }
-            }
-            // The target left while the signal was on its way (its sender's node had not
-            // heard `peer-left` yet): tell the sender instead of dropping it silently.
-            None => {
-                debug!(%room, "signal for a peer no longer here; bouncing it to the sender");
-                let bounce = BusEvent::Undeliverable { room, from, to };
-                self.bounces.send(from_node, self.envelope(bounce));
-            }
-        }
-    }
-
     fn deliver_bounce(&self, room: RoomId, from: PeerId, to: PeerId) {
         if let Some(sender) = self.directory.active_session(&room, &from) {
             sender.push(Arc::new(Event::Undeliverable { room, to }));
         }
     }
 
+    /// Bounced signals dropped because their queue was full (for metrics).
+    pub fn dropped_bounces(&self) -> u64 {
+        self.relay.dropped_bounces()
+    }
+
     /// Member removals Redis has not confirmed yet (for metrics).
     pub fn owed_removals(&self) -> usize {
         self.directory.owed_removals()
     }
-}
-
-/// The span of a publish to the bus (`to`: a node or a room), within a recorded trace.
-fn publish_span(to: &dyn std::fmt::Display) -> tracing::Span {
-    if !telemetry::traces::in_trace() {
-        return tracing::Span::none();
-    }
-    tracing::info_span!(
-        target: telemetry::traces::TARGET,
-        "publish",
-        otel.kind = "producer",
-        messaging.system = "redis",
-        messaging.destination.name = %to
-    )
 }
 
 /// The span of a delivery on this node of what another node published, in the

@@ -575,7 +575,7 @@ impl Core {
     /// through the member's old node are all published, send that node a fence (or the
     /// new node, if the old one is gone).
     pub(super) async fn send_fence(self: Arc<Self>, room: RoomId, peer: PeerId, old: NodeId, new: NodeId) {
-        self.publish_gate.fence().await;
+        self.relay.fence().await;
         let fence = self.envelope(BusEvent::Fence { room, peer });
         match self.backend.publish_node(&old, fence.clone()).await {
             Ok(n) if n > 0 => {}

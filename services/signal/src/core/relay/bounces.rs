@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::Core;
+use bus::Backend;
 
 /// Bounces waiting to be published. Each is one small envelope; a full queue means the
 /// node is flooded with signals to peers that are gone.
@@ -46,10 +46,10 @@ impl Bounces {
     }
 }
 
-impl Core {
-    /// Publishes queued bounces until `stop`. Call once.
-    pub(super) async fn run_bounces(self: std::sync::Arc<Self>, stop: CancellationToken) {
-        let Some(mut rx) = self.bounces.rx.lock().expect("bounces lock").take() else { return };
+impl Bounces {
+    /// Publishes queued bounces through `store` until `stop`. Call once.
+    pub async fn run(&self, store: &dyn Backend, stop: CancellationToken) {
+        let Some(mut rx) = self.rx.lock().expect("bounces lock").take() else { return };
         loop {
             let (node, envelope) = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -58,14 +58,9 @@ impl Core {
                     None => return,
                 },
             };
-            if let Err(e) = self.backend.publish_node(&node, envelope).await {
+            if let Err(e) = store.publish_node(&node, envelope).await {
                 debug!(error = %e, "could not bounce a signal to its sender's node");
             }
         }
-    }
-
-    /// Bounces dropped because the queue was full (for metrics).
-    pub fn dropped_bounces(&self) -> u64 {
-        self.bounces.dropped()
     }
 }
