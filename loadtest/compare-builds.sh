@@ -9,7 +9,8 @@
 #
 # Settings (environment): REDIS_PORT (7400), NODE_PORTS ("7411 7412"), OUT
 # (target/compare-builds), SCENARIOS (default "relay5k relay20k fanout connect"; also
-# relay10k, and sio5k / sio20k: the relay in the Socket.IO dialect).
+# relay10k; sio5k, sio20k, plain5k, plain20k: the relay in the Socket.IO and plain
+# dialects).
 set -euo pipefail
 
 before=$1 after=$2 loadtest=$3 rounds=${4:-2}
@@ -92,6 +93,8 @@ for round in $(seq 1 "$rounds"); do
         relay20k) run "$side-r$round" "$build" relay20k relay --peers 200 --rate 20000 --duration 15s ;;
         sio5k) URL_PATH= run "$side-r$round" "$build" sio5k relay --dialect socketio --peers 200 --rate 5000 --duration 15s ;;
         sio20k) URL_PATH= run "$side-r$round" "$build" sio20k relay --dialect socketio --peers 200 --rate 20000 --duration 15s ;;
+        plain5k) URL_PATH=/ run "$side-r$round" "$build" plain5k relay --dialect plain --peers 200 --rate 5000 --duration 15s ;;
+        plain20k) URL_PATH=/ run "$side-r$round" "$build" plain20k relay --dialect plain --peers 200 --rate 20000 --duration 15s ;;
         fanout) run "$side-r$round" "$build" fanout fanout --rooms 1 --room-size 1000 --rate 20 --duration 15s ;;
         connect) run "$side-r$round" "$build" connect connect --connections 10000 --connect-rate 2000 --hold 5s ;;
       esac
