@@ -4,6 +4,12 @@
 //! A signal to a peer on this node is delivered locally; to a peer elsewhere it is one
 //! publish to the inbox of the node named in the peer id. Room-wide events are one
 //! publish to the room channel, which every node with members there follows.
+//!
+//! `Core` is a front over parts that own their state (docs/architecture.md, "The
+//! core's parts"): `directory` (room membership), `relay` (signals and
+//! broadcasts), `liveness` (heartbeat, probes, the reaper) and `resume` (members
+//! held away and hand-overs). The core keeps the rules, the bus dispatcher and the
+//! heartbeat tick (`upkeep`), and starts every task on the tracker it is given.
 
 mod bus_stats;
 mod directory;
@@ -17,6 +23,7 @@ mod resume;
 pub mod roles;
 mod rules;
 mod sessions;
+mod upkeep;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +47,7 @@ use directory::{DirectorySettings, RoomDirectory};
 pub use error::CoreError;
 pub use events::Event;
 pub use liveness::Health;
+use liveness::Liveness;
 pub use registry::RoomRegistry;
 use relay::Relay;
 pub use resume::{Hold, ResumedRoom, Resumes};
@@ -85,7 +93,8 @@ pub struct Core {
     directory: RoomDirectory,
     /// Signals and broadcasts: sending, delivering, bouncing; the publish gate.
     relay: Relay,
-    health: Health,
+    /// Heartbeat, inbox probe, the reaper; what /readyz reports.
+    liveness: Liveness,
     resync_wanted: Notify,
     bus_stats: bus_stats::BusStats,
     metrics: Arc<NodeMetrics>,
@@ -122,7 +131,14 @@ impl Core {
         Arc::new(Self {
             directory,
             relay: Relay::new(node.clone(), backend.clone(), metrics.clone()),
-            health: Health::new(settings.heartbeat_interval),
+            liveness: Liveness::new(
+                node.clone(),
+                backend.clone(),
+                metrics.clone(),
+                settings.heartbeat_interval,
+                settings.node_ttl,
+                settings.resume_grace,
+            ),
             resumes: Resumes::new(settings.resume_grace, settings.reload_grace),
             node,
             backend,
@@ -174,19 +190,17 @@ impl Core {
             .take_inbox()
             .ok_or_else(|| BackendError::Protocol("the backend's inbox was already taken".into()))?;
         self.backend.subscribe_node(&self.node).await?;
-        if let Some(registry) = self.backend.registry() {
-            registry.heartbeat(&self.node, self.settings.node_ttl.as_millis() as u64).await?;
-        }
+        self.liveness.register().await?;
         // A node restarted under the same NODE_ID before its heartbeat expired was never
         // reaped: whatever Redis still lists as served here belongs to its previous life.
         let ghosts = self.directory.sweep_own_ghosts(&[]).await?;
         if ghosts > 0 {
             info!(ghosts, "removed members left behind by an earlier run of this node");
         }
-        self.health.set_redis(true);
+        self.liveness.health().set_redis(true);
         let _ = self.tasks.set((tasks.clone(), stop.clone()));
         tasks.spawn(self.clone().run_dispatcher(inbox));
-        tasks.spawn(self.clone().run_liveness(stop.clone()));
+        tasks.spawn(self.clone().run_upkeep(stop.clone()));
         let core = self.clone();
         tasks.spawn(async move { core.relay.run_bounces(stop).await });
         Ok(())
@@ -214,7 +228,7 @@ impl Core {
         let capacity = inbox.max_capacity();
         while let Some(inbound) = inbox.recv().await {
             self.dispatch(inbound);
-            self.health.set_bus_backlog(inbox.len(), capacity);
+            self.health().set_bus_backlog(inbox.len(), capacity);
         }
     }
 
@@ -225,7 +239,12 @@ impl Core {
 
     /// What /readyz reports.
     pub fn health(&self) -> &Health {
-        &self.health
+        self.liveness.health()
+    }
+
+    /// Drain step: take this node's heartbeat and room index out of Redis.
+    pub async fn leave_cluster(&self) {
+        self.liveness.leave_cluster().await;
     }
 
     /// Messages the bus lost on their way here.
@@ -233,7 +252,7 @@ impl Core {
         &self.bus_stats
     }
 
-    /// Joins a room (see [`directory`] for the handshake that makes the member lists
+    /// Joins a room (see `directory/rooms.rs` for the handshake that makes the member lists
     /// exact).
     pub async fn join(
         &self,
@@ -261,7 +280,7 @@ impl Core {
     /// A join or move the room channel never confirmed: the subscription may be dead.
     fn note_unconfirmed<T>(&self, result: &Result<T, CoreError>) {
         if matches!(result, Err(CoreError::JoinTimeout)) {
-            self.health.subscription_suspect();
+            self.health().subscription_suspect();
         }
     }
 
@@ -402,14 +421,14 @@ impl Core {
             Inbound::Resync(why) => {
                 // Whatever was published while the subscription was down never arrived.
                 self.bus_stats.record_gap();
-                self.health.bus_fell_behind();
+                self.health().bus_fell_behind();
                 warn!(why, "bus subscription had a gap: messages published meanwhile are lost; resynchronising");
                 self.resync_wanted.notify_one();
                 return;
             }
             Inbound::Lost(lost) => {
                 self.bus_stats.record_lost(&lost);
-                self.health.bus_fell_behind();
+                self.health().bus_fell_behind();
                 warn!(
                     total = lost.total(),
                     signals = lost.get(EventClass::Signal),
@@ -447,7 +466,7 @@ impl Core {
             BusEvent::Undeliverable { room, from, to } => self.deliver_bounce(room, from, to),
             // Probes on room channels reach every node there; only ours count here.
             BusEvent::Probe { nonce } if from_node == self.node => {
-                if !self.health.probe_returned(nonce) {
+                if !self.health().probe_returned(nonce) {
                     self.directory.probe_returned(nonce);
                 }
             }

@@ -80,29 +80,9 @@ async fn two_browsers_on_two_nodes_call_through_our_turn_mute_chat_and_leave() {
         |addr, name| format!("http://{addr}/app/socketio.html?room=sio-call&name={name}&autojoin=1&ice=relay");
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/call.mjs");
-    let run = tokio::process::Command::new("node")
-        .arg(script)
-        .arg(page(a, "Ann"))
-        .arg(page(b, "Bob"))
-        .arg(&out)
-        .arg(sio_page(a, "Cy"))
-        .arg(sio_page(b, "Di"))
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(180), run)
-        .await
-        .expect("the browser call finishes within 3 minutes")
-        .expect("node runs (the README test command installs Node.js packages and chromium)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let report: Value =
-        stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or_else(|| {
-            panic!("no report from call.mjs:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr))
-        });
-    assert!(
-        output.status.success() && report["ok"] == true,
-        "the call failed: {report:#}\ncoturn log:\n{}",
-        coturn.log()
-    );
+    let args = [page(a, "Ann"), page(b, "Bob"), out.display().to_string(), sio_page(a, "Cy"), sio_page(b, "Di")];
+    let coturn_log = || format!("coturn log:\n{}", coturn.log());
+    let report = run_script(script, &args, Duration::from_secs(180), &coturn_log).await;
     eprintln!("screenshots in {}", out.display());
     eprintln!("after both sides restarted ICE at once: {}", report["glare"]);
 
@@ -137,19 +117,19 @@ async fn two_browsers_on_two_nodes_call_through_our_turn_mute_chat_and_leave() {
     }
 }
 
-/// Runs a Playwright script with `args`, within `limit`; its last JSON line.
-async fn run_script(script: &str, args: &[String], limit: Duration) -> Value {
+/// Runs a browser script with node and returns its report (its last JSON line), which
+/// must say `ok`; a failure shows the script's output and `more()`.
+async fn run_script(script: &str, args: &[String], limit: Duration, more: &dyn Fn() -> String) -> Value {
     let run = tokio::process::Command::new("node").arg(script).args(args).kill_on_drop(true).output();
     let output = tokio::time::timeout(limit, run)
         .await
         .expect("the browser script finishes in time")
         .expect("node runs (the README test command installs Node.js packages and chromium)");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let report: Value =
-        stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or_else(|| {
-            panic!("no report from {script}:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr))
-        });
-    assert!(output.status.success() && report["ok"] == true, "{script} failed: {report:#}");
+    let report: Value = stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or_else(|| {
+        panic!("no report from {script}:\n{stdout}\n{}\n{}", String::from_utf8_lossy(&output.stderr), more())
+    });
+    assert!(output.status.success() && report["ok"] == true, "{script} failed: {report:#}\n{}", more());
     report
 }
 
@@ -162,7 +142,7 @@ async fn a_closed_tab_leaves_at_once_and_a_reloaded_page_comes_back_as_the_same_
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/leave.mjs");
     let args = [format!("http://{}", node.local_addr()), out.display().to_string()];
-    let report = run_script(script, &args, Duration::from_secs(120)).await;
+    let report = run_script(script, &args, Duration::from_secs(120), &String::new).await;
     eprintln!("goodbyes and reloads: {report}");
 
     let ms = |v: &Value| v.as_i64().unwrap_or_else(|| panic!("a latency: {report:#}"));

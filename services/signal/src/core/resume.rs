@@ -84,8 +84,7 @@ pub enum Hold {
 /// The node's part of resume: tokens, members held away, and hand-overs in progress.
 ///
 /// Lock order: `away` before `incoming` before the session registry's lock before
-/// `takeovers` (`go_away` and `on_resume_request` nest them so); `dead_since` is never
-/// held with another. Every lock is a `std` mutex held for a few map operations, never
+/// `takeovers` (`go_away` and `on_resume_request` nest them so). Every lock is a `std` mutex held for a few map operations, never
 /// across an `.await`.
 pub struct Resumes {
     grace: Duration,
@@ -99,9 +98,6 @@ pub struct Resumes {
     takeovers: Mutex<HashMap<PeerId, NodeId>>,
     /// Members resumed here whose hold is not open yet, by peer.
     incoming: Mutex<HashMap<PeerId, SessionHandle>>,
-    /// When this node first saw each dead node dead: its members get the grace to
-    /// resume elsewhere before they are reaped.
-    dead_since: Mutex<HashMap<NodeId, Instant>>,
     /// Told when the last away member is gone (a draining node waits for it).
     all_gone: tokio::sync::Notify,
 }
@@ -115,7 +111,6 @@ impl Resumes {
             away: Mutex::default(),
             takeovers: Mutex::default(),
             incoming: Mutex::default(),
-            dead_since: Mutex::default(),
             all_gone: tokio::sync::Notify::new(),
         }
     }
@@ -221,33 +216,12 @@ impl Resumes {
         self.away.lock().expect("away lock").len()
     }
 
-    /// Forgets when nodes that are not dead any more were seen dead.
-    pub fn forget_revived(&self, dead: &[NodeId]) {
-        self.dead_since.lock().expect("dead lock").retain(|node, _| dead.contains(node));
-    }
-
     /// How long a member is held for `hold`.
     fn hold_for(&self, hold: Hold) -> Duration {
         match hold {
             Hold::Grace => self.grace,
             Hold::Reload => self.reload_grace,
         }
-    }
-
-    /// Whether a dead node's members may be reaped now: the grace has passed since its
-    /// last heartbeat, which was `silent_for` ago (as Redis measures it), or, for a
-    /// node that does not say (an older version), since this node first saw it dead.
-    pub fn reap_due(&self, dead: &NodeId, silent_for: Option<Duration>, now: Instant) -> bool {
-        let mut dead_since = self.dead_since.lock().expect("dead lock");
-        let last_heard = silent_for.and_then(|silent| now.checked_sub(silent)).unwrap_or(now);
-        let since = dead_since.entry(dead.clone()).or_insert(last_heard);
-        *since = (*since).min(last_heard);
-        let since = *since;
-        if now.duration_since(since) >= self.grace {
-            dead_since.remove(dead);
-            return true;
-        }
-        false
     }
 }
 
@@ -727,28 +701,6 @@ mod tests {
         assert_ne!(other_token, (peer.clone(), token.clone()), "the id and token need the room token");
         assert_ne!(other_subject, (peer.clone(), token.clone()), "and the same subject");
         assert_ne!(other_member.0, peer);
-    }
-
-    #[test]
-    fn a_dead_node_is_reaped_only_after_the_grace() {
-        let resumes = Resumes::new(Duration::from_secs(15), Duration::ZERO);
-        let dead = NodeId::parse("n2").unwrap();
-        let t0 = Instant::now();
-        assert!(!resumes.reap_due(&dead, None, t0));
-        assert!(!resumes.reap_due(&dead, None, t0 + Duration::from_secs(14)));
-        assert!(resumes.reap_due(&dead, None, t0 + Duration::from_secs(15)));
-        assert!(Resumes::new(Duration::ZERO, Duration::ZERO).reap_due(&dead, None, t0), "no grace: at once");
-    }
-
-    #[test]
-    fn a_dead_nodes_grace_counts_from_its_last_heartbeat_not_from_its_detection() {
-        let resumes = Resumes::new(Duration::from_secs(15), Duration::ZERO);
-        let dead = NodeId::parse("n2").unwrap();
-        let t0 = Instant::now() + Duration::from_secs(60);
-        // Noticed 8 s after its last heartbeat: 7 s of grace are left, not 15.
-        assert!(!resumes.reap_due(&dead, Some(Duration::from_secs(8)), t0));
-        assert!(!resumes.reap_due(&dead, Some(Duration::from_secs(14)), t0 + Duration::from_secs(6)));
-        assert!(resumes.reap_due(&dead, Some(Duration::from_secs(15)), t0 + Duration::from_secs(7)));
     }
 
     #[test]

@@ -12,17 +12,13 @@
 // Prints one JSON line with what it measured and exits 0, or prints the failure and
 // exits 1. Screenshots of both pages land in the artifact dir either way.
 
-import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
+import { WAIT, launchChromium } from './chromium.mjs';
 
 const [urlA, urlB, out, sioA, sioB] = process.argv.slice(2);
-const WAIT = { timeout: 30_000 };
 mkdirSync(out, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', '--no-sandbox', '--mute-audio'],
-});
+const browser = await launchChromium();
 const pages = [];
 const log = [];
 

@@ -14,19 +14,15 @@
 // exits 1. Latencies are milliseconds from the moment the test closed or reloaded the
 // page to the moment the other page's handler ran (one clock: the same machine).
 
-import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
+import { WAIT, launchChromium } from './chromium.mjs';
 
 const [base, out] = process.argv.slice(2);
-const WAIT = { timeout: 30_000 };
 /** Long enough past RELOAD_GRACE_MS (700 ms by default) for a late leave to show. */
 const QUIET_MS = 2_000;
 mkdirSync(out, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', '--no-sandbox', '--mute-audio'],
-});
+const browser = await launchChromium();
 const pages = [];
 const log = [];
 
