@@ -23,6 +23,7 @@ mod resume;
 pub mod roles;
 mod rules;
 mod sessions;
+mod tasks;
 mod upkeep;
 
 use std::sync::Arc;
@@ -51,8 +52,10 @@ use liveness::Liveness;
 pub use registry::RoomRegistry;
 use relay::Relay;
 pub use resume::{Hold, ResumedRoom, Resumes};
+use resume::{Resumption, ResumptionParts};
 pub use rules::token_hash;
 pub use sessions::{SessionHandle, SessionInbox, Sessions};
+use tasks::Tasks;
 
 /// Room rules and timings the core applies.
 #[derive(Debug, Clone)]
@@ -88,20 +91,21 @@ pub struct Core {
     node: NodeId,
     backend: Arc<dyn Backend>,
     settings: CoreSettings,
-    sessions: Sessions,
+    sessions: Arc<Sessions>,
     /// Room membership: the mirror, its subscriptions, owed removals, resync.
-    directory: RoomDirectory,
+    directory: Arc<RoomDirectory>,
     /// Signals and broadcasts: sending, delivering, bouncing; the publish gate.
-    relay: Relay,
+    relay: Arc<Relay>,
     /// Heartbeat, inbox probe, the reaper; what /readyz reports.
     liveness: Liveness,
     resync_wanted: Notify,
     bus_stats: bus_stats::BusStats,
     metrics: Arc<NodeMetrics>,
-    resumes: Resumes,
+    /// Members held away for their resume, and hand-overs between nodes.
+    resumption: Arc<Resumption>,
     /// The tracker and stop token [`Core::start`] was given: every task the core starts
     /// runs on them, so a drain waits for them (boundedly) and stops them.
-    tasks: std::sync::OnceLock<(TaskTracker, CancellationToken)>,
+    tasks: Arc<Tasks>,
 }
 
 impl Core {
@@ -116,7 +120,7 @@ impl Core {
         settings: CoreSettings,
         metrics: Arc<NodeMetrics>,
     ) -> Arc<Self> {
-        let directory = RoomDirectory::new(
+        let directory = Arc::new(RoomDirectory::new(
             node.clone(),
             backend.clone(),
             DirectorySettings {
@@ -127,10 +131,21 @@ impl Core {
                 heartbeat_interval: settings.heartbeat_interval,
             },
             metrics.clone(),
-        );
+        ));
+        let relay = Arc::new(Relay::new(node.clone(), backend.clone(), metrics.clone()));
+        let sessions = Arc::new(Sessions::default());
+        let tasks = Arc::new(Tasks::default());
+        let resumption = Resumption::new(ResumptionParts {
+            node: node.clone(),
+            store: backend.clone(),
+            metrics: metrics.clone(),
+            state: Resumes::new(settings.resume_grace, settings.reload_grace),
+            sessions: sessions.clone(),
+            directory: directory.clone(),
+            relay: relay.clone(),
+            tasks: tasks.clone(),
+        });
         Arc::new(Self {
-            directory,
-            relay: Relay::new(node.clone(), backend.clone(), metrics.clone()),
             liveness: Liveness::new(
                 node.clone(),
                 backend.clone(),
@@ -139,15 +154,17 @@ impl Core {
                 settings.node_ttl,
                 settings.resume_grace,
             ),
-            resumes: Resumes::new(settings.resume_grace, settings.reload_grace),
+            directory,
+            relay,
+            sessions,
+            resumption,
+            tasks,
             node,
             backend,
             settings,
-            sessions: Sessions::default(),
             resync_wanted: Notify::new(),
             bus_stats: bus_stats::BusStats::default(),
             metrics,
-            tasks: std::sync::OnceLock::new(),
         })
     }
 
@@ -198,7 +215,7 @@ impl Core {
             info!(ghosts, "removed members left behind by an earlier run of this node");
         }
         self.liveness.health().set_redis(true);
-        let _ = self.tasks.set((tasks.clone(), stop.clone()));
+        self.tasks.start(tasks, &stop);
         tasks.spawn(self.clone().run_dispatcher(inbox));
         tasks.spawn(self.clone().run_upkeep(stop.clone()));
         let core = self.clone();
@@ -206,21 +223,9 @@ impl Core {
         Ok(())
     }
 
-    /// Starts a task on the node's tracker; it is dropped when the node stops (by then
-    /// the drain has settled every member it could be working for).
+    /// Starts a task on the node's tracker (see [`Tasks`]).
     fn spawn_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        let Some((tracker, stop)) = self.tasks.get() else {
-            // Only a core that was never started gets here (no sessions, no bus).
-            warn!("a core task before Core::start; not started");
-            return;
-        };
-        let stop = stop.clone();
-        tracker.spawn(async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = task => {}
-            }
-        });
+        self.tasks.spawn(task);
     }
 
     /// Handles bus messages in arrival order until the backend closes the inbox.
@@ -410,8 +415,76 @@ impl Core {
                 debug!(%room, error = %e, "leave on disconnect failed; the removal is owed and retried");
             }
         }
-        self.forget_incoming(connection);
+        self.resumption.forget_incoming(connection);
         self.sessions.remove(connection);
+    }
+
+    // ---- resume (core/resume.rs) -----------------------------------------------------
+
+    /// Tokens, members held away, hand-overs in progress.
+    pub fn resumes(&self) -> &Resumes {
+        self.resumption.state()
+    }
+
+    /// Claims the resumable record of `peer` with the hash of the token its client
+    /// presented, for this node, storing the hash of the next token; None when the
+    /// token is unknown, used or expired.
+    pub async fn claim_resumable(
+        &self,
+        peer: &PeerId,
+        token_hash: &str,
+        next_token_hash: &str,
+    ) -> Result<Option<bus::Claimed>, CoreError> {
+        self.resumption.claim_resumable(peer, token_hash, next_token_hash).await
+    }
+
+    /// Records a resumable member's room (so any node can resume it).
+    pub async fn note_resumable(&self, peer: &PeerId, token: &str, room: &RoomId) {
+        self.resumption.note_resumable(peer, token, room).await;
+    }
+
+    pub async fn forget_resumable_room(&self, peer: &PeerId, room: &RoomId) {
+        self.resumption.forget_resumable_room(peer, room).await;
+    }
+
+    /// The connection ended for good: its token no longer resumes it.
+    pub async fn end_resumable(&self, peer: &PeerId) {
+        self.resumption.end_resumable(peer).await;
+    }
+
+    /// A resumable connection dropped: its member stays in its rooms, away, for `hold`.
+    pub fn go_away(&self, handle: SessionHandle, inbox: SessionInbox, memberships: Vec<(RoomId, PeerId)>, hold: Hold) {
+        self.resumption.go_away(handle, inbox, memberships, hold);
+    }
+
+    /// Every away member leaves now (the node stops).
+    pub async fn leave_all_away(&self) {
+        self.resumption.leave_all_away().await;
+    }
+
+    /// Registers a live connection on this node that a resume on this node takes over.
+    pub fn take_over_here(&self, peer: &PeerId) {
+        self.resumption.take_over_here(peer);
+    }
+
+    /// A resumed connection ended: stop routing forwarded events to it.
+    pub fn forget_incoming(&self, handle: &SessionHandle) {
+        self.resumption.forget_incoming(handle);
+    }
+
+    /// Takes `claimed` over for the connection behind `handle` (see
+    /// `Resumption::resume`); the rooms it is back in.
+    pub async fn resume(
+        &self,
+        handle: &SessionHandle,
+        claimed: bus::Claimed,
+        chosen: Option<&PeerId>,
+    ) -> Result<Vec<ResumedRoom>, CoreError> {
+        let resumed = self.resumption.resume(handle, claimed, chosen).await?;
+        if resumed.unconfirmed {
+            self.health().subscription_suspect();
+        }
+        Ok(resumed.rooms)
     }
 
     /// Handles one inbound bus item. Runs on the dispatcher task, in arrival order.
@@ -460,7 +533,10 @@ impl Core {
             BusEvent::Signal { room, from, to, kind, data } => {
                 // The target resumed on another node, and this one forwards what still
                 // arrives for it (its sender's node routed before it saw the move).
-                let target = self.directory.active_session(&room, &to).or_else(|| self.resumes.forwarding_handle(&to));
+                let target = self
+                    .directory
+                    .active_session(&room, &to)
+                    .or_else(|| self.resumption.state().forwarding_handle(&to));
                 self.relay.deliver_signal(target, from_node, room, from, to, kind, data, sent_us)
             }
             BusEvent::Undeliverable { room, from, to } => self.deliver_bounce(room, from, to),
@@ -475,16 +551,16 @@ impl Core {
                 let here = self.directory.apply_moved(&room, &member, nonce);
                 let new = member.serving_node();
                 if here.fence {
-                    self.spawn_task(self.clone().send_fence(room.clone(), member.peer.clone(), from, new));
+                    self.spawn_task(self.resumption.clone().send_fence(room.clone(), member.peer.clone(), from, new));
                 }
                 if here.left {
                     let core = self.clone();
                     self.spawn_task(async move { core.directory.release_room(&room).await });
                 }
             }
-            BusEvent::ResumeRequest { peer, to } => self.on_resume_request(peer, to),
-            BusEvent::Fence { room, peer } => self.on_fence(room, &peer, from_node),
-            BusEvent::Forward { peer, events } => self.on_forward(&peer, events),
+            BusEvent::ResumeRequest { peer, to } => self.resumption.on_resume_request(peer, to),
+            BusEvent::Fence { room, peer } => self.resumption.on_fence(room, &peer, from_node),
+            BusEvent::Forward { peer, events } => self.resumption.on_forward(&peer, events),
             event => {
                 if self.directory.apply(&event) {
                     // Another node declared some of ours lost: write them back.

@@ -21,16 +21,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use bus::Claimed;
+use bus::{Backend, Claimed};
 use protocol::{BusEvent, Held, LeftReason, MemberInfo, NodeId, PeerId, RoomId};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::directory::RoomDirectory;
 use super::events::{Event, HandOverMark};
+use super::relay::Relay;
 use super::rules::token_hash;
+use super::sessions::Sessions;
 use super::sessions::{SessionHandle, SessionInbox};
-use super::{Core, CoreError};
+use super::tasks::Tasks;
+use super::{envelope, CoreError};
+use crate::metrics::NodeMetrics;
 
 /// How long a resumed member's direct events wait for fences before they are written
 /// anyway (a node that had members in the room died, or runs an older version).
@@ -225,9 +230,43 @@ impl Resumes {
     }
 }
 
-impl Core {
-    pub fn resumes(&self) -> &Resumes {
-        &self.resumes
+/// The resume part: the state above, and what the node does with it. It reaches the
+/// sessions (to find or cut a live connection), the room directory (to move a member's
+/// rooms here, or leave them after the hold) and the relay (to fence), each through its
+/// methods.
+pub struct Resumption {
+    node: NodeId,
+    store: Arc<dyn Backend>,
+    metrics: Arc<NodeMetrics>,
+    state: Resumes,
+    sessions: Arc<Sessions>,
+    directory: Arc<RoomDirectory>,
+    relay: Arc<Relay>,
+    tasks: Arc<Tasks>,
+}
+
+/// What a resume brought back.
+pub struct Resumed {
+    pub rooms: Vec<ResumedRoom>,
+    /// A room's move was never confirmed by its channel (the subscription may be dead).
+    pub unconfirmed: bool,
+}
+
+impl Resumption {
+    pub fn new(parts: ResumptionParts) -> Arc<Self> {
+        let ResumptionParts { node, store, metrics, state, sessions, directory, relay, tasks } = parts;
+        Arc::new(Self { node, store, metrics, state, sessions, directory, relay, tasks })
+    }
+
+    /// Tokens, members held away, hand-overs in progress.
+    pub fn state(&self) -> &Resumes {
+        &self.state
+    }
+
+    /// A member held away whose client did not come back leaves its room.
+    async fn leave(&self, room: &RoomId, member: &PeerId) -> Result<(), CoreError> {
+        self.metrics.left(LeftReason::Disconnected);
+        self.directory.leave(room, member, LeftReason::Disconnected).await
     }
 
     /// Claims the resumable record of `peer` with the hash of the token its client
@@ -239,25 +278,25 @@ impl Core {
         token_hash: &str,
         next_token_hash: &str,
     ) -> Result<Option<Claimed>, CoreError> {
-        Ok(self.backend.claim_resumable(peer, token_hash, next_token_hash, &self.node).await?)
+        Ok(self.store.claim_resumable(peer, token_hash, next_token_hash, &self.node).await?)
     }
 
     /// Records a resumable member's room (so any node can resume it).
     pub async fn note_resumable(&self, peer: &PeerId, token: &str, room: &RoomId) {
-        if let Err(e) = self.backend.note_resumable(peer, &token_hash(token), &self.node, room).await {
+        if let Err(e) = self.store.note_resumable(peer, &token_hash(token), &self.node, room).await {
             warn!(%room, error = %e, "could not record the connection as resumable; a resume will fail");
         }
     }
 
     pub async fn forget_resumable_room(&self, peer: &PeerId, room: &RoomId) {
-        if let Err(e) = self.backend.forget_resumable_room(peer, room).await {
+        if let Err(e) = self.store.forget_resumable_room(peer, room).await {
             debug!(%room, error = %e, "could not update the resumable record");
         }
     }
 
     /// The connection ended for good: its token no longer resumes it.
     pub async fn end_resumable(&self, peer: &PeerId) {
-        if let Err(e) = self.backend.end_resumable(peer, &self.node).await {
+        if let Err(e) = self.store.end_resumable(peer, &self.node).await {
             debug!(error = %e, "could not delete the resumable record; it expires by itself");
         }
     }
@@ -277,19 +316,19 @@ impl Core {
         let too_slow = inbox.too_slow.clone();
         let overflow_watch = (!too_slow.is_cancelled()).then_some(too_slow);
         {
-            let mut away = self.resumes.away.lock().expect("away lock");
+            let mut away = self.state.away.lock().expect("away lock");
             self.sessions.remove(&handle);
             let entry = Away { handle, memberships, inbox: Some(inbox), forwarding: false };
             away.insert(peer.clone(), entry);
-            let taken_over = self.resumes.takeovers.lock().expect("takeovers lock").remove(&peer);
+            let taken_over = self.state.takeovers.lock().expect("takeovers lock").remove(&peer);
             if let Some(to) = taken_over {
                 self.start_forwarding(&mut away, &peer, to);
             }
         }
         self.count_away();
         debug!(%peer, ?hold, "connection ended; held away for its resume");
-        let hold = self.resumes.hold_for(hold);
-        self.spawn_task(self.clone().expire_after_grace(held, hold, overflow_watch));
+        let hold = self.state.hold_for(hold);
+        self.tasks.spawn(self.clone().expire_after_grace(held, hold, overflow_watch));
     }
 
     /// Leaves the rooms of an away member whose client did not come back in time,
@@ -316,9 +355,9 @@ impl Core {
         }
         // Retried while Redis does not answer: leaving while a claim may still land
         // would announce a member that is about to be live elsewhere.
-        let deadline = Instant::now() + self.resumes.grace;
+        let deadline = Instant::now() + self.state.grace;
         let ours = loop {
-            match self.backend.end_resumable(&peer, &self.node).await {
+            match self.store.end_resumable(&peer, &self.node).await {
                 Ok(ours) => break ours,
                 Err(e) if Instant::now() < deadline => {
                     debug!(error = %e, "could not settle an away member's record; retrying");
@@ -330,7 +369,7 @@ impl Core {
         if !ours {
             // Claimed by a resume elsewhere: its request is on its way. Should it never
             // come (that node died), the member's remaining rooms here are left later.
-            tokio::time::sleep(self.resumes.grace).await;
+            tokio::time::sleep(self.state.grace).await;
             if !self.still_waiting(&held) {
                 return;
             }
@@ -343,13 +382,13 @@ impl Core {
         self.leave_away(&held).await;
     }
 
-    /// Whether the connection `held` fed is still away here, not resumed.
     fn count_away(&self) {
-        self.metrics.resume.away.set(self.resumes.away_count() as i64);
+        self.metrics.resume.away.set(self.state.away_count() as i64);
     }
 
+    /// Whether the connection `held` fed is still away here, not resumed.
     fn still_waiting(&self, held: &SessionHandle) -> bool {
-        self.resumes
+        self.state
             .away
             .lock()
             .expect("away lock")
@@ -360,11 +399,11 @@ impl Core {
     /// Leaves the rooms an away member is still served in here (others hear
     /// `peer-left`, reason disconnected).
     async fn leave_away(&self, held: &SessionHandle) {
-        let Some(entry) = self.resumes.take_away(held) else { return };
+        let Some(entry) = self.state.take_away(held) else { return };
         self.count_away();
         for (room, member) in &entry.memberships {
             if self.directory.active_session(room, member).is_some_and(|s| s.same_connection(&entry.handle)) {
-                if let Err(e) = self.leave(member, room, LeftReason::Disconnected).await {
+                if let Err(e) = self.leave(room, member).await {
                     debug!(%room, error = %e, "leave after the grace failed; the removal is owed and retried");
                 }
             }
@@ -375,10 +414,10 @@ impl Core {
     /// joins afresh).
     pub async fn leave_all_away(&self) {
         let held: Vec<SessionHandle> =
-            self.resumes.away.lock().expect("away lock").values().map(|a| a.handle.clone()).collect();
+            self.state.away.lock().expect("away lock").values().map(|a| a.handle.clone()).collect();
         for handle in held {
             if self.still_waiting(&handle) {
-                let _ = self.backend.end_resumable(&handle.peer, &self.node).await;
+                let _ = self.store.end_resumable(&handle.peer, &self.node).await;
             }
             self.leave_away(&handle).await;
         }
@@ -387,13 +426,13 @@ impl Core {
     /// A client resumed `peer` on `to`: forward what is held, take over a connection
     /// still open here, or tell `to` that nothing is held here.
     pub(super) fn on_resume_request(self: &Arc<Self>, peer: PeerId, to: NodeId) {
-        let mut away = self.resumes.away.lock().expect("away lock");
+        let mut away = self.state.away.lock().expect("away lock");
         if away.contains_key(&peer) {
             return self.start_forwarding(&mut away, &peer, to);
         }
-        let incoming = self.resumes.incoming.lock().expect("incoming lock").get(&peer).cloned();
+        let incoming = self.state.incoming.lock().expect("incoming lock").get(&peer).cloned();
         let live = self.sessions.get(&peer).filter(|h| incoming.as_ref().is_none_or(|i| !h.same_connection(i)));
-        let mut takeovers = self.resumes.takeovers.lock().expect("takeovers lock");
+        let mut takeovers = self.state.takeovers.lock().expect("takeovers lock");
         if let Some(live) = live {
             // Its client reconnected before this node saw the old connection drop.
             takeovers.insert(peer, to);
@@ -404,10 +443,10 @@ impl Core {
             return;
         }
         drop((takeovers, away));
-        let unknown = self.envelope(BusEvent::Forward { peer, events: vec![Held::Unknown] });
+        let unknown = envelope(&self.node, BusEvent::Forward { peer, events: vec![Held::Unknown] });
         let core = self.clone();
-        self.spawn_task(async move {
-            if let Err(e) = core.backend.publish_node(&to, unknown).await {
+        self.tasks.spawn(async move {
+            if let Err(e) = core.store.publish_node(&to, unknown).await {
                 debug!(error = %e, "could not tell a resuming node that nothing is held here");
             }
         });
@@ -416,7 +455,7 @@ impl Core {
     /// Registers a live connection on this node that a resume on this node takes over.
     pub fn take_over_here(&self, peer: &PeerId) {
         if let Some(live) = self.sessions.get(peer) {
-            self.resumes.takeovers.lock().expect("takeovers lock").insert(peer.clone(), self.node.clone());
+            self.state.takeovers.lock().expect("takeovers lock").insert(peer.clone(), self.node.clone());
             live.cut_off();
         }
     }
@@ -427,7 +466,7 @@ impl Core {
         let Some(inbox) = entry.inbox.take() else { return };
         info!(%peer, %to, "member resumed elsewhere; forwarding what is held for it");
         let rooms = entry.memberships.len();
-        self.spawn_task(self.clone().forward(entry.handle.clone(), to, inbox, rooms));
+        self.tasks.spawn(self.clone().forward(entry.handle.clone(), to, inbox, rooms));
     }
 
     /// Forwards an away member's queue to the node it resumed on, in order, until
@@ -456,7 +495,7 @@ impl Core {
                 until = until.min(tokio::time::Instant::now() + FENCE_TIMEOUT);
             }
             let count = events.len() as u64;
-            let msg = self.envelope(BusEvent::Forward { peer: peer.clone(), events });
+            let msg = envelope(&self.node, BusEvent::Forward { peer: peer.clone(), events });
             match self.publish_with_retries(&to, msg).await {
                 Some(0) => {
                     warn!(%peer, %to, "the node the member resumed on is gone; stopped forwarding");
@@ -467,7 +506,7 @@ impl Core {
                 None => self.metrics.resume.forward_lost.inc_by(count),
             }
         }
-        let Some(entry) = self.resumes.take_away(&away) else { return };
+        let Some(entry) = self.state.take_away(&away) else { return };
         self.count_away();
         // Rooms it never moved out of here (it was gone from them in Redis): forget it.
         for (room, member) in &entry.memberships {
@@ -479,7 +518,7 @@ impl Core {
 
     async fn publish_with_retries(&self, to: &NodeId, msg: bytes::Bytes) -> Option<u64> {
         for attempt in 0..3u32 {
-            match self.backend.publish_node(to, msg.clone()).await {
+            match self.store.publish_node(to, msg.clone()).await {
                 Ok(n) => return Some(n),
                 Err(e) => {
                     debug!(error = %e, attempt, "forwarding failed; retrying");
@@ -492,7 +531,7 @@ impl Core {
 
     /// What the old node forwarded for a member resumed here.
     pub(super) fn on_forward(&self, peer: &PeerId, events: Vec<Held>) {
-        let Some(handle) = self.resumes.incoming.lock().expect("incoming lock").get(peer).cloned() else {
+        let Some(handle) = self.state.incoming.lock().expect("incoming lock").get(peer).cloned() else {
             self.metrics.resume.forward_lost.inc_by(events.len() as u64);
             return debug!(%peer, "forwarded events for a member not resuming here; dropped");
         };
@@ -515,11 +554,11 @@ impl Core {
     /// A node's fence for a moved member: the old node passes it on in order with what
     /// it holds; the new node (when the old one is gone) counts it.
     pub(super) fn on_fence(&self, room: RoomId, peer: &PeerId, from: NodeId) {
-        if let Some(entry) = self.resumes.away.lock().expect("away lock").get(peer) {
+        if let Some(entry) = self.state.away.lock().expect("away lock").get(peer) {
             entry.handle.push(Arc::new(Event::HandOver { room, mark: HandOverMark::Fence(from) }));
             return;
         }
-        let handle = self.resumes.incoming.lock().expect("incoming lock").get(peer).cloned();
+        let handle = self.state.incoming.lock().expect("incoming lock").get(peer).cloned();
         if let Some(handle) = handle {
             if let Some(hold) = handle.hold() {
                 hold.fence_seen(room, from);
@@ -530,7 +569,7 @@ impl Core {
 
     fn forget_incoming_if_open(&self, handle: &SessionHandle) {
         if handle.hold().is_some_and(|h| h.is_open()) {
-            let mut incoming = self.resumes.incoming.lock().expect("incoming lock");
+            let mut incoming = self.state.incoming.lock().expect("incoming lock");
             if incoming.get(&handle.peer).is_some_and(|h| h.same_connection(handle)) {
                 incoming.remove(&handle.peer);
             }
@@ -539,7 +578,7 @@ impl Core {
 
     /// A resumed connection ended: stop routing forwarded events to it.
     pub fn forget_incoming(&self, handle: &SessionHandle) {
-        let mut incoming = self.resumes.incoming.lock().expect("incoming lock");
+        let mut incoming = self.state.incoming.lock().expect("incoming lock");
         if incoming.get(&handle.peer).is_some_and(|h| h.same_connection(handle)) {
             incoming.remove(&handle.peer);
         }
@@ -550,11 +589,11 @@ impl Core {
     /// new node, if the old one is gone).
     pub(super) async fn send_fence(self: Arc<Self>, room: RoomId, peer: PeerId, old: NodeId, new: NodeId) {
         self.relay.fence().await;
-        let fence = self.envelope(BusEvent::Fence { room, peer });
-        match self.backend.publish_node(&old, fence.clone()).await {
+        let fence = envelope(&self.node, BusEvent::Fence { room, peer });
+        match self.store.publish_node(&old, fence.clone()).await {
             Ok(n) if n > 0 => {}
             _ => {
-                if let Err(e) = self.backend.publish_node(&new, fence).await {
+                if let Err(e) = self.store.publish_node(&new, fence).await {
                     debug!(error = %e, "could not send a fence; the resumed member's node opens after its timeout");
                 }
             }
@@ -570,15 +609,15 @@ impl Core {
         handle: &SessionHandle,
         claimed: Claimed,
         chosen: Option<&PeerId>,
-    ) -> Result<Vec<ResumedRoom>, CoreError> {
+    ) -> Result<Resumed, CoreError> {
         let peer = handle.peer.clone();
         let hold = handle.hold().cloned().ok_or(CoreError::Internal("a resumed session without a hold"))?;
-        self.resumes.incoming.lock().expect("incoming lock").insert(peer.clone(), handle.clone());
-        let request = self.envelope(BusEvent::ResumeRequest { peer: peer.clone(), to: self.node.clone() });
+        self.state.incoming.lock().expect("incoming lock").insert(peer.clone(), handle.clone());
+        let request = envelope(&self.node, BusEvent::ResumeRequest { peer: peer.clone(), to: self.node.clone() });
         // The claim is made: from here the client gets `resumed` (with the rooms that
         // could be moved, and a token to try again), never an error that would leave
         // it without its next token.
-        let old_alive = match self.backend.publish_node(&claimed.node, request).await {
+        let old_alive = match self.store.publish_node(&claimed.node, request).await {
             Ok(reached) => reached > 0,
             Err(e) => {
                 warn!(error = %e, "could not ask the old node to hand over; resuming without it");
@@ -589,9 +628,10 @@ impl Core {
             hold.no_hand_over();
         }
         let mut back = Vec::new();
+        let mut unconfirmed = false;
         for room in claimed.rooms {
             let moved = self.directory.move_here(&room, handle, chosen.unwrap_or(&peer)).await;
-            self.note_unconfirmed(&moved);
+            unconfirmed |= matches!(moved, Err(CoreError::JoinTimeout));
             match moved {
                 Ok(Some((me, others))) => {
                     let nodes: HashSet<NodeId> =
@@ -608,7 +648,7 @@ impl Core {
         }
         let core = self.clone();
         let waiting = handle.clone();
-        self.spawn_task(async move {
+        self.tasks.spawn(async move {
             tokio::time::sleep(FENCE_TIMEOUT).await;
             if let Some(hold) = waiting.hold() {
                 if hold.force_open() {
@@ -618,8 +658,20 @@ impl Core {
             }
             core.forget_incoming(&waiting);
         });
-        Ok(back)
+        Ok(Resumed { rooms: back, unconfirmed })
     }
+}
+
+/// What the resume part is built from.
+pub struct ResumptionParts {
+    pub node: NodeId,
+    pub store: Arc<dyn Backend>,
+    pub metrics: Arc<NodeMetrics>,
+    pub state: Resumes,
+    pub sessions: Arc<Sessions>,
+    pub directory: Arc<RoomDirectory>,
+    pub relay: Arc<Relay>,
+    pub tasks: Arc<Tasks>,
 }
 
 /// An event as it is forwarded between nodes.
