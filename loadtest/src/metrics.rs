@@ -161,6 +161,18 @@ pub struct ServerUsage {
 }
 
 impl ServerUsage {
+    /// What the servers used between two samples around a measured phase (no
+    /// connection count: the phase's scenario did not hold connections steady).
+    pub fn between(before: Option<crate::server::Sample>, after: Option<crate::server::Sample>) -> Option<Self> {
+        let (before, after) = (before?, after?);
+        Some(Self {
+            rss_before_bytes: before.rss_bytes,
+            rss_loaded_bytes: after.rss_bytes,
+            connections: 0,
+            cpu_seconds: after.cpu_seconds - before.cpu_seconds,
+        })
+    }
+
     pub fn bytes_per_connection(&self) -> Option<f64> {
         (self.connections > 0)
             .then(|| self.rss_loaded_bytes.saturating_sub(self.rss_before_bytes) as f64 / self.connections as f64)

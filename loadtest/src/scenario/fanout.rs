@@ -15,7 +15,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use super::{await_rooms_known, join, open_all, shut_down, wait_for, Measurement, RunContext};
 use crate::cli::parse_duration;
 use crate::driver::{Command, CommandSink, Event, EventStream};
-use crate::metrics::{Counter, Metrics, Results};
+use crate::metrics::{Counter, Metrics, Results, ServerUsage};
 use crate::order::{Arrival, SeqTracker};
 use crate::pacer;
 use crate::payload::{chat_data, read_stamp, Stamp};
@@ -103,6 +103,7 @@ pub async fn run(args: &FanoutArgs, ctx: &RunContext) -> anyhow::Result<Results>
     await_rooms_known(ctx, &metrics, &ready, members).await;
 
     let rate = args.rate * local_rooms.len() as f64 / args.rooms as f64;
+    let before = ctx.servers.try_sample().await;
     let measurement = Measurement::begin(ctx, &metrics, args.duration).await?;
     let start = measurement.start;
     // Interleave rooms so consecutive broadcasts come from different rooms.
@@ -119,13 +120,17 @@ pub async fn run(args: &FanoutArgs, ctx: &RunContext) -> anyhow::Result<Results>
             && metrics.get(Counter::Delivered) >= metrics.get(Counter::Expected)
     })
     .await;
+    let after = ctx.servers.try_sample().await;
     measurement.end().await;
     if !drained {
         tracing::warn!("deliveries still missing after the drain timeout; they count as lost");
     }
 
     shut_down(&stopping, writers, readers).await?;
-    Ok(metrics.snapshot("fanout", elapsed, Some(rate)))
+    let mut results = metrics.snapshot("fanout", elapsed, Some(rate));
+    // Node CPU per fan-out delivery (every member's copy of every broadcast).
+    results.server = ServerUsage::between(before, after);
+    Ok(results)
 }
 
 /// Reorders per-room member lists (room-major) so that position i takes member

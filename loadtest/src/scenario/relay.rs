@@ -216,14 +216,7 @@ pub async fn run(args: &RelayArgs, ctx: &RunContext) -> anyhow::Result<Results> 
         let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
     }
     let mut results = metrics.snapshot("relay", elapsed, Some(rate));
-    if let (Some(b), Some(a)) = (before, after) {
-        results.server = Some(ServerUsage {
-            rss_before_bytes: b.rss_bytes,
-            rss_loaded_bytes: a.rss_bytes,
-            connections: 0,
-            cpu_seconds: a.cpu_seconds - b.cpu_seconds,
-        });
-    }
+    results.server = ServerUsage::between(before, after);
     Ok(results)
 }
 

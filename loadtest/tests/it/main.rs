@@ -201,9 +201,10 @@ async fn connect_opens_joins_and_reads_server_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_reaches_every_member() {
     let cluster = Cluster::start().await;
-    let (out, r) =
-        run_json(&cluster, &["fanout"], &["--rooms", "2", "--room-size", "30", "--rate", "10", "--duration", "2s"])
-            .await;
+    // The nodes run in this test process, so its PID is the server PID.
+    let pid = std::process::id().to_string();
+    let args = ["--rooms", "2", "--room-size", "30", "--rate", "10", "--duration", "2s", "--server-pid", &pid];
+    let (out, r) = run_json(&cluster, &["fanout"], &args).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(r["errors"], serde_json::json!({}), "errors: {r:#}");
     assert_eq!(counter(&r, "sent"), 20);
@@ -219,6 +220,9 @@ async fn fanout_reaches_every_member() {
     }
     let complete = r["latency"]["broadcast_all"]["count"].as_u64().unwrap();
     assert!(complete >= 10, "broadcasts that reached everyone: {complete}");
+    // The nodes' CPU over the measured phase, per fan-out delivery.
+    assert!(r["server"]["cpu_seconds"].as_f64().is_some_and(|s| s > 0.0), "{}", r["server"]);
+    assert!(r["server"]["deliveries_per_cpu_second"].as_f64().is_some_and(|d| d > 0.0), "{}", r["server"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
