@@ -51,8 +51,8 @@ pub use liveness::Health;
 use liveness::Liveness;
 pub use registry::RoomRegistry;
 use relay::Relay;
+use resume::Resumption;
 pub use resume::{Hold, ResumedRoom, Resumes};
-use resume::{Resumption, ResumptionParts};
 pub use rules::token_hash;
 pub use sessions::{SessionHandle, SessionInbox, Sessions};
 use tasks::Tasks;
@@ -135,7 +135,7 @@ impl Core {
         let relay = Arc::new(Relay::new(node.clone(), backend.clone(), metrics.clone()));
         let sessions = Arc::new(Sessions::default());
         let tasks = Arc::new(Tasks::default());
-        let resumption = Resumption::new(ResumptionParts {
+        let resumption = Arc::new(Resumption {
             node: node.clone(),
             store: backend.clone(),
             metrics: metrics.clone(),
@@ -223,11 +223,6 @@ impl Core {
         Ok(())
     }
 
-    /// Starts a task on the node's tracker (see [`Tasks`]).
-    fn spawn_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.tasks.spawn(task);
-    }
-
     /// Handles bus messages in arrival order until the backend closes the inbox.
     async fn run_dispatcher(self: Arc<Self>, mut inbox: mpsc::Receiver<Inbound>) {
         let capacity = inbox.max_capacity();
@@ -278,15 +273,11 @@ impl Core {
             meta: req.meta,
         });
         let joined = self.directory.join(&req.room, session, record, token_hash.as_deref()).await;
-        self.note_unconfirmed(&joined);
-        joined
-    }
-
-    /// A join or move the room channel never confirmed: the subscription may be dead.
-    fn note_unconfirmed<T>(&self, result: &Result<T, CoreError>) {
-        if matches!(result, Err(CoreError::JoinTimeout)) {
+        if matches!(joined, Err(CoreError::JoinTimeout)) {
+            // The room channel never confirmed the join: the subscription may be dead.
             self.health().subscription_suspect();
         }
+        joined
     }
 
     /// Leaves a room; the others hear `peer-left` with `reason`.
@@ -393,9 +384,7 @@ impl Core {
 
     /// Replaces the member's metadata; the others hear `peer-updated`.
     pub async fn update(&self, peer: &PeerId, room: &RoomId, meta: Payload) -> Result<(), CoreError> {
-        if !self.directory.is_member(room, peer) {
-            return Err(CoreError::NotInRoom);
-        }
+        // A non-member has no role to check; the directory refuses it (not in room).
         self.check_role(room, peer, "update")?;
         self.directory.update(room, peer, meta).await
     }
@@ -551,11 +540,11 @@ impl Core {
                 let here = self.directory.apply_moved(&room, &member, nonce);
                 let new = member.serving_node();
                 if here.fence {
-                    self.spawn_task(self.resumption.clone().send_fence(room.clone(), member.peer.clone(), from, new));
+                    self.tasks.spawn(self.resumption.clone().send_fence(room.clone(), member.peer.clone(), from, new));
                 }
                 if here.left {
                     let core = self.clone();
-                    self.spawn_task(async move { core.directory.release_room(&room).await });
+                    self.tasks.spawn(async move { core.directory.release_room(&room).await });
                 }
             }
             BusEvent::ResumeRequest { peer, to } => self.resumption.on_resume_request(peer, to),

@@ -2,14 +2,14 @@
 //! a [`Transport`] moves text frames (a WebSocket, or channels in tests), and a
 //! [`Dialect`] translates between those frames and the dialect-free session: it decodes
 //! a frame into a [`Request`] and renders replies and core events as frames.
+//! [`crate::connection`] drives one connection over any pair of them, so origin checks,
+//! size limits, rate limits, draining, ordering and closing behave the same in every
+//! dialect.
 //!
 //! One request, one outcome: `decode` hands each request over with the dialect's own
 //! context for it (what to acknowledge, what the client will be shown), and
 //! `render_replies` gets that context back with the request's replies, so no dialect
 //! keeps a request in flight between the two.
-//! [`crate::connection`] drives one connection over any pair of them, so origin checks,
-//! size limits, rate limits, draining, ordering and closing behave the same in every
-//! dialect.
 //!
 //! - [`native`]: protocol v1 at `/ws`.
 //! - [`plain`]: the plain-JSON dialect of the S4 server (`PLAIN_PATH`, default `/`).

@@ -24,7 +24,11 @@ impl BusStats {
     }
 
     pub fn record_gap(&self) {
-        self.gaps.fetch_add(1, Ordering::Relaxed);
+        self.record_gaps(1);
+    }
+
+    pub fn record_gaps(&self, gaps: u64) {
+        self.gaps.fetch_add(gaps, Ordering::Relaxed);
     }
 
     pub fn record_unreadable(&self) {

@@ -234,15 +234,17 @@ impl Resumes {
 /// sessions (to find or cut a live connection), the room directory (to move a member's
 /// rooms here, or leave them after the hold) and the relay (to fence), each through its
 /// methods.
+///
+/// The core builds it from its parts' handles (the fields are the core's to set).
 pub struct Resumption {
-    node: NodeId,
-    store: Arc<dyn Backend>,
-    metrics: Arc<NodeMetrics>,
-    state: Resumes,
-    sessions: Arc<Sessions>,
-    directory: Arc<RoomDirectory>,
-    relay: Arc<Relay>,
-    tasks: Arc<Tasks>,
+    pub(super) node: NodeId,
+    pub(super) store: Arc<dyn Backend>,
+    pub(super) metrics: Arc<NodeMetrics>,
+    pub(super) state: Resumes,
+    pub(super) sessions: Arc<Sessions>,
+    pub(super) directory: Arc<RoomDirectory>,
+    pub(super) relay: Arc<Relay>,
+    pub(super) tasks: Arc<Tasks>,
 }
 
 /// What a resume brought back.
@@ -253,11 +255,6 @@ pub struct Resumed {
 }
 
 impl Resumption {
-    pub fn new(parts: ResumptionParts) -> Arc<Self> {
-        let ResumptionParts { node, store, metrics, state, sessions, directory, relay, tasks } = parts;
-        Arc::new(Self { node, store, metrics, state, sessions, directory, relay, tasks })
-    }
-
     /// Tokens, members held away, hand-overs in progress.
     pub fn state(&self) -> &Resumes {
         &self.state
@@ -660,18 +657,6 @@ impl Resumption {
         });
         Ok(Resumed { rooms: back, unconfirmed })
     }
-}
-
-/// What the resume part is built from.
-pub struct ResumptionParts {
-    pub node: NodeId,
-    pub store: Arc<dyn Backend>,
-    pub metrics: Arc<NodeMetrics>,
-    pub state: Resumes,
-    pub sessions: Arc<Sessions>,
-    pub directory: Arc<RoomDirectory>,
-    pub relay: Arc<Relay>,
-    pub tasks: Arc<Tasks>,
 }
 
 /// An event as it is forwarded between nodes.
