@@ -46,7 +46,7 @@ use crate::metrics::NodeMetrics;
 pub use directory::JoinDone;
 use directory::{DirectorySettings, RoomDirectory};
 pub use error::CoreError;
-pub use events::Event;
+pub use events::{Event, Frames, RENDERINGS};
 pub use liveness::Health;
 use liveness::Liveness;
 pub use registry::RoomRegistry;

@@ -165,6 +165,25 @@ pub enum Ping {
     Frame(Utf8Bytes),
 }
 
+/// The ways a dialect renders room-wide events, each the same for every recipient: a
+/// room-wide event is rendered once per way and shared ([`crate::core::Frames`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Rendering {
+    Native,
+    Plain,
+    SocketIoRooms,
+    SocketIoMeetings,
+}
+
+impl Rendering {
+    /// Its slot in an event's frames.
+    pub fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+const _: () = assert!(Rendering::SocketIoMeetings as usize + 1 == crate::core::RENDERINGS);
+
 /// Translates between one protocol's frames and the session. One value per connection,
 /// so a dialect may remember what its client told it (the plain dialect's registered
 /// id, for instance).
@@ -193,7 +212,9 @@ pub trait Dialect: Send + Sync + 'static {
     /// acknowledges every request can.
     fn render_replies(&mut self, context: Option<Self::Context>, replies: Vec<Reply>, out: &mut Vec<Utf8Bytes>);
 
-    /// The frame that tells the client of a core event, if the dialect shows it.
+    /// The frame that tells the client of a core event, if the dialect shows it. A
+    /// room-wide event's frame is rendered through `Event::frame` with the dialect's
+    /// [`Rendering`], so that the members of a room share it.
     fn render_event(&self, event: &Event) -> Option<Utf8Bytes>;
 
     /// Frames that follow `render_event`'s for a room closing, for dialects that show it

@@ -352,6 +352,23 @@ impl ServerMsg {
         serde_json::to_string(self).expect("server messages serialise")
     }
 
+    /// A `signal` (or, with `broadcast`, a `broadcast`) frame written from borrowed
+    /// parts: the text of `ServerMsg::Signal(..).to_json()`, without copying each part
+    /// into a message first (a relay writes one per delivery).
+    pub fn relayed_json(broadcast: bool, room: &RoomId, from: &PeerId, kind: &SignalKind, data: &Payload) -> String {
+        #[derive(Serialize)]
+        struct RelayedRef<'a> {
+            #[serde(rename = "type")]
+            ty: &'static str,
+            room: &'a RoomId,
+            from: &'a PeerId,
+            kind: &'a SignalKind,
+            data: &'a Payload,
+        }
+        let ty = if broadcast { "broadcast" } else { "signal" };
+        serde_json::to_string(&RelayedRef { ty, room, from, kind, data }).expect("server messages serialise")
+    }
+
     pub fn error(code: ErrorCode, message: impl Into<String>, id: Option<RequestId>) -> Self {
         ServerMsg::Error(ErrorMsg { code, message: message.into(), id })
     }

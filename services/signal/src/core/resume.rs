@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::directory::RoomDirectory;
-use super::events::{Event, HandOverMark};
+use super::events::{Event, Frames, HandOverMark};
 use super::relay::Relay;
 use super::rules::token_hash;
 use super::sessions::Sessions;
@@ -666,14 +666,14 @@ fn held(event: &Event) -> Held {
         Event::Signal { room, from, kind, data } => {
             Held::Signal { room: room.clone(), from: from.clone(), kind: kind.clone(), data: data.clone() }
         }
-        Event::Broadcast { room, from, kind, data } => {
+        Event::Broadcast { room, from, kind, data, .. } => {
             Held::Broadcast { room: room.clone(), from: from.clone(), kind: kind.clone(), data: data.clone() }
         }
-        Event::PeerJoined { room, member: m } => Held::Joined { room: room.clone(), member: member(m) },
-        Event::PeerLeft { room, peer, reason, member: m } => {
+        Event::PeerJoined { room, member: m, .. } => Held::Joined { room: room.clone(), member: member(m) },
+        Event::PeerLeft { room, peer, reason, member: m, .. } => {
             Held::Left { room: room.clone(), peer: peer.clone(), reason: *reason, member: m.as_ref().map(member) }
         }
-        Event::PeerUpdated { room, member: m } => Held::Updated { room: room.clone(), member: member(m) },
+        Event::PeerUpdated { room, member: m, .. } => Held::Updated { room: room.clone(), member: member(m) },
         Event::RoomClosed { room, reason, members } => {
             Held::Closed { room: room.clone(), reason: *reason, members: members.iter().map(member).collect() }
         }
@@ -690,12 +690,18 @@ fn held(event: &Event) -> Held {
 fn event_of(held: Held) -> Option<Event> {
     Some(match held {
         Held::Signal { room, from, kind, data } => Event::Signal { room, from, kind, data },
-        Held::Broadcast { room, from, kind, data } => Event::Broadcast { room, from, kind, data },
-        Held::Joined { room, member } => Event::PeerJoined { room, member: Arc::new(member) },
-        Held::Left { room, peer, reason, member } => {
-            Event::PeerLeft { room, peer, reason, member: member.map(Arc::new) }
+        Held::Broadcast { room, from, kind, data } => {
+            Event::Broadcast { room, from, kind, data, frames: Frames::default() }
         }
-        Held::Updated { room, member } => Event::PeerUpdated { room, member: Arc::new(member) },
+        Held::Joined { room, member } => {
+            Event::PeerJoined { room, member: Arc::new(member), frames: Frames::default() }
+        }
+        Held::Left { room, peer, reason, member } => {
+            Event::PeerLeft { room, peer, reason, member: member.map(Arc::new), frames: Frames::default() }
+        }
+        Held::Updated { room, member } => {
+            Event::PeerUpdated { room, member: Arc::new(member), frames: Frames::default() }
+        }
         Held::Closed { room, reason, members } => {
             Event::RoomClosed { room, reason, members: members.into_iter().map(Arc::new).collect() }
         }

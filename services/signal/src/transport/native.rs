@@ -4,12 +4,10 @@
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use protocol::native::{
-    Authenticated, Joined, PeerJoined, PeerLeft, Pong, Reconnect, Relayed, Resumed, RoomReply, Welcome,
-};
+use protocol::native::{Authenticated, Joined, PeerJoined, PeerLeft, Pong, Reconnect, Resumed, RoomReply, Welcome};
 use protocol::{ErrorCode, Limits, ServerMsg};
 
-use super::{Decoded, Dialect, Greeting, Refused};
+use super::{Decoded, Dialect, Greeting, Refused, Rendering};
 use crate::core::Event;
 use crate::session::Reply;
 
@@ -34,7 +32,7 @@ impl Native {
                 ServerMsg::Authenticated(Authenticated { subject, name, role, id })
             }
             Reply::Error { code, message, id } => ServerMsg::error(code, message, id),
-            Reply::Events(events) => return out.extend(events.iter().filter_map(|e| render(e)).map(|m| frame(&m))),
+            Reply::Events(events) => return out.extend(events.iter().filter_map(|e| self.render_event(e))),
             Reply::Resumed { peer, rooms, token, id } => ServerMsg::Resumed(Resumed {
                 peer,
                 rooms: rooms
@@ -76,7 +74,7 @@ impl Dialect for Native {
     }
 
     fn render_event(&self, event: &Event) -> Option<Utf8Bytes> {
-        render(event).map(|msg| frame(&msg))
+        event.frame(Rendering::Native.slot(), render_frame)
     }
 
     fn reconnect(&self, after: Duration) -> Option<Utf8Bytes> {
@@ -84,29 +82,27 @@ impl Dialect for Native {
     }
 }
 
+fn render_frame(event: &Event) -> Option<Utf8Bytes> {
+    let relayed = match event {
+        Event::Signal { room, from, kind, data } => ServerMsg::relayed_json(false, room, from, kind, data),
+        Event::Broadcast { room, from, kind, data, .. } => ServerMsg::relayed_json(true, room, from, kind, data),
+        other => return render(other).map(|msg| frame(&msg)),
+    };
+    Some(Utf8Bytes::from(relayed))
+}
+
+/// Every event but a signal or a broadcast, as the message that shows it.
 fn render(event: &Event) -> Option<ServerMsg> {
     Some(match event {
-        Event::PeerJoined { room, member } => {
+        Event::PeerJoined { room, member, .. } => {
             ServerMsg::PeerJoined(PeerJoined { room: room.clone(), peer: (**member).clone() })
         }
-        Event::PeerUpdated { room, member } => {
+        Event::PeerUpdated { room, member, .. } => {
             ServerMsg::PeerUpdated(PeerJoined { room: room.clone(), peer: (**member).clone() })
         }
         Event::PeerLeft { room, peer, reason, .. } => {
             ServerMsg::PeerLeft(PeerLeft { room: room.clone(), peer: peer.clone(), reason: *reason })
         }
-        Event::Signal { room, from, kind, data } => ServerMsg::Signal(Relayed {
-            room: room.clone(),
-            from: from.clone(),
-            kind: kind.clone(),
-            data: data.clone(),
-        }),
-        Event::Broadcast { room, from, kind, data } => ServerMsg::Broadcast(Relayed {
-            room: room.clone(),
-            from: from.clone(),
-            kind: kind.clone(),
-            data: data.clone(),
-        }),
         Event::RoomClosed { room, reason, .. } => {
             ServerMsg::RoomClosed(protocol::native::RoomClosed { room: room.clone(), reason: *reason })
         }
@@ -115,7 +111,7 @@ fn render(event: &Event) -> Option<ServerMsg> {
             format!("signal to {to} in room {room} not delivered: the peer left"),
             None,
         ),
-        Event::HandOver { .. } => return None,
+        Event::Signal { .. } | Event::Broadcast { .. } | Event::HandOver { .. } => return None,
     })
 }
 

@@ -24,7 +24,7 @@ use protocol::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Decoded, Dialect, Greeting, Keepalive, Ping, Refused};
+use super::{Decoded, Dialect, Greeting, Keepalive, Ping, Refused, Rendering};
 use crate::core::Event;
 use crate::session::Reply;
 
@@ -237,26 +237,10 @@ impl Dialect for Plain {
     }
 
     fn render_event(&self, event: &Event) -> Option<Utf8Bytes> {
-        Some(match event {
-            Event::Signal { from, kind, data, .. } => self.signal_frame(from, kind, data),
-            Event::Broadcast { from, kind, data, .. } => Utf8Bytes::from(format!(
-                r#"{{"type":"broadcast","sender":{},"kind":{},"data":{}}}"#,
-                quoted(from.as_str()),
-                quoted(kind.as_str()),
-                data.get()
-            )),
-            Event::PeerJoined { room, member } => {
-                frame_of(&json!({"type": "peer_joined", "room_id": room, "peer_id": member.peer}))
-            }
-            Event::PeerLeft { room, peer, reason, .. } => frame_of(
-                &json!({"type": "peer_left", "room_id": room, "peer_id": peer, "reason": left_reason(*reason)}),
-            ),
-            Event::PeerUpdated { .. } | Event::HandOver { .. } => return None,
-            Event::Undeliverable { to, .. } => error_frame(&format!("Peer {to} is not reachable: it left.")),
-            Event::RoomClosed { reason: protocol::CloseReason::Expired, .. } => error_frame("Room expired"),
-            Event::RoomClosed { reason: protocol::CloseReason::Removed, .. } => error_frame("Removed from the room"),
-            Event::RoomClosed { .. } => error_frame("Room closed"),
-        })
+        match event {
+            Event::Signal { from, kind, data, .. } => Some(self.signal_frame(from, kind, data)),
+            _ => event.frame(Rendering::Plain.slot(), render_shared),
+        }
     }
 
     fn reconnect(&self, after: Duration) -> Option<Utf8Bytes> {
@@ -271,6 +255,31 @@ impl Dialect for Plain {
 }
 
 /// The reason S4 clients know for the errors it had; ours otherwise.
+
+/// An event's frame when it is the same for every recipient: every event but a signal
+/// (its frame names the recipient's registration).
+fn render_shared(event: &Event) -> Option<Utf8Bytes> {
+    Some(match event {
+        Event::Broadcast { from, kind, data, .. } => Utf8Bytes::from(format!(
+            r#"{{"type":"broadcast","sender":{},"kind":{},"data":{}}}"#,
+            quoted(from.as_str()),
+            quoted(kind.as_str()),
+            data.get()
+        )),
+        Event::PeerJoined { room, member, .. } => {
+            frame_of(&json!({"type": "peer_joined", "room_id": room, "peer_id": member.peer}))
+        }
+        Event::PeerLeft { room, peer, reason, .. } => {
+            frame_of(&json!({"type": "peer_left", "room_id": room, "peer_id": peer, "reason": left_reason(*reason)}))
+        }
+        Event::PeerUpdated { .. } | Event::HandOver { .. } | Event::Signal { .. } => return None,
+        Event::Undeliverable { to, .. } => error_frame(&format!("Peer {to} is not reachable: it left.")),
+        Event::RoomClosed { reason: protocol::CloseReason::Expired, .. } => error_frame("Room expired"),
+        Event::RoomClosed { reason: protocol::CloseReason::Removed, .. } => error_frame("Removed from the room"),
+        Event::RoomClosed { .. } => error_frame("Room closed"),
+    })
+}
+
 fn reason(code: ErrorCode, message: &str) -> String {
     match code {
         ErrorCode::Unauthorized => "Invalid token".into(),

@@ -35,7 +35,7 @@ use axum::extract::ws::Utf8Bytes;
 use protocol::socketio::{encode_sio, EioPacket, SioPacket, SioType};
 use protocol::{Command, DecodeError, ErrorCode, Limits, PeerId, Request, RoomId};
 
-use super::{Decoded, Dialect, Greeting, Keepalive, Ping, Refused};
+use super::{Decoded, Dialect, Greeting, Keepalive, Ping, Refused, Rendering};
 use crate::core::Event;
 use crate::session::Reply;
 use fields::{ack_frame, event_frame, quoted};
@@ -487,8 +487,8 @@ impl Dialect for SocketIo {
 
     fn render_event(&self, event: &Event) -> Option<Utf8Bytes> {
         match self.namespace_of(event.room())? {
-            Ns::Rooms => rooms::render_event(event),
-            Ns::Meetings => meetings::render_event(event),
+            Ns::Rooms => event.frame(Rendering::SocketIoRooms.slot(), rooms::render_event),
+            Ns::Meetings => event.frame(Rendering::SocketIoMeetings.slot(), meetings::render_event),
         }
     }
 

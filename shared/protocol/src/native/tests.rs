@@ -159,3 +159,17 @@ fn a_well_formed_traceparent_is_kept_and_anything_else_ignored() {
     }
     assert_eq!(decode(r#"{"type":"leave","room":"r"}"#).unwrap().traceparent, None);
 }
+
+#[test]
+fn a_relayed_frame_from_borrowed_parts_is_the_messages_own_text() {
+    let room = RoomId::parse("r-1").unwrap();
+    let kind = SignalKind::parse("offer").unwrap();
+    let data = Payload::from_json(r#"{ "sdp" : "v=0\r\n", "n": [1,2] }"#.into()).unwrap();
+    let from = peer();
+    let relayed = Relayed { room: room.clone(), from: from.clone(), kind: kind.clone(), data: data.clone() };
+    assert_eq!(
+        ServerMsg::relayed_json(false, &room, &from, &kind, &data),
+        ServerMsg::Signal(relayed.clone()).to_json()
+    );
+    assert_eq!(ServerMsg::relayed_json(true, &room, &from, &kind, &data), ServerMsg::Broadcast(relayed).to_json());
+}

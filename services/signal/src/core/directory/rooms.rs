@@ -29,7 +29,7 @@ use protocol::{BusEvent, LeftReason, MemberInfo, NodeId, PeerId, RoomId};
 use tokio::sync::oneshot;
 
 use super::removals::Removals;
-use crate::core::events::{Event, HandOverMark};
+use crate::core::events::{Event, Frames, HandOverMark};
 use crate::core::sessions::SessionHandle;
 
 /// What a completed join hands to the session: the others already there, and the
@@ -550,7 +550,7 @@ fn apply_room_event(mirror: &mut RoomMirror, event: &BusEvent) {
             if *nonce != 0 {
                 mark_join_marker(mirror, room, &member.peer, *nonce);
             }
-            (!duplicate).then(|| Event::PeerJoined { room: room.clone(), member })
+            (!duplicate).then(|| Event::PeerJoined { room: room.clone(), member, frames: Frames::default() })
         }
         BusEvent::Left { room, peer, reason } => {
             let member = mirror.members.remove(peer);
@@ -560,16 +560,21 @@ fn apply_room_event(mirror: &mut RoomMirror, event: &BusEvent) {
                 peer: peer.clone(),
                 reason: *reason,
                 member,
+                frames: Frames::default(),
             })
         }
         BusEvent::Updated { room, member } => {
             let member = Arc::new(member.clone());
             mirror.members.insert(member.peer.clone(), member.clone());
-            Some(Event::PeerUpdated { room: room.clone(), member })
+            Some(Event::PeerUpdated { room: room.clone(), member, frames: Frames::default() })
         }
-        BusEvent::Broadcast { room, from, kind, data } => {
-            Some(Event::Broadcast { room: room.clone(), from: from.clone(), kind: kind.clone(), data: data.clone() })
-        }
+        BusEvent::Broadcast { room, from, kind, data, .. } => Some(Event::Broadcast {
+            room: room.clone(),
+            from: from.clone(),
+            kind: kind.clone(),
+            data: data.clone(),
+            frames: Frames::default(),
+        }),
         // Every local member that was in the room when it closed hears it, and leaves
         // (a member whose join announcement has not come back yet joined after the
         // close, into a new room of the same name).
@@ -700,7 +705,7 @@ fn reconcile(node: &NodeId, room: &RoomId, mirror: &mut RoomMirror, grace_until:
             continue;
         }
         mirror.members.insert(member.peer.clone(), member.clone());
-        deliver(mirror, Arc::new(Event::PeerJoined { room: room.clone(), member }));
+        deliver(mirror, Arc::new(Event::PeerJoined { room: room.clone(), member, frames: Frames::default() }));
     }
     let missing: Vec<PeerId> = mirror
         .members

@@ -317,10 +317,10 @@ pub(super) fn render_joined(me: &Me, peer: &PeerId, others: &[Arc<MemberInfo>], 
 
 pub(super) fn render_event(event: &Event) -> Option<Utf8Bytes> {
     Some(match event {
-        Event::PeerJoined { room, member } => {
+        Event::PeerJoined { room, member, .. } => {
             frame("participant-joined", &json!({"meetingId": room, "participant": participant(member)}))
         }
-        Event::PeerLeft { room, peer, reason, member } => frame(
+        Event::PeerLeft { room, peer, reason, member, .. } => frame(
             "participant-left",
             &json!({
                 "meetingId": room,
@@ -329,7 +329,7 @@ pub(super) fn render_event(event: &Event) -> Option<Utf8Bytes> {
                 "reason": reason,
             }),
         ),
-        Event::PeerUpdated { room, member } => {
+        Event::PeerUpdated { room, member, .. } => {
             let meta = meta_view(member);
             if meta.change.as_deref() == Some("ready") {
                 frame(

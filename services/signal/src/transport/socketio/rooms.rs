@@ -189,7 +189,7 @@ pub(super) fn render_event(event: &Event) -> Option<Utf8Bytes> {
                 ),
             )
         }
-        Event::Broadcast { room, from, kind, data } => event_frame(
+        Event::Broadcast { room, from, kind, data, .. } => event_frame(
             "/",
             "broadcast",
             &format!(

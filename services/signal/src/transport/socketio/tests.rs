@@ -163,6 +163,7 @@ fn a_join_is_answered_with_existing_users_then_the_ack() {
         peer: PeerId::parse("n2.bob").unwrap(),
         reason: protocol::LeftReason::Disconnected,
         member: Some(member("n2.bob", "Bob", "{}")),
+        frames: crate::core::Frames::default(),
     };
     assert_eq!(sio.render_event(&left).unwrap().as_str(), r#"42["user-left",{"userId":"n2.bob","userName":"Bob"}]"#);
 }
