@@ -254,8 +254,6 @@ impl Dialect for Plain {
     }
 }
 
-/// The reason S4 clients know for the errors it had; ours otherwise.
-
 /// An event's frame when it is the same for every recipient: every event but a signal
 /// (its frame names the recipient's registration).
 fn render_shared(event: &Event) -> Option<Utf8Bytes> {
@@ -280,6 +278,7 @@ fn render_shared(event: &Event) -> Option<Utf8Bytes> {
     })
 }
 
+/// The reason S4 clients know for the errors it had; ours otherwise.
 fn reason(code: ErrorCode, message: &str) -> String {
     match code {
         ErrorCode::Unauthorized => "Invalid token".into(),
