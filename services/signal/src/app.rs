@@ -106,7 +106,6 @@ impl App {
             config: Arc::new(config),
             connection: Arc::new(connection),
             sessions: TaskTracker::new(),
-            sessions_stop: CancellationToken::new(),
             polling: Default::default(),
             guards,
             gate: Arc::default(),
@@ -149,7 +148,7 @@ impl App {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let App { listener, state, store: _, background, background_stop } = self;
         let core = state.core.clone();
-        let (sessions, sessions_stop) = (state.sessions.clone(), state.sessions_stop.clone());
+        let sessions = state.sessions.clone();
         let drain_timeout = state.config.drain_timeout;
         let draining = core.clone();
         // Requests in flight get a moment; Socket.IO polling requests, which wait for
@@ -165,7 +164,7 @@ impl App {
 
         let open = core.sessions().len();
         let deadline = tokio::time::Instant::now() + drain_timeout;
-        sessions_stop.cancel();
+        core.sessions().drain();
         sessions.close();
         if tokio::time::timeout_at(deadline, sessions.wait()).await.is_err() {
             warn!(open = core.sessions().len(), "drain timeout: some sessions did not close in time");

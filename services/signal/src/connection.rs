@@ -3,7 +3,9 @@
 //!
 //! The loop prefers, in order: the node draining (send `reconnect`, close), the
 //! outbound queue overflowing (close with a reason), queued events (written in
-//! batches, one flush per batch), then the client's next frame. Queued events keep
+//! batches, one flush per batch), then the client's next frame. The first two are
+//! alarms on the connection's own queue (`core::outbox`), not tokens shared with other
+//! connections. Queued events keep
 //! being written while a request is in flight. Every close the node initiates carries
 //! a documented code and reason, and goes out after the peer has left its rooms.
 
@@ -14,9 +16,7 @@ use std::time::Duration;
 use auth::Identity;
 use axum::extract::ws::Utf8Bytes;
 use protocol::{CloseReason, DecodeError, ErrorCode, Limits, PeerId, RoomId};
-use tokio::sync::mpsc::Receiver;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
 use crate::core::{Core, Event, SessionHandle, SessionInbox};
@@ -142,7 +142,6 @@ pub fn serve<T: Transport, D: Dialect>(
     settings: Arc<ConnectionSettings>,
     identity: Option<Identity>,
     held: Option<edge::Held>,
-    stop: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
     let peer = PeerId::new_on(core.node());
     let span = if telemetry::traces::sample() {
@@ -173,17 +172,17 @@ pub fn serve<T: Transport, D: Dialect>(
     core.sessions().insert(handle.clone());
     core.metrics().connection_opened(D::NAME);
     let session = Session::new(core, handle, &settings.session, identity, resume_nonce);
-    Connection { io, dialect, session, inbox, settings, _held: held }.serve(welcome, stop).instrument(span)
+    Connection { io, dialect, session, inbox, settings, _held: held }.serve(welcome).instrument(span)
 }
 
 impl<T: Transport, D: Dialect> Connection<T, D> {
-    async fn serve(mut self, welcome: Option<Utf8Bytes>, stop: CancellationToken) {
+    async fn serve(mut self, welcome: Option<Utf8Bytes>) {
         let welcomed = match welcome {
             Some(welcome) => self.send(welcome).await,
             None => Ok(()),
         };
         let end = match welcomed {
-            Ok(()) => self.run(&stop).await,
+            Ok(()) => self.run().await,
             Err(Gone) => End::SocketGone,
         };
         let end = match end {
@@ -206,7 +205,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         }
     }
 
-    async fn run(&mut self, stop: &CancellationToken) -> End {
+    async fn run(&mut self) -> End {
         // One timer for both jobs: it fires at the next ping or at the moment the
         // client would be idle, whichever is first. A frame from the client only moves
         // `last_seen` (cheaper than re-arming the timer on every frame). The keep-alive
@@ -225,7 +224,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         loop {
             tokio::select! {
                 biased;
-                _ = stop.cancelled(), if reconnect_at.is_none() && close_at.is_none() => {
+                _ = self.inbox.drain_asked(), if reconnect_at.is_none() && close_at.is_none() => {
                     let spread = self.settings.drain_spread;
                     if spread.is_zero() && !self.session.may_resume() {
                         let notice = self.dialect.reconnect(self.settings.reconnect_after);
@@ -235,9 +234,9 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                     reconnect_at = Some(at);
                     timer.as_mut().reset(self.wake_at(last_seen, next_ping).min(at));
                 }
-                _ = self.inbox.too_slow.cancelled() => return End::TooSlow,
-                Some(event) = self.inbox.rx.recv() => {
-                    let depth = self.inbox.rx.len() + 1;
+                _ = self.inbox.too_slow() => return End::TooSlow,
+                event = self.inbox.recv() => {
+                    let depth = self.inbox.len() + 1;
                     self.session.core().metrics().outbound_queue.observe(depth as f64);
                     match Box::pin(self.write_events_unless_too_slow(event)).await {
                         Ok(closed) => Box::pin(self.leave_closed(closed)).await,
@@ -394,7 +393,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                     let (replies, verdict) = handled;
                     return stopped.map_or(Ok((replies, verdict, closed)), Err);
                 }
-                Some(event) = inbox.rx.recv(), if stopped.is_none() => {
+                event = inbox.recv(), if stopped.is_none() => {
                     match write_events_unless_too_slow(io, dialect, inbox, event).await {
                         Ok(more) => closed.extend(more),
                         Err(end) => stopped = Some(end),
@@ -413,7 +412,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
     }
 
     async fn write_events_unless_too_slow(&mut self, first: Arc<Event>) -> Result<Vec<(RoomId, CloseReason)>, End> {
-        write_events_unless_too_slow(&mut self.io, &self.dialect, &mut self.inbox, first).await
+        write_events_unless_too_slow(&mut self.io, &self.dialect, &self.inbox, first).await
     }
 
     /// Writes and flushes `frames`.
@@ -459,14 +458,13 @@ fn stay_unless_closed(verdict: Verdict) -> Result<(), End> {
 async fn write_events_unless_too_slow<T: Transport, D: Dialect>(
     io: &mut T,
     dialect: &D,
-    inbox: &mut SessionInbox,
+    inbox: &SessionInbox,
     first: Arc<Event>,
 ) -> Result<Vec<(RoomId, CloseReason)>, End> {
-    let SessionInbox { rx, too_slow } = inbox;
     tokio::select! {
         biased;
-        _ = too_slow.cancelled() => Err(End::TooSlow),
-        written = write_events(io, dialect, first, rx) => Ok(written?),
+        _ = inbox.too_slow() => Err(End::TooSlow),
+        written = write_events(io, dialect, first, inbox) => Ok(written?),
     }
 }
 
@@ -477,12 +475,12 @@ async fn write_events<T: Transport, D: Dialect>(
     io: &mut T,
     dialect: &D,
     first: Arc<Event>,
-    rx: &mut Receiver<Arc<Event>>,
+    inbox: &SessionInbox,
 ) -> Result<Vec<(RoomId, CloseReason)>, Gone> {
     let mut closed = Vec::new();
     let mut next = Some(first);
     for _ in 0..WRITE_BATCH {
-        let Some(event) = next.take().or_else(|| rx.try_recv().ok()) else { break };
+        let Some(event) = next.take().or_else(|| inbox.try_pop()) else { break };
         if let Some(frame) = dialect.render_event(&event) {
             io.feed(frame).await?;
         }

@@ -17,6 +17,7 @@ mod error;
 mod events;
 pub mod hold;
 mod liveness;
+mod outbox;
 mod registry;
 mod relay;
 mod resume;

@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use protocol::EventClass;
@@ -41,9 +40,8 @@ pub struct AppState {
     pub config: Arc<SignalConfig>,
     pub connection: Arc<ConnectionSettings>,
     /// Sessions run on this tracker (axum's graceful shutdown does not wait for
-    /// upgraded WebSockets) and stop when `sessions_stop` is cancelled.
+    /// upgraded WebSockets); the core's session registry tells them to drain.
     pub sessions: TaskTracker,
-    pub sessions_stop: CancellationToken,
     /// Socket.IO sessions on HTTP long-polling, by Engine.IO session id.
     pub polling: Arc<PollingSessions>,
     /// Per-address limits.
@@ -252,8 +250,8 @@ pub(crate) fn upgrade_to<D: Dialect>(
         // kept that much resident per connection. Signaling frames are small.
         .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| {
-            let AppState { core, connection, sessions, sessions_stop, .. } = state;
+            let AppState { core, connection, sessions, .. } = state;
             let io = WsTransport::new(socket);
-            sessions.track_future(connection::serve(io, dialect, core, connection, identity, held, sessions_stop))
+            sessions.track_future(connection::serve(io, dialect, core, connection, identity, held))
         })
 }

@@ -8,6 +8,7 @@ use bus::MemoryBackend;
 use protocol::NodeId;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::*;
@@ -120,13 +121,8 @@ async fn core() -> Arc<Core> {
 
 /// Starts a connection; `client_buffer` is how many frames the client's side holds
 /// before the node's writes wait.
-fn connect(
-    core: &Arc<Core>,
-    settings: ConnectionSettings,
-    client_buffer: usize,
-    stop: &CancellationToken,
-) -> TestClient {
-    connect_with(Native, core, settings, client_buffer, stop)
+fn connect(core: &Arc<Core>, settings: ConnectionSettings, client_buffer: usize) -> TestClient {
+    connect_with(Native, core, settings, client_buffer)
 }
 
 fn connect_with<D: Dialect>(
@@ -134,20 +130,11 @@ fn connect_with<D: Dialect>(
     core: &Arc<Core>,
     settings: ConnectionSettings,
     client_buffer: usize,
-    stop: &CancellationToken,
 ) -> TestClient {
     let (to_node, from_client) = mpsc::channel(16);
     let (to_client, from_node) = mpsc::channel(client_buffer);
-    let (core, stop) = (core.clone(), stop.clone());
-    tokio::spawn(serve(
-        ChannelTransport { from_client, to_client },
-        dialect,
-        core,
-        Arc::new(settings),
-        None,
-        None,
-        stop,
-    ));
+    let core = core.clone();
+    tokio::spawn(serve(ChannelTransport { from_client, to_client }, dialect, core, Arc::new(settings), None, None));
     TestClient { to_node, from_node }
 }
 
@@ -160,7 +147,7 @@ async fn welcomed(client: &mut TestClient) -> String {
 #[tokio::test]
 async fn a_connection_is_welcomed_and_answers_requests_with_their_id() {
     let core = core().await;
-    let mut a = connect(&core, settings(), 64, &CancellationToken::new());
+    let mut a = connect(&core, settings(), 64);
     let peer = welcomed(&mut a).await;
     assert!(peer.starts_with("unit."), "{peer}");
     a.send(json!({"type": "ping", "id": "p1"})).await;
@@ -170,9 +157,8 @@ async fn a_connection_is_welcomed_and_answers_requests_with_their_id() {
 #[tokio::test]
 async fn two_connections_meet_in_a_room_and_relay_a_signal_byte_for_byte() {
     let core = core().await;
-    let stop = CancellationToken::new();
-    let mut a = connect(&core, settings(), 64, &stop);
-    let mut b = connect(&core, settings(), 64, &stop);
+    let mut a = connect(&core, settings(), 64);
+    let mut b = connect(&core, settings(), 64);
     let a_peer = welcomed(&mut a).await;
     let b_peer = welcomed(&mut b).await;
     a.send(json!({"type": "join", "room": "r", "name": "Ada"})).await;
@@ -198,7 +184,7 @@ async fn two_connections_meet_in_a_room_and_relay_a_signal_byte_for_byte() {
 #[tokio::test]
 async fn bad_frames_get_errors_and_too_many_close_the_connection_with_a_reason() {
     let core = core().await;
-    let mut a = connect(&core, settings(), 64, &CancellationToken::new());
+    let mut a = connect(&core, settings(), 64);
     welcomed(&mut a).await;
     a.to_node.send(Incoming::Binary).await.unwrap();
     assert_eq!(a.frame().await["code"], "bad-request");
@@ -215,10 +201,9 @@ async fn bad_frames_get_errors_and_too_many_close_the_connection_with_a_reason()
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_as_too_slow_and_the_others_hear_it_left() {
     let core = core().await;
-    let stop = CancellationToken::new();
-    let mut a = connect(&core, settings(), 64, &stop);
+    let mut a = connect(&core, settings(), 64);
     // b's side holds 2 frames, and the test reads none while a floods the room.
-    let mut b = connect(&core, settings(), 2, &stop);
+    let mut b = connect(&core, settings(), 2);
     welcomed(&mut a).await;
     let b_peer = welcomed(&mut b).await;
     a.send(json!({"type": "join", "room": "r"})).await;
@@ -236,10 +221,9 @@ async fn a_client_that_stops_reading_is_closed_as_too_slow_and_the_others_hear_i
 #[tokio::test]
 async fn a_draining_node_sends_reconnect_then_closes_going_away() {
     let core = core().await;
-    let stop = CancellationToken::new();
-    let mut a = connect(&core, settings(), 64, &stop);
+    let mut a = connect(&core, settings(), 64);
     welcomed(&mut a).await;
-    stop.cancel();
+    core.sessions().drain();
     assert_eq!(a.frame().await, json!({"type": "reconnect", "after_ms": 500, "reason": "draining"}));
     assert_eq!(a.close_frame().await, (close::GOING_AWAY, "draining"));
 }
@@ -248,7 +232,7 @@ async fn a_draining_node_sends_reconnect_then_closes_going_away() {
 async fn a_silent_client_is_closed_as_idle_after_twice_the_heartbeat() {
     let core = core().await;
     let quick = ConnectionSettings { client_heartbeat: Duration::from_millis(50), ..settings() };
-    let mut a = connect(&core, quick, 64, &CancellationToken::new());
+    let mut a = connect(&core, quick, 64);
     welcomed(&mut a).await;
     let (code, reason) = a.close_frame().await;
     assert_eq!(code, close::POLICY);
@@ -290,7 +274,7 @@ impl Dialect for PingingNative {
 #[tokio::test]
 async fn a_dialect_ping_goes_out_on_schedule_even_to_a_busy_client_and_silence_still_closes() {
     let core = core().await;
-    let mut a = connect_with(PingingNative, &core, settings(), 64, &CancellationToken::new());
+    let mut a = connect_with(PingingNative, &core, settings(), 64);
     welcomed(&mut a).await;
     // The client talks all the time; the node's pings must not wait for a silence
     // (Socket.IO clients close a connection whose pings stop).

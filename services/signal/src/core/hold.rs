@@ -17,16 +17,13 @@ use std::mem;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use protocol::{NodeId, RoomId};
-use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio_util::sync::CancellationToken;
-
 use super::events::Event;
+use super::outbox::Outbox;
+use protocol::{NodeId, RoomId};
 
 #[derive(Debug)]
 pub struct Hold {
-    tx: mpsc::Sender<Arc<Event>>,
-    too_slow: CancellationToken,
+    outbox: Arc<Outbox>,
     open: AtomicBool,
     state: Mutex<State>,
 }
@@ -47,13 +44,9 @@ struct State {
 
 impl Hold {
     /// A hold waiting for the hand-over of `rooms`.
-    pub fn new(
-        tx: mpsc::Sender<Arc<Event>>,
-        too_slow: CancellationToken,
-        rooms: impl IntoIterator<Item = RoomId>,
-    ) -> Arc<Self> {
+    pub fn new(outbox: Arc<Outbox>, rooms: impl IntoIterator<Item = RoomId>) -> Arc<Self> {
         let state = State { rooms: rooms.into_iter().collect(), ..State::default() };
-        Arc::new(Self { tx, too_slow, open: AtomicBool::new(false), state: Mutex::new(state) })
+        Arc::new(Self { outbox, open: AtomicBool::new(false), state: Mutex::new(state) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -74,8 +67,8 @@ impl Hold {
             drop(state);
             return self.send(event);
         }
-        if state.direct.len() >= self.tx.max_capacity() {
-            return self.too_slow.cancel();
+        if state.direct.len() >= self.outbox.capacity() {
+            return self.outbox.raise_too_slow();
         }
         state.direct.push(event);
     }
@@ -86,8 +79,8 @@ impl Hold {
         if state.forwarded_open {
             return self.send(event);
         }
-        if state.forwarded.len() >= self.tx.max_capacity() {
-            return self.too_slow.cancel();
+        if state.forwarded.len() >= self.outbox.capacity() {
+            return self.outbox.raise_too_slow();
         }
         state.forwarded.push(event);
     }
@@ -174,10 +167,7 @@ impl Hold {
     }
 
     fn send(&self, event: Arc<Event>) {
-        match self.tx.try_send(event) {
-            Ok(()) | Err(TrySendError::Closed(_)) => {}
-            Err(TrySendError::Full(_)) => self.too_slow.cancel(),
-        }
+        self.outbox.push(event);
     }
 }
 
@@ -196,8 +186,8 @@ mod tests {
         })
     }
 
-    fn order(rx: &mut mpsc::Receiver<Arc<Event>>, mut first: Vec<Arc<Event>>) -> Vec<String> {
-        while let Ok(e) = rx.try_recv() {
+    fn order(outbox: &Outbox, mut first: Vec<Arc<Event>>) -> Vec<String> {
+        while let Some(e) = outbox.try_pop() {
             first.push(e);
         }
         first
@@ -211,10 +201,10 @@ mod tests {
 
     #[test]
     fn direct_events_wait_for_the_hand_over_and_every_fence_and_forwarded_ones_go_first() {
-        let (tx, mut rx) = mpsc::channel(16);
+        let outbox = Outbox::new(16);
         let room = RoomId::parse("r").unwrap();
         let (n2, n3) = (NodeId::parse("n2").unwrap(), NodeId::parse("n3").unwrap());
-        let hold = Hold::new(tx, CancellationToken::new(), [room.clone()]);
+        let hold = Hold::new(outbox.clone(), [room.clone()]);
         hold.push_forwarded(signal(1));
         hold.push_direct(signal(4));
         hold.expect_fences(&room, [n2.clone()]);
@@ -229,28 +219,27 @@ mod tests {
         hold.fence_seen(room, n2);
         assert!(hold.is_open());
         hold.push_direct(signal(5));
-        assert_eq!(order(&mut rx, first), ["1", "2", "3", "4", "5"]);
+        assert_eq!(order(&outbox, first), ["1", "2", "3", "4", "5"]);
     }
 
     #[test]
     fn a_hold_that_overflows_cuts_the_connection_off() {
-        let (tx, _rx) = mpsc::channel(2);
-        let too_slow = CancellationToken::new();
-        let hold = Hold::new(tx, too_slow.clone(), [RoomId::parse("r").unwrap()]);
+        let outbox = Outbox::new(2);
+        let hold = Hold::new(outbox.clone(), [RoomId::parse("r").unwrap()]);
         for n in 0..3 {
             hold.push_direct(signal(n));
         }
-        assert!(too_slow.is_cancelled());
+        assert!(outbox.is_too_slow());
     }
 
     #[test]
     fn forcing_it_open_releases_everything_in_order() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let hold = Hold::new(tx, CancellationToken::new(), [RoomId::parse("r").unwrap()]);
+        let outbox = Outbox::new(16);
+        let hold = Hold::new(outbox.clone(), [RoomId::parse("r").unwrap()]);
         hold.push_forwarded(signal(1));
         hold.push_direct(signal(2));
         assert!(hold.force_open());
         assert!(!hold.force_open(), "only once");
-        assert_eq!(order(&mut rx, Vec::new()), ["1", "2"]);
+        assert_eq!(order(&outbox, Vec::new()), ["1", "2"]);
     }
 }

@@ -24,7 +24,6 @@ use base64::Engine as _;
 use bus::{Backend, Claimed};
 use protocol::{BusEvent, Held, LeftReason, MemberInfo, NodeId, PeerId, RoomId};
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::directory::RoomDirectory;
@@ -310,8 +309,8 @@ impl Resumption {
     ) {
         let peer = handle.peer.clone();
         let held = handle.clone();
-        let too_slow = inbox.too_slow.clone();
-        let overflow_watch = (!too_slow.is_cancelled()).then_some(too_slow);
+        // A queue that overflowed before (the connection was taken over) is not watched.
+        let watch_overflow = !inbox.is_too_slow();
         {
             let mut away = self.state.away.lock().expect("away lock");
             self.sessions.remove(&handle);
@@ -325,27 +324,21 @@ impl Resumption {
         self.count_away();
         debug!(%peer, ?hold, "connection ended; held away for its resume");
         let hold = self.state.hold_for(hold);
-        self.tasks.spawn(self.clone().expire_after_grace(held, hold, overflow_watch));
+        self.tasks.spawn(self.clone().expire_after_grace(held, hold, watch_overflow));
     }
 
     /// Leaves the rooms of an away member whose client did not come back in time,
     /// unless a resume elsewhere claimed it first (the resumable record decides).
-    async fn expire_after_grace(
-        self: Arc<Self>,
-        held: SessionHandle,
-        hold: Duration,
-        overflow: Option<CancellationToken>,
-    ) {
+    async fn expire_after_grace(self: Arc<Self>, held: SessionHandle, hold: Duration, watch_overflow: bool) {
         let peer = held.peer.clone();
-        let overflowed = match overflow {
-            Some(token) => tokio::select! {
+        let overflowed = if watch_overflow {
+            tokio::select! {
                 _ = tokio::time::sleep(hold) => false,
-                _ = token.cancelled() => true,
-            },
-            None => {
-                tokio::time::sleep(hold).await;
-                false
+                _ = held.overflowed() => true,
             }
+        } else {
+            tokio::time::sleep(hold).await;
+            false
         };
         if !self.still_waiting(&held) {
             return;
@@ -470,21 +463,18 @@ impl Resumption {
     /// [`FENCE_TIMEOUT`] after it saw the member move out of all its `rooms` here (the
     /// other nodes' fences pass meanwhile; the new node stops waiting for them then), at
     /// most [`FORWARD_WINDOW`]; then forgets the member here.
-    async fn forward(self: Arc<Self>, away: SessionHandle, to: NodeId, mut inbox: SessionInbox, rooms: usize) {
+    async fn forward(self: Arc<Self>, away: SessionHandle, to: NodeId, inbox: SessionInbox, rooms: usize) {
         let peer = away.peer.clone();
         let mut until = tokio::time::Instant::now() + FORWARD_WINDOW;
         let mut handed_over = 0;
         loop {
             let first = tokio::select! {
-                event = inbox.rx.recv() => match event {
-                    Some(event) => event,
-                    None => break,
-                },
+                event = inbox.recv() => event,
                 _ = tokio::time::sleep_until(until) => break,
             };
             let mut events = vec![held(&first)];
             while events.len() < FORWARD_BATCH {
-                let Ok(event) = inbox.rx.try_recv() else { break };
+                let Some(event) = inbox.try_pop() else { break };
                 events.push(held(&event));
             }
             handed_over += events.iter().filter(|e| matches!(e, Held::RoomHandedOver { .. })).count();

@@ -2,40 +2,43 @@
 //! reach one of them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use protocol::PeerId;
-use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio_util::sync::CancellationToken;
 
 use super::events::Event;
 use super::hold::Hold;
+use super::outbox::Outbox;
 
 /// Cheap to clone; pushing never waits.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
     pub peer: PeerId,
-    tx: mpsc::Sender<Arc<Event>>,
-    too_slow: CancellationToken,
+    outbox: Arc<Outbox>,
     /// Set on a resumed connection until what its earlier node held has arrived: events
     /// that reach it directly wait there, so that they follow the held ones (see
     /// [`super::resume`]). None for every other connection (one pointer's cost).
     hold: Option<Arc<Hold>>,
 }
 
-/// The session's end of its outbound queue.
-pub struct SessionInbox {
-    pub rx: mpsc::Receiver<Arc<Event>>,
-    /// Cancelled when the queue overflowed: the session must close with a reason.
-    pub too_slow: CancellationToken,
-}
+/// The session's end of its outbound queue: it reads the events and watches the
+/// alarms (see [`Outbox`]).
+pub struct SessionInbox(Arc<Outbox>);
 
 impl SessionInbox {
     /// An inbox nothing feeds, left in place of one handed on (to hold an away member's
     /// events).
     pub fn ended() -> Self {
-        let (_, rx) = mpsc::channel(1);
-        Self { rx, too_slow: CancellationToken::new() }
+        Self(Outbox::new(1))
+    }
+}
+
+impl std::ops::Deref for SessionInbox {
+    type Target = Outbox;
+
+    fn deref(&self) -> &Outbox {
+        &self.0
     }
 }
 
@@ -44,22 +47,21 @@ impl SessionHandle {
     /// so slowly that it fills, the session is disconnected (reason `too-slow`) rather
     /// than letting memory grow or blocking the senders.
     pub fn new(peer: PeerId, capacity: usize) -> (Self, SessionInbox) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let too_slow = CancellationToken::new();
-        (Self { peer, tx, too_slow: too_slow.clone(), hold: None }, SessionInbox { rx, too_slow })
+        let outbox = Outbox::new(capacity);
+        (Self { peer, outbox: outbox.clone(), hold: None }, SessionInbox(outbox))
     }
 
     /// The same queue under another peer id, holding what arrives until the hand-over
     /// of `rooms` from the earlier node is complete: the connection resumed `peer`.
     pub fn resumed_as(&self, peer: PeerId, rooms: impl IntoIterator<Item = protocol::RoomId>) -> Self {
-        let hold = Hold::new(self.tx.clone(), self.too_slow.clone(), rooms);
-        Self { peer, tx: self.tx.clone(), too_slow: self.too_slow.clone(), hold: Some(hold) }
+        let hold = Hold::new(self.outbox.clone(), rooms);
+        Self { peer, outbox: self.outbox.clone(), hold: Some(hold) }
     }
 
     /// The same connection under another peer id (a registration's, see
     /// `Resumes::of_registration`), before it joins anything.
     pub fn renamed(&self, peer: PeerId) -> Self {
-        Self { peer, tx: self.tx.clone(), too_slow: self.too_slow.clone(), hold: None }
+        Self { peer, outbox: self.outbox.clone(), hold: None }
     }
 
     pub fn push(&self, event: Arc<Event>) {
@@ -82,32 +84,49 @@ impl SessionHandle {
     }
 
     fn send(&self, event: Arc<Event>) {
-        match self.tx.try_send(event) {
-            Ok(()) | Err(TrySendError::Closed(_)) => {}
-            Err(TrySendError::Full(_)) => self.too_slow.cancel(),
-        }
+        self.outbox.push(event);
+    }
+
+    /// Resolves once the connection's queue (or a hold for it) has overflowed.
+    pub async fn overflowed(&self) {
+        self.outbox.too_slow().await;
     }
 
     /// Ends the connection as too slow (a hold overflowed, or a resume elsewhere took
     /// the connection over).
     pub fn cut_off(&self) {
-        self.too_slow.cancel();
+        self.outbox.raise_too_slow();
     }
 
     /// Whether both handles feed the same connection.
     pub fn same_connection(&self, other: &SessionHandle) -> bool {
-        self.tx.same_channel(&other.tx)
+        Arc::ptr_eq(&self.outbox, &other.outbox)
     }
 }
 
 #[derive(Default)]
 pub struct Sessions {
     by_peer: RwLock<HashMap<PeerId, SessionHandle>>,
+    /// Set once the node drains: a connection registered later is told at once.
+    draining: AtomicBool,
 }
 
 impl Sessions {
     pub fn insert(&self, handle: SessionHandle) {
-        self.by_peer.write().expect("sessions lock").insert(handle.peer.clone(), handle);
+        let mut by_peer = self.by_peer.write().expect("sessions lock");
+        if self.draining.load(Ordering::Acquire) {
+            handle.outbox.ask_to_drain();
+        }
+        by_peer.insert(handle.peer.clone(), handle);
+    }
+
+    /// Tells every connection, and every one registered from now on, that the node is
+    /// draining (each says `reconnect` to its client, see `connection`).
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        for handle in self.by_peer.read().expect("sessions lock").values() {
+            handle.outbox.ask_to_drain();
+        }
     }
 
     /// Forgets the connection `handle` feeds, unless another connection has since taken

@@ -141,9 +141,9 @@ pub(super) async fn get(
                 Err(refusal) => return Ok(refusal),
             };
             let (session, transport) = state.polling.open();
-            let AppState { core, connection, sessions, sessions_stop, .. } = state.clone();
+            let AppState { core, connection, sessions, .. } = state.clone();
             let dialect = SocketIo::over_polling(session.sid());
-            sessions.spawn(connection::serve(transport, dialect, core, connection, identity, held, sessions_stop));
+            sessions.spawn(connection::serve(transport, dialect, core, connection, identity, held));
             let body = session.poll(POLL_WAIT).await.map_err(refused)?;
             Ok(polling_body(cors, body))
         }
