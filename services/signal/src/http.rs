@@ -252,6 +252,9 @@ pub(crate) fn upgrade_to<D: Dialect>(
         .on_upgrade(move |socket| {
             let AppState { core, connection, sessions, .. } = state;
             let io = WsTransport::new(socket);
-            sessions.track_future(connection::serve(io, dialect, core, connection, identity, held))
+            // A task of its own rather than awaited here: the upgrade task would keep
+            // what it captured beside the connection for as long as it runs.
+            sessions.spawn(connection::serve(io, dialect, core, connection, identity, held));
+            std::future::ready(())
         })
 }
