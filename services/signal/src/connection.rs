@@ -239,7 +239,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                     let depth = self.inbox.len() + 1;
                     self.session.core().metrics().outbound_queue.observe(depth as f64);
                     match Box::pin(self.write_events_unless_too_slow(event)).await {
-                        Ok(closed) => Box::pin(self.leave_closed(closed)).await,
+                        Ok(closed) => self.leave_closed(closed).await,
                         Err(end) => return end,
                     }
                 }
@@ -364,10 +364,12 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         stay_unless_closed(verdict).map(|()| accepted)
     }
 
-    /// Leaves rooms whose closing (or the client's removal) the client has just been shown.
+    /// Leaves rooms whose closing (or the client's removal) the client has just been
+    /// shown. Rare, and its future is large: boxed, so that the futures of the common
+    /// paths that may call it stay small.
     async fn leave_closed(&mut self, closed: Vec<(RoomId, CloseReason)>) {
         for (room, reason) in closed {
-            self.session.room_closed(&room, reason).await;
+            Box::pin(self.session.room_closed(&room, reason)).await;
         }
     }
 

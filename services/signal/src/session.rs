@@ -275,12 +275,15 @@ impl Session {
                 "a valid token is required: send it at the upgrade (Authorization: Bearer, access_token), in an auth message, or in the dialect's handshake".into(),
             ));
         }
+        // Commands other than a relay are boxed: their futures are large (a join waits
+        // on the store and its room channel), and every request's future, a signal's
+        // too, is as large as the largest command it may run.
         match command {
-            Command::Authenticate { token } => self.authenticate(token, id).await,
+            Command::Authenticate { token } => Box::pin(self.authenticate(token, id)).await,
             Command::Join { room, name, role, token, meta, member } => {
-                self.join(JoinRequest { room, name, role, token, meta, member }, id).await
+                Box::pin(self.join(JoinRequest { room, name, role, token, meta, member }, id)).await
             }
-            Command::Leave { room } => self.leave(room, id).await,
+            Command::Leave { room } => Box::pin(self.leave(room, id)).await,
             Command::Signal { room, to, kind, data } => {
                 self.core.signal(&self.member_in(&room), &room, &to, kind, data).await?;
                 Ok(Vec::new())
@@ -290,7 +293,7 @@ impl Session {
                 Ok(Vec::new())
             }
             Command::Update { room, meta } => {
-                self.core.update(&self.member_in(&room), &room, meta).await?;
+                Box::pin(self.core.update(&self.member_in(&room), &room, meta)).await?;
                 Ok(vec![Reply::Updated { room, id }])
             }
             Command::Members { room } => {
@@ -298,21 +301,21 @@ impl Session {
                 Ok(vec![Reply::Members { room, members, id }])
             }
             Command::Close { room } => {
-                self.must_be_host(&room).await?;
-                self.core.close_room(&room, protocol::CloseReason::Ended, false).await?;
+                Box::pin(self.must_be_host(&room)).await?;
+                Box::pin(self.core.close_room(&room, protocol::CloseReason::Ended, false)).await?;
                 Ok(vec![Reply::Closed { room, id }])
             }
             Command::Remove { room, peer } => {
-                self.must_be_host(&room).await?;
-                self.core.remove_from_room(&room, &peer).await?;
+                Box::pin(self.must_be_host(&room)).await?;
+                Box::pin(self.core.remove_from_room(&room, &peer)).await?;
                 Ok(vec![Reply::Done { room, id }])
             }
             Command::Lock { room, locked } => {
-                self.must_be_host(&room).await?;
-                self.core.lock_room(&room, locked).await?;
+                Box::pin(self.must_be_host(&room)).await?;
+                Box::pin(self.core.lock_room(&room, locked)).await?;
                 Ok(vec![Reply::Done { room, id }])
             }
-            Command::Resume { token, keep_token } => self.resume(&token, keep_token, id).await,
+            Command::Resume { token, keep_token } => Box::pin(self.resume(&token, keep_token, id)).await,
             Command::Ping => Ok(vec![Reply::Pong { id }]),
         }
     }
