@@ -13,6 +13,10 @@ use auth::Identity;
 
 use crate::core::{Core, CoreError, Event, JoinRequest, SessionHandle};
 
+mod memberships;
+
+use memberships::Memberships;
+
 /// What a session tells its own client in answer to a request.
 #[derive(Debug)]
 pub enum Reply {
@@ -120,12 +124,8 @@ impl Bucket {
 pub struct Session {
     core: Arc<Core>,
     handle: SessionHandle,
-    /// The rooms this connection is in.
-    rooms: Vec<RoomId>,
-    /// The member ids its client chose, by room; in every other room its member id is
-    /// the connection's own. Kept apart so that native connections, which choose none,
-    /// hold no copy of their id per room (measured: 0.1 KiB per idle connection).
-    chosen: Vec<(RoomId, PeerId)>,
+    /// The rooms this connection is in, and its member id in each.
+    rooms: Memberships,
     rate: Bucket,
     strikes: Bucket,
     /// Who the client proved to be (a verified token); boxed so anonymous connections
@@ -170,8 +170,7 @@ impl Session {
         Self {
             core,
             handle,
-            rooms: Vec::new(),
-            chosen: Vec::new(),
+            rooms: Memberships::default(),
             rate: Bucket::new(f64::from(limits.rate_per_sec), f64::from(limits.rate_burst)),
             strikes: Bucket::new(strike_rate, f64::from(limits.strikes)),
             identity: identity.map(Box::new),
@@ -284,37 +283,13 @@ impl Session {
                 Box::pin(self.join(JoinRequest { room, name, role, token, meta, member }, id)).await
             }
             Command::Leave { room } => Box::pin(self.leave(room, id)).await,
-            Command::Signal { room, to, kind, data } => {
-                self.core.signal(&self.member_in(&room), &room, &to, kind, data).await?;
-                Ok(Vec::new())
-            }
-            Command::Broadcast { room, kind, data } => {
-                self.core.broadcast(&self.member_in(&room), &room, kind, data).await?;
-                Ok(Vec::new())
-            }
-            Command::Update { room, meta } => {
-                Box::pin(self.core.update(&self.member_in(&room), &room, meta)).await?;
-                Ok(vec![Reply::Updated { room, id }])
-            }
-            Command::Members { room } => {
-                let members = self.core.members(&self.member_in(&room), &room)?;
-                Ok(vec![Reply::Members { room, members, id }])
-            }
-            Command::Close { room } => {
-                Box::pin(self.must_be_host(&room)).await?;
-                Box::pin(self.core.close_room(&room, protocol::CloseReason::Ended, false)).await?;
-                Ok(vec![Reply::Closed { room, id }])
-            }
-            Command::Remove { room, peer } => {
-                Box::pin(self.must_be_host(&room)).await?;
-                Box::pin(self.core.remove_from_room(&room, &peer)).await?;
-                Ok(vec![Reply::Done { room, id }])
-            }
-            Command::Lock { room, locked } => {
-                Box::pin(self.must_be_host(&room)).await?;
-                Box::pin(self.core.lock_room(&room, locked)).await?;
-                Ok(vec![Reply::Done { room, id }])
-            }
+            Command::Signal { room, to, kind, data } => self.signal(room, to, kind, data).await,
+            Command::Broadcast { room, kind, data } => self.broadcast(room, kind, data).await,
+            Command::Update { room, meta } => Box::pin(self.update(room, meta, id)).await,
+            Command::Members { room } => self.members(room, id),
+            Command::Close { room } => Box::pin(self.close_room(room, id)).await,
+            Command::Remove { room, peer } => Box::pin(self.remove(room, peer, id)).await,
+            Command::Lock { room, locked } => Box::pin(self.lock(room, locked, id)).await,
             Command::Resume { token, keep_token } => Box::pin(self.resume(&token, keep_token, id)).await,
             Command::Ping => Ok(vec![Reply::Pong { id }]),
         }
@@ -338,6 +313,67 @@ impl Session {
         debug!(subject = %identity.subject, "authenticated");
         self.identity = Some(Box::new(identity.clone()));
         Ok(vec![Reply::Authenticated { identity: Some(identity), id }])
+    }
+
+    /// Relays a signal to one member of a room it shares with the sender: no reply.
+    async fn signal(
+        &self,
+        room: RoomId,
+        to: PeerId,
+        kind: protocol::SignalKind,
+        data: protocol::Payload,
+    ) -> Result<Vec<Reply>, CoreError> {
+        self.core.signal(&self.member_in(&room), &room, &to, kind, data).await?;
+        Ok(Vec::new())
+    }
+
+    /// Sends to every other member of the room: no reply.
+    async fn broadcast(
+        &self,
+        room: RoomId,
+        kind: protocol::SignalKind,
+        data: protocol::Payload,
+    ) -> Result<Vec<Reply>, CoreError> {
+        self.core.broadcast(&self.member_in(&room), &room, kind, data).await?;
+        Ok(Vec::new())
+    }
+
+    /// Changes the member's metadata; the others hear `peer-updated`.
+    async fn update(
+        &self,
+        room: RoomId,
+        meta: protocol::Payload,
+        id: Option<RequestId>,
+    ) -> Result<Vec<Reply>, CoreError> {
+        self.core.update(&self.member_in(&room), &room, meta).await?;
+        Ok(vec![Reply::Updated { room, id }])
+    }
+
+    /// The room's other members.
+    fn members(&self, room: RoomId, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
+        let members = self.core.members(&self.member_in(&room), &room)?;
+        Ok(vec![Reply::Members { room, members, id }])
+    }
+
+    /// A host closes the room: everyone in it hears `room-closed`.
+    async fn close_room(&self, room: RoomId, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
+        self.must_be_host(&room).await?;
+        self.core.close_room(&room, protocol::CloseReason::Ended, false).await?;
+        Ok(vec![Reply::Closed { room, id }])
+    }
+
+    /// A host removes a member from the room.
+    async fn remove(&self, room: RoomId, peer: PeerId, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
+        self.must_be_host(&room).await?;
+        self.core.remove_from_room(&room, &peer).await?;
+        Ok(vec![Reply::Done { room, id }])
+    }
+
+    /// A host locks or unlocks the room to new joins.
+    async fn lock(&self, room: RoomId, locked: bool, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
+        self.must_be_host(&room).await?;
+        self.core.lock_room(&room, locked).await?;
+        Ok(vec![Reply::Done { room, id }])
     }
 
     /// Joins a room (or, for a registration under a chosen id, resumes it): `joined`,
@@ -369,10 +405,7 @@ impl Session {
             self.recorded = true;
         }
         let done = self.core.join(&self.handle, req, self.rooms.len()).await?;
-        self.rooms.push(room.clone());
-        if let Some(member) = member {
-            self.chosen.push((room.clone(), member));
-        }
+        self.rooms.enter(room.clone(), member);
         let mut replies = vec![Reply::Joined { room, others: done.others, name: recorded, id }];
         if !done.backlog.is_empty() {
             replies.push(Reply::Events(done.backlog));
@@ -384,8 +417,7 @@ impl Session {
     async fn leave(&mut self, room: RoomId, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
         let result = self.core.leave(&self.member_in(&room), &room, protocol::LeftReason::Left).await;
         if !matches!(result, Err(CoreError::NotInRoom)) {
-            self.rooms.retain(|r| r != &room);
-            self.chosen.retain(|(r, _)| r != &room);
+            self.rooms.leave(&room);
             if self.recorded {
                 self.core.forget_resumable_room(&self.handle.peer, &room).await;
             }
@@ -451,10 +483,7 @@ impl Session {
         self.resume_key = Some(key);
         self.recorded = true;
         let rooms = core.resume(&self.handle, claimed, chosen).await?;
-        self.rooms = rooms.iter().map(|r| r.room.clone()).collect();
-        if let Some(chosen) = chosen {
-            self.chosen = rooms.iter().map(|r| (r.room.clone(), chosen.clone())).collect();
-        }
+        self.rooms.resumed(rooms.iter().map(|r| r.room.clone()), chosen);
         debug!(%peer, rooms = self.rooms.len(), "resumed");
         let held = self.handle.hold().map(|h| h.open_forwarded()).unwrap_or_default();
         core.metrics().resume.resumes.with_label_values(&["resumed"]).inc();
@@ -519,7 +548,7 @@ impl Session {
     /// The member id this connection has in `room` (its own id when not in the room:
     /// the core then refuses with `not-in-room`).
     fn member_in(&self, room: &RoomId) -> PeerId {
-        self.chosen.iter().find(|(r, _)| r == room).map_or_else(|| self.handle.peer.clone(), |(_, m)| m.clone())
+        self.rooms.member_in(room, &self.handle.peer)
     }
 
     /// One more join this minute, or a refusal (JOINS_PER_MINUTE).
@@ -555,8 +584,7 @@ impl Session {
             return;
         }
         let member = self.member_in(room);
-        self.rooms.retain(|r| r != room);
-        self.chosen.retain(|(r, _)| r != room);
+        self.rooms.leave(room);
         if self.recorded {
             self.core.forget_resumable_room(&self.handle.peer, room).await;
         }
@@ -596,9 +624,6 @@ impl Session {
     }
 
     fn take_memberships(&mut self) -> Vec<(RoomId, PeerId)> {
-        let memberships = self.rooms.iter().map(|r| (r.clone(), self.member_in(r))).collect();
-        self.rooms.clear();
-        self.chosen.clear();
-        memberships
+        self.rooms.take_all(&self.handle.peer)
     }
 }
