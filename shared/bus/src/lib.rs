@@ -113,13 +113,18 @@ pub struct JoinPolicy<'a> {
     pub require_registered: bool,
     /// Now, in Unix milliseconds (to check a created room's expiry).
     pub now_ms: u64,
+    /// Whether the outcome lists the room's other members. A node that already mirrors
+    /// the room does without: in a room of n members, the list makes every join cost
+    /// O(n) in Redis, on the wire and in the node.
+    pub with_others: bool,
 }
 
 /// The outcome of the atomic join step.
 #[derive(Debug)]
 pub enum JoinOutcome {
-    /// Added. `others` are the stored member records of everyone else in the room;
-    /// `token_hash` is the room's lock, if it has one.
+    /// Added. `others` are the stored member records of everyone else in the room
+    /// (none unless the policy asked for them); `token_hash` is the room's lock, if it
+    /// has one.
     Joined {
         others: Vec<Bytes>,
         token_hash: Option<String>,

@@ -135,7 +135,11 @@ impl Membership for MemoryBackend {
             room.token_hash = token_hash.map(str::to_owned);
         }
         room.members.insert(w.peer.clone(), w.record);
-        let others = room.members.iter().filter(|(p, _)| *p != w.peer).map(|(_, r)| r.clone()).collect();
+        let others = if policy.with_others {
+            room.members.iter().filter(|(p, _)| *p != w.peer).map(|(_, r)| r.clone()).collect()
+        } else {
+            Vec::new()
+        };
         let token_hash = room.token_hash.clone();
         let expires_ms = room.record.as_ref().map(|r| r.expires_ms);
         self.publish_locked(&state, &keys::room_channel(w.room), w.announcement).await;

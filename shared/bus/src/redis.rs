@@ -324,6 +324,7 @@ impl Membership for RedisBackend {
             self.publish_command().into(),
             (policy.now_ms as i64).into(),
             if policy.require_registered { "1" } else { "0" }.into(),
+            if policy.with_others { "1" } else { "0" }.into(),
         ];
         let reply: Vec<Value> = self.eval(scripts::JOIN, keys, args).await?;
         let mut reply = reply.into_iter();

@@ -13,7 +13,8 @@ pub struct Script {
 
 /// KEYS: members, meta. ARGV: peer, record, capacity, token hash or "", channel,
 /// announcement, publish command, now (Unix ms), "1" if only created rooms may be
-/// joined. Returns {"ok", token hash or "", expiry (Unix ms) or "", other records...}, {"full"}, {"token"}, {"locked"},
+/// joined, "1" to list the other members. Returns {"ok", token hash or "", expiry
+/// (Unix ms) or "", other records (if asked for)...}, {"full"}, {"token"}, {"locked"},
 /// {"notfound"}, {"expired"} or {"taken"} (a member with this id is already in the room).
 pub const JOIN: Script = Script {
     operation: Operation::Join,
@@ -33,10 +34,12 @@ if not stored and ARGV[4] ~= '' then
   stored = ARGV[4]
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local all = redis.call('HGETALL', KEYS[1])
 local out = {'ok', stored or '', registered and meta[3] or ''}
-for i = 1, #all, 2 do
-  if all[i] ~= ARGV[1] then out[#out + 1] = all[i + 1] end
+if ARGV[10] == '1' then
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    if all[i] ~= ARGV[1] then out[#out + 1] = all[i + 1] end
+  end
 end
 redis.call(ARGV[7], ARGV[5], ARGV[6])
 return out

@@ -39,7 +39,7 @@ fn announce(event: BusEvent) -> Bytes {
 }
 
 fn open_policy() -> JoinPolicy<'static> {
-    JoinPolicy { capacity: 10, token_hash: None, require_registered: false, now_ms: 1_000 }
+    JoinPolicy { capacity: 10, token_hash: None, require_registered: false, now_ms: 1_000, with_others: true }
 }
 
 /// Joins `peer` to `room` under `policy`; its outcome and the record written.
@@ -112,16 +112,28 @@ async fn membership_and_its_announcements(backend: &dyn Backend, inbox: &mut Rec
 async fn capacity_and_snapshot(backend: &dyn Backend, inbox: &mut Receiver<Inbound>) {
     let r = room("contract-capacity");
     let small = JoinPolicy { capacity: 2, ..open_policy() };
-    for _ in 0..2 {
-        assert!(matches!(join(backend, &r, &PeerId::new_on(&node()), small).await.0, JoinOutcome::Joined { .. }));
-    }
+    let (first, first_record) = join(backend, &r, &PeerId::new_on(&node()), small).await;
+    assert!(matches!(first, JoinOutcome::Joined { ref others, .. } if others.is_empty()), "{first:?}");
+    // The others are listed only when asked for (a node mirroring the room does without).
+    let unlisted = JoinPolicy { with_others: false, ..small };
+    let (second, _) = join(backend, &r, &PeerId::new_on(&node()), unlisted).await;
+    assert!(matches!(second, JoinOutcome::Joined { ref others, .. } if others.is_empty()), "{second:?}");
     let (full, _) = join(backend, &r, &PeerId::new_on(&node()), small).await;
     assert!(matches!(full, JoinOutcome::Full), "{full:?}");
+    let roomier = JoinPolicy { capacity: 3, ..small };
+    let (third, _) = join(backend, &r, &PeerId::new_on(&node()), roomier).await;
+    match third {
+        JoinOutcome::Joined { others, .. } => {
+            assert_eq!(others.len(), 2, "listed when asked for");
+            assert!(others.contains(&first_record));
+        }
+        other => panic!("{other:?}"),
+    }
 
     // A snapshot returns every record and publishes its marker after them.
     backend.subscribe_room(&r).await.unwrap();
     let marker = announce(BusEvent::Probe { nonce: 7 });
-    assert_eq!(backend.snapshot(&r, marker.clone()).await.unwrap().len(), 2);
+    assert_eq!(backend.snapshot(&r, marker.clone()).await.unwrap().len(), 3);
     assert_eq!(next_message(inbox).await, marker);
     backend.unsubscribe_room(&r).await.unwrap();
 }
@@ -268,7 +280,7 @@ async fn redis_keeps_the_contract_and_reports_each_operation_under_its_own_name(
     }
     assert!(seen.iter().all(|(_, ok)| *ok), "every call succeeded: {seen:?}");
     // One report per call: the contract made exactly this many joins.
-    assert_eq!(ops.iter().filter(|op| **op == Operation::Join).count(), 12, "{ops:?}");
+    assert_eq!(ops.iter().filter(|op| **op == Operation::Join).count(), 13, "{ops:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

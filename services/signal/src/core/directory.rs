@@ -218,6 +218,8 @@ impl RoomDirectory {
             token_hash,
             require_registered: self.settings.require_created,
             now_ms: now_ms(),
+            // Called after the join began here: a mirror complete now stays complete.
+            with_others: !self.mirror.is_synced(room),
         };
         let outcome = match self.store.join(write, policy).await {
             Ok(outcome) => outcome,

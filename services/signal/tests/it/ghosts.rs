@@ -130,7 +130,16 @@ async fn a_resync_removes_members_listed_for_this_node_that_it_does_not_serve() 
     };
     assert!(matches!(
         writer
-            .join(write, bus::JoinPolicy { capacity: 100, token_hash: None, require_registered: false, now_ms: 0 })
+            .join(
+                write,
+                bus::JoinPolicy {
+                    capacity: 100,
+                    token_hash: None,
+                    require_registered: false,
+                    now_ms: 0,
+                    with_others: true
+                }
+            )
             .await
             .unwrap(),
         bus::JoinOutcome::Joined { .. }

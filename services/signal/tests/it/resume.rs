@@ -205,7 +205,8 @@ async fn a_member_that_moved_after_a_reaper_read_its_record_stays() {
         let old = Bytes::from(read.encode());
         let joined = announce(BusEvent::Joined { room: room.clone(), member: read.clone(), nonce: 0 });
         let write = MemberWrite { room: &room, peer: &peer, record: old.clone(), announcement: joined };
-        let policy = JoinPolicy { capacity: 10, token_hash: None, require_registered: false, now_ms: 0 };
+        let policy =
+            JoinPolicy { capacity: 10, token_hash: None, require_registered: false, now_ms: 0, with_others: true };
         assert!(matches!(backend.join(write, policy).await.unwrap(), JoinOutcome::Joined { .. }));
 
         // The member resumes on the live node after the reaper read `old`...

@@ -413,6 +413,14 @@ impl Rooms {
         self.lock().get(room).is_some_and(|m| !m.local.is_empty())
     }
 
+    /// Whether the node's mirror of `room` is complete (a local member's join finished
+    /// there). It stays so for as long as the node has a member in the room, joining or
+    /// joined: a join begun then takes the others from the mirror at its marker and
+    /// needs no list from Redis.
+    pub fn is_synced(&self, room: &RoomId) -> bool {
+        self.lock().get(room).is_some_and(|m| m.synced)
+    }
+
     /// Every room the node mirrors.
     pub fn mirrored_rooms(&self) -> Vec<RoomId> {
         self.lock().keys().cloned().collect()
