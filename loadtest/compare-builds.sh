@@ -10,7 +10,7 @@
 # Settings (environment): REDIS_PORT (7400), NODE_PORTS ("7411 7412"), OUT
 # (target/compare-builds), SCENARIOS (default "relay5k relay20k fanout connect"; also
 # relay10k; sio5k, sio20k, plain5k, plain20k: the relay in the Socket.IO and plain
-# dialects).
+# dialects; bigroom: a 2,000-member room filled at 200 joins a second).
 set -euo pipefail
 
 before=$1 after=$2 loadtest=$3 rounds=${4:-2}
@@ -77,6 +77,8 @@ if r["scenario"] == "connect":
     figures.append(f"RSS per connection {per / 1024:.2f} KiB" if per else "")
 else:
     figures.append(f"deliveries/CPU-s {server.get('deliveries_per_cpu_second') or 0:,.0f}")
+if r["counters"].get("join_failed"):
+    figures.append(f"joins failed {r['counters']['join_failed']}")
 figures.append(f"delivered {r['counters'].get('delivered', r['counters'].get('joined'))}, lost {r['lost']}")
 print(f"{sys.argv[2]:10} {sys.argv[3]:9}", " | ".join(f for f in figures if f))
 PY
@@ -96,6 +98,9 @@ for round in $(seq 1 "$rounds"); do
         plain5k) URL_PATH=/ run "$side-r$round" "$build" plain5k relay --dialect plain --peers 200 --rate 5000 --duration 15s ;;
         plain20k) URL_PATH=/ run "$side-r$round" "$build" plain20k relay --dialect plain --peers 200 --rate 20000 --duration 15s ;;
         fanout) run "$side-r$round" "$build" fanout fanout --rooms 1 --room-size 1000 --rate 20 --duration 15s ;;
+        # A room twice the default capacity, filled at 200 joins a second (docs/benchmarks.md, Set 6).
+        bigroom) ROOM_CAPACITY=20000 run "$side-r$round" "$build" bigroom fanout --rooms 1 --room-size 2000 --rate 2 \
+          --duration 10s --connect-rate 200 --setup-timeout 600s ;;
         connect) run "$side-r$round" "$build" connect connect --connections 10000 --connect-rate 2000 --hold 5s ;;
       esac
     done
