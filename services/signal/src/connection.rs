@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use auth::Identity;
 use axum::extract::ws::Utf8Bytes;
-use protocol::{CloseReason, DecodeError, ErrorCode, Limits, PeerId, RoomId};
+use protocol::{DecodeError, ErrorCode, Limits, PeerId};
 use tokio::time::Instant;
 use tracing::{debug, Instrument};
 
 use crate::core::{Core, Event, SessionHandle, SessionInbox};
-use crate::session::{Session, SessionLimits, Verdict};
+use crate::session::{Session, SessionLimits, Shown, Verdict};
 use crate::transport::{Decoded, Dialect, Gone, Greeting, Hold, Incoming, Keepalive, Ping, Refused, Transport};
 
 /// Most queued events written before one flush.
@@ -239,7 +239,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
                     let depth = self.inbox.len() + 1;
                     self.session.core().metrics().outbound_queue.observe(depth as f64);
                     match Box::pin(self.write_events_unless_too_slow(event)).await {
-                        Ok(closed) => self.leave_closed(closed).await,
+                        Ok(shown) => self.after_shown(shown).await,
                         Err(end) => return end,
                     }
                 }
@@ -348,28 +348,24 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
 
     /// Handles one request and writes its answer; whether it was accepted (no error).
     async fn on_request(&mut self, req: protocol::Request, context: D::Context) -> Result<bool, End> {
-        let (replies, verdict, mut closed) = self.handle_while_writing_events(req).await?;
+        let (replies, verdict, mut shown) = self.handle_while_writing_events(req).await?;
         let accepted = !replies.iter().any(|r| matches!(r, crate::session::Reply::Error { .. }));
-        for reply in &replies {
-            if let crate::session::Reply::Events(events) = reply {
-                closed.extend(events.iter().filter_map(|e| closed_room(e)));
-            }
-        }
+        shown.note_replies(&replies);
         // Local, not kept between requests: an idle connection must hold no buffer (a
         // signal has no reply, and an empty Vec does not allocate).
         let mut out = Vec::new();
         self.dialect.render_replies(Some(context), replies, &mut out);
         self.write_all(out).await?;
-        self.leave_closed(closed).await;
+        self.after_shown(shown).await;
         stay_unless_closed(verdict).map(|()| accepted)
     }
 
-    /// Leaves rooms whose closing (or the client's removal) the client has just been
-    /// shown. Rare, and its future is large: boxed, so that the futures of the common
-    /// paths that may call it stay small.
-    async fn leave_closed(&mut self, closed: Vec<(RoomId, CloseReason)>) {
-        for (room, reason) in closed {
-            Box::pin(self.session.room_closed(&room, reason)).await;
+    /// Hands the session what its client was just shown, when there is something it
+    /// acts on (rare: a room closing). Its future is large: boxed, so that the futures
+    /// of the common paths that may call it stay small.
+    async fn after_shown(&mut self, shown: Shown) {
+        if !shown.is_empty() {
+            Box::pin(self.session.after_shown(shown)).await;
         }
     }
 
@@ -381,23 +377,24 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
     async fn handle_while_writing_events(
         &mut self,
         req: protocol::Request,
-    ) -> Result<(Vec<crate::session::Reply>, Verdict, Vec<(RoomId, CloseReason)>), End> {
+    ) -> Result<(Vec<crate::session::Reply>, Verdict, Shown), End> {
         let Connection { io, dialect, session, inbox, .. } = self;
         let handling = session.handle(req);
         tokio::pin!(handling);
         let mut stopped: Option<End> = None;
-        // Rooms closed meanwhile are left once the request is done (the session is busy).
-        let mut closed = Vec::new();
+        // What was shown meanwhile is acted on once the request is done (the session
+        // is busy).
+        let mut shown = Shown::default();
         loop {
             tokio::select! {
                 biased;
                 handled = &mut handling => {
                     let (replies, verdict) = handled;
-                    return stopped.map_or(Ok((replies, verdict, closed)), Err);
+                    return stopped.map_or(Ok((replies, verdict, shown)), Err);
                 }
                 event = inbox.recv(), if stopped.is_none() => {
                     match write_events_unless_too_slow(io, dialect, inbox, event).await {
-                        Ok(more) => closed.extend(more),
+                        Ok(more) => shown.append(more),
                         Err(end) => stopped = Some(end),
                     }
                 }
@@ -413,7 +410,7 @@ impl<T: Transport, D: Dialect> Connection<T, D> {
         stay_unless_closed(verdict)
     }
 
-    async fn write_events_unless_too_slow(&mut self, first: Arc<Event>) -> Result<Vec<(RoomId, CloseReason)>, End> {
+    async fn write_events_unless_too_slow(&mut self, first: Arc<Event>) -> Result<Shown, End> {
         write_events_unless_too_slow(&mut self.io, &self.dialect, &self.inbox, first).await
     }
 
@@ -462,7 +459,7 @@ async fn write_events_unless_too_slow<T: Transport, D: Dialect>(
     dialect: &D,
     inbox: &SessionInbox,
     first: Arc<Event>,
-) -> Result<Vec<(RoomId, CloseReason)>, End> {
+) -> Result<Shown, End> {
     tokio::select! {
         biased;
         _ = inbox.too_slow() => Err(End::TooSlow),
@@ -471,37 +468,29 @@ async fn write_events_unless_too_slow<T: Transport, D: Dialect>(
 }
 
 /// Writes one event and whatever else is already queued, then flushes once. Returns
-/// the rooms whose closing it wrote (the session must leave them); usually none, and
-/// an empty Vec does not allocate.
+/// what of it the session acts on (usually nothing).
 async fn write_events<T: Transport, D: Dialect>(
     io: &mut T,
     dialect: &D,
     first: Arc<Event>,
     inbox: &SessionInbox,
-) -> Result<Vec<(RoomId, CloseReason)>, Gone> {
-    let mut closed = Vec::new();
+) -> Result<Shown, Gone> {
+    let mut shown = Shown::default();
     let mut next = Some(first);
     for _ in 0..WRITE_BATCH {
         let Some(event) = next.take().or_else(|| inbox.try_pop()) else { break };
         if let Some(frame) = dialect.render_event(&event) {
             io.feed(frame).await?;
         }
-        if let Some(room_and_reason) = closed_room(&event) {
+        if matches!(*event, Event::RoomClosed { .. }) {
             for frame in dialect.render_room_closed(&event) {
                 io.feed(frame).await?;
             }
-            closed.push(room_and_reason);
         }
+        shown.note(&event);
     }
     io.flush().await?;
-    Ok(closed)
-}
-
-fn closed_room(event: &Event) -> Option<(RoomId, CloseReason)> {
-    match event {
-        Event::RoomClosed { room, reason, .. } => Some((room.clone(), *reason)),
-        _ => None,
-    }
+    Ok(shown)
 }
 
 #[cfg(test)]

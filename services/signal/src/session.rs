@@ -77,6 +77,40 @@ pub enum Reply {
     },
 }
 
+/// What the connection showed its client that the session acts on once it is shown:
+/// a room closing (or the client's removal from it), which the session then leaves.
+/// Usually nothing, and then it holds no allocation.
+#[derive(Debug, Default)]
+pub struct Shown {
+    closed: Vec<(RoomId, protocol::CloseReason)>,
+}
+
+impl Shown {
+    /// Notes one event written to the client.
+    pub fn note(&mut self, event: &Event) {
+        if let Event::RoomClosed { room, reason, .. } = event {
+            self.closed.push((room.clone(), *reason));
+        }
+    }
+
+    /// Notes the events among a request's replies.
+    pub fn note_replies(&mut self, replies: &[Reply]) {
+        for reply in replies {
+            if let Reply::Events(events) = reply {
+                events.iter().for_each(|event| self.note(event));
+            }
+        }
+    }
+
+    pub fn append(&mut self, other: Shown) {
+        self.closed.extend(other.closed);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.closed.is_empty()
+    }
+}
+
 /// Session-level limits, from the node's configuration.
 #[derive(Debug, Clone)]
 pub struct SessionLimits {
@@ -224,13 +258,16 @@ impl Session {
         };
         let replies = match self.execute(command, id.clone()).instrument(span.clone()).await {
             Ok(replies) => replies,
-            Err(e) => {
-                span.in_scope(|| debug!(code = e.code().as_str(), error = %e, "command refused"));
-                self.core.metrics().client_error(e.code());
-                vec![Reply::Error { code: e.code(), message: e.to_string(), id }]
-            }
+            Err(e) => vec![span.in_scope(|| self.refused(e, id))],
         };
         (replies, Verdict::Stay)
+    }
+
+    /// The error reply for a refused command, counted and logged once.
+    fn refused(&self, e: CoreError, id: Option<RequestId>) -> Reply {
+        debug!(code = e.code().as_str(), error = %e, "command refused");
+        self.core.metrics().client_error(e.code());
+        Reply::Error { code: e.code(), message: e.to_string(), id }
     }
 
     /// A recorded command's span: the root of its own trace (or a child of the
@@ -268,7 +305,8 @@ impl Session {
     }
 
     async fn execute(&mut self, command: Command, id: Option<RequestId>) -> Result<Vec<Reply>, CoreError> {
-        let may_proceed = matches!(command, Command::Ping | Command::Authenticate { .. });
+        let may_proceed =
+            matches!(command, Command::Ping | Command::Authenticate { .. } | Command::AuthenticateThen { .. });
         if !may_proceed && self.identity.is_none() && self.core.admission().requires_identity() {
             return Err(CoreError::Unauthenticated(
                 "a valid token is required: send it at the upgrade (Authorization: Bearer, access_token), in an auth message, or in the dialect's handshake".into(),
@@ -279,6 +317,7 @@ impl Session {
         // too, is as large as the largest command it may run.
         match command {
             Command::Authenticate { token } => Box::pin(self.authenticate(token, id)).await,
+            Command::AuthenticateThen { token, then } => Box::pin(self.authenticate_then(token, *then, id)).await,
             Command::Join { room, name, role, token, meta, member } => {
                 Box::pin(self.join(JoinRequest { room, name, role, token, meta, member }, id)).await
             }
@@ -313,6 +352,22 @@ impl Session {
         debug!(subject = %identity.subject, "authenticated");
         self.identity = Some(Box::new(identity.clone()));
         Ok(vec![Reply::Authenticated { identity: Some(identity), id }])
+    }
+
+    /// Verifies a token, then, only if it holds, runs the command that needed it: the
+    /// authentication's answer followed by the command's own (or its refusal).
+    async fn authenticate_then(
+        &mut self,
+        token: Option<String>,
+        then: Command,
+        id: Option<RequestId>,
+    ) -> Result<Vec<Reply>, CoreError> {
+        let mut replies = self.authenticate(token, id.clone()).await?;
+        match Box::pin(self.execute(then, id.clone())).await {
+            Ok(more) => replies.extend(more),
+            Err(e) => replies.push(self.refused(e, id)),
+        }
+        Ok(replies)
     }
 
     /// Relays a signal to one member of a room it shares with the sender: no reply.
@@ -577,9 +632,16 @@ impl Session {
         Ok(())
     }
 
+    /// Acts on what the client was just shown: it leaves each room it saw close.
+    pub async fn after_shown(&mut self, shown: Shown) {
+        for (room, reason) in shown.closed {
+            self.room_closed(&room, reason).await;
+        }
+    }
+
     /// The room was closed while this client was in it, or a host removed the client:
     /// leave it (the others hear `peer-left` with reason `closed` or `removed`).
-    pub async fn room_closed(&mut self, room: &RoomId, reason: protocol::CloseReason) {
+    async fn room_closed(&mut self, room: &RoomId, reason: protocol::CloseReason) {
         if !self.rooms.contains(room) {
             return;
         }

@@ -119,9 +119,10 @@ pub struct Greeting<'a> {
 pub enum Decoded<C> {
     /// A request for the session.
     Request(Request, C),
-    /// Several requests, run in order, stopping at the first refused one (a Socket.IO
-    /// namespace disconnect leaves each of the namespace's rooms; a connect that
-    /// recovers a session authenticates, then resumes).
+    /// Several independent requests, run in order, stopping at the first refused one
+    /// (a Socket.IO namespace disconnect leaves each of the namespace's rooms). A flow
+    /// whose steps depend on each other is one request
+    /// ([`protocol::Command::AuthenticateThen`]).
     Requests(Vec<(Request, C)>),
     /// The dialect answers by itself, without the session (a Socket.IO namespace
     /// connect).

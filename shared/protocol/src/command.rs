@@ -135,6 +135,13 @@ pub enum Command {
     Authenticate {
         token: Option<String>,
     },
+    /// Presents an identity token and, only if it holds, runs `then`: one request with
+    /// one outcome for a dialect whose first message does both (a plain `register` with
+    /// an `id_token`, a Socket.IO namespace connect that recovers a session).
+    AuthenticateThen {
+        token: Option<String>,
+        then: Box<Command>,
+    },
     /// Takes back a dropped connection's peer id and rooms (the token its welcome or
     /// its last `resumed` gave), on any node. Only as a connection's first command.
     Resume {
@@ -156,7 +163,7 @@ impl Command {
             Command::Broadcast { .. } => "broadcast",
             Command::Update { .. } => "update",
             Command::Members { .. } => "members",
-            Command::Authenticate { .. } => "auth",
+            Command::Authenticate { .. } | Command::AuthenticateThen { .. } => "auth",
             Command::Resume { .. } => "resume",
             Command::Close { .. } => "close",
             Command::Remove { .. } => "remove",
@@ -176,6 +183,7 @@ impl Command {
             | Command::Close { room }
             | Command::Remove { room, .. }
             | Command::Lock { room, .. } => Some(room),
+            Command::AuthenticateThen { then, .. } => then.room(),
             Command::Authenticate { .. } | Command::Resume { .. } | Command::Ping => None,
         }
     }

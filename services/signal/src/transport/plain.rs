@@ -204,19 +204,17 @@ impl Dialect for Plain {
         let command = match head.ty.as_str() {
             "register" => {
                 // An identity token is verified first; the registration runs only if
-                // it holds (the driver stops at the first refused request).
+                // it holds.
                 let id_token = head.id_token.clone().filter(|t| !t.is_empty());
                 let (join, registration) = self.register(head, limits)?;
-                let join = Request::new(None, join);
-                let Some(token) = id_token else { return Ok(Decoded::Request(join, Asked::Register(registration))) };
-                if token.len() > protocol::native::AUTH_TOKEN_MAX_BYTES {
-                    return Err(refuse("Invalid token").into());
-                }
-                let authenticate = Request::new(None, Command::Authenticate { token: Some(token) });
-                return Ok(Decoded::Requests(vec![
-                    (authenticate, Asked::Other),
-                    (join, Asked::Register(registration)),
-                ]));
+                let command = match id_token {
+                    None => join,
+                    Some(token) if token.len() > protocol::native::AUTH_TOKEN_MAX_BYTES => {
+                        return Err(refuse("Invalid token").into());
+                    }
+                    Some(token) => Command::AuthenticateThen { token: Some(token), then: Box::new(join) },
+                };
+                return Ok(Decoded::Request(Request::new(None, command), Asked::Register(registration)));
             }
             ty if RELAYED.contains(&ty) => self.relay(head, text)?,
             "query" => Command::Members { room: self.registration()?.room.clone() },
@@ -353,6 +351,29 @@ mod tests {
             matches!(cmd, Command::Join { member: Some(m), token: Some(t), .. } if m.as_str() == "Worker-1" && t == "t")
         );
         registered();
+    }
+
+    #[test]
+    fn a_registration_with_an_identity_token_is_one_request_that_authenticates_first() {
+        let mut plain = Plain::default();
+        let register = r#"{"type":"register","peer_id":"Worker-1","room_id":"r","token":"t","id_token":"eyJ.x.y"}"#;
+        let (cmd, asked) = asked(&mut plain, register).unwrap();
+        let Command::AuthenticateThen { token: Some(token), then } = cmd else { panic!("{cmd:?}") };
+        assert_eq!(token, "eyJ.x.y");
+        assert!(matches!(*then, Command::Join { member: Some(m), .. } if m.as_str() == "Worker-1"));
+        // Its one outcome: the authentication's answer shows nothing, the join confirms.
+        let mut out = Vec::new();
+        let authenticated = Reply::Authenticated { identity: None, id: None };
+        let name = DisplayName::parse("Worker-1").unwrap();
+        let joined = Reply::Joined { room: RoomId::parse("r").unwrap(), others: Vec::new(), name, id: None };
+        plain.render_replies(Some(asked), vec![authenticated, joined], &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(serde_json::from_str::<serde_json::Value>(out[0].as_str()).unwrap()["type"], "registered_auth");
+        let oversized = format!(
+            r#"{{"type":"register","peer_id":"W","room_id":"r","id_token":"{}"}}"#,
+            "x".repeat(protocol::native::AUTH_TOKEN_MAX_BYTES + 1)
+        );
+        assert_eq!(decode(&mut Plain::default(), &oversized).unwrap_err(), "Invalid token");
     }
 
     #[test]

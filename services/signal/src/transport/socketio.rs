@@ -123,14 +123,10 @@ impl InFlight {
 enum Action {
     /// Acknowledge only.
     Plain,
-    /// A namespace CONNECT: answered with the socket id, or CONNECT_ERROR. With
-    /// `recovering`, a resume of the client's `pid` follows the authentication.
-    Connect {
-        recovering: bool,
-    },
-    /// The resume of a namespace CONNECT's `pid`: answered with the resumed socket id,
-    /// or, when it fails, with a fresh one.
-    Recover,
+    /// A namespace CONNECT: answered with the socket id, or CONNECT_ERROR. One that
+    /// recovers the client's `pid` (a resume after the authentication) is answered with
+    /// the resumed socket id, or, when only the resume fails, with a fresh one.
+    Connect,
     /// A join of a room (or meeting) the socket is already in, as a client re-emits it
     /// after a recovered reconnect: answered as a join, with no second membership.
     Rejoin,
@@ -243,26 +239,22 @@ impl SocketIo {
             SioType::Connect => {
                 // The session decides: a token in the handshake's `auth` is verified,
                 // and without one the connection proceeds only if the node allows it.
-                let connect = |recovering| InFlight::new(ns, None, Action::Connect { recovering });
+                let connect = || InFlight::new(ns, None, Action::Connect);
                 let Handshake { token, pid } = match packet.payload {
                     None => Handshake::default(),
-                    Some(payload) => {
-                        handshake(payload).map_err(|error| Refused { error, context: Some(connect(false)) })?
-                    }
+                    Some(payload) => handshake(payload).map_err(|error| Refused { error, context: Some(connect()) })?,
                 };
-                let authenticate = Request::new(None, Command::Authenticate { token });
                 // The client's pid asks to recover a dropped session, unless it is
                 // this connection's own: then a second namespace joins the session
                 // recovered here.
-                match pid.filter(|pid| self.pid.as_deref().is_some_and(|own| own != pid)) {
+                let command = match pid.filter(|pid| self.pid.as_deref().is_some_and(|own| own != pid)) {
                     Some(pid) => {
-                        // Answered once the resume that follows the authentication is done.
-                        let resume = Request::new(None, Command::Resume { token: pid, keep_token: true });
-                        let recover = InFlight::new(ns, None, Action::Recover);
-                        Ok(Decoded::Requests(vec![(authenticate, connect(true)), (resume, recover)]))
+                        let resume = Command::Resume { token: pid, keep_token: true };
+                        Command::AuthenticateThen { token, then: Box::new(resume) }
                     }
-                    None => Ok(Decoded::Request(authenticate, connect(false))),
-                }
+                    None => Command::Authenticate { token },
+                };
+                Ok(Decoded::Request(Request::new(None, command), connect()))
             }
             SioType::Disconnect => {
                 self.connected &= !ns.bit();
@@ -342,14 +334,7 @@ impl SocketIo {
 
     /// The refusal of an event, in the namespace's own way, and the ack's error.
     fn render_failure(&self, flight: Option<&InFlight>, code: ErrorCode, message: &str, out: &mut Vec<Utf8Bytes>) {
-        if let Some(InFlight { ns, action: Action::Recover, .. }) = flight {
-            // Nothing to recover (unknown, used or expired): a fresh session, as
-            // Socket.IO answers a pid it does not know.
-            tracing::debug!(reason = message, "socket.io session not recovered; connected afresh");
-            out.push(self.connect_ack(*ns));
-            return;
-        }
-        if let Some(InFlight { ns, action: Action::Connect { .. }, .. }) = flight {
+        if let Some(InFlight { ns, action: Action::Connect, .. }) = flight {
             // What a Socket.IO server middleware's `next(new Error(...))` sends.
             let error = format!(r#"{{"message":{}}}"#, quoted(message));
             out.push(Utf8Bytes::from(format!("4{}", encode_sio(SioType::ConnectError, ns.path(), None, Some(&error)))));
@@ -410,7 +395,10 @@ impl Dialect for SocketIo {
 
     fn render_replies(&mut self, flight: Option<Box<InFlight>>, replies: Vec<Reply>, out: &mut Vec<Utf8Bytes>) {
         let mut failure = None;
-        for reply in replies {
+        // Set once a connect that recovers a session is authenticated: the namespace.
+        let mut recovering = None;
+        let mut replies = replies.into_iter().peekable();
+        while let Some(reply) = replies.next() {
             match reply {
                 Reply::Joined { room, others, name, .. } => {
                     let Some(flight) = flight.as_deref() else { continue };
@@ -436,15 +424,25 @@ impl Dialect for SocketIo {
                         }
                     }
                 }
-                Reply::Error { code, message, .. } => failure = Some((code, message)),
+                Reply::Error { code, message, .. } => {
+                    if let Some(ns) = recovering {
+                        // Authenticated, but nothing to recover (unknown, used or
+                        // expired): a fresh session, as Socket.IO answers a pid it does
+                        // not know.
+                        tracing::debug!(reason = message, "socket.io session not recovered; connected afresh");
+                        return out.push(self.connect_ack(ns));
+                    }
+                    failure = Some((code, message));
+                }
                 Reply::Authenticated { .. } => {
                     let Some(connecting) = flight.as_deref() else { continue };
                     self.connected |= connecting.ns.bit();
-                    if matches!(connecting.action, Action::Connect { recovering: true }) {
-                        // Answered once the resume that follows is done.
-                        return;
+                    // A connect that recovers is answered once its resume is done.
+                    if replies.peek().is_some() {
+                        recovering = Some(connecting.ns);
+                    } else {
+                        out.push(self.connect_ack(connecting.ns));
                     }
-                    out.push(self.connect_ack(connecting.ns));
                 }
                 Reply::Resumed { peer, rooms, token, .. } => {
                     self.recovered(peer, rooms, token);
