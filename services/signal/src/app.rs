@@ -65,6 +65,9 @@ impl App {
                 Arc::new(redis)
             }
         };
+        if config.status_token.is_none() {
+            warn!("STATUS_TOKEN is unset: /api/health (counts only) answers anyone; /api/rooms is off until it is set");
+        }
         let admission = Admission::from_config(&config.admission, config.redis_url.is_none())
             .await
             .context("setting up identity verification")?;

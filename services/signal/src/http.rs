@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, RawQuery, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio_util::task::TaskTracker;
@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/rooms", post(rooms::create_room).get(status::rooms))
         .route("/api/rooms/{id}", get(rooms::room_info).delete(rooms::delete_room))
         .route("/api/health", get(status::health))
+        .route("/api/{*rest}", any(status::api_not_found))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::api_rate_limit))
         .layer(api_cors(&state.config));
     let api = edge::limit_bodies(api, state.config.http.max_body_bytes);
@@ -103,8 +104,9 @@ fn api_cors(config: &SignalConfig) -> tower_http::cors::CorsLayer {
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+/// The process is alive (JSON for S1's monitors, 200 for probes).
+async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({"status": "ok", "node": state.core.node().as_str()}))
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -35,6 +35,16 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
+/// The token of an `Authorization` header: `Bearer <token>`, or a bare token with no
+/// scheme, as S4's clients sent it (its server stripped an optional `Bearer `).
+pub fn bearer_or_bare(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.trim();
+    match value.split_once(' ') {
+        Some(_) => bearer(headers),
+        None => Some(value).filter(|t| !t.is_empty()),
+    }
+}
+
 /// Compares a presented token with a configured one in constant time (over their
 /// SHA-256, so lengths leak nothing either).
 pub fn token_matches(presented: Option<&str>, expected: &str) -> bool {
@@ -55,6 +65,19 @@ mod tests {
         assert_eq!(bearer(&h), Some("abc"));
         h.insert("authorization", HeaderValue::from_static("Basic abc"));
         assert_eq!(bearer(&h), None);
+    }
+
+    #[test]
+    fn a_bare_token_is_read_where_s4_clients_send_one() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("eyJ.abc.def"));
+        assert_eq!((bearer(&h), bearer_or_bare(&h)), (None, Some("eyJ.abc.def")));
+        h.insert("authorization", HeaderValue::from_static("Bearer eyJ.abc.def"));
+        assert_eq!(bearer_or_bare(&h), Some("eyJ.abc.def"));
+        h.insert("authorization", HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer_or_bare(&h), None, "another scheme is not a bare token");
+        h.insert("authorization", HeaderValue::from_static(""));
+        assert_eq!(bearer_or_bare(&h), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The HTTP API's one error shape: a status and `{"error": message}`. Store failures
-//! are logged here, once, and answered with a safe message (the store's own text stays
-//! in the log).
+//! The HTTP API's one error shape: a status and `{"error": message}`, and on S4's own
+//! routes that refusal in S4's shape, `{"detail": message}`. Store failures are logged
+//! here, once, and answered with a safe message (the store's own text stays in the
+//! log).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -52,5 +53,29 @@ impl From<CoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(json!({"error": self.message}))).into_response()
+    }
+}
+
+/// A refusal on one of S4's routes (`/anonymous-signin`, `/create-room`,
+/// `/delete-peers-and-room`), answered as S4 (FastAPI) did: `{"detail": message}`.
+#[derive(Debug)]
+pub struct S4Error(ApiError);
+
+impl From<ApiError> for S4Error {
+    fn from(e: ApiError) -> Self {
+        S4Error(e)
+    }
+}
+
+impl From<CoreError> for S4Error {
+    fn from(e: CoreError) -> Self {
+        S4Error(e.into())
+    }
+}
+
+impl IntoResponse for S4Error {
+    fn into_response(self) -> Response {
+        let ApiError { status, message } = self.0;
+        (status, Json(json!({"detail": message}))).into_response()
     }
 }

@@ -20,7 +20,7 @@ use protocol::RoomId;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::ApiError;
+use super::error::{ApiError, S4Error};
 use super::AppState;
 use crate::core::now_ms;
 
@@ -33,9 +33,11 @@ fn iso(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(ms as i64).map(|t| t.to_rfc3339()).unwrap_or_default()
 }
 
-/// The verified subject of the request's bearer token.
+/// The verified subject of the request's token (`Authorization: Bearer`, or the bare
+/// token S4's clients send).
 async fn caller(state: &AppState, headers: &HeaderMap) -> Result<auth::Identity, ApiError> {
-    let token = auth::bearer(headers).ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <id_token>"))?;
+    let token =
+        auth::bearer_or_bare(headers).ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <id_token>"))?;
     state.core.admission().verify(token).await.map_err(|e| ApiError::unauthorized(format!("token refused: {e}")))
 }
 
@@ -47,7 +49,7 @@ pub(super) struct SigninRequest {
 pub(super) async fn anonymous_signin(
     State(state): State<AppState>,
     body: Option<Json<SigninRequest>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, S4Error> {
     let issuer = state.core.admission().issuer().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -123,7 +125,7 @@ async fn create(state: &AppState, creator: &str, req: CreateRoom) -> Result<(Roo
 pub(super) async fn create_room_s4(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, S4Error> {
     let who = caller(&state, &headers).await?;
     let (room, token, _) = create(&state, &who.subject, CreateRoom::default()).await?;
     Ok(Json(json!({"room_id": room, "token": token})))
@@ -181,13 +183,13 @@ pub(super) async fn delete_room(
     let who = caller(&state, &headers).await?;
     let room = RoomId::parse_with_max(&id, state.connection.limits.room_id_chars)
         .map_err(|e| ApiError::bad_request(format!("room id: {e}")))?;
-    close_as(&state, &who, &room).await?;
+    let record = state.core.registry().record(&room).await?.ok_or_else(|| ApiError::not_found("Room not found"))?;
+    close_as(&state, &who, &room, &record).await?;
     Ok(Json(json!({"room_id": room, "closed": true})))
 }
 
 /// Closes a created room and forgets it, if `who` is its creator or one of its hosts.
-async fn close_as(state: &AppState, who: &auth::Identity, room: &RoomId) -> Result<(), ApiError> {
-    let record = state.core.registry().record(room).await?.ok_or_else(|| ApiError::not_found("Room not found"))?;
+async fn close_as(state: &AppState, who: &auth::Identity, room: &RoomId, record: &RoomRecord) -> Result<(), ApiError> {
     if record.creator != who.subject && !record.hosts.contains(&who.subject) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "only the room's creator or its hosts may close it"));
     }
@@ -200,16 +202,21 @@ pub(super) struct DeletePeers {
 }
 
 /// S4's `POST /delete-peers-and-room {"peer_id"}`: the room that member is in is closed
-/// (every member told and removed, on every node) and deleted. The room is found by
-/// asking Redis about each active room in turn: an operation for hosts, not a hot path.
+/// (every member told and removed, on every node) and deleted, if the caller created
+/// it or hosts it. Answers as S4 did: `{"status":"peer deleted successfully"}`, or 404
+/// `{"detail":"peer not found"}` / `{"detail":"room not found"}` (the member is in a
+/// room that was never created through the API). The room is found by asking Redis
+/// about each active room in turn: an operation for hosts, not a hot path.
 pub(super) async fn delete_peers_and_room(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(body): Json<DeletePeers>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    body: Result<Json<DeletePeers>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, S4Error> {
     let who = caller(&state, &headers).await?;
+    let Json(body) = body.map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()))?;
     let peer = protocol::PeerId::parse(&body.peer_id).map_err(|e| ApiError::bad_request(format!("peer_id: {e}")))?;
-    let room = state.core.registry().room_of(&peer).await?.ok_or_else(|| ApiError::not_found("Peer not found"))?;
-    close_as(&state, &who, &room).await?;
-    Ok(Json(json!({"message": "Peers and room deleted", "room_id": room})))
+    let room = state.core.registry().room_of(&peer).await?.ok_or_else(|| ApiError::not_found("peer not found"))?;
+    let record = state.core.registry().record(&room).await?.ok_or_else(|| ApiError::not_found("room not found"))?;
+    close_as(&state, &who, &room, &record).await?;
+    Ok(Json(json!({"status": "peer deleted successfully", "room_id": room})))
 }

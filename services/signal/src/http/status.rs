@@ -1,11 +1,14 @@
-//! The S1 status API, cluster-wide, behind STATUS_TOKEN (a `token` query parameter as
-//! S1 had it, or a bearer header; compared in constant time):
+//! The S1 status API, cluster-wide. STATUS_TOKEN guards it (a `token` query parameter
+//! as S1 had it, or a bearer header; compared in constant time):
 //!
-//! - `GET /api/health` -> `{status, uptime, timestamp, rooms, totalUsers, version, node}`
-//! - `GET /api/rooms` -> `{rooms: [{roomId, userCount, users: [{name, role, joinedAt}], createdAt, lastActivity}]}`
+//! - `GET /api/health` -> `{status, uptime, timestamp, rooms, totalUsers, version, node}`:
+//!   counts only, so without STATUS_TOKEN it answers anyone, as S1's did (the node
+//!   warns at start); with it, only the token.
+//! - `GET /api/rooms` -> `{rooms: [{roomId, userCount, users: [{name, role, joinedAt}], createdAt, lastActivity}]}`:
+//!   it lists names, so it needs the token always (off without STATUS_TOKEN).
 //!
-//! plus `/health` (`OK`) and `/ready` (`READY`), S1's probes, as aliases of `/healthz`
-//! and `/readyz`.
+//! A wrong token answers 401 `{"error":"Unauthorized"}`, S1's answer. Plus `/health`
+//! (`OK`) and `/ready` (`READY`), S1's probes, as aliases of `/healthz` and `/readyz`.
 
 use std::time::Instant;
 
@@ -26,16 +29,30 @@ pub fn note_start() {
     STARTED.get_or_init(Instant::now);
 }
 
-fn authorized(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
+/// Who may read a status route when no STATUS_TOKEN is set.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unset {
+    /// Anyone (counts only).
+    Open,
+    /// No one: the route is off.
+    Closed,
+}
+
+fn authorized(state: &AppState, headers: &HeaderMap, query: Option<&str>, unset: Unset) -> Result<(), ApiError> {
     let Some(expected) = &state.config.status_token else {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the status API is off: set STATUS_TOKEN"));
+        return match unset {
+            Unset::Open => Ok(()),
+            Unset::Closed => {
+                Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the status API is off: set STATUS_TOKEN"))
+            }
+        };
     };
     let from_query = query.and_then(|q| q.split('&').find_map(|p| p.strip_prefix("token=")));
     let presented = auth::bearer(headers).or(from_query);
     if auth::token_matches(presented, expected.expose()) {
         Ok(())
     } else {
-        Err(ApiError::unauthorized("a valid status token is required"))
+        Err(ApiError::unauthorized("Unauthorized"))
     }
 }
 
@@ -56,7 +73,7 @@ pub(super) async fn health(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorized(&state, &headers, query.as_deref())?;
+    authorized(&state, &headers, query.as_deref(), Unset::Open)?;
     let rooms = cluster_rooms(&state).await?;
     let users: usize = rooms.iter().map(|(_, m)| m.len()).sum();
     let status = if state.core.health().ready().is_ok() { "healthy" } else { "degraded" };
@@ -76,7 +93,7 @@ pub(super) async fn rooms(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorized(&state, &headers, query.as_deref())?;
+    authorized(&state, &headers, query.as_deref(), Unset::Closed)?;
     let mut listed = Vec::new();
     for (room, members) in cluster_rooms(&state).await? {
         let record = state.core.registry().record(&room).await?;
@@ -97,6 +114,11 @@ pub(super) async fn rooms(
         }));
     }
     Ok(Json(json!({"rooms": listed})))
+}
+
+/// Unknown paths under `/api/`: S1's answer, in the API's JSON shape.
+pub(super) async fn api_not_found() -> ApiError {
+    ApiError::not_found("API endpoint not found")
 }
 
 pub(super) async fn health_alias() -> &'static str {

@@ -10,7 +10,7 @@ use protocol::ServerMsg;
 use serde_json::{json, Value};
 
 use crate::helpers::socketio::{url, SioAgent};
-use crate::helpers::{wait_until, Backend, Client, TestCluster, TestRedis};
+use crate::helpers::{wait_until, Backend, Client, InProcessNode, TestCluster, TestRedis};
 use crate::plain::PlainClient;
 
 const ANON_SECRET: &str = "anonymous-token-secret-0123456789-abcdef";
@@ -50,8 +50,19 @@ async fn the_s4_flow_works_across_nodes_and_refuses_wrong_tokens_and_unknown_roo
     assert_eq!(status, 200, "{signin}");
     let id_token = signin["id_token"].as_str().unwrap().to_owned();
     assert!(signin["username"].as_str().unwrap().starts_with("Guest-"));
-    assert_eq!(post(n2, "/create-room", None, json!({})).await.0, 401, "creating a room needs a token");
+    let (status, refused) = post(n2, "/create-room", None, json!({})).await;
+    assert_eq!(status, 401, "creating a room needs a token");
+    assert!(refused["detail"].is_string(), "S4's error shape: {refused}");
     assert_eq!(post(n2, "/create-room", Some("not-a-jwt"), json!({})).await.0, 401);
+    // S4's clients may send the token bare, without `Bearer `.
+    let bare = reqwest::Client::new()
+        .post(format!("http://{n2}/create-room"))
+        .header("authorization", &id_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status().as_u16(), 200);
+    assert!(bare.json::<Value>().await.unwrap()["room_id"].is_string());
     // A token signed on node 1 is good on node 2: the nodes share the key.
     let (status, created) = post(n2, "/create-room", Some(&id_token), json!({})).await;
     assert_eq!(status, 200, "{created}");
@@ -433,7 +444,9 @@ async fn the_status_api_counts_members_on_every_node_behind_its_token() {
 
     let unauthenticated = reqwest::get(format!("http://{n1}/api/health")).await.unwrap();
     assert_eq!(unauthenticated.status().as_u16(), 401);
-    assert_eq!(reqwest::get(format!("http://{n1}/api/health?token=nope")).await.unwrap().status().as_u16(), 401);
+    let wrong = reqwest::get(format!("http://{n1}/api/health?token=nope")).await.unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    assert_eq!(wrong.json::<Value>().await.unwrap(), json!({"error": "Unauthorized"}), "S1's answer");
     let health: Value = reqwest::get(format!("http://{n1}/api/health?token=status-token-0123456789"))
         .await
         .unwrap()
@@ -450,6 +463,27 @@ async fn the_status_api_counts_members_on_every_node_behind_its_token() {
     assert_eq!(names, ["Nat", "Sam"]);
     assert_eq!(reqwest::get(format!("http://{n1}/health")).await.unwrap().text().await.unwrap(), "OK");
     assert_eq!(reqwest::get(format!("http://{n2}/ready")).await.unwrap().text().await.unwrap(), "READY");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_status_token_health_counts_answer_anyone_and_room_names_stay_private() {
+    let node = InProcessNode::start(&Backend::Memory, &[]).await;
+    let addr = node.addr;
+    let mut plain = PlainClient::connect(addr).await;
+    plain.register("Worker-1", "private-room").await;
+    let health = reqwest::get(format!("http://{addr}/api/health")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200, "S1 answered its health without a token");
+    let health: Value = health.json().await.unwrap();
+    assert_eq!((&health["rooms"], &health["totalUsers"]), (&json!(1), &json!(1)));
+    let rooms = reqwest::get(format!("http://{addr}/api/rooms")).await.unwrap();
+    assert_eq!(rooms.status().as_u16(), 503);
+    assert!(!rooms.text().await.unwrap().contains("private-room"));
+    let unknown = reqwest::get(format!("http://{addr}/api/no/such/thing")).await.unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+    assert_eq!(unknown.json::<Value>().await.unwrap(), json!({"error": "API endpoint not found"}));
+    let alive = reqwest::get(format!("http://{addr}/healthz")).await.unwrap();
+    assert_eq!(alive.status().as_u16(), 200);
+    assert_eq!(alive.json::<Value>().await.unwrap()["status"], "ok");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,9 +507,11 @@ async fn delete_peers_and_room_closes_the_peers_room_and_a_token_admits_to_its_o
     b.send(json!({"type":"register","peer_id":"Worker-2","room_id":room,"token":token})).await;
     assert_eq!(b.recv().await["type"], "registered_auth");
 
-    assert_eq!(post(n2, "/delete-peers-and-room", Some(&id_token), json!({"peer_id": "Nobody"})).await.0, 404);
+    let (status, unknown) = post(n2, "/delete-peers-and-room", Some(&id_token), json!({"peer_id": "Nobody"})).await;
+    assert_eq!((status, unknown), (404, json!({"detail": "peer not found"})), "S4's answer");
     let (status, deleted) = post(n2, "/delete-peers-and-room", Some(&id_token), json!({"peer_id": "Worker-2"})).await;
     assert_eq!((status, deleted["room_id"].as_str()), (200, Some(room)), "{deleted}");
+    assert_eq!(deleted["status"], "peer deleted successfully", "S4's answer");
     for client in [&mut a, &mut b] {
         loop {
             let msg = client.recv().await;
