@@ -60,8 +60,16 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
 pids+=($!)
 for _ in $(seq 1 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
+# S4's anonymous sign-in signs with a secret the nodes share: ANON_TOKEN_SECRET when
+# set, else a development secret generated for this run.
+anon_secret="${ANON_TOKEN_SECRET:-}"
+if [ -z "$anon_secret" ]; then
+  anon_secret="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  echo "generated a development ANON_TOKEN_SECRET for this run; set ANON_TOKEN_SECRET for anything real" >&2
+fi
 for i in 1 2 3; do
   HOST=127.0.0.1 PORT=$((base + i)) NODE_ID="signal-$i" REDIS_URL="redis://127.0.0.1:$redis_port" \
+    ANON_TOKEN_SECRET="$anon_secret" \
     TRUSTED_PROXY_HOPS=1 RUST_LOG="${RUST_LOG:-info}" "$bin/signal" >"$dir/signal-$i.log" 2>&1 &
   pids+=($!)
 done

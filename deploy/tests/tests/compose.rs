@@ -3,7 +3,8 @@
 //! exists in the repository, no two services publish the same host port, health-based
 //! dependencies point at services with a health check, and the environment of the
 //! signal nodes and the credential service is accepted by their configuration with no
-//! variable left unread.
+//! variable left unread (a secret file they read stands in for the one generated into
+//! its volume).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -170,6 +171,7 @@ fn service_environments_are_what_the_binaries_accept() {
         let image = service["image"].as_str().unwrap_or_default();
         let env = environment_if_ours(service, image);
         let Some(env) = env else { continue };
+        let env = with_mounted_secrets(name, service, env);
         let pairs: Vec<(&str, &str)> =
             env.iter().filter(|(k, _)| !standard(k)).map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let unread = if image.contains("/signal:") {
@@ -185,6 +187,30 @@ fn service_environments_are_what_the_binaries_accept() {
         checked += 1;
     }
     assert_eq!(checked, 4, "three signal nodes and the credential service");
+}
+
+/// A `*_FILE` variable names a secret file in a volume the service mounts: checked to
+/// be in one, then stood in for by a file of this machine (the volume exists only in
+/// Docker), so that the configuration reads it as the container would.
+fn with_mounted_secrets(name: &str, service: &Value, env: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mounts: Vec<String> = service["volumes"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str()?.split(':').nth(1).map(str::to_owned))
+        .collect();
+    env.into_iter()
+        .map(|(key, value)| {
+            if !key.ends_with("_FILE") || value.is_empty() {
+                return (key, value);
+            }
+            let dir = std::path::Path::new(&value).parent().and_then(|d| d.to_str()).unwrap_or_default();
+            assert!(mounts.iter().any(|m| m == dir), "{name}: {key}={value} is in no volume it mounts ({mounts:?})");
+            let stand_in = std::env::temp_dir().join(format!("compose-{name}-{key}-{}", std::process::id()));
+            std::fs::write(&stand_in, "0123456789abcdef".repeat(4)).unwrap();
+            (key, stand_in.to_string_lossy().into_owned())
+        })
+        .collect()
 }
 
 fn environment_if_ours(service: &Value, image: &str) -> Option<Vec<(String, String)>> {

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::paths::repo;
@@ -110,6 +111,30 @@ fn secrets_are_never_printed_by_the_notes() {
     assert!(!notes.contains("change-me"), "{notes}");
     let rendered = std::fs::read_to_string(dir.path().join("external-redis-cluster-values.yaml")).unwrap();
     assert!(!rendered.contains("change-me-0123456789abcdef"), "the secret is base64 in a Secret only");
+}
+
+/// The `anon-token-secret` of the chart's own Secret in a rendered values set.
+fn rendered_anon_secret(dir: &Path, set: &str) -> String {
+    use base64::Engine;
+    let text = std::fs::read_to_string(dir.join(format!("{set}.yaml"))).unwrap();
+    let secret = serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
+        .find(|o| o["kind"] == "Secret" && o["metadata"]["name"].as_str().is_some_and(|n| n.ends_with("-secrets")))
+        .unwrap_or_else(|| panic!("{set}: the chart's Secret"));
+    let encoded = secret["data"]["anon-token-secret"].as_str().unwrap_or_else(|| panic!("{set}: no anon-token-secret"));
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()).unwrap()
+}
+
+#[test]
+fn anonymous_sign_in_works_out_of_the_box_with_a_generated_secret_or_the_given_one() {
+    let dir = tempfile::tempdir().unwrap();
+    render_all(dir.path());
+    let generated = rendered_anon_secret(dir.path(), "default");
+    assert!(generated.len() >= 32 && generated.chars().all(|c| c.is_ascii_alphanumeric()), "{generated}");
+    assert_eq!(
+        rendered_anon_secret(dir.path(), "external-redis-cluster-values"),
+        "change-me-anon-token-secret-0123456789abcdef"
+    );
 }
 
 #[test]

@@ -215,4 +215,16 @@ async fn a_native_relay_run_and_the_credential_paths_go_through_the_balancer() {
         reqwest::get(format!("{}/api/turn/config", stack.lb)).await.unwrap().json().await.unwrap();
     let urls = body["iceServers"].to_string();
     assert!(urls.contains(&format!("turn:127.0.0.1:{}", stack.base + 5)), "{body}");
+
+    // S4's flow out of the box: a token signed by one node opens a room on another
+    // (run.sh generated the shared development secret).
+    let http = reqwest::Client::new();
+    let signin: serde_json::Value =
+        http.post(format!("{}/anonymous-signin", stack.lb)).send().await.unwrap().json().await.unwrap();
+    let id_token = signin["id_token"].as_str().unwrap_or_else(|| panic!("{signin}"));
+    for node in 1..=3 {
+        let url = format!("http://127.0.0.1:{}/create-room", stack.base + node);
+        let created = http.post(url).bearer_auth(id_token).send().await.unwrap();
+        assert_eq!(created.status().as_u16(), 200, "signal-{node} knows the secret");
+    }
 }

@@ -95,8 +95,22 @@ impl Settings {
         self.vars.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
     }
 
-    pub fn secret(&self, name: &str) -> Option<Secret> {
-        self.string(name).map(Secret::new)
+    /// A secret: the variable's value, or else the contents (trimmed) of the file that
+    /// `<name>_FILE` names, as Docker and Kubernetes mount secrets. A file that cannot
+    /// be read is a problem.
+    pub fn secret(&mut self, name: &str) -> Option<Secret> {
+        if let Some(value) = self.string(name) {
+            return Some(Secret::new(value));
+        }
+        let file_name = format!("{name}_FILE");
+        let path = self.string(&file_name)?;
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text.trim().to_owned()).filter(|t| !t.is_empty()).map(Secret::new),
+            Err(e) => {
+                self.problems.push(format!("{file_name}={path:?}: {e}"));
+                None
+            }
+        }
     }
 
     /// A parsed value, or `default` when unset. A value that does not parse is a problem.
@@ -178,6 +192,20 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?} {s}"), "*** ***");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn a_secret_may_come_from_the_file_its_file_variable_names() {
+        let path = std::env::temp_dir().join(format!("config-secret-{}", std::process::id()));
+        std::fs::write(&path, "from-the-file\n").unwrap();
+        let file = path.to_str().unwrap();
+        let mut s = settings(&[("A_FILE", file), ("B", "direct"), ("B_FILE", file), ("C_FILE", "/nonexistent/x")]);
+        assert_eq!(s.secret("A").map(|a| a.expose().to_owned()).as_deref(), Some("from-the-file"));
+        assert_eq!(s.secret("B").map(|b| b.expose().to_owned()).as_deref(), Some("direct"), "the variable wins");
+        assert!(s.secret("C").is_none());
+        let err = s.finish().unwrap_err();
+        assert!(err.to_string().contains("C_FILE=\"/nonexistent/x\""), "{err}");
+        std::fs::remove_file(path).unwrap();
     }
 
     #[test]
