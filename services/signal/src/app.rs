@@ -104,6 +104,7 @@ impl App {
             drain_spread: config.drain_spread,
         };
         let guards = Arc::new(crate::http::guard::EdgeGuards::new(&config.abuse));
+        let site = config.web.static_dir.as_deref().map(|dir| Arc::new(crate::http::site::Site::new(dir)));
         let state = AppState {
             core,
             config: Arc::new(config),
@@ -112,6 +113,7 @@ impl App {
             polling: Default::default(),
             guards,
             gate: Arc::default(),
+            site,
         };
         Ok(App { listener, state, store: backend, background, background_stop })
     }

@@ -84,6 +84,10 @@ pub struct WebClientConfig {
     pub ice_url: String,
     /// WEB_ICE_POLICY: `all` (default) or `relay` (media only through TURN).
     pub ice_policy: IcePolicy,
+    /// STATIC_DIR: a built single-page app to serve instead of the web client (its
+    /// files, and its index.html for every other GET, as S0/S1 served theirs). It must
+    /// hold an index.html.
+    pub static_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,8 +335,14 @@ impl SignalConfig {
                 enabled: s.parse("WEB_CLIENT", true),
                 ice_url: s.string("WEB_ICE_URL").unwrap_or_else(|| "/api/turn/config".into()),
                 ice_policy: s.parse("WEB_ICE_POLICY", IcePolicy::All),
+                static_dir: s.string("STATIC_DIR").map(std::path::PathBuf::from),
             },
         };
+        if let Some(dir) = &config.web.static_dir {
+            if !dir.join("index.html").is_file() {
+                s.problem(format!("STATIC_DIR={}: must be a directory holding index.html", dir.display()));
+            }
+        }
         const TAKEN: [&str; 14] = [
             "/meeting",
             "/app",

@@ -6,6 +6,7 @@
 mod error;
 pub mod guard;
 mod rooms;
+pub mod site;
 mod socketio;
 mod status;
 mod web;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub guards: Arc<guard::EdgeGuards>,
     /// The node's open sockets under MAX_CONNECTIONS, and the refusals at the cap.
     pub gate: Arc<edge::ConnectionGate>,
+    /// STATIC_DIR's app, served for whatever no route takes.
+    pub site: Option<Arc<site::Site>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -73,7 +76,8 @@ pub fn router(state: AppState) -> Router {
             .route("/socket.io", get(socketio::get).post(socketio::post).options(socketio::preflight)),
         crate::transport::socketio::MAX_PAYLOAD,
     );
-    Router::new()
+    let site = state.site.clone();
+    let router = Router::new()
         .route("/ws", get(ws))
         .route(&plain_path, get(plain))
         .merge(socketio)
@@ -84,9 +88,12 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api)
-        .merge(web::routes(&state))
-        .layer(axum::middleware::map_response(edge::json_payload_too_large))
-        .with_state(state)
+        .merge(web::routes(&state));
+    let router = match site {
+        Some(site) => router.fallback_service(site.service()),
+        None => router,
+    };
+    router.layer(axum::middleware::map_response(edge::json_payload_too_large)).with_state(state)
 }
 
 /// CORS for the HTTP API: the origins of ALLOWED_ORIGINS (any with `*`).
@@ -216,7 +223,10 @@ async fn plain(
             Ok(held) => upgrade_to(Plain::default(), state, &headers, upgrade, None, held),
             Err(refusal) => refusal,
         },
-        // At `/`, a browser gets the web client's landing page.
+        // At `/`, a browser gets the app of STATIC_DIR, or the web client's landing page.
+        Err(_) if state.config.plain_path == "/" && state.site.is_some() => {
+            state.site.as_ref().expect("checked").index(&headers).await
+        }
         Err(_) if state.config.web.enabled && state.config.plain_path == "/" => web::index().await,
         Err(_) => "signaling node: plain-JSON WebSocket clients connect here, native clients at /ws\n".into_response(),
     }

@@ -2,7 +2,9 @@
 //! `/meeting/{id}`, its scripts and styles under `/app/`, and `/app/config.json`
 //! telling the page where its ICE servers come from; `/app/socketio.html` makes the
 //! same call with the Socket.IO server's own client flow. The files are compiled into
-//! the binary; nothing is built at run time. WEB_CLIENT=false turns all of it off.
+//! the binary; nothing is built at run time. WEB_CLIENT=false turns all of it off;
+//! STATIC_DIR replaces the pages with a customer's app ([`super::site`]) and keeps
+//! `/socket.io/socket.io.js`.
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -44,14 +46,20 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     if !state.config.web.enabled {
         return Router::new();
     }
+    // Where a Socket.IO server serves its client: pages written for one load it here
+    // (S1's app among them, when STATIC_DIR serves it).
+    let client = Router::new().route("/socket.io/socket.io.js", get(|| asset(Path("socket.io.min.js".to_owned()))));
+    if state.site.is_some() {
+        // STATIC_DIR's app takes `/` and every other page.
+        return client;
+    }
     let router = Router::new()
         .route("/meeting", get(index))
         .route("/meeting/", get(index))
         .route("/meeting/{id}", get(meeting))
         .route("/app/config.json", get(config))
         .route("/app/{file}", get(asset))
-        // Where a Socket.IO server serves its client: pages written for one load it here.
-        .route("/socket.io/socket.io.js", get(|| asset(Path("socket.io.min.js".to_owned()))));
+        .merge(client);
     if state.config.plain_path == "/" {
         router
     } else {
