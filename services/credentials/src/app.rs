@@ -38,6 +38,9 @@ impl App {
     /// Connects to Redis (when configured), loads the secret and key sets, starts
     /// monitoring and binds the port. Fails with context if any of it is impossible.
     pub async fn build(config: CredentialsConfig) -> anyhow::Result<App> {
+        for warning in &config.warnings {
+            warn!("{warning}");
+        }
         let metrics = Arc::new(Metrics::new(config.source.name()));
         if let Some(period) = config.rotate_every {
             metrics.rotates_every(period);

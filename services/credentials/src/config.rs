@@ -85,9 +85,15 @@ pub struct CredentialsConfig {
     pub http: edge::HttpLimits,
     pub admin_token: Option<Secret>,
     pub status_token: Option<Secret>,
+    /// ICE_CANDIDATE_POOL_SIZE: the `iceCandidatePoolSize` of S3's webrtc-config (10).
     pub ice_candidate_pool_size: u8,
+    /// STUN_URLS: extra STUN servers (`stun:stun.l.google.com:19302`), listed first in
+    /// every iceServers answer, as S0, S1 and S3 listed theirs.
+    pub stun_urls: Vec<String>,
     pub provider_timeout: Duration,
     pub drain_timeout: Duration,
+    /// What the service starts with but logs loudly at start (weak secrets).
+    pub warnings: Vec<String>,
 }
 
 impl CredentialsConfig {
@@ -132,7 +138,9 @@ impl CredentialsConfig {
         if stats && statsdb_url.is_none() {
             s.problem("TURN_STATS=true needs TURN_STATSDB_URL or REDIS_URL");
         }
-        let source = read_source(&mut s, &redis_url);
+        // STRICT_SECRETS=true refuses weak secrets instead of warning (production).
+        let strict_secrets = s.parse("STRICT_SECRETS", false);
+        let source = read_source(&mut s, &redis_url, strict_secrets);
         let rotate_every = match s.parse("TURN_SECRET_ROTATE_SECS", 0u64) {
             0 => None,
             n if n < MIN_TTL => {
@@ -181,9 +189,11 @@ impl CredentialsConfig {
         );
         let trusted_proxy_hops = s.ranged("TRUSTED_PROXY_HOPS", 0usize, 0, 10);
         let http = edge::HttpLimits::read(&mut s);
-        let admin_token = token(&mut s, "ADMIN_TOKEN");
-        let status_token = token(&mut s, "STATUS_TOKEN");
-        let ice_candidate_pool_size = s.parse("ICE_CANDIDATE_POOL_SIZE", 0u8);
+        let admin_token = token(&mut s, "ADMIN_TOKEN", strict_secrets);
+        let status_token = token(&mut s, "STATUS_TOKEN", strict_secrets);
+        // S3 answered 10: browsers gather that many candidates before a call starts.
+        let ice_candidate_pool_size = s.parse("ICE_CANDIDATE_POOL_SIZE", 10u8);
+        let stun_urls = read_stun_urls(&mut s);
         let provider_timeout = Duration::from_millis(s.ranged("PROVIDER_TIMEOUT_MS", 5_000u64, 100, 60_000));
         let drain_timeout = Duration::from_millis(s.ranged("DRAIN_TIMEOUT_MS", 10_000u64, 0, 600_000));
         let events_stream = s.string("TURN_EVENTS_STREAM").unwrap_or_else(|| "turn:events".into());
@@ -202,6 +212,7 @@ impl CredentialsConfig {
             }
             crate::amqp::AmqpSettings { url, queue: amqp_queue.clone(), buffer: amqp_buffer }
         });
+        let warnings = s.take_warnings();
         s.finish()?;
         Ok(Self {
             host,
@@ -231,8 +242,10 @@ impl CredentialsConfig {
             admin_token,
             status_token,
             ice_candidate_pool_size,
+            stun_urls,
             provider_timeout,
             drain_timeout,
+            warnings,
         })
     }
 
@@ -271,12 +284,29 @@ impl KeyringConfig {
     }
 }
 
-fn token(s: &mut Settings, name: &str) -> Option<Secret> {
+fn token(s: &mut Settings, name: &str, strict: bool) -> Option<Secret> {
     let t = s.secret(name)?;
-    if t.expose().len() < 16 {
-        s.problem(format!("{name}: at least 16 characters"));
-    }
+    check_length(s, name, t.expose().len(), strict);
     Some(t)
+}
+
+/// Secrets of fewer than this many characters are weak.
+const SECRET_MIN_CHARS: usize = 16;
+
+/// A secret shorter than [`SECRET_MIN_CHARS`]: refused with STRICT_SECRETS=true (the
+/// Helm chart and production values set it), else accepted with a loud warning at
+/// start, as the servers this replaces accepted theirs (S1's example: `secretkey123`).
+fn check_length(s: &mut Settings, name: &str, len: usize, strict: bool) {
+    if len >= SECRET_MIN_CHARS {
+        return;
+    }
+    if strict {
+        s.problem(format!("{name}: at least {SECRET_MIN_CHARS} characters (STRICT_SECRETS=true)"));
+    } else {
+        s.warning(format!(
+            "{name} is shorter than {SECRET_MIN_CHARS} characters: it can be guessed; use a long random one, and STRICT_SECRETS=true to refuse weak secrets"
+        ));
+    }
 }
 
 fn required(s: &mut Settings, name: &str, why: &str) -> String {
@@ -284,6 +314,21 @@ fn required(s: &mut Settings, name: &str, why: &str) -> String {
         s.problem(format!("{name}: required {why}"));
         String::new()
     })
+}
+
+/// STUN_URLS: comma-separated `stun:` or `stuns:` URLs.
+fn read_stun_urls(s: &mut Settings) -> Vec<String> {
+    let Some(list) = s.string("STUN_URLS") else { return Vec::new() };
+    let urls: Vec<String> = list.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+    for url in &urls {
+        let valid = (url.starts_with("stun:") || url.starts_with("stuns:"))
+            && url.len() <= 256
+            && !url.contains(|c: char| c.is_whitespace() || matches!(c, '"' | '<' | '>'));
+        if !valid {
+            s.problem(format!("STUN_URLS: {url:?} is not a stun: or stuns: URL"));
+        }
+    }
+    urls
 }
 
 fn read_layout(s: &mut Settings) -> IceLayout {
@@ -326,7 +371,7 @@ fn read_layout(s: &mut Settings) -> IceLayout {
     layout
 }
 
-fn read_source(s: &mut Settings, redis_url: &Option<Secret>) -> SourceConfig {
+fn read_source(s: &mut Settings, redis_url: &Option<Secret>, strict: bool) -> SourceConfig {
     let kind = s.string("TURN_SOURCE").unwrap_or_else(|| "rest".into());
     match kind.as_str() {
         "rest" => {
@@ -340,9 +385,7 @@ fn read_source(s: &mut Settings, redis_url: &Option<Secret>) -> SourceConfig {
             }
             let secret = s.secret("TURN_SECRET");
             if let Some(secret) = &secret {
-                if secret.expose().len() < 16 {
-                    s.problem("TURN_SECRET: at least 16 characters");
-                }
+                check_length(s, "TURN_SECRET", secret.expose().len(), strict);
             }
             if secret.is_none() && redis_url.is_none() {
                 s.problem("TURN_SOURCE=rest needs TURN_SECRET (coturn's static-auth-secret) or REDIS_URL (coturn's redis-userdb, for rotation)");
@@ -439,6 +482,7 @@ mod tests {
     fn every_problem_is_listed_and_no_secret_is_echoed() {
         let err = CredentialsConfig::from_pairs(&[
             ("TURN_SECRET", "short-s3cret"),
+            ("STRICT_SECRETS", "true"),
             ("TURN_TTL", "5"),
             ("AUTH_MODE", "jwt"),
             ("TURN_TRANSPORTS", "carrier-pigeon"),
@@ -451,6 +495,37 @@ mod tests {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
         assert!(!text.contains("short-s3cret"));
+    }
+
+    #[test]
+    fn a_short_secret_starts_with_a_warning_unless_secrets_are_strict() {
+        let s1 = [("TURN_REALM", "example.org"), ("TURN_HOST", "h"), ("TURN_SECRET", "secretkey123")];
+        let config = CredentialsConfig::from_pairs(&s1).expect("S1's example secret starts");
+        assert_eq!(config.warnings.len(), 1);
+        assert!(config.warnings[0].contains("TURN_SECRET") && !config.warnings[0].contains("secretkey123"));
+        let strict = [s1.as_slice(), &[("STRICT_SECRETS", "true")]].concat();
+        let err = CredentialsConfig::from_pairs(&strict).unwrap_err();
+        assert!(err.to_string().contains("TURN_SECRET: at least 16"), "{err}");
+        let long = CredentialsConfig::from_pairs(&[
+            ("TURN_REALM", "example.org"),
+            ("TURN_HOST", "h"),
+            ("TURN_SECRET", "0123456789abcdef0123"),
+        ])
+        .unwrap();
+        assert!(long.warnings.is_empty());
+    }
+
+    #[test]
+    fn extra_stun_servers_are_read_and_checked_and_the_pool_size_is_s3s() {
+        let base = [("TURN_REALM", "example.org"), ("TURN_HOST", "h"), ("TURN_SECRET", "0123456789abcdef0123")];
+        let config = CredentialsConfig::from_pairs(&base).unwrap();
+        assert_eq!((config.stun_urls.len(), config.ice_candidate_pool_size), (0, 10));
+        let google =
+            [base.as_slice(), &[("STUN_URLS", "stun:stun.l.google.com:19302, stun:stun1.l.google.com:19302")]].concat();
+        let config = CredentialsConfig::from_pairs(&google).unwrap();
+        assert_eq!(config.stun_urls, ["stun:stun.l.google.com:19302", "stun:stun1.l.google.com:19302"]);
+        let bad = [base.as_slice(), &[("STUN_URLS", "http://stun.example.com")]].concat();
+        assert!(CredentialsConfig::from_pairs(&bad).unwrap_err().to_string().contains("STUN_URLS"));
     }
 
     #[test]

@@ -355,7 +355,7 @@ async fn issue_untimed(
     };
     let request = GrantRequest { user_id, ttl, region };
     let TurnSource::Provider { provider, .. } = &state.source else {
-        return Ok(state.source.grant(&request).await?);
+        return Ok(state.source.grant(&request).await?.with_stun_first(&state.config.stun_urls));
     };
     let called = Instant::now();
     let result = state.source.grant(&request).await;
@@ -364,7 +364,7 @@ async fn issue_untimed(
         _ => None,
     };
     state.metrics.provider_call(provider.name(), called.elapsed(), failure);
-    Ok(result?)
+    Ok(result?.with_stun_first(&state.config.stun_urls))
 }
 
 fn random_user_id() -> String {
@@ -393,8 +393,12 @@ fn monitor(state: &AppState) -> Result<&Monitor, ApiError> {
         .ok_or_else(|| ApiError::Unavailable("TURN monitoring is off (set REDIS_URL or TURN_STATSDB_URL)".into()))
 }
 
+/// Counts only: without STATUS_TOKEN it answers anyone, as S1's health did; with it,
+/// only the token. (`/api/turn/sessions` lists addresses: the token always.)
 async fn turn_stats(State(s): State<Shared>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
-    require_token(s.config.status_token.as_ref(), &h, STATUS_DISABLED)?;
+    if s.config.status_token.is_some() {
+        require_token(s.config.status_token.as_ref(), &h, STATUS_DISABLED)?;
+    }
     let table = monitor(&s)?.table.lock().unwrap_or_else(|e| e.into_inner());
     Ok(Json(table.stats()))
 }

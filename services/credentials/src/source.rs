@@ -23,6 +23,15 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// With extra STUN servers (STUN_URLS) listed first, as S0, S1 and S3 listed theirs.
+    pub fn with_stun_first(mut self, stun_urls: &[String]) -> Grant {
+        if !stun_urls.is_empty() {
+            let extra = IceServer { urls: stun_urls.to_vec(), username: None, credential: None };
+            self.ice_servers.insert(0, extra);
+        }
+        self
+    }
+
     /// The TURN/TURNS URLs (the draft's `uris`).
     pub fn turn_uris(&self) -> Vec<String> {
         self.ice_servers

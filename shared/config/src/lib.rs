@@ -48,6 +48,7 @@ impl fmt::Display for Secret {
 pub struct Settings {
     vars: HashMap<String, String>,
     problems: Vec<String>,
+    warnings: Vec<String>,
     asked: Arc<Mutex<BTreeSet<String>>>,
 }
 
@@ -76,7 +77,7 @@ impl Settings {
 
     /// Any set of name/value pairs (tests pass a map).
     pub fn from_source(vars: impl IntoIterator<Item = (String, String)>) -> Self {
-        Self { vars: vars.into_iter().collect(), problems: Vec::new(), asked: Arc::default() }
+        Self { vars: vars.into_iter().collect(), problems: Vec::new(), warnings: Vec::new(), asked: Arc::default() }
     }
 
     /// A handle that tells, once the settings have been read, which names were not.
@@ -147,6 +148,16 @@ impl Settings {
     /// Records a problem found by the caller's own validation.
     pub fn problem(&mut self, problem: impl Into<String>) {
         self.problems.push(problem.into());
+    }
+
+    /// Something the service starts with but logs loudly (a weak secret it accepts).
+    pub fn warning(&mut self, warning: impl Into<String>) {
+        self.warnings.push(warning.into());
+    }
+
+    /// The warnings so far, for the service to log once it has a logger.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// Ok if nothing was wrong.

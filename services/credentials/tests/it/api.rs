@@ -153,9 +153,16 @@ async fn health_readiness_and_unknown_paths() {
     assert_eq!(service.text("/readyz").await, (200, "ready".into()));
     let (status, _, b) = service.get("/nope", &[]).await;
     assert_eq!((status, b["error"].as_str()), (404, Some("not-found")));
-    // Stats and admin endpoints are off until their tokens are set.
-    assert_eq!(service.get("/api/turn/stats", &[]).await.0, 403);
+    // Counts answer anyone without STATUS_TOKEN (as S1's health did; monitoring is off
+    // here, which is what they say); addresses and administration are off until their
+    // tokens are set.
+    let (status, _, b) = service.get("/api/turn/stats", &[]).await;
+    assert_eq!(status, 503, "past the token, to the monitor: {b}");
+    assert!(b["message"].as_str().unwrap().contains("monitoring is off"), "{b}");
+    assert_eq!(service.get("/api/turn/sessions", &[]).await.0, 403);
     assert_eq!(service.post("/api/turn/secrets/rotate", &[]).await.0, 403);
+    let guarded = Service::start(&with(&[("STATUS_TOKEN", "status-token-0123456789")])).await;
+    assert_eq!(guarded.get("/api/turn/stats", &[]).await.0, 401, "with a token, only the token");
 
     // With a static TURN_SECRET there is nothing to rotate: the answer says so.
     let admin = Service::start(&with(&[("ADMIN_TOKEN", "admin-token-0123456789")])).await;
@@ -202,4 +209,17 @@ async fn the_binary_drains_on_sigterm() {
     tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
     let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn extra_stun_servers_come_first_in_every_shape() {
+    let service = Service::start(&with(&[("STUN_URLS", "stun:stun.l.google.com:19302")])).await;
+    for path in ["/api/turn/config", "/turn-credentials", "/api/turn-credentials"] {
+        let (status, _, b) = service.get(path, &[]).await;
+        assert_eq!(status, 200, "{path}: {b}");
+        let servers = b["iceServers"].as_array().unwrap();
+        assert_eq!(servers[0]["urls"], serde_json::json!(["stun:stun.l.google.com:19302"]), "{path}");
+        assert!(servers[0].get("username").is_none());
+        ice_ready(&Value::Array(servers[1..].to_vec()));
+    }
 }
