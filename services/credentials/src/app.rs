@@ -28,6 +28,13 @@ const RATE_LIMIT_KEYS: usize = 100_000;
 
 pub struct App {
     listener: TcpListener,
+    service: Service,
+}
+
+/// The service without its listener: its state, background tasks and Redis clients.
+/// The App serves it on its own port; a signal node embeds it to answer the
+/// credential routes on its own origin ([`Service::credential_routes`]).
+pub struct Service {
     state: Shared,
     background: TaskTracker,
     stop: CancellationToken,
@@ -35,9 +42,20 @@ pub struct App {
 }
 
 impl App {
-    /// Connects to Redis (when configured), loads the secret and key sets, starts
-    /// monitoring and binds the port. Fails with context if any of it is impossible.
+    /// Builds the [`Service`] and binds the port. Fails with context if any of it is
+    /// impossible.
     pub async fn build(config: CredentialsConfig) -> anyhow::Result<App> {
+        let (host, port) = (config.host, config.port);
+        let service = Service::build(config).await?;
+        let listener = TcpListener::bind((host, port)).await.with_context(|| format!("binding {host}:{port}"))?;
+        Ok(App { listener, service })
+    }
+}
+
+impl Service {
+    /// Connects to Redis (when configured), loads the secret and key sets and starts
+    /// monitoring. Fails with context if any of it is impossible.
+    pub async fn build(config: CredentialsConfig) -> anyhow::Result<Service> {
         for warning in &config.warnings {
             warn!("{warning}");
         }
@@ -126,9 +144,6 @@ impl App {
             },
         };
 
-        let listener = TcpListener::bind((config.host, config.port))
-            .await
-            .with_context(|| format!("binding {}:{}", config.host, config.port))?;
         let state = Arc::new(AppState {
             ip_limiter: RateLimiter::new(config.rate_ip.0, config.rate_ip.1, RATE_LIMIT_KEYS),
             subject_limiter: RateLimiter::new(config.rate_subject.0, config.rate_subject.1, RATE_LIMIT_KEYS),
@@ -142,9 +157,29 @@ impl App {
             gate: Arc::default(),
         });
         background.spawn(maintain_keyring(state.clone(), stop.clone()));
-        Ok(App { listener, state, background, stop, redis_clients })
+        Ok(Service { state, background, stop, redis_clients })
     }
 
+    /// The credential endpoints only (`/turn-credentials`, `/api/turn-credentials`,
+    /// `/api/turn/config`, `/api/meetings/webrtc-config`, `/api/v1/turn`), with their
+    /// authentication, rate limits and CORS, for another server to answer.
+    pub fn credential_routes(&self) -> axum::Router {
+        crate::http::credential_routes(self.state.clone())
+    }
+
+    /// Stops the background tasks and closes the Redis connections.
+    pub async fn stop(self) {
+        let Service { stop, background, redis_clients, .. } = self;
+        stop.cancel();
+        background.close();
+        let _ = tokio::time::timeout(Duration::from_secs(3), background.wait()).await;
+        for client in redis_clients {
+            let _ = client.quit().await;
+        }
+    }
+}
+
+impl App {
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener has an address")
     }
@@ -158,7 +193,8 @@ impl App {
     /// flight finish (bounded by DRAIN_TIMEOUT_MS), background tasks stop (the stream
     /// writer hands its lease back), Redis connections close.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let App { listener, state, background, stop, redis_clients } = self;
+        let App { listener, service } = self;
+        let state = service.state.clone();
         let drain_timeout = state.config.drain_timeout;
         let draining = state.clone();
         let limits = state.config.http.clone();
@@ -169,12 +205,7 @@ impl App {
             info!("draining");
         };
         edge::serve(listener, router(state), limits, gate, shutdown, drain_timeout).await.context("serving HTTP")?;
-        stop.cancel();
-        background.close();
-        let _ = tokio::time::timeout(Duration::from_secs(3), background.wait()).await;
-        for client in redis_clients {
-            let _ = client.quit().await;
-        }
+        service.stop().await;
         info!("stopped");
         Ok(())
     }

@@ -114,7 +114,9 @@ impl CredentialsConfig {
         (config, reads.unread())
     }
 
-    fn from_settings(mut s: Settings) -> Result<Self, ConfigError> {
+    /// From any settings (a signal node passes on the ones of its environment that
+    /// concern the credential routes it answers itself).
+    pub fn from_settings(mut s: Settings) -> Result<Self, ConfigError> {
         let secs = Duration::from_secs;
         let host = s.parse("HOST", IpAddr::from([0, 0, 0, 0]));
         let port = s.parse("PORT", 8090u16);

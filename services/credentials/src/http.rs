@@ -46,14 +46,34 @@ pub struct AppState {
 
 pub type Shared = Arc<AppState>;
 
+/// The paths of the credential endpoints: what a signal node answers itself when it
+/// embeds the service.
+pub const CREDENTIAL_PATHS: [&str; 5] =
+    ["/turn-credentials", "/api/turn-credentials", "/api/turn/config", "/api/meetings/webrtc-config", "/api/v1/turn"];
+
+/// The credential endpoints only, with their CORS, body limit and state.
+pub fn credential_routes(state: Shared) -> Router {
+    let cors = cors_layer(&state.config);
+    let routes = credential_endpoints();
+    let routes = match cors {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    };
+    edge::limit_bodies(routes, state.config.http.max_body_bytes).with_state(state)
+}
+
+fn credential_endpoints() -> Router<Shared> {
+    Router::new()
+        .route(CREDENTIAL_PATHS[0], get(turn_credentials))
+        .route(CREDENTIAL_PATHS[1], get(api_turn_credentials))
+        .route(CREDENTIAL_PATHS[2], get(turn_config))
+        .route(CREDENTIAL_PATHS[3], get(webrtc_config))
+        .route(CREDENTIAL_PATHS[4], get(rest_draft))
+}
+
 pub fn router(state: Shared) -> Router {
     let cors = cors_layer(&state.config);
-    let api = Router::new()
-        .route("/turn-credentials", get(turn_credentials))
-        .route("/api/turn-credentials", get(api_turn_credentials))
-        .route("/api/turn/config", get(turn_config))
-        .route("/api/meetings/webrtc-config", get(webrtc_config))
-        .route("/api/v1/turn", get(rest_draft))
+    let api = credential_endpoints()
         .route("/api/turn/stats", get(turn_stats))
         .route("/api/turn/sessions", get(turn_sessions))
         .route("/api/turn/secrets", get(list_secrets))

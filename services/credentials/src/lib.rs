@@ -18,5 +18,5 @@ pub mod source;
 pub mod stats;
 pub mod turn;
 
-pub use app::{App, RunningApp};
+pub use app::{App, RunningApp, Service};
 pub use config::CredentialsConfig;

@@ -45,6 +45,9 @@ pub struct App {
     store: Arc<dyn Backend>,
     background: TaskTracker,
     background_stop: CancellationToken,
+    /// The credential service's code answering the credential routes here (TURN_SECRET
+    /// or TURN_SOURCE set), stopped after the drain.
+    turn: Option<credentials::Service>,
 }
 
 impl App {
@@ -105,6 +108,17 @@ impl App {
         };
         let guards = Arc::new(crate::http::guard::EdgeGuards::new(&config.abuse));
         let site = config.web.static_dir.as_deref().map(|dir| Arc::new(crate::http::site::Site::new(dir)));
+        let turn = match &config.turn {
+            Some(turn) => Some(
+                credentials::Service::build((**turn).clone())
+                    .await
+                    .context("setting up the TURN credential routes (TURN_SECRET / TURN_SOURCE)")?,
+            ),
+            None => None,
+        };
+        if turn.is_some() {
+            info!(paths = ?credentials::http::CREDENTIAL_PATHS, "TURN credentials are answered on this node");
+        }
         let state = AppState {
             core,
             config: Arc::new(config),
@@ -114,8 +128,9 @@ impl App {
             guards,
             gate: Arc::default(),
             site,
+            turn_routes: turn.as_ref().map(credentials::Service::credential_routes),
         };
-        Ok(App { listener, state, store: backend, background, background_stop })
+        Ok(App { listener, state, store: backend, background, background_stop, turn })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -151,7 +166,7 @@ impl App {
     ///    left by then leave);
     /// 4. the node leaves the cluster registry; background tasks stop.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let App { listener, state, store: _, background, background_stop } = self;
+        let App { listener, state, store: _, background, background_stop, turn } = self;
         let core = state.core.clone();
         let sessions = state.sessions.clone();
         let drain_timeout = state.config.drain_timeout;
@@ -184,6 +199,9 @@ impl App {
         background_stop.cancel();
         background.close();
         let _ = tokio::time::timeout(BACKGROUND_STOP, background.wait()).await;
+        if let Some(turn) = turn {
+            turn.stop().await;
+        }
         info!(sessions = open, "drained");
         Ok(())
     }

@@ -70,6 +70,57 @@ pub struct SignalConfig {
     /// HTTP_MAX_BODY_BYTES: slow, idle and excess connections (edge::serve).
     pub http: edge::HttpLimits,
     pub web: WebClientConfig,
+    /// TURN credentials answered on the node's own origin (`/turn-credentials` and the
+    /// credential service's other credential routes), by the credential service's own
+    /// code: on when TURN_SECRET or TURN_SOURCE is set, as the single-process servers
+    /// this replaces served them. Otherwise those paths belong to the credential
+    /// service (through the load balancer).
+    pub turn: Option<Box<credentials::CredentialsConfig>>,
+}
+
+/// Whether a setting of the node's environment is one the embedded credential routes
+/// take: the TURN source and ICE layout, the identity checks both services share, and
+/// the routes' own limits. Not the credential service's REDIS_URL (the node's is its
+/// own store), nor its statistics, event log, rotation, administration or listener.
+fn embedded_turn_setting(name: &str) -> bool {
+    const PREFIXES: [&str; 7] = ["TURN_", "TWILIO_", "XIRSYS_", "CLOUDFLARE_", "JWT_", "RATE_LIMIT_", "API_KEY"];
+    const NAMES: [&str; 7] = [
+        "STUN_URLS",
+        "ICE_CANDIDATE_POOL_SIZE",
+        "STRICT_SECRETS",
+        "PROVIDER_TIMEOUT_MS",
+        "AUTH_MODE",
+        "TRUSTED_PROXY_HOPS",
+        "ALLOWED_ORIGINS",
+    ];
+    const NOT_HERE: [&str; 7] = [
+        "TURN_STATSDB_URL",
+        "TURN_STATS",
+        "TURN_EVENTS_STREAM",
+        "TURN_EVENTS_MAXLEN",
+        "TURN_SECRET_ROTATE_SECS",
+        "TURN_SECRET_RETIRE_GRACE_SECS",
+        "TURN_SECRET_REFRESH_SECS",
+    ];
+    (PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)) && !NOT_HERE.contains(&name)
+}
+
+/// The embedded credential routes' settings, when TURN_SECRET or TURN_SOURCE asks for
+/// them; their problems are the node's.
+fn read_embedded_turn(s: &mut Settings) -> Option<Box<credentials::CredentialsConfig>> {
+    if s.secret("TURN_SECRET").is_none() && s.string("TURN_SOURCE").is_none() {
+        return None;
+    }
+    let own = s.subset(embedded_turn_setting).with("TURN_STATS", "false");
+    match credentials::CredentialsConfig::from_settings(own) {
+        Ok(config) => Some(Box::new(config)),
+        Err(e) => {
+            for problem in e.problems {
+                s.problem(format!("{problem} (TURN credentials on the node)"));
+            }
+            None
+        }
+    }
 }
 
 /// The web client the node serves at `/` and `/meeting/{id}` (services/signal/web).
@@ -331,6 +382,7 @@ impl SignalConfig {
                 api_window: Duration::from_secs(s.ranged("API_RATE_WINDOW_SECS", 900u64, 1, 86_400)),
             },
             http: edge::HttpLimits::read(&mut s),
+            turn: read_embedded_turn(&mut s),
             web: WebClientConfig {
                 enabled: s.parse("WEB_CLIENT", true),
                 ice_url: s.string("WEB_ICE_URL").unwrap_or_else(|| "/api/turn/config".into()),

@@ -1,7 +1,9 @@
 //! HTTP surface: `/ws` (upgrade to the native protocol), `PLAIN_PATH` (the plain-JSON
 //! dialect), `/socket.io/` (Socket.IO, [`socketio`]), `/healthz` (the process is
 //! alive), `/readyz` (send traffic here: not draining, Redis reachable, and the
-//! node's own subscription proven alive by a probe that came back) and `/metrics`.
+//! node's own subscription proven alive by a probe that came back) and `/metrics`;
+//! the HTTP API; the credential routes when the node answers them itself (TURN_SECRET
+//! or TURN_SOURCE); STATIC_DIR's app for anything else.
 
 mod error;
 pub mod guard;
@@ -51,6 +53,9 @@ pub struct AppState {
     pub gate: Arc<edge::ConnectionGate>,
     /// STATIC_DIR's app, served for whatever no route takes.
     pub site: Option<Arc<site::Site>>,
+    /// The credential routes, when the node answers them itself (the credential
+    /// service's own handlers and state).
+    pub turn_routes: Option<Router>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -77,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         crate::transport::socketio::MAX_PAYLOAD,
     );
     let site = state.site.clone();
+    let turn_routes = state.turn_routes.clone();
     let router = Router::new()
         .route("/ws", get(ws))
         .route(&plain_path, get(plain))
@@ -89,6 +95,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(api)
         .merge(web::routes(&state));
+    let router = match turn_routes {
+        Some(turn) => {
+            credentials::http::CREDENTIAL_PATHS.iter().fold(router, |r, path| r.route_service(path, turn.clone()))
+        }
+        None => router,
+    };
     let router = match site {
         Some(site) => router.fallback_service(site.service()),
         None => router,

@@ -90,6 +90,21 @@ impl Settings {
         Self::from_source(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 
+    /// The settings whose names `keep` selects, as a source of their own (one service's
+    /// settings that another embeds); here they count as read.
+    pub fn subset(&self, keep: impl Fn(&str) -> bool) -> Settings {
+        let vars: Vec<(String, String)> =
+            self.vars.iter().filter(|(name, _)| keep(name)).map(|(n, v)| (n.clone(), v.clone())).collect();
+        self.asked.lock().unwrap_or_else(|e| e.into_inner()).extend(vars.iter().map(|(name, _)| name.clone()));
+        Settings::from_source(vars)
+    }
+
+    /// The same settings with `name` set to `value`.
+    pub fn with(mut self, name: &str, value: &str) -> Settings {
+        self.vars.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
     /// A non-empty string, if set.
     pub fn string(&self, name: &str) -> Option<String> {
         self.asked.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned());
@@ -217,6 +232,17 @@ mod tests {
         let err = s.finish().unwrap_err();
         assert!(err.to_string().contains("C_FILE=\"/nonexistent/x\""), "{err}");
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_subset_is_a_source_of_its_own_and_counts_as_read() {
+        let s = settings(&[("TURN_SECRET", "x"), ("TURN_REALM", "r"), ("PORT", "1")]);
+        let reads = s.reads();
+        let sub = s.subset(|name| name.starts_with("TURN_")).with("TURN_STATS", "false");
+        assert_eq!(sub.string("TURN_SECRET").as_deref(), Some("x"));
+        assert_eq!(sub.string("TURN_STATS").as_deref(), Some("false"));
+        assert_eq!(sub.string("PORT"), None);
+        assert_eq!(reads.unread(), vec!["PORT".to_owned()]);
     }
 
     #[test]

@@ -25,5 +25,6 @@ mod rooms_auth;
 mod socketio;
 mod socketio_recovery;
 mod traces;
+mod turn;
 mod upgrade;
 mod web;
