@@ -333,14 +333,33 @@ fn read_stun_urls(s: &mut Settings) -> Vec<String> {
     urls
 }
 
-fn read_layout(s: &mut Settings) -> IceLayout {
-    let specs: Vec<String> = match (s.string("TURN_HOSTS"), s.string("TURN_HOST")) {
-        (Some(list), _) => list.split(',').map(str::to_owned).collect(),
-        (None, Some(one)) => vec![one],
-        (None, None) => {
+/// Where clients reach TURN: TURN_HOSTS or TURN_HOST (S3's TURN_SERVER_HOST is read
+/// as TURN_HOST), or URLs given whole (`url_names`, the first set: S3's TURN_SERVER_URL,
+/// or XIRSYS_TURN_SERVER_URL for a static Xirsys login).
+fn read_layout_with(s: &mut Settings, url_names: &[&str]) -> IceLayout {
+    let host = s.string("TURN_HOST").or_else(|| s.string("TURN_SERVER_HOST"));
+    let given_urls = url_names.iter().find_map(|name| s.string(name).map(|urls| (*name, urls)));
+    let specs: Vec<String> = match (s.string("TURN_HOSTS"), host, &given_urls) {
+        (Some(list), _, _) => list.split(',').map(str::to_owned).collect(),
+        (None, Some(one), _) => vec![one],
+        (None, None, Some(_)) => Vec::new(),
+        (None, None, None) => {
             s.problem("TURN_HOST (or TURN_HOSTS, comma-separated, optionally region=host): required, the address clients reach coturn at");
             Vec::new()
         }
+    };
+    let given_urls: Vec<String> = match given_urls {
+        Some((name, urls)) if specs.is_empty() => {
+            let urls: Vec<String> =
+                urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+            for url in &urls {
+                if !(url.starts_with("turn:") || url.starts_with("turns:")) || url.contains(char::is_whitespace) {
+                    s.problem(format!("{name}: {url:?} is not a turn: or turns: URL"));
+                }
+            }
+            urls
+        }
+        _ => Vec::new(),
     };
     let mut hosts = Vec::new();
     for spec in specs.iter().filter(|h| !h.trim().is_empty()) {
@@ -358,6 +377,7 @@ fn read_layout(s: &mut Settings) -> IceLayout {
         udp: false,
         tcp: false,
         tls: false,
+        given_urls,
     };
     for t in transports.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         match t {
@@ -373,9 +393,47 @@ fn read_layout(s: &mut Settings) -> IceLayout {
     layout
 }
 
+fn read_layout(s: &mut Settings) -> IceLayout {
+    read_layout_with(s, &["TURN_SERVER_URL"])
+}
+
+/// TURN_SOURCE, or, when it is unset, the source the other settings name (S3 chose
+/// its source this way): a static login, a static Xirsys login, a provider's account,
+/// else REST credentials.
+fn source_kind(s: &mut Settings) -> String {
+    if let Some(kind) = s.string("TURN_SOURCE") {
+        return kind;
+    }
+    let set = |s: &mut Settings, name: &str| s.string(name).is_some();
+    let kind = if set(s, "TURN_SECRET") || set(s, "TURN_SECRET_FILE") {
+        "rest"
+    } else if set(s, "TURN_USERNAME") && set(s, "TURN_PASSWORD") {
+        "static"
+    } else if set(s, "XIRSYS_USERNAME") && set(s, "XIRSYS_CREDENTIAL") {
+        "xirsys-static"
+    } else if set(s, "TWILIO_ACCOUNT_SID") {
+        "twilio"
+    } else if set(s, "XIRSYS_IDENT") {
+        "xirsys"
+    } else if set(s, "CLOUDFLARE_TURN_KEY_ID") {
+        "cloudflare"
+    } else {
+        "rest"
+    };
+    kind.to_owned()
+}
+
 fn read_source(s: &mut Settings, redis_url: &Option<Secret>, strict: bool) -> SourceConfig {
-    let kind = s.string("TURN_SOURCE").unwrap_or_else(|| "rest".into());
+    let kind = source_kind(s);
     match kind.as_str() {
+        // S3's static Xirsys login: the username and credential Xirsys issued, at
+        // XIRSYS_TURN_SERVER_URL.
+        "xirsys-static" => SourceConfig::Static(StaticLogin {
+            username: required(s, "XIRSYS_USERNAME", "for a static Xirsys login"),
+            password: Secret::new(required(s, "XIRSYS_CREDENTIAL", "for a static Xirsys login")),
+            realm: None,
+            layout: read_layout_with(s, &["XIRSYS_TURN_SERVER_URL", "TURN_SERVER_URL"]),
+        }),
         "rest" => {
             let realm = required(
                 s,
@@ -528,6 +586,44 @@ mod tests {
         assert_eq!(config.stun_urls, ["stun:stun.l.google.com:19302", "stun:stun1.l.google.com:19302"]);
         let bad = [base.as_slice(), &[("STUN_URLS", "http://stun.example.com")]].concat();
         assert!(CredentialsConfig::from_pairs(&bad).unwrap_err().to_string().contains("STUN_URLS"));
+    }
+
+    #[test]
+    fn s3_names_are_read_and_pick_the_source_when_turn_source_is_unset() {
+        let c = CredentialsConfig::from_pairs(&[
+            ("TURN_USERNAME", "meet"),
+            ("TURN_PASSWORD", "static-password-0123"),
+            ("TURN_SERVER_URL", "turn:turn.example.com:3478"),
+        ])
+        .unwrap();
+        let SourceConfig::Static(login) = &c.source else { panic!("{:?}", c.source) };
+        assert_eq!(login.layout.turn_urls(None), ["turn:turn.example.com:3478"]);
+        let c = CredentialsConfig::from_pairs(&[
+            ("XIRSYS_USERNAME", "xu"),
+            ("XIRSYS_CREDENTIAL", "xc"),
+            ("XIRSYS_TURN_SERVER_URL", "turn:global.xirsys.net:80?transport=udp"),
+        ])
+        .unwrap();
+        let SourceConfig::Static(login) = &c.source else { panic!("{:?}", c.source) };
+        assert_eq!((login.username.as_str(), login.password.expose()), ("xu", "xc"));
+        assert_eq!(login.layout.turn_urls(None), ["turn:global.xirsys.net:80?transport=udp"]);
+        let c = CredentialsConfig::from_pairs(&[
+            ("TURN_SECRET", "0123456789abcdef0123"),
+            ("TURN_REALM", "example.org"),
+            ("TURN_SERVER_HOST", "turn.example.org"),
+        ])
+        .unwrap();
+        let SourceConfig::Rest { layout, .. } = &c.source else { panic!("{:?}", c.source) };
+        assert_eq!(layout.hosts[0].host, "turn.example.org", "TURN_SERVER_HOST is TURN_HOST");
+        let c = CredentialsConfig::from_pairs(&[("TWILIO_ACCOUNT_SID", "AC1"), ("TWILIO_AUTH_TOKEN", "t")]).unwrap();
+        assert_eq!(c.source.name(), "twilio");
+        let err = CredentialsConfig::from_pairs(&[
+            ("TURN_USERNAME", "meet"),
+            ("TURN_PASSWORD", "p"),
+            ("TURN_SERVER_URL", "http://nope"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("TURN_SERVER_URL"), "{err}");
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct IceLayout {
     pub udp: bool,
     pub tcp: bool,
     pub tls: bool,
+    /// TURN URLs given whole (S3's TURN_SERVER_URL), offered as they are instead of the
+    /// hosts' (and with no STUN of their own).
+    pub given_urls: Vec<String>,
 }
 
 impl IceLayout {
@@ -79,6 +82,9 @@ impl IceLayout {
     }
 
     pub fn turn_urls(&self, region: Option<&str>) -> Vec<String> {
+        if !self.given_urls.is_empty() {
+            return self.given_urls.clone();
+        }
         let mut urls = Vec::new();
         for host in self.hosts_for(region) {
             let h = host.uri_host();
@@ -102,7 +108,7 @@ impl IceLayout {
     /// STUN first (no login), then one entry holding every TURN URL with the login.
     pub fn ice_servers(&self, region: Option<&str>, username: &str, credential: &str) -> Vec<IceServer> {
         let mut servers = Vec::new();
-        if self.stun {
+        if self.stun && !self.hosts.is_empty() {
             servers.push(IceServer { urls: self.stun_urls(region), username: None, credential: None });
         }
         let turn = self.turn_urls(region);
@@ -130,6 +136,7 @@ mod tests {
             udp: true,
             tcp: true,
             tls: true,
+            given_urls: Vec::new(),
         }
     }
 
@@ -166,6 +173,15 @@ mod tests {
         let servers = l.ice_servers(None, "u", "p");
         assert_eq!(servers.len(), 1);
         assert_eq!(servers[0].urls, ["turn:[::1]:3478?transport=udp", "turn:[::1]:3478?transport=tcp"]);
+    }
+
+    #[test]
+    fn urls_given_whole_are_offered_as_they_are() {
+        let mut l = layout(&[]);
+        l.given_urls = vec!["turn:global.turn.example.net:80?transport=udp".into()];
+        let servers = l.ice_servers(None, "u", "p");
+        assert_eq!(servers.len(), 1, "no STUN without a host");
+        assert_eq!(servers[0].urls, ["turn:global.turn.example.net:80?transport=udp"]);
     }
 
     #[test]

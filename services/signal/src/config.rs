@@ -108,7 +108,17 @@ fn embedded_turn_setting(name: &str) -> bool {
 /// The embedded credential routes' settings, when TURN_SECRET or TURN_SOURCE asks for
 /// them; their problems are the node's.
 fn read_embedded_turn(s: &mut Settings) -> Option<Box<credentials::CredentialsConfig>> {
-    if s.secret("TURN_SECRET").is_none() && s.string("TURN_SOURCE").is_none() {
+    // A TURN source is named, or its settings name one (as the credential service
+    // infers it).
+    const SOURCES: [&str; 6] = [
+        "TURN_SOURCE",
+        "TURN_USERNAME",
+        "XIRSYS_USERNAME",
+        "TWILIO_ACCOUNT_SID",
+        "XIRSYS_IDENT",
+        "CLOUDFLARE_TURN_KEY_ID",
+    ];
+    if s.secret("TURN_SECRET").is_none() && SOURCES.iter().all(|name| s.string(name).is_none()) {
         return None;
     }
     let own = s.subset(embedded_turn_setting).with("TURN_STATS", "false");
@@ -213,7 +223,8 @@ pub struct AdmissionConfig {
     /// ROOM_EXPIRY: `close` (default: members are told and removed when a created room
     /// expires) or `finish` (they stay until they leave).
     pub close_on_expiry: bool,
-    /// FRONTEND_URL: the base of the meeting URL `POST /api/rooms` answers with.
+    /// FRONTEND_URL (or S3's APP_URL): the base of the meeting URL `POST /api/rooms`
+    /// answers with.
     pub frontend_url: Option<String>,
     /// ROLE_DENY: actions denied to roles (`observer:offer,answer,candidate`).
     pub role_rules: crate::core::roles::RoleRules,
@@ -280,7 +291,11 @@ fn read_admission(s: &mut Settings) -> AdmissionConfig {
                 true
             }
         },
-        frontend_url: s.string("FRONTEND_URL").map(|u| u.trim_end_matches('/').to_owned()),
+        // APP_URL: S3's name for it.
+        frontend_url: s
+            .string("FRONTEND_URL")
+            .or_else(|| s.string("APP_URL"))
+            .map(|u| u.trim_end_matches('/').to_owned()),
         role_rules: match crate::core::roles::RoleRules::parse(&s.string("ROLE_DENY").unwrap_or_default()) {
             Ok(rules) => rules,
             Err(e) => {
@@ -455,6 +470,23 @@ mod tests {
         assert!(c.redis_url.is_none());
         assert_eq!(c.limits, Limits::default());
         assert!(c.origin_allowed(Some("https://anything.example")));
+        assert!(c.turn.is_none(), "no TURN source: the credential routes are the service's");
+    }
+
+    #[test]
+    fn s3_names_are_read_as_ours() {
+        let c = SignalConfig::from_pairs(&[("APP_URL", "https://meet.example.org/")]).unwrap();
+        assert_eq!(c.admission.frontend_url.as_deref(), Some("https://meet.example.org"));
+        let c = SignalConfig::from_pairs(&[
+            ("TURN_USERNAME", "meet"),
+            ("TURN_PASSWORD", "static-password-0123"),
+            ("TURN_SERVER_URL", "turn:turn.example.com:3478"),
+            ("REDIS_URL", "redis://127.0.0.1:6390"),
+        ])
+        .unwrap();
+        let turn = c.turn.expect("a static TURN login is a TURN source");
+        assert_eq!(turn.source.name(), "static");
+        assert!(turn.redis_url.is_none(), "the node's REDIS_URL is its own store, not coturn's userdb");
     }
 
     #[test]
