@@ -1,13 +1,22 @@
-//! The TURN event log on RabbitMQ (AMQP_URL): each normalised coturn event, as the JSON
-//! object `{eventType, service, details, timestamp}` the old STUN/TURN service's
-//! consumers read, published to a durable queue (AMQP_QUEUE, default `webrtc_events`)
-//! with publisher confirms.
+//! The TURN event log on RabbitMQ (AMQP_URL), in the contract of the STUN/TURN service
+//! it replaces (S2), whose consumers read it: JSON messages
+//! `{eventType, service: "stun-turn-service", details, timestamp}` on a durable queue
+//! (AMQP_QUEUE, default `webrtc_events`), and one log line per event on the `logs`
+//! queue, published with publisher confirms.
+//!
+//! - An allocation created is published as `connection_established` and
+//!   `turn_allocation_created`, a deleted one as `connection_closed`; refreshes and
+//!   traffic keep the cluster's names (`allocation_refreshed`, `allocation_traffic`).
+//! - `service_started` once, when the publisher first reaches the broker.
+//! - `details` holds S2's `sessionId` (the allocation), `username` and `origin` (the
+//!   client's address, when coturn reported it) beside the cluster's own fields, and
+//!   `turnEvent`, the cluster's event name.
 //!
 //! Events wait in a bounded buffer (AMQP_BUFFER) while the broker is away; the
 //! publisher reconnects with backoff and takes from the buffer only while connected,
 //! so an outage keeps the first AMQP_BUFFER events and drops (and counts) the rest. An
-//! event whose confirm did not arrive is sent again after the reconnect: delivery is
-//! at least once.
+//! event whose confirms did not all arrive is sent again after the reconnect: delivery
+//! is at least once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +24,7 @@ use std::time::Duration;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -66,16 +75,94 @@ impl EventLog {
     }
 }
 
-/// The message body: the event as its consumers know it.
-pub fn body(event: &TurnEvent) -> Vec<u8> {
-    json!({
-        "eventType": event.event_type,
-        "service": event.service,
-        "details": event.details,
-        "timestamp": event.timestamp,
-    })
-    .to_string()
-    .into_bytes()
+/// The service's name on every message, as S2's consumers know it.
+pub const SERVICE: &str = "stun-turn-service";
+
+/// S2's queue of log lines: every event is also one line there. A fixed name, as S2's
+/// consumers read it.
+pub const LOGS_QUEUE: &str = "logs";
+
+/// Where a message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// AMQP_QUEUE (`webrtc_events`).
+    Events,
+    Logs,
+}
+
+/// One message to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub queue: Queue,
+    pub event_type: &'static str,
+    pub body: Value,
+}
+
+/// The S2 event types a TURN event is published as.
+fn s2_event_types(event_type: &'static str) -> Vec<&'static str> {
+    match event_type {
+        "allocation_created" => vec!["connection_established", "turn_allocation_created"],
+        "allocation_deleted" => vec!["connection_closed"],
+        other => vec![other],
+    }
+}
+
+/// The messages one TURN event becomes: its S2 events, then one log line.
+pub fn messages(event: &TurnEvent) -> Vec<Message> {
+    let mut details = event.details.clone();
+    if let Some(fields) = details.as_object_mut() {
+        let session = fields.get("allocationId").cloned().unwrap_or(Value::Null);
+        let origin = fields.get("remote").cloned().unwrap_or(Value::Null);
+        fields.insert("sessionId".into(), session);
+        fields.insert("origin".into(), origin);
+        fields.insert("turnEvent".into(), json!(event.event_type));
+        fields.entry("username").or_insert(Value::Null);
+    }
+    let types = s2_event_types(event.event_type);
+    let mut out: Vec<Message> = types
+        .iter()
+        .map(|&event_type| Message {
+            queue: Queue::Events,
+            event_type,
+            body: json!({
+                "eventType": event_type,
+                "service": SERVICE,
+                "details": details,
+                "timestamp": event.timestamp,
+            }),
+        })
+        .collect();
+    let user = details["username"].as_str().unwrap_or("-");
+    out.push(Message {
+        queue: Queue::Logs,
+        event_type: types[0],
+        body: json!({
+            "level": "info",
+            "service": SERVICE,
+            "eventType": types[0],
+            "message": format!("{} {user}", types[0]),
+            "timestamp": event.timestamp,
+        }),
+    });
+    out
+}
+
+/// `service_started`: sent once, when the publisher first reaches the broker.
+fn service_started(timestamp: String) -> Vec<Message> {
+    let details = json!({"version": env!("CARGO_PKG_VERSION")});
+    vec![
+        Message {
+            queue: Queue::Events,
+            event_type: "service_started",
+            body: json!({"eventType": "service_started", "service": SERVICE, "details": details, "timestamp": timestamp}),
+        },
+        Message {
+            queue: Queue::Logs,
+            event_type: "service_started",
+            body: json!({"level": "info", "service": SERVICE, "eventType": "service_started",
+                         "message": "service_started", "timestamp": timestamp}),
+        },
+    ]
 }
 
 async fn publish(
@@ -84,7 +171,8 @@ async fn publish(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    let mut pending: Option<TurnEvent> = None;
+    let mut pending: Option<Vec<Message>> = None;
+    let mut started = false;
     let mut backoff = Duration::from_millis(200);
     'connect: loop {
         let (connection, channel) = tokio::select! {
@@ -105,9 +193,13 @@ async fn publish(
         info!(queue = %settings.queue, "publishing TURN events to AMQP");
         metrics.amqp_connected.set(1);
         backoff = Duration::from_millis(200);
+        if !started {
+            started = true;
+            pending = Some(service_started(crate::stats::iso_now()));
+        }
         loop {
-            let event = match pending.take() {
-                Some(event) => event,
+            let batch = match pending.take() {
+                Some(batch) => batch,
                 None => tokio::select! {
                     biased;
                     _ = stop.cancelled() => {
@@ -117,14 +209,14 @@ async fn publish(
                         return;
                     }
                     event = rx.recv() => match event {
-                        Some(event) => event,
+                        Some(event) => messages(&event),
                         None => return,
                     },
                 },
             };
-            if let Err(e) = send(&channel, &settings.queue, &event).await {
+            if let Err(e) = send_all(&channel, &settings.queue, &batch).await {
                 warn!(error = %e, "publishing a TURN event to AMQP failed; reconnecting");
-                pending = Some(event);
+                pending = Some(batch);
                 metrics.amqp_connected.set(0);
                 let _ = connection.close(200, "reconnecting".into()).await;
                 continue 'connect;
@@ -138,9 +230,9 @@ async fn publish(
 async fn open(settings: &AmqpSettings) -> Result<(Connection, Channel), lapin::Error> {
     let connection = Connection::connect(settings.url.expose(), ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
-    channel
-        .queue_declare(settings.queue.as_str().into(), QueueDeclareOptions::durable(), FieldTable::default())
-        .await?;
+    for queue in [settings.queue.as_str(), LOGS_QUEUE] {
+        channel.queue_declare(queue.into(), QueueDeclareOptions::durable(), FieldTable::default()).await?;
+    }
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
     Ok((connection, channel))
 }
@@ -153,18 +245,25 @@ enum SendError {
     Nacked,
 }
 
-/// Publishes one persistent message and waits for the broker's confirm.
-async fn send(channel: &Channel, queue: &str, event: &TurnEvent) -> Result<(), SendError> {
-    let properties = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_type(event.event_type.into());
-    let confirm = channel
-        .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body(event), properties)
-        .await?
-        .await?;
-    if confirm.is_nack() {
-        return Err(SendError::Nacked);
+/// Publishes one event's messages, each persistent, waiting for each confirm.
+async fn send_all(channel: &Channel, events_queue: &str, batch: &[Message]) -> Result<(), SendError> {
+    for message in batch {
+        let queue = match message.queue {
+            Queue::Events => events_queue,
+            Queue::Logs => LOGS_QUEUE,
+        };
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_type(message.event_type.into());
+        let body = message.body.to_string().into_bytes();
+        let confirm = channel
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body, properties)
+            .await?
+            .await?;
+        if confirm.is_nack() {
+            return Err(SendError::Nacked);
+        }
     }
     Ok(())
 }
@@ -173,7 +272,7 @@ async fn send(channel: &Channel, queue: &str, event: &TurnEvent) -> Result<(), S
 async fn flush(channel: &Channel, settings: &AmqpSettings, rx: &mut mpsc::Receiver<TurnEvent>, metrics: &Metrics) {
     let _ = tokio::time::timeout(FLUSH_AT_STOP, async {
         while let Ok(event) = rx.try_recv() {
-            if send(channel, &settings.queue, &event).await.is_err() {
+            if send_all(channel, &settings.queue, &messages(&event)).await.is_err() {
                 return;
             }
             metrics.amqp_published.inc();
@@ -219,12 +318,38 @@ mod tests {
     }
 
     #[test]
-    fn the_body_is_the_event_as_its_consumers_know_it() {
-        let body: serde_json::Value = serde_json::from_slice(&body(&event(7))).unwrap();
+    fn an_event_is_published_in_s2s_contract_with_the_clusters_fields_kept() {
+        let created = TurnEvent {
+            event_type: "allocation_created",
+            service: "turn",
+            details: json!({"allocationId": "42", "username": "1700:alice", "realm": "r", "remote": "10.0.0.7:5000"}),
+            timestamp: "2026-01-01T00:00:00.000Z".into(),
+        };
+        let out = messages(&created);
+        let types: Vec<(Queue, &str)> = out.iter().map(|m| (m.queue, m.event_type)).collect();
         assert_eq!(
-            body,
-            json!({"eventType": "allocation_created", "service": "turn", "details": {"n": 7},
+            types,
+            [
+                (Queue::Events, "connection_established"),
+                (Queue::Events, "turn_allocation_created"),
+                (Queue::Logs, "connection_established")
+            ]
+        );
+        assert_eq!(
+            out[0].body,
+            json!({"eventType": "connection_established", "service": "stun-turn-service",
+                   "details": {"sessionId": "42", "username": "1700:alice", "origin": "10.0.0.7:5000",
+                               "allocationId": "42", "realm": "r", "remote": "10.0.0.7:5000",
+                               "turnEvent": "allocation_created"},
                    "timestamp": "2026-01-01T00:00:00.000Z"})
         );
+        let deleted = TurnEvent { event_type: "allocation_deleted", ..event(1) };
+        assert_eq!(messages(&deleted)[0].event_type, "connection_closed");
+        assert_eq!(messages(&deleted)[0].body["details"]["origin"], Value::Null, "no address reported");
+        let traffic = TurnEvent { event_type: "allocation_traffic", ..event(1) };
+        assert_eq!(messages(&traffic)[0].event_type, "allocation_traffic", "the cluster's name where S2 had none");
+        let started = service_started("2026-01-01T00:00:00.000Z".into());
+        assert_eq!(started[0].body["eventType"], "service_started");
+        assert_eq!(started[1].queue, Queue::Logs);
     }
 }

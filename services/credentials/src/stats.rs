@@ -351,10 +351,19 @@ impl TurnEvent {
 }
 
 fn normalised(event_type: &'static str, details: Value, now_ms: u64) -> TurnEvent {
-    let timestamp = chrono::DateTime::from_timestamp_millis(now_ms as i64)
+    TurnEvent { event_type, service: "turn", details, timestamp: iso(now_ms) }
+}
+
+/// RFC 3339, UTC, milliseconds.
+fn iso(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default();
-    TurnEvent { event_type, service: "turn", details, timestamp }
+        .unwrap_or_default()
+}
+
+/// Now, as event timestamps are written.
+pub fn iso_now() -> String {
+    iso(crate::source::unix_now_ms())
 }
 
 #[cfg(test)]

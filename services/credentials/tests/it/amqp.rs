@@ -1,6 +1,7 @@
-//! The TURN event log on RabbitMQ: a private broker started by the test, real coturn
-//! allocations, and a real AMQP consumer reading `webrtc_events`; then the broker goes
-//! away and comes back, and what happened meanwhile still arrives.
+//! The TURN event log on RabbitMQ, in S2's contract: a private broker started by the
+//! test, real coturn allocations, and real AMQP consumers reading `webrtc_events` and
+//! `logs`; then the broker goes away and comes back, and what happened meanwhile still
+//! arrives.
 
 use std::time::Duration;
 
@@ -14,16 +15,19 @@ use testkit::{metric_sum, wait_until, CoturnOptions, TestCoturn, TestRedis};
 
 use crate::helpers::{pairs, rest_settings, Service, REALM};
 
-async fn consumer(url: &str) -> (Connection, Consumer) {
+async fn consumer(url: &str, queue: &str) -> (Connection, Consumer) {
     let connection = Connection::connect(url, ConnectionProperties::default()).await.expect("consumer connects");
     let channel = connection.create_channel().await.unwrap();
-    channel.queue_declare("webrtc_events".into(), QueueDeclareOptions::durable(), FieldTable::default()).await.unwrap();
+    channel.queue_declare(queue.into(), QueueDeclareOptions::durable(), FieldTable::default()).await.unwrap();
     let consumer = channel
-        .basic_consume("webrtc_events".into(), "test".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(queue.into(), "test".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
         .unwrap();
     (connection, consumer)
 }
+
+/// S2's event types for an allocation made and released.
+const ALLOCATED_AND_RELEASED: [&str; 3] = ["connection_established", "turn_allocation_created", "connection_closed"];
 
 /// Reads messages until one of each `wanted` event type for `user` arrived (bounded).
 async fn read_until(consumer: &mut Consumer, user: &str, wanted: &[&str]) -> Vec<Value> {
@@ -74,17 +78,40 @@ async fn coturn_events_reach_a_rabbitmq_consumer_and_survive_a_broker_restart() 
     let mut settings = rest_settings(&coturn.port.to_string());
     settings.extend([("REDIS_URL", redis.url()), ("AMQP_URL", broker.url())]);
     let service = Service::start(&pairs(&settings)).await;
-    let (_connection, mut events) = consumer(&broker.url()).await;
+    let (_connection, mut events) = consumer(&broker.url(), "webrtc_events").await;
 
     let user = allocate(&coturn, &service, "amqp-one").await;
-    let seen = read_until(&mut events, &user, &["allocation_created", "allocation_deleted"]).await;
-    let created = seen.iter().find(|e| e["eventType"] == "allocation_created").unwrap();
+    let seen = read_until(&mut events, &user, &ALLOCATED_AND_RELEASED).await;
+    assert!(seen.iter().any(|e| e["eventType"] == "service_started"), "{seen:#?}");
+    let created = seen.iter().find(|e| e["eventType"] == "connection_established").unwrap();
     let mut keys: Vec<&str> = created.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort();
     assert_eq!(keys, ["details", "eventType", "service", "timestamp"], "{created}");
-    assert_eq!(created["service"], "turn");
-    assert_eq!(created["details"]["realm"], REALM);
+    assert_eq!(created["service"], "stun-turn-service");
+    let details = &created["details"];
+    assert!(details["sessionId"].is_string() && details["sessionId"] == details["allocationId"], "{created}");
+    assert!(details["origin"].as_str().is_some_and(|o| o.starts_with("127.0.0.1:")), "{created}");
+    assert_eq!(details["realm"], REALM, "the cluster's own fields are kept");
     assert!(created["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{created}");
+    // One log line per event on S2's `logs` queue.
+    let (_logs_connection, mut logs) = consumer(&broker.url(), "logs").await;
+    let line = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let delivery = logs.next().await.expect("the consumer stays open").expect("a delivery");
+            delivery.ack(BasicAckOptions::default()).await.unwrap();
+            let line: Value = serde_json::from_slice(&delivery.data).expect("a JSON body");
+            if line["eventType"] == "connection_established" && line["message"].as_str().unwrap().contains(&user) {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("the allocation's log line arrives");
+    assert_eq!(
+        (&line["service"], &line["level"]),
+        (&serde_json::json!("stun-turn-service"), &serde_json::json!("info"))
+    );
+    drop((_logs_connection, logs));
     let (_, metrics) = service.text("/metrics").await;
     assert!(metric_sum(&metrics, "credentials_amqp_events_published_total").unwrap() >= 2.0, "{metrics}");
     assert_eq!(metric_sum(&metrics, "credentials_amqp_connected"), Some(1.0));
@@ -102,8 +129,8 @@ async fn coturn_events_reach_a_rabbitmq_consumer_and_survive_a_broker_restart() 
 
     // It comes back: the service reconnects and what happened meanwhile arrives.
     broker.restart().await;
-    let (_connection, mut events) = consumer(&broker.url()).await;
-    read_until(&mut events, &during, &["allocation_created", "allocation_deleted"]).await;
+    let (_connection, mut events) = consumer(&broker.url(), "webrtc_events").await;
+    read_until(&mut events, &during, &ALLOCATED_AND_RELEASED).await;
     let (_, metrics) = service.text("/metrics").await;
     assert_eq!(metric_sum(&metrics, "credentials_amqp_events_dropped_total"), Some(0.0), "{metrics}");
 }

@@ -101,6 +101,11 @@ pub struct SocketIo {
     pid: Option<Box<str>>,
     /// Numbers this connection's chat messages.
     chats_sent: u64,
+    /// S2's calls: the other side of this socket's last `call-offer` or `call-answer`,
+    /// sent or received, where a bare `ice-candidate` goes. Set while rendering a
+    /// received call (rendering does not take the codec mutably); boxed, so sockets
+    /// that never call pay one pointer.
+    call_partner: std::sync::Mutex<Option<Box<PeerId>>>,
 }
 
 /// A packet being handled: how to answer it when its replies come (the dialect's
@@ -207,6 +212,22 @@ impl SocketIo {
         match (rooms.next(), rooms.next()) {
             (Some((room, _)), None) => Some(room),
             _ => None,
+        }
+    }
+
+    /// The other side of this socket's current S2 call.
+    fn call_partner(&self) -> Option<PeerId> {
+        self.call_partner.lock().unwrap_or_else(|e| e.into_inner()).as_deref().cloned()
+    }
+
+    /// Notes a call event sent to or received from `other`: an offer or an answer makes
+    /// it the call partner, an end from or to it ends the call.
+    fn note_call(&self, kind: &str, other: &PeerId) {
+        let mut partner = self.call_partner.lock().unwrap_or_else(|e| e.into_inner());
+        match kind {
+            rooms::CALL_OFFER | rooms::CALL_ANSWER => *partner = Some(Box::new(other.clone())),
+            rooms::CALL_END if partner.as_deref() == Some(other) => *partner = None,
+            _ => {}
         }
     }
 
@@ -484,6 +505,9 @@ impl Dialect for SocketIo {
     }
 
     fn render_event(&self, event: &Event) -> Option<Utf8Bytes> {
+        if let Event::Signal { from, kind, .. } = event {
+            self.note_call(kind.as_str(), from);
+        }
         match self.namespace_of(event.room())? {
             Ns::Rooms => event.frame(Rendering::SocketIoRooms.slot(), rooms::render_event),
             Ns::Meetings => event.frame(Rendering::SocketIoMeetings.slot(), meetings::render_event),

@@ -1,8 +1,8 @@
 //! The Socket.IO dialect with the official client (socket.io-client 4.x on Node.js)
 //! against real nodes sharing a private Redis: the S1 interview-room events over each
 //! transport (websocket, polling, polling upgraded to websocket), node death, 40
-//! simultaneous joiners, every bad payload shape, the /meetings gateway, and a room
-//! shared by native, Socket.IO and plain-JSON members.
+//! simultaneous joiners, every bad payload shape, the /meetings gateway, S2's call
+//! events, and a room shared by native, Socket.IO and plain-JSON members.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -427,4 +427,38 @@ async fn engine_io_http_refuses_bad_requests_in_its_own_error_shape_and_checks_o
     assert!(frames[1].starts_with(r#"42["error",{"message":"not an Engine.IO packet""#), "{frames:?}");
     assert!(frames[2].starts_with(r#"42["error",{"message":"Unknown event: teleport""#), "{frames:?}");
     assert!(crate::helpers::nodes::ready(addr).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_call_events_reach_their_target_across_nodes_and_a_bare_candidate_goes_to_the_call_partner() {
+    let (_redis, cluster) = two_nodes().await;
+    let mut sio = SioAgent::start().await;
+    let (caller, _) = sio.connect("caller", &url(cluster.nodes[0].addr), "/", &["websocket"]).await;
+    let (callee, _) = sio.connect("callee", &url(cluster.nodes[1].addr), "/", &["websocket"]).await;
+    sio.emit("caller", "join-room", join("chat", "Cy", "observer")).await;
+    sio.event("caller", "existing-users").await;
+    sio.emit("callee", "join-room", join("chat", "Dee", "observer")).await;
+    sio.event("callee", "existing-users").await;
+    sio.event("caller", "user-joined").await;
+
+    sio.emit("caller", "call-offer", json!({"target": callee, "offer": offer_sdp()})).await;
+    let offer = sio.event("callee", "call-offer").await;
+    assert_eq!((&offer["from"], &offer["offer"]), (&json!(caller), &offer_sdp()));
+    // The callee's bare candidate goes to whoever offered the call it is in.
+    let candidate =
+        json!({"candidate": "candidate:1 1 udp 2122 10.0.0.2 5000 typ host", "sdpMid": "0", "sdpMLineIndex": 0});
+    sio.emit("callee", "ice-candidate", candidate.clone()).await;
+    let got = sio.event("caller", "ice-candidate").await;
+    assert_eq!((&got["from"], &got["candidate"]), (&json!(callee), &candidate));
+    sio.emit("callee", "call-answer", json!({"target": caller, "answer": {"type": "answer", "sdp": "v=0"}})).await;
+    let answer = sio.event("caller", "call-answer").await;
+    assert_eq!((&answer["from"], &answer["answer"]["type"]), (&json!(callee), &json!("answer")));
+    sio.emit("caller", "ice-candidate", candidate.clone()).await;
+    assert_eq!(sio.event("callee", "ice-candidate").await["from"], json!(caller));
+    sio.emit("caller", "call-end", json!({"target": callee})).await;
+    assert_eq!(sio.event("callee", "call-end").await["from"], json!(caller));
+    // Call ended: a bare candidate has no one to go to, and says so.
+    sio.emit("callee", "ice-candidate", candidate).await;
+    let error = sio.event("callee", "error").await;
+    assert!(error["message"].as_str().unwrap().contains("No call in progress"), "{error}");
 }

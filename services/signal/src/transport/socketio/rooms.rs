@@ -6,6 +6,12 @@
 //!   roomId}`: the target gets the same event with `fromUserId`; the payload passes
 //!   through untouched. Only members of a shared room may signal each other.
 //! - A disconnect: the others get `user-left {userId, userName}`, once.
+//! - S2's calls: `call-offer {target, offer}`, `call-answer {target, answer}`,
+//!   `call-end {target}`, and `ice-candidate` with a bare RTCIceCandidate (no
+//!   `targetUserId`: it goes to the socket's call partner, the other side of its last
+//!   call-offer or call-answer). The target gets the same event with `from`. A call is
+//!   relayed within a room both sockets are in (`roomId`, or the socket's only room),
+//!   like every signal of the cluster.
 
 use std::sync::Arc;
 
@@ -21,6 +27,14 @@ use crate::core::Event;
 const ROOM_ID_MAX: usize = 100;
 const USER_NAME_MAX: usize = 50;
 const ROLES: [&str; 3] = ["interviewer", "candidate", "observer"];
+
+/// S2's call events, each also the signal kind it travels as.
+pub(super) const CALL_OFFER: &str = "call-offer";
+pub(super) const CALL_ANSWER: &str = "call-answer";
+pub(super) const CALL_END: &str = "call-end";
+/// A bare candidate for the call partner travels as this kind (S1's `candidate` names
+/// its target).
+const CALL_CANDIDATE: &str = "call-candidate";
 
 /// The three relayed events: (event, its payload field, the cluster's signal kind).
 const RELAYS: [(&str, &str, &str); 3] =
@@ -39,11 +53,66 @@ pub(super) fn decode(
             let fields = Fields::of(arg).ok_or_else(|| bad("Invalid payload: expected an object"))?;
             Ok(Command::Leave { room: room_of(sio, &fields, limits)? })
         }
+        CALL_OFFER => call(sio, action, arg, CALL_OFFER, Some("offer"), limits),
+        CALL_ANSWER => call(sio, action, arg, CALL_ANSWER, Some("answer"), limits),
+        CALL_END => call(sio, action, arg, CALL_END, None, limits),
+        "ice-candidate" if Fields::of(arg).is_some_and(|f| f.raw(&["targetUserId"]).is_none()) => {
+            candidate_for_the_call(sio, action, arg, limits)
+        }
         _ => match RELAYS.iter().find(|(name, ..)| *name == event) {
             Some(&(_, field, kind)) => relay(sio, action, arg, field, kind, limits),
             None => Err(bad(format!("Unknown event: {}", shown(event, 32)))),
         },
     }
+}
+
+/// An S2 call event to `target`: its payload field (none for `call-end`) travels as
+/// the signal's data.
+fn call(
+    sio: &SocketIo,
+    action: &mut Action,
+    arg: Option<&RawValue>,
+    kind: &'static str,
+    field: Option<&str>,
+    limits: &Limits,
+) -> Result<Command, DecodeError> {
+    let fields = Fields::of(arg).ok_or_else(|| bad("Invalid payload: expected an object"))?;
+    let target = fields.text(&["target"]).ok_or_else(|| bad("Invalid target"))?;
+    let to = PeerId::parse(&target).map_err(|_| bad("Invalid target"))?;
+    let data = match field {
+        Some(field) => fields.raw(&[field]).ok_or_else(|| bad(format!("Missing {field}")))?.get().to_owned(),
+        None => "{}".to_owned(),
+    };
+    let room = room_of(sio, &fields, limits)?;
+    sio.note_call(kind, &to);
+    *action = Action::Signal { room: room.clone(), target };
+    Ok(Command::Signal {
+        room,
+        to,
+        kind: protocol::SignalKind::parse(kind).expect("a known kind"),
+        data: Payload::from_json(data).map_err(|_| bad("Invalid JSON"))?,
+    })
+}
+
+/// S2's bare `ice-candidate` (an RTCIceCandidate, no target): for the call partner.
+fn candidate_for_the_call(
+    sio: &SocketIo,
+    action: &mut Action,
+    arg: Option<&RawValue>,
+    limits: &Limits,
+) -> Result<Command, DecodeError> {
+    let (Some(arg), Some(fields)) = (arg, Fields::of(arg)) else {
+        return Err(bad("Invalid payload: expected an object"));
+    };
+    let to = sio.call_partner().ok_or_else(|| bad("No call in progress: send call-offer or call-answer first"))?;
+    let room = room_of(sio, &fields, limits)?;
+    *action = Action::Signal { room: room.clone(), target: to.as_str().to_owned() };
+    Ok(Command::Signal {
+        room,
+        to,
+        kind: protocol::SignalKind::parse(CALL_CANDIDATE).expect("a known kind"),
+        data: Payload::from_json(arg.get().to_owned()).map_err(|_| bad("Invalid JSON"))?,
+    })
 }
 
 fn join(sio: &SocketIo, action: &mut Action, arg: Option<&RawValue>, limits: &Limits) -> Result<Command, DecodeError> {
@@ -160,6 +229,9 @@ pub(super) fn render_event(event: &Event) -> Option<Utf8Bytes> {
             event_frame("/", "user-left", &format!(r#"{{"userId":{},"userName":{name}}}"#, quoted(peer.as_str())))
         }
         Event::Signal { room, from, kind, data } => {
+            if let Some(frame) = call_event(room, from, kind.as_str(), data) {
+                return Some(frame);
+            }
             let (event, field) = match kind.as_str() {
                 "offer" => ("offer", "offer"),
                 "answer" => ("answer", "answer"),
@@ -214,6 +286,27 @@ pub(super) fn render_event(event: &Event) -> Option<Utf8Bytes> {
             ),
         ),
     })
+}
+
+/// An S2 call event, as its target receives it: the event with the sender's `from`.
+fn call_event(room: &RoomId, from: &PeerId, kind: &str, data: &Payload) -> Option<Utf8Bytes> {
+    let (event, field) = match kind {
+        CALL_OFFER => (CALL_OFFER, Some("offer")),
+        CALL_ANSWER => (CALL_ANSWER, Some("answer")),
+        CALL_END => (CALL_END, None),
+        CALL_CANDIDATE => ("ice-candidate", Some("candidate")),
+        _ => return None,
+    };
+    let payload = match field {
+        Some(field) => format!(
+            r#"{{"from":{},"{field}":{},"roomId":{}}}"#,
+            quoted(from.as_str()),
+            data.get(),
+            quoted(room.as_str())
+        ),
+        None => format!(r#"{{"from":{},"roomId":{}}}"#, quoted(from.as_str()), quoted(room.as_str())),
+    };
+    Some(event_frame("/", event, &payload))
 }
 
 /// `error {message, code}`, naming the target of a refused signal.
