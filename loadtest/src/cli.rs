@@ -32,6 +32,9 @@ pub enum Cmd {
     Scenario(ScenarioRun),
     /// Runs a scenario as an Indexed Job of workers in a Kubernetes cluster.
     Kube(KubeArgs),
+    /// One HTTP GET that must answer 200 (`helm test` checks /readyz and a TURN
+    /// credential through the release's Services with it).
+    Probe(crate::probe::ProbeArgs),
     /// Internal: runs one shard of a scenario and reports to Redis.
     #[command(hide = true)]
     Worker(WorkerArgs),

@@ -10,6 +10,7 @@ pub mod order;
 pub mod pacer;
 pub mod payload;
 pub mod plan;
+pub mod probe;
 pub mod progress;
 pub mod report;
 pub mod runner;

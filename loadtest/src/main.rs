@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use loadtest::cli::{Cli, Cmd, RunSpec};
 use loadtest::report::{html, Report};
-use loadtest::{kube, runner, slo};
+use loadtest::{kube, probe, runner, slo};
 
 const EXIT_SLO_MISSED: u8 = 3;
 
@@ -36,6 +36,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Worker(args) => {
             runner::run_worker(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Probe(args) => {
+            println!("{}", probe::run(&args).await?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Kube(args) => kube::run(args).await.and_then(|outcome| match outcome {

@@ -6,6 +6,7 @@
 //! types; the grace period always covers the drain, and a setting that does not is
 //! refused at render time.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -145,6 +146,51 @@ fn the_schema_refuses_wrong_types() {
     assert!(refused.len() >= 7);
     for (key, error) in &refused {
         assert!(error.is_string(), "values.schema.json accepts a wrong {key}");
+    }
+}
+
+/// Every serving Deployment waits out its removal from the Service's endpoints before
+/// it stops (a rolling update must not send requests to endpoints already gone), and
+/// `helm test` checks /readyz and a TURN credential besides the relay.
+#[test]
+fn every_serving_workload_has_a_pre_stop_and_helm_test_checks_readiness_and_a_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    render_all(dir.path());
+    let mut deployments = BTreeSet::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let doc = serde_yaml::Value::deserialize(doc).unwrap();
+            if doc["kind"] == "Deployment" {
+                let name = doc["metadata"]["name"].as_str().unwrap().to_owned();
+                for container in doc["spec"]["template"]["spec"]["containers"].as_sequence().unwrap() {
+                    let pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64();
+                    assert!(pre_stop.is_some_and(|s| s > 0), "{}: {name} has no preStop", path.display());
+                }
+                deployments.insert(name.rsplit('-').next().unwrap().to_owned());
+            }
+            let hook = &doc["metadata"]["annotations"]["helm.sh/hook"];
+            if doc["kind"] == "Pod" && hook == "test" {
+                let args: Vec<String> = doc["spec"]["containers"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .map(|c| serde_yaml::to_string(&c["args"]).unwrap())
+                    .collect();
+                assert!(args.iter().any(|a| a.contains("probe") && a.contains("/readyz")), "{args:?}");
+                assert!(args.iter().any(|a| a.contains("relay")), "{args:?}");
+                if path.file_name().unwrap() == "default.yaml" {
+                    assert!(
+                        args.iter().any(|a| a.contains("/api/turn/config") && a.contains("iceServers")),
+                        "{args:?}"
+                    );
+                }
+            }
+        }
+    }
+    for workload in ["signal", "credentials", "coturn"] {
+        assert!(deployments.contains(workload), "{workload} rendered in some values set: {deployments:?}");
     }
 }
 
