@@ -102,6 +102,21 @@ fn the_chart_lints_renders_and_validates_with_every_values_set() {
     );
     assert!(crds("gateway-api-values").contains("HTTPRoute") && !has("gateway-api-values", "Ingress"));
     assert!(has("minimal-values", "Deployment") && !has("minimal-values", "PodDisruptionBudget"));
+    assert!(!has("default", "NetworkPolicy"), "off by default");
+    let policies: Vec<String> =
+        objects("production-values").into_iter().filter(|o| o.starts_with("NetworkPolicy/")).collect();
+    assert!(
+        policies.iter().any(|p| p.ends_with("-signal")) && policies.iter().any(|p| p.ends_with("-credentials")),
+        "signal and credentials are fenced in production: {policies:?}"
+    );
+    for component in ["signal", "credentials", "redis", "coturn"] {
+        assert!(
+            has("gateway-api-values", "NetworkPolicy")
+                && objects("gateway-api-values").contains(&format!("NetworkPolicy/sig-signaling-{component}")),
+            "{component}: {:?}",
+            objects("gateway-api-values")
+        );
+    }
 }
 
 #[test]

@@ -120,3 +120,16 @@ readOnlyRootFilesystem: true
 capabilities:
   drop: [ALL]
 {{- end -}}
+
+{{/* NetworkPolicy peers that may reach a serving port: the ingress controller's
+    namespace, the monitoring namespace (it scrapes /metrics on the same port), and the
+    release's own pods (helm test, the load test). */}}
+{{- define "signaling.servingPeers" -}}
+- namespaceSelector:
+    {{- toYaml .np.ingressNamespaceSelector | nindent 4 }}
+- namespaceSelector:
+    {{- toYaml .np.monitoringNamespaceSelector | nindent 4 }}
+- podSelector:
+    matchLabels:
+      {{- toYaml .release | nindent 6 }}
+{{- end -}}
