@@ -106,6 +106,9 @@ pub struct SecretAges {
     pub oldest_added_ms: u64,
 }
 
+/// The `reason` label of `credentials_auth_failures_total`.
+const AUTH_FAILURE_REASONS: [&str; 4] = ["missing", "invalid", "not_configured", "keys_unavailable"];
+
 pub struct Metrics {
     registry: Registry,
     /// By [`Endpoint`] then [`Outcome`], resolved once for the service's source.
@@ -199,6 +202,15 @@ impl Metrics {
             "Requests refused by authentication, by reason (missing, invalid, not_configured, keys_unavailable).",
             &["reason"],
         );
+        // Every label value known in advance is shown from the start (at 0), so an error
+        // panel reads 0 rather than "no data" before the first error: the auth reasons,
+        // and the provider failures of the configured source.
+        for reason in AUTH_FAILURE_REASONS {
+            auth_failures.with_label_values(&[reason]);
+        }
+        for reason in crate::providers::ProviderError::REASONS {
+            provider_failures.with_label_values(&[source, reason]);
+        }
         let rate_limited_vec = counter_vec(
             &registry,
             "credentials_rate_limited_total",
@@ -342,10 +354,10 @@ impl Metrics {
 
     pub fn auth_failure(&self, error: &AuthError) {
         let reason = match error {
-            AuthError::Missing(_) => "missing",
-            AuthError::Invalid(_) => "invalid",
-            AuthError::NotConfigured => "not_configured",
-            AuthError::KeysUnavailable => "keys_unavailable",
+            AuthError::Missing(_) => AUTH_FAILURE_REASONS[0],
+            AuthError::Invalid(_) => AUTH_FAILURE_REASONS[1],
+            AuthError::NotConfigured => AUTH_FAILURE_REASONS[2],
+            AuthError::KeysUnavailable => AUTH_FAILURE_REASONS[3],
         };
         self.auth_failures.with_label_values(&[reason]).inc();
     }

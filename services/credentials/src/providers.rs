@@ -23,11 +23,14 @@ pub enum ProviderError {
 
 impl ProviderError {
     /// The failure's kind, as a metrics label.
+    /// Every `reason`, for metrics that show each from the start.
+    pub const REASONS: [&'static str; 3] = ["unreachable", "status", "shape"];
+
     pub fn reason(&self) -> &'static str {
         match self {
-            ProviderError::Unreachable { .. } => "unreachable",
-            ProviderError::Status { .. } => "status",
-            ProviderError::Shape { .. } => "shape",
+            ProviderError::Unreachable { .. } => Self::REASONS[0],
+            ProviderError::Status { .. } => Self::REASONS[1],
+            ProviderError::Shape { .. } => Self::REASONS[2],
         }
     }
 }

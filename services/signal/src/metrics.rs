@@ -322,6 +322,9 @@ impl NodeMetrics {
         for reason in ["client", "socket", "draining", "too-slow", "misbehaving", "idle", "taken-over"] {
             metrics.disconnects.with_label_values(&[reason]);
         }
+        for code in ErrorCode::ALL {
+            metrics.client_errors.with_label_values(&[code.as_str()]);
+        }
         metrics
     }
 
