@@ -7,7 +7,9 @@
 //! - An allocation created is published as `connection_established` and
 //!   `turn_allocation_created`, a deleted one as `connection_closed`; refreshes and
 //!   traffic keep the cluster's names (`allocation_refreshed`, `allocation_traffic`).
-//! - `service_started` once, when the publisher first reaches the broker.
+//! - `service_started` once, when the publisher first reaches the broker; `turn_error`
+//!   when the service could not give a caller credentials (its secret store or its
+//!   provider failed).
 //! - `details` holds S2's `sessionId` (the allocation), `username` and `origin` (the
 //!   client's address, when coturn reported it) beside the cluster's own fields, and
 //!   `turnEvent`, the cluster's event name.
@@ -348,6 +350,10 @@ mod tests {
         assert_eq!(messages(&deleted)[0].body["details"]["origin"], Value::Null, "no address reported");
         let traffic = TurnEvent { event_type: "allocation_traffic", ..event(1) };
         assert_eq!(messages(&traffic)[0].event_type, "allocation_traffic", "the cluster's name where S2 had none");
+        let error = messages(&TurnEvent::turn_error("/turn-credentials", "the provider did not answer"));
+        assert_eq!((error[0].event_type, error[0].queue), ("turn_error", Queue::Events));
+        assert_eq!(error[0].body["details"]["endpoint"], "/turn-credentials");
+        assert_eq!(error[0].body["details"]["sessionId"], Value::Null);
         let started = service_started("2026-01-01T00:00:00.000Z".into());
         assert_eq!(started[0].body["eventType"], "service_started");
         assert_eq!(started[1].queue, Queue::Logs);

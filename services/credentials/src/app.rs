@@ -103,6 +103,14 @@ impl Service {
             SourceConfig::Provider(provider) => TurnSource::Provider { provider: provider.clone(), http: http.clone() },
         };
 
+        // The TURN event log (AMQP_URL; it needs the statistics, checked at start):
+        // coturn's events from the monitor, and the service's own errors.
+        let event_log = match (&config.amqp, &config.statsdb_url, config.stats) {
+            (Some(amqp), Some(_), true) => {
+                Some(EventLog::start(amqp.clone(), metrics.clone(), &background, stop.clone()))
+            }
+            _ => None,
+        };
         let monitor = match (&config.statsdb_url, config.stats) {
             (Some(url), true) => {
                 let clients = crate::redis::connect(url.expose(), true)
@@ -116,14 +124,12 @@ impl Service {
                 };
                 let settings =
                     MonitorSettings { stream: config.events_stream.clone(), max_len: config.events_max_len, realm };
-                let event_log =
-                    config.amqp.clone().map(|amqp| EventLog::start(amqp, metrics.clone(), &background, stop.clone()));
                 let monitor = Monitor::start(
                     clients.client,
                     subscriber,
                     settings,
                     metrics.clone(),
-                    event_log,
+                    event_log.clone(),
                     &background,
                     stop.clone(),
                 )
@@ -152,6 +158,7 @@ impl Service {
             auth,
             metrics,
             monitor,
+            event_log,
             redis: userdb,
             draining: AtomicBool::new(false),
             gate: Arc::default(),

@@ -334,8 +334,8 @@ fn read_stun_urls(s: &mut Settings) -> Vec<String> {
 }
 
 /// Where clients reach TURN: TURN_HOSTS or TURN_HOST (S3's TURN_SERVER_HOST is read
-/// as TURN_HOST), or URLs given whole (`url_names`, the first set: S3's TURN_SERVER_URL,
-/// or XIRSYS_TURN_SERVER_URL for a static Xirsys login).
+/// as TURN_HOST), or URLs given whole (`url_names`, the first set: S3's TURN_SERVER_URL
+/// or TWILIO_TURN_SERVER_URL, or XIRSYS_TURN_SERVER_URL for a static Xirsys login).
 fn read_layout_with(s: &mut Settings, url_names: &[&str]) -> IceLayout {
     let host = s.string("TURN_HOST").or_else(|| s.string("TURN_SERVER_HOST"));
     let given_urls = url_names.iter().find_map(|name| s.string(name).map(|urls| (*name, urls)));
@@ -394,7 +394,7 @@ fn read_layout_with(s: &mut Settings, url_names: &[&str]) -> IceLayout {
 }
 
 fn read_layout(s: &mut Settings) -> IceLayout {
-    read_layout_with(s, &["TURN_SERVER_URL"])
+    read_layout_with(s, &["TURN_SERVER_URL", "TWILIO_TURN_SERVER_URL"])
 }
 
 /// TURN_SOURCE, or, when it is unset, the source the other settings name (S3 chose
@@ -617,6 +617,14 @@ mod tests {
         assert_eq!(layout.hosts[0].host, "turn.example.org", "TURN_SERVER_HOST is TURN_HOST");
         let c = CredentialsConfig::from_pairs(&[("TWILIO_ACCOUNT_SID", "AC1"), ("TWILIO_AUTH_TOKEN", "t")]).unwrap();
         assert_eq!(c.source.name(), "twilio");
+        let c = CredentialsConfig::from_pairs(&[
+            ("TURN_USERNAME", "meet"),
+            ("TURN_PASSWORD", "static-password-0123"),
+            ("TWILIO_TURN_SERVER_URL", "turn:global.turn.twilio.com:3478?transport=udp"),
+        ])
+        .unwrap();
+        let SourceConfig::Static(login) = &c.source else { panic!("{:?}", c.source) };
+        assert_eq!(login.layout.turn_urls(None), ["turn:global.turn.twilio.com:3478?transport=udp"]);
         let err = CredentialsConfig::from_pairs(&[
             ("TURN_USERNAME", "meet"),
             ("TURN_PASSWORD", "p"),

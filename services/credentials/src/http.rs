@@ -37,6 +37,8 @@ pub struct AppState {
     pub subject_limiter: RateLimiter,
     pub metrics: Arc<Metrics>,
     pub monitor: Option<Monitor>,
+    /// The TURN event log (AMQP_URL), told of the service's own failures as `turn_error`.
+    pub event_log: Option<crate::amqp::EventLog>,
     /// The userdb connection, pinged by /readyz.
     pub redis: Option<Client>,
     pub draining: AtomicBool,
@@ -301,6 +303,9 @@ fn respond(state: &AppState, endpoint: Endpoint, result: Result<Value, ApiError>
             state.metrics.request(endpoint, e.outcome());
             if matches!(e, ApiError::BadGateway(_) | ApiError::Unavailable(_)) {
                 tracing::warn!(error = %e, "could not issue TURN credentials");
+                if let Some(log) = &state.event_log {
+                    log.offer(&crate::stats::TurnEvent::turn_error(endpoint.path(), &e.to_string()));
+                }
             }
             e.into_response()
         }

@@ -63,7 +63,7 @@ impl Endpoint {
     ];
 
     /// The route, as operators read it.
-    fn label(self) -> &'static str {
+    pub fn path(self) -> &'static str {
         match self {
             Endpoint::TurnCredentials => "/turn-credentials",
             Endpoint::ApiTurnCredentials => "/api/turn-credentials",
@@ -166,8 +166,8 @@ impl Metrics {
             "Credential requests by endpoint and outcome.",
             &["source", "endpoint", "outcome"],
         );
-        let requests = Endpoint::ALL
-            .map(|e| Outcome::ALL.map(|o| requests_vec.with_label_values(&[source, e.label(), o.label()])));
+        let requests =
+            Endpoint::ALL.map(|e| Outcome::ALL.map(|o| requests_vec.with_label_values(&[source, e.path(), o.label()])));
         let issue_seconds = register(
             &registry,
             HistogramVec::new(

@@ -339,6 +339,13 @@ pub struct TurnEvent {
 }
 
 impl TurnEvent {
+    /// The service could not give a caller TURN credentials (its secret store or its
+    /// provider failed): `turn_error`, with the endpoint and the error.
+    pub fn turn_error(endpoint: &str, error: &str) -> TurnEvent {
+        let details = json!({"endpoint": endpoint, "error": error});
+        TurnEvent { event_type: "turn_error", service: "turn", details, timestamp: iso_now() }
+    }
+
     /// The stream entry's fields.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
         vec![

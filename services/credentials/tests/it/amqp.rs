@@ -133,4 +133,35 @@ async fn coturn_events_reach_a_rabbitmq_consumer_and_survive_a_broker_restart() 
     read_until(&mut events, &during, &ALLOCATED_AND_RELEASED).await;
     let (_, metrics) = service.text("/metrics").await;
     assert_eq!(metric_sum(&metrics, "credentials_amqp_events_dropped_total"), Some(0.0), "{metrics}");
+
+    // A service that cannot give credentials (its provider does not answer) says so.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead_provider = format!("http://127.0.0.1:{closed}");
+    let failing = Service::start(&[
+        ("TURN_SOURCE", "cloudflare"),
+        ("CLOUDFLARE_TURN_KEY_ID", "key-1"),
+        ("CLOUDFLARE_TURN_API_TOKEN", "cf-api-token"),
+        ("CLOUDFLARE_BASE_URL", dead_provider.as_str()),
+        ("PROVIDER_TIMEOUT_MS", "500"),
+        ("TURN_STATSDB_URL", redis.url().as_str()),
+        ("AMQP_URL", broker.url().as_str()),
+    ])
+    .await;
+    assert_eq!(failing.get("/turn-credentials", &[]).await.0, 502);
+    let error = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let delivery = events.next().await.expect("the consumer stays open").expect("a delivery");
+            delivery.ack(BasicAckOptions::default()).await.unwrap();
+            let event: Value = serde_json::from_slice(&delivery.data).expect("a JSON body");
+            if event["eventType"] == "turn_error" {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("turn_error arrives");
+    assert_eq!(
+        (&error["service"], &error["details"]["endpoint"]),
+        (&serde_json::json!("stun-turn-service"), &serde_json::json!("/turn-credentials"))
+    );
 }
