@@ -100,7 +100,8 @@ fi
 sha=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 for target in signal credentials loadtest; do
   step "building target $target (deploy/docker/Dockerfile)"
-  podman build --network host "${limits[@]}" -f "$root/deploy/docker/Dockerfile" --target "$target" \
+  # Docker's image format, which keeps the Dockerfile's HEALTHCHECK (OCI's drops it).
+  podman build --format docker --network host "${limits[@]}" -f "$root/deploy/docker/Dockerfile" --target "$target" \
     --build-arg "RUST_VERSION=$rust_version" --build-arg "RUNTIME=$runtime_image" \
     --build-arg "GIT_SHA=$sha" -t "localhost/webrtc-signal/$target:test" "$root"
 done
@@ -110,8 +111,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 run() { # name, then podman run arguments
   local name="images-test-$1-$$"; shift
   containers+=("$name")
+  # --no-healthcheck: podman would schedule the image's HEALTHCHECK with systemd, which
+  # this machine does not run; the checks below run it themselves (podman exec).
   podman run -d --name "$name" --network host "${limits[@]}" --read-only --user 65532:65532 \
-    --cap-drop ALL --security-opt no-new-privileges "$@" >/dev/null
+    --cap-drop ALL --security-opt no-new-privileges --no-healthcheck "$@" >/dev/null
 }
 wait_http() { # url, what
   for _ in $(seq 1 100); do
@@ -153,10 +156,14 @@ podman run --name "images-test-loadtest-$$" --network host "${limits[@]}" --read
 step "the credential container mints for coturn"
 turn_port=$(free_port); c1=$(free_port)
 secret="images-test-secret-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+# Loopback peers allowed: the test's client relays to itself on 127.0.0.1.
 turnserver --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 --listening-port "$turn_port" \
   --use-auth-secret --static-auth-secret "$secret" --realm images.test --no-tls --no-dtls \
-  --min-port 49900 --max-port 49950 --no-cli --log-file stdout --simple-log >"$work/coturn.log" 2>&1 &
+  --allow-loopback-peers --no-multicast-peers --min-port 49900 --max-port 49950 --no-cli \
+  --userdb "$work/turndb" --pidfile "$work/turnserver.pid" --log-file stdout --simple-log \
+  >"$work/coturn.log" 2>&1 &
 coturn_pid=$!
+for _ in $(seq 1 75); do (exec 3<>"/dev/tcp/127.0.0.1/$turn_port") 2>/dev/null && break; sleep 0.2; done
 run credentials -e HOST=127.0.0.1 -e "PORT=$c1" -e TURN_REALM=images.test -e TURN_HOST=127.0.0.1 \
   -e "TURN_PORT=$turn_port" -e TURN_TRANSPORTS=udp,tcp -e "TURN_SECRET=$secret" \
   "localhost/webrtc-signal/credentials:test"
@@ -165,12 +172,15 @@ wait_http "http://127.0.0.1:$c1/readyz" "credentials (ready)"
 answer=$(curl -sf "http://127.0.0.1:$c1/turn-credentials")
 user=$(printf '%s' "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["username"])')
 pass=$(printf '%s' "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["credential"])')
-timeout 30 turnutils_uclient -u "$user" -w "$pass" -p "$turn_port" -n 5 -m 1 -l 170 -y 127.0.0.1 >"$work/uclient.log" 2>&1 \
+timeout 60 turnutils_uclient -u "$user" -w "$pass" -p "$turn_port" -n 3 -m 1 -l 170 -y 127.0.0.1 >"$work/uclient.log" 2>&1 \
+  && grep -q "Total lost packets 0" "$work/uclient.log" \
   || { cat "$work/uclient.log" "$work/coturn.log" >&2; fail "coturn refused the container's credential"; }
-echo "credentials: /healthz, /readyz, and a credential coturn accepted (allocation over UDP)"
+podman exec "images-test-credentials-$$" /usr/local/bin/credentials healthcheck || fail "the image's own healthcheck"
+echo "credentials: /healthz, /readyz, its own healthcheck, and a credential coturn accepted (allocation over UDP)"
 
-step "image sizes"
-podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'webrtc-signal/(signal|credentials|loadtest):test'
+step "image sizes (the runtime stand-in is a Debian minimal base, far larger than distroless)"
+podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' \
+  | grep -E 'webrtc-signal/(signal|credentials|loadtest):test|runtime-stand-in'
 
 if [ "$keep" = 0 ]; then
   for target in signal credentials loadtest; do podman rmi -f "localhost/webrtc-signal/$target:test" >/dev/null 2>&1 || true; done
