@@ -7,6 +7,8 @@
 //!   owns the store handle, the task trackers and the listener.
 //! - [`http`]: the routes. Upgrades WebSockets and Engine.IO polling into connections;
 //!   the HTTP API (rooms, status) goes through [`core::RoomRegistry`], never the store.
+//!   With a TURN source set, the credential routes are the `credentials` crate's own;
+//!   with STATIC_DIR, a customer's app answers what no route takes.
 //! - [`connection`]: drives one connection of any dialect from welcome to close; decides
 //!   what a connection does when (drain, overflow, keep-alive, which ends are held).
 //! - [`transport`]: frames in and out. A `Transport` moves text frames (WebSocket,
