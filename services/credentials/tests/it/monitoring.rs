@@ -78,6 +78,14 @@ async fn an_allocation_shows_in_sessions_and_stats_and_its_events_reach_the_stre
     let (_, _, stats) = service.get("/api/turn/stats", &auth).await;
     assert!(stats["activeAllocations"].as_u64().unwrap() >= 1, "{stats}");
     assert!(stats["byRealm"][REALM]["allocationsCreated"].as_u64().unwrap() >= 1, "{stats}");
+    // A replica without STATUS_TOKEN: its counts answer anyone, as S1's health did (it
+    // learns the live allocation from coturn's status keys); addresses never do.
+    let open_settings: Vec<(&str, &str)> = pairs(&settings).into_iter().filter(|(k, _)| *k != "STATUS_TOKEN").collect();
+    let open = Service::start(&open_settings).await;
+    let (status, _, counts) = open.get("/api/turn/stats", &[]).await;
+    assert_eq!(status, 200, "{counts}");
+    assert!(counts["activeAllocations"].as_u64().unwrap() >= 1, "{counts}");
+    assert_eq!(open.get("/api/turn/sessions", &[]).await.0, 403);
 
     let out = client.await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
