@@ -222,11 +222,17 @@ impl SocketIo {
 
     /// Notes a call event sent to or received from `other`: an offer or an answer makes
     /// it the call partner, an end from or to it ends the call.
+    /// Any other signal costs a comparison, no lock.
     fn note_call(&self, kind: &str, other: &PeerId) {
-        let mut partner = self.call_partner.lock().unwrap_or_else(|e| e.into_inner());
+        let calls = || self.call_partner.lock().unwrap_or_else(|e| e.into_inner());
         match kind {
-            rooms::CALL_OFFER | rooms::CALL_ANSWER => *partner = Some(Box::new(other.clone())),
-            rooms::CALL_END if partner.as_deref() == Some(other) => *partner = None,
+            rooms::CALL_OFFER | rooms::CALL_ANSWER => *calls() = Some(Box::new(other.clone())),
+            rooms::CALL_END => {
+                let mut partner = calls();
+                if partner.as_deref() == Some(other) {
+                    *partner = None;
+                }
+            }
             _ => {}
         }
     }

@@ -53,35 +53,43 @@ pub(super) fn decode(
             let fields = Fields::of(arg).ok_or_else(|| bad("Invalid payload: expected an object"))?;
             Ok(Command::Leave { room: room_of(sio, &fields, limits)? })
         }
-        CALL_OFFER => call(sio, action, arg, CALL_OFFER, Some("offer"), limits),
-        CALL_ANSWER => call(sio, action, arg, CALL_ANSWER, Some("answer"), limits),
-        CALL_END => call(sio, action, arg, CALL_END, None, limits),
-        "ice-candidate" if Fields::of(arg).is_some_and(|f| f.raw(&["targetUserId"]).is_none()) => {
-            candidate_for_the_call(sio, action, arg, limits)
-        }
-        _ => match RELAYS.iter().find(|(name, ..)| *name == event) {
-            Some(&(_, field, kind)) => relay(sio, action, arg, field, kind, limits),
-            None => Err(bad(format!("Unknown event: {}", shown(event, 32)))),
-        },
+        CALL_OFFER | CALL_ANSWER | CALL_END => relay(sio, action, event, arg, limits),
+        _ if RELAYS.iter().any(|(name, ..)| *name == event) => relay(sio, action, event, arg, limits),
+        _ => Err(bad(format!("Unknown event: {}", shown(event, 32)))),
     }
 }
 
-/// An S2 call event to `target`: its payload field (none for `call-end`) travels as
-/// the signal's data.
-fn call(
+/// A relayed event as the signal it asks for, its argument read once: S1's `offer`,
+/// `answer` and `ice-candidate` to `targetUserId`, S2's calls to `target`, and S2's
+/// bare `ice-candidate` (an RTCIceCandidate, no target) to the call partner.
+fn relay(
     sio: &SocketIo,
     action: &mut Action,
+    event: &str,
     arg: Option<&RawValue>,
-    kind: &'static str,
-    field: Option<&str>,
     limits: &Limits,
 ) -> Result<Command, DecodeError> {
     let fields = Fields::of(arg).ok_or_else(|| bad("Invalid payload: expected an object"))?;
-    let target = fields.text(&["target"]).ok_or_else(|| bad("Invalid target"))?;
-    let to = PeerId::parse(&target).map_err(|_| bad("Invalid target"))?;
-    let data = match field {
-        Some(field) => fields.raw(&[field]).ok_or_else(|| bad(format!("Missing {field}")))?.get().to_owned(),
-        None => "{}".to_owned(),
+    let payload = |field: &str| fields.raw(&[field]).map(|v| v.get()).ok_or_else(|| bad(format!("Missing {field}")));
+    let addressed = |name: &str, refusal: &'static str| -> Result<(String, PeerId), DecodeError> {
+        let target = fields.text(&[name]).ok_or_else(|| bad(refusal))?;
+        let to = PeerId::parse(&target).map_err(|_| bad(refusal))?;
+        Ok((target, to))
+    };
+    let ((target, to), kind, data) = match event {
+        CALL_OFFER => (addressed("target", "Invalid target")?, CALL_OFFER, payload("offer")?),
+        CALL_ANSWER => (addressed("target", "Invalid target")?, CALL_ANSWER, payload("answer")?),
+        CALL_END => (addressed("target", "Invalid target")?, CALL_END, "{}"),
+        "ice-candidate" if fields.raw(&["targetUserId"]).is_none() => {
+            let partner =
+                sio.call_partner().ok_or_else(|| bad("No call in progress: send call-offer or call-answer first"))?;
+            let whole = arg.map_or("{}", RawValue::get);
+            ((partner.as_str().to_owned(), partner), CALL_CANDIDATE, whole)
+        }
+        _ => {
+            let &(_, field, kind) = RELAYS.iter().find(|(name, ..)| *name == event).expect("decode checked the event");
+            (addressed("targetUserId", "Invalid target user ID")?, kind, payload(field)?)
+        }
     };
     let room = room_of(sio, &fields, limits)?;
     sio.note_call(kind, &to);
@@ -90,28 +98,7 @@ fn call(
         room,
         to,
         kind: protocol::SignalKind::parse(kind).expect("a known kind"),
-        data: Payload::from_json(data).map_err(|_| bad("Invalid JSON"))?,
-    })
-}
-
-/// S2's bare `ice-candidate` (an RTCIceCandidate, no target): for the call partner.
-fn candidate_for_the_call(
-    sio: &SocketIo,
-    action: &mut Action,
-    arg: Option<&RawValue>,
-    limits: &Limits,
-) -> Result<Command, DecodeError> {
-    let (Some(arg), Some(fields)) = (arg, Fields::of(arg)) else {
-        return Err(bad("Invalid payload: expected an object"));
-    };
-    let to = sio.call_partner().ok_or_else(|| bad("No call in progress: send call-offer or call-answer first"))?;
-    let room = room_of(sio, &fields, limits)?;
-    *action = Action::Signal { room: room.clone(), target: to.as_str().to_owned() };
-    Ok(Command::Signal {
-        room,
-        to,
-        kind: protocol::SignalKind::parse(CALL_CANDIDATE).expect("a known kind"),
-        data: Payload::from_json(arg.get().to_owned()).map_err(|_| bad("Invalid JSON"))?,
+        data: Payload::from_json(data.to_owned()).map_err(|_| bad("Invalid JSON"))?,
     })
 }
 
@@ -139,28 +126,6 @@ fn join(sio: &SocketIo, action: &mut Action, arg: Option<&RawValue>, limits: &Li
     let token = room_token(&fields)?;
     *action = Action::JoinRoom;
     Ok(Command::Join { room, name, role, token, meta: Payload::from_json(meta).expect("valid JSON"), member: None })
-}
-
-fn relay(
-    sio: &SocketIo,
-    action: &mut Action,
-    arg: Option<&RawValue>,
-    field: &str,
-    kind: &str,
-    limits: &Limits,
-) -> Result<Command, DecodeError> {
-    let fields = Fields::of(arg).ok_or_else(|| bad("Invalid payload: expected an object"))?;
-    let target = fields.text(&["targetUserId"]).ok_or_else(|| bad("Invalid target user ID"))?;
-    let to = PeerId::parse(&target).map_err(|_| bad("Invalid target user ID"))?;
-    let data = fields.raw(&[field]).ok_or_else(|| bad(format!("Missing {field}")))?;
-    let room = room_of(sio, &fields, limits)?;
-    *action = Action::Signal { room: room.clone(), target };
-    Ok(Command::Signal {
-        room,
-        to,
-        kind: protocol::SignalKind::parse(kind).expect("a known kind"),
-        data: Payload::from_json(data.get().to_owned()).map_err(|_| bad("Invalid JSON"))?,
-    })
 }
 
 /// A room token (`token` or `roomToken`), for rooms created ahead; S1 had none.
