@@ -9,7 +9,7 @@
 #
 # Settings (environment): REDIS_PORT (7400), NODE_PORTS ("7411 7412"), OUT
 # (target/compare-builds), SCENARIOS (default "relay5k relay20k fanout connect"; also
-# relay10k; sio5k, sio20k, plain5k, plain20k: the relay in the Socket.IO and plain
+# relay10k, relay30k; sio5k, sio20k, plain5k, plain20k: the relay in the Socket.IO and plain
 # dialects; bigroom: a 2,000-member room filled at 200 joins a second).
 set -euo pipefail
 
@@ -93,6 +93,8 @@ for round in $(seq 1 "$rounds"); do
         relay5k) run "$side-r$round" "$build" relay5k relay --peers 200 --rate 5000 --duration 15s ;;
         relay10k) run "$side-r$round" "$build" relay10k relay --peers 200 --rate 10000 --duration 15s ;;
         relay20k) run "$side-r$round" "$build" relay20k relay --peers 200 --rate 20000 --duration 15s ;;
+        # Beyond what this 2-core box sustains: how each build degrades under overload.
+        relay30k) run "$side-r$round" "$build" relay30k relay --peers 200 --rate 30000 --duration 15s ;;
         sio5k) URL_PATH= run "$side-r$round" "$build" sio5k relay --dialect socketio --peers 200 --rate 5000 --duration 15s ;;
         sio20k) URL_PATH= run "$side-r$round" "$build" sio20k relay --dialect socketio --peers 200 --rate 20000 --duration 15s ;;
         plain5k) URL_PATH=/ run "$side-r$round" "$build" plain5k relay --dialect plain --peers 200 --rate 5000 --duration 15s ;;

@@ -220,7 +220,14 @@ impl Core {
         tasks.spawn(self.clone().run_dispatcher(inbox));
         tasks.spawn(self.clone().run_upkeep(stop.clone()));
         let core = self.clone();
+        let publisher_stop = stop.clone();
         tasks.spawn(async move { core.relay.run_bounces(stop).await });
+        let core = self.clone();
+        tasks.spawn(async move {
+            let teller = core.clone();
+            let tell = move |room, from, to| teller.deliver_bounce(room, from, to);
+            core.relay.run_publisher(&tell, publisher_stop).await
+        });
         Ok(())
     }
 
@@ -290,7 +297,9 @@ impl Core {
         self.directory.leave(room, peer, reason).await
     }
 
-    /// Relays a signal to one peer that shares `room` with the sender.
+    /// Relays a signal to one peer that shares `room` with the sender. With `wait`, a
+    /// signal for another node returns once published, so that its request learns the
+    /// outcome; otherwise once queued (see `relay::publisher`).
     pub async fn signal(
         &self,
         from: &PeerId,
@@ -298,15 +307,21 @@ impl Core {
         to: &PeerId,
         kind: SignalKind,
         data: Payload,
+        wait: bool,
     ) -> Result<(), CoreError> {
         // Counted from the route to the publish, so a resume's fence waits for it.
-        let _routing = self.relay.routing();
+        let routing = self.relay.routing();
         // The room mirror knows where every member is: no Redis lookup.
         let (sender_in, target) = self.directory.route(room, from, to);
         rules::may_signal(sender_in, target.is_some())?;
         self.check_role(room, from, kind.as_str())?;
         let target = target.ok_or(CoreError::PeerUnavailable)?;
-        self.relay.send_signal(target, room, from, to, kind, data).await
+        self.relay.send_signal(target, routing, room, from, to, kind, data, wait).await
+    }
+
+    /// Returns once every signal queued for other nodes so far has been published.
+    pub async fn signals_published(&self) {
+        self.relay.signals_published().await;
     }
 
     /// Sends to every other member of the room: one publish, whatever the room size.
@@ -505,15 +520,21 @@ impl Core {
                 return;
             }
         };
-        let env = match Envelope::decode(&bytes) {
-            Ok(env) => env,
-            Err(e) => {
-                self.bus_stats.record_unreadable();
-                warn!(error = %e, "dropped an unreadable bus envelope");
-                return;
+        for envelope in protocol::batch::envelopes(&bytes) {
+            match envelope.and_then(Envelope::decode) {
+                Ok(env) => self.dispatch_envelope(env),
+                Err(e) => {
+                    self.bus_stats.record_unreadable();
+                    warn!(error = %e, "dropped an unreadable bus envelope");
+                }
             }
-        };
-        let Envelope { from_node, event, sent_us, traceparent, .. } = env;
+        }
+    }
+
+    /// Handles one envelope from the bus, in arrival order.
+    fn dispatch_envelope(self: &Arc<Self>, env: Envelope) {
+        let Envelope { from_node, event, sent_us, traceparent, reads_batches, .. } = env;
+        self.relay.note_sender(&from_node, reads_batches);
         let span = match traceparent {
             Some(parent) if telemetry::traces::sampled(&parent) => deliver_span(&from_node, &parent),
             _ => tracing::Span::none(),

@@ -36,6 +36,8 @@ pub struct NodeMetrics {
     pub probes_overdue: IntCounter,
     /// Events waiting for a connection when it starts writing a batch.
     pub outbound_queue: Histogram,
+    /// Signals carried by each publish to another node's inbox.
+    pub signals_per_publish: Histogram,
     store_seconds: prometheus::HistogramVec,
     store_errors: IntCounterVec,
     /// From the moment the sending node published a signal to the moment the target's
@@ -281,6 +283,18 @@ impl NodeMetrics {
                         "Events waiting in a connection's outbound queue when it starts writing a batch (a slow reader's queue grows towards OUTBOUND_QUEUE, where it is disconnected).",
                     )
                     .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0]),
+                )
+                .expect("a valid metric");
+                registry.register(Box::new(h.clone())).expect("registered once");
+                h
+            },
+            signals_per_publish: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "signal_bus_signals_per_publish",
+                        "Signals carried by one publish to another node's inbox: those queued for that node at the same moment leave as one message.",
+                    )
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
                 )
                 .expect("a valid metric");
                 registry.register(Box::new(h.clone())).expect("registered once");

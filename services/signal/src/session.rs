@@ -174,6 +174,9 @@ pub struct Session {
     resume_key: Option<ResumeKey>,
     /// Whether the cluster holds a resumable record for it.
     recorded: bool,
+    /// It sent signals without waiting for their publish (see `core::relay`'s
+    /// publisher): whatever it does next waits until they are out.
+    signals_queued: bool,
 }
 
 /// The token a resumable connection's client holds, kept small: a nonce while the
@@ -213,6 +216,7 @@ impl Session {
             joins_per_minute: limits.joins_per_minute,
             resume_key: resume_nonce.map(ResumeKey::Nonce),
             recorded: false,
+            signals_queued: false,
         }
     }
 
@@ -312,6 +316,11 @@ impl Session {
                 "a valid token is required: send it at the upgrade (Authorization: Bearer, access_token), in an auth message, or in the dialect's handshake".into(),
             ));
         }
+        if self.signals_queued && !matches!(command, Command::Signal { .. } | Command::Ping) {
+            // What it does next (a leave, a broadcast...) must not overtake its signals.
+            Box::pin(self.core.signals_published()).await;
+            self.signals_queued = false;
+        }
         // Commands other than a relay are boxed: their futures are large (a join waits
         // on the store and its room channel), and every request's future, a signal's
         // too, is as large as the largest command it may run.
@@ -322,7 +331,11 @@ impl Session {
                 Box::pin(self.join(JoinRequest { room, name, role, token, meta, member }, id)).await
             }
             Command::Leave { room } => Box::pin(self.leave(room, id)).await,
-            Command::Signal { room, to, kind, data } => self.signal(room, to, kind, data).await,
+            Command::Signal { room, to, kind, data } => {
+                // A signal with an id waits for its publish, so that an error answers it.
+                self.signals_queued |= id.is_none();
+                self.signal(room, to, kind, data, id.is_some()).await
+            }
             Command::Broadcast { room, kind, data } => self.broadcast(room, kind, data).await,
             Command::Update { room, meta } => Box::pin(self.update(room, meta, id)).await,
             Command::Members { room } => self.members(room, id),
@@ -377,8 +390,9 @@ impl Session {
         to: PeerId,
         kind: protocol::SignalKind,
         data: protocol::Payload,
+        wait: bool,
     ) -> Result<Vec<Reply>, CoreError> {
-        self.core.signal(&self.member_in(&room), &room, &to, kind, data).await?;
+        self.core.signal(&self.member_in(&room), &room, &to, kind, data, wait).await?;
         Ok(Vec::new())
     }
 
@@ -670,6 +684,10 @@ impl Session {
     /// The connection ended: leave every room (others hear `peer-left`, reason
     /// `disconnected`) and forget the peer.
     pub async fn close(&mut self) {
+        if self.signals_queued {
+            // Its `peer-left` must not overtake its last signals.
+            self.core.signals_published().await;
+        }
         let memberships = self.take_memberships();
         if self.recorded {
             self.core.end_resumable(&self.handle.peer).await;

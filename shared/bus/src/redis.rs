@@ -255,12 +255,14 @@ async fn forward(subscriber: SubscriberClient, sharded: bool, tx: mpsc::Sender<I
                     let Some(bytes) = msg.value.into_bytes() else { continue };
                     if pending {
                         // Reports go first; what cannot wait behind them is lost.
-                        lost.add(EventClass::of_envelope(&bytes), 1);
+                        lost.add(EventClass::of_message(&bytes), protocol::batch::len(&bytes));
                         continue;
                     }
                     match tx.try_send(Inbound::Message(bytes)) {
                         Ok(()) => {}
-                        Err(TrySendError::Full(Inbound::Message(bytes))) => lost.add(EventClass::of_envelope(&bytes), 1),
+                        Err(TrySendError::Full(Inbound::Message(bytes))) => {
+                            lost.add(EventClass::of_message(&bytes), protocol::batch::len(&bytes))
+                        }
                         Err(_) => return,
                     }
                 }

@@ -25,6 +25,16 @@ pub struct Envelope {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub sent_us: u64,
     pub event: BusEvent,
+    /// The sending node reads batches ([`crate::batch`]): other nodes may publish
+    /// several envelopes to it as one message. Absent from nodes older than batches,
+    /// which are then sent one envelope a message. Last, so that reading an envelope's
+    /// class never has to skip it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reads_batches: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -209,6 +219,11 @@ impl EventClass {
         }
     }
 
+    /// Classifies a bus message by its first envelope (a batch carries only signals).
+    pub fn of_message(message: &[u8]) -> EventClass {
+        crate::batch::first(message).map_or(EventClass::Unknown, EventClass::of_envelope)
+    }
+
     /// Classifies encoded envelope bytes by reading only the map keys up to `event` and
     /// the event's variant name. It runs for every message a falling-behind node drops,
     /// so it must be much cheaper than decoding (a node that cannot keep up must not
@@ -270,11 +285,13 @@ pub enum EnvelopeError {
     Decode(#[from] rmp_serde::decode::Error),
     #[error("envelope version {0} is newer than this node understands ({ENVELOPE_VERSION})")]
     Version(u8),
+    #[error("malformed batch: {0}")]
+    Batch(&'static str),
 }
 
 impl Envelope {
     pub fn new(from_node: NodeId, event: BusEvent) -> Self {
-        Self { v: ENVELOPE_VERSION, from_node, traceparent: None, sent_us: 0, event }
+        Self { v: ENVELOPE_VERSION, from_node, traceparent: None, sent_us: 0, event, reads_batches: true }
     }
 
     /// Marks when it is sent (microseconds since the Unix epoch).
@@ -466,6 +483,13 @@ mod tests {
         .unwrap();
         let env = Envelope::decode(&bytes).unwrap();
         assert_eq!(env.event, BusEvent::Probe { nonce: 3 });
+        assert!(!env.reads_batches, "a node that does not say so is not sent batches");
+    }
+
+    #[test]
+    fn this_build_says_it_reads_batches() {
+        let env = Envelope::new(NodeId::parse("n1").unwrap(), BusEvent::Probe { nonce: 1 });
+        assert!(Envelope::decode(&env.encode()).unwrap().reads_batches);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! (MessagePack between nodes).
 //! This crate knows no tokio, axum or Redis: it only says what the bytes mean.
 
+pub mod batch;
 pub mod command;
 pub mod envelope;
 pub mod ids;

@@ -4,18 +4,21 @@
 //! target's session, or bounced back to its sender's node when the target has left
 //! meanwhile ([`bounces`]).
 //!
-//! It owns the bounce queue and the publish gate ([`gate`]): every signal is counted in
+//! It owns the bounce queue, the signal publisher ([`publisher`]: signals for other
+//! nodes, batched per node) and the publish gate ([`gate`]): every signal is counted in
 //! from its route to its publish, so a resume's fence can wait for every signal routed
 //! the old way. Where a member is, and whether it may signal, the core decides (from
 //! the room directory and the room rules) before the relay is asked.
 
 mod bounces;
 mod gate;
+mod publisher;
 
 use std::sync::Arc;
 
 use bus::Backend;
 use protocol::{BusEvent, NodeId, Payload, PeerId, RoomId, SignalKind};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
@@ -26,23 +29,32 @@ use super::{envelope, now_us, CoreError};
 use crate::metrics::NodeMetrics;
 
 pub use gate::InFlight as Routing;
+pub use publisher::OnFailure;
 
 pub struct Relay {
     node: NodeId,
     store: Arc<dyn Backend>,
     metrics: Arc<NodeMetrics>,
     bounces: bounces::Bounces,
-    gate: gate::PublishGate,
+    publisher: publisher::Publisher,
+    gate: Arc<gate::PublishGate>,
 }
 
 impl Relay {
     pub fn new(node: NodeId, store: Arc<dyn Backend>, metrics: Arc<NodeMetrics>) -> Self {
-        Self { node, store, metrics, bounces: bounces::Bounces::new(), gate: gate::PublishGate::default() }
+        Self {
+            node,
+            store,
+            metrics,
+            bounces: bounces::Bounces::new(),
+            publisher: publisher::Publisher::new(),
+            gate: Arc::default(),
+        }
     }
 
     /// Counts a signal in from its route to its publish; the count ends when the guard
     /// drops.
-    pub fn routing(&self) -> Routing<'_> {
+    pub fn routing(&self) -> Routing {
         self.gate.enter()
     }
 
@@ -52,15 +64,20 @@ impl Relay {
     }
 
     /// Sends a signal to `target`, where the room directory placed it: pushed to its
-    /// session here, or published to the inbox of the node serving it.
+    /// session here, or queued for the publisher to the inbox of the node serving it.
+    /// With `wait`, returns once it is published (so that a failure answers the
+    /// request); otherwise once it is queued, a failure being told to the sender later.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send_signal(
         &self,
         target: Target,
+        routing: Routing,
         room: &RoomId,
         from: &PeerId,
         to: &PeerId,
         kind: SignalKind,
         data: Payload,
+        wait: bool,
     ) -> Result<(), CoreError> {
         let kind_slot = NodeMetrics::kind_slot(kind.as_str());
         let node = match target {
@@ -73,16 +90,38 @@ impl Relay {
             Target::Here(None) => return Err(CoreError::PeerUnavailable),
         };
         let span = publish_span(&node);
-        let msg = self.traced_envelope(
+        let envelope = self.traced_envelope(
             BusEvent::Signal { room: room.clone(), from: from.clone(), to: to.clone(), kind, data },
             &span,
         );
-        // One publish to the serving node's inbox. Nobody listening = that node is gone.
-        if self.store.publish_node(&node, msg).instrument(span).await? == 0 {
-            return Err(CoreError::PeerUnavailable);
+        let (answer, outcome) = if wait {
+            let (answer, outcome) = oneshot::channel();
+            (Some(answer), Some(outcome))
+        } else {
+            (None, None)
+        };
+        self.publisher.queue(publisher::Outgoing { node, envelope, kind_slot, answer, routing })?;
+        match outcome {
+            // The publisher ended without publishing it: the node is stopping.
+            Some(outcome) => outcome.await.unwrap_or(Err(CoreError::Internal("the node is stopping"))),
+            None => Ok(()),
         }
-        self.metrics.signal_relayed(kind_slot, true);
-        Ok(())
+    }
+
+    /// Returns once every signal queued so far has been published.
+    pub async fn signals_published(&self) {
+        self.publisher.barrier().await;
+    }
+
+    /// Notes whether the node that sent an envelope reads batches.
+    pub fn note_sender(&self, node: &NodeId, reads_batches: bool) {
+        self.publisher.note_sender(node, reads_batches);
+    }
+
+    /// Publishes queued signals until `stop`, telling `on_failure` of those sent
+    /// without an id that could not be published. Call once.
+    pub async fn run_publisher(&self, on_failure: &OnFailure, stop: CancellationToken) {
+        self.publisher.run(self.store.as_ref(), &self.metrics, on_failure, stop).await;
     }
 
     /// Sends to every other member of the room: one publish to the room channel.

@@ -58,6 +58,11 @@ async fn kill_dash_nine_of_a_node_gives_peer_unavailable_at_once_node_lost_in_bo
     a.send(json!({"type":"signal","room":"doomed","to":b.peer(),"kind":"offer","data":{},"id":"s1"})).await;
     let err = a.recv_error("peer-unavailable").await;
     assert_eq!(err.id, Some(protocol::RequestId::Str("s1".into())));
+    // Without an id the sender does not wait for the publish: it hears the same a
+    // moment later.
+    a.signal("doomed", b.peer(), "candidate", json!({})).await;
+    let err = a.recv_error("peer-unavailable").await;
+    assert_eq!(err.id, None);
     assert!(killed.elapsed() < NODE_TTL, "peer-unavailable took {:?}", killed.elapsed());
 
     let bound = NODE_TTL + HEARTBEAT_INTERVAL + Duration::from_secs(2);

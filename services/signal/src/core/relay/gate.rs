@@ -5,6 +5,7 @@
 //! after the move count in the new epoch, so a busy node cannot keep a fence waiting.
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 
 use tokio::sync::{Mutex, Notify};
 
@@ -18,22 +19,23 @@ pub struct PublishGate {
     fences: Mutex<()>,
 }
 
-/// A signal between its route and its publish.
-pub struct InFlight<'a> {
-    gate: &'a PublishGate,
+/// A signal between its route and its publish. It owns its gate, as a signal may wait
+/// for its publish in the publisher's queue after its sender has moved on.
+pub struct InFlight {
+    gate: Arc<PublishGate>,
     slot: usize,
 }
 
 impl PublishGate {
     /// Counts a signal in; the count ends when the guard drops.
-    pub fn enter(&self) -> InFlight<'_> {
+    pub fn enter(self: &Arc<Self>) -> InFlight {
         loop {
             let slot = self.epoch.load(SeqCst) & 1;
             self.in_flight[slot].fetch_add(1, SeqCst);
             // A fence that moved on between the load and the count must not miss us:
             // count again in the new epoch instead.
             if self.epoch.load(SeqCst) & 1 == slot {
-                return InFlight { gate: self, slot };
+                return InFlight { gate: self.clone(), slot };
             }
             self.leave(slot);
         }
@@ -61,7 +63,7 @@ impl PublishGate {
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.gate.leave(self.slot);
     }
@@ -69,7 +71,6 @@ impl Drop for InFlight<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
