@@ -36,6 +36,15 @@ pub struct FanoutArgs {
     #[arg(long, env = "LOADTEST_DURATION", default_value = "10s", value_parser = parse_duration)]
     #[serde(with = "crate::cli::duration_text")]
     pub duration: Duration,
+    /// The nodes' PRESENCE_LIMIT: a larger room is quiet (members do not hear of each
+    /// other), so a member is ready once joined rather than once it knows everyone.
+    #[arg(long, env = "LOADTEST_PRESENCE_LIMIT", default_value_t = 1000)]
+    #[serde(default = "default_presence_limit")]
+    pub presence_limit: usize,
+}
+
+fn default_presence_limit() -> usize {
+    1000
 }
 
 /// Broadcasts not yet delivered to every member: (src, seq) → (members still to
@@ -48,6 +57,8 @@ pub async fn run(args: &FanoutArgs, ctx: &RunContext) -> anyhow::Result<Results>
     }
     let metrics = Arc::new(Metrics::new("broadcast"));
     let k = args.room_size;
+    // The others each member must have heard of before the broadcasts start.
+    let to_know = if k > args.presence_limit { 0 } else { k - 1 };
     let local_rooms: Vec<usize> = ctx.shard.rooms(args.rooms).collect();
     let urls = local_rooms.iter().flat_map(|r| (0..k).map(|m| url_for(&ctx.urls, *r, m).to_owned())).collect();
     let mut conns = open_all(ctx, &metrics, urls).await.into_iter();
@@ -78,7 +89,7 @@ pub async fn run(args: &FanoutArgs, ctx: &RunContext) -> anyhow::Result<Results>
             let reader = read_broadcasts(
                 conn.rx,
                 present,
-                k - 1,
+                to_know,
                 ready.clone(),
                 stopping.clone(),
                 outstanding.clone(),

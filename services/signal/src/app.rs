@@ -77,6 +77,7 @@ impl App {
         let settings = CoreSettings {
             admission: Arc::new(admission),
             room_capacity: config.room_capacity,
+            presence_limit: config.presence_limit,
             rooms_per_peer: config.rooms_per_peer,
             heartbeat_interval: config.heartbeat_interval,
             node_ttl: config.node_ttl,

@@ -21,6 +21,9 @@ pub struct SignalConfig {
     pub limits: Limits,
     /// ROOM_CAPACITY: most members in one room.
     pub room_capacity: usize,
+    /// PRESENCE_LIMIT: beyond this many members a room is quiet: members hear of
+    /// hosts only (see docs/protocol.md, "Large rooms").
+    pub presence_limit: usize,
     /// ROOMS_PER_PEER: most rooms one connection may be in.
     pub rooms_per_peer: usize,
     /// OUTBOUND_QUEUE: events queued for one connection before it counts as too slow
@@ -363,6 +366,7 @@ impl SignalConfig {
                 meta_bytes: s.ranged("META_BYTES", defaults.meta_bytes, 2, 1024 * 1024),
             },
             room_capacity: s.ranged("ROOM_CAPACITY", 1000, 2, 100_000),
+            presence_limit: s.ranged("PRESENCE_LIMIT", 1000, 2, 100_000),
             rooms_per_peer: s.ranged("ROOMS_PER_PEER", 16, 1, 1000),
             outbound_queue: s.ranged("OUTBOUND_QUEUE", 1024, 8, 1_000_000),
             bus_buffer: s.ranged("BUS_BUFFER", 32_768, 64, 1_048_576),

@@ -62,6 +62,8 @@ use tasks::Tasks;
 #[derive(Debug, Clone)]
 pub struct CoreSettings {
     pub room_capacity: usize,
+    /// Beyond this many members, a room's members hear of hosts only.
+    pub presence_limit: usize,
     pub rooms_per_peer: usize,
     pub heartbeat_interval: Duration,
     pub node_ttl: Duration,
@@ -126,6 +128,7 @@ impl Core {
             backend.clone(),
             DirectorySettings {
                 room_capacity: settings.room_capacity,
+                presence_limit: settings.presence_limit,
                 require_created: settings.admission.require_created,
                 join_timeout: settings.join_timeout,
                 suspect_grace: settings.node_ttl,

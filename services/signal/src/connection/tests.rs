@@ -105,6 +105,7 @@ fn settings() -> ConnectionSettings {
 async fn core() -> Arc<Core> {
     let settings = CoreSettings {
         room_capacity: 100,
+        presence_limit: 100,
         rooms_per_peer: 4,
         heartbeat_interval: Duration::from_secs(1),
         node_ttl: Duration::from_secs(3),

@@ -37,6 +37,8 @@ pub use rooms::{JoinDone, MovedHere, Target};
 #[derive(Debug, Clone)]
 pub struct DirectorySettings {
     pub room_capacity: usize,
+    /// Beyond this many members, a room's members hear of hosts only.
+    pub presence_limit: usize,
     /// Joins need a room created ahead (ROOM_REQUIRE_CREATED).
     pub require_created: bool,
     /// How long a join waits for its own announcement on the room channel.
@@ -64,7 +66,7 @@ pub type Moved = (Arc<MemberInfo>, Vec<Arc<MemberInfo>>);
 impl RoomDirectory {
     pub fn new(node: NodeId, store: Arc<dyn Backend>, settings: DirectorySettings, metrics: Arc<NodeMetrics>) -> Self {
         Self {
-            mirror: rooms::Rooms::new(node.clone()),
+            mirror: rooms::Rooms::new(node.clone(), settings.presence_limit),
             node,
             store,
             settings,

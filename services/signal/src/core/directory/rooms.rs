@@ -152,12 +152,14 @@ pub struct LocalMember {
 
 pub struct Rooms {
     node: NodeId,
+    /// Beyond this many members a room is quiet (see [`is_news_of_a_non_host`]).
+    presence_limit: usize,
     rooms: Mutex<HashMap<RoomId, RoomMirror>>,
 }
 
 impl Rooms {
-    pub fn new(node: NodeId) -> Self {
-        Self { node, rooms: Mutex::new(HashMap::new()) }
+    pub fn new(node: NodeId, presence_limit: usize) -> Self {
+        Self { node, presence_limit, rooms: Mutex::new(HashMap::new()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, RoomMirror>> {
@@ -248,7 +250,7 @@ impl Rooms {
         let Some(Local { state: LocalState::Joining(j), .. }) = mirror.local.get_mut(peer) else { return };
         j.snapshot = Some(others);
         if j.marker_seen {
-            complete_join(mirror, peer);
+            complete_join(mirror, peer, self.presence_limit);
         }
     }
 
@@ -320,7 +322,7 @@ impl Rooms {
         }
         let mut left = false;
         if member.is_served_by(&self.node) {
-            mark_join_marker(mirror, room, &peer, nonce);
+            mark_join_marker(mirror, room, &peer, nonce, self.presence_limit);
         } else if let Some(gone) = mirror.local.remove(&peer) {
             gone.session.push(Arc::new(Event::HandOver { room: room.clone(), mark: HandOverMark::RoomDone }));
             left = true;
@@ -454,7 +456,7 @@ impl Rooms {
         let Some(resync) = mirror.resync.as_mut().filter(|r| r.nonce == nonce) else { return };
         resync.records = Some(records);
         if resync.marker_seen {
-            reconcile(&self.node, room, mirror, grace_until);
+            reconcile(&self.node, room, mirror, grace_until, self.presence_limit);
         }
     }
 
@@ -481,7 +483,7 @@ impl Rooms {
             return;
         }
         let event = BusEvent::Left { room: room.clone(), peer: peer.clone(), reason: LeftReason::Disconnected };
-        apply_room_event(mirror, &event);
+        apply_room_event(mirror, &event, self.presence_limit);
     }
 
     /// Applies one room-channel event: updates the mirror, advances handshakes and
@@ -496,7 +498,7 @@ impl Rooms {
             if let Some(resync) = mirror.resync.as_mut().filter(|r| r.nonce == *nonce) {
                 resync.marker_seen = true;
                 if resync.records.is_some() {
-                    reconcile(&self.node, room, mirror, grace_until);
+                    reconcile(&self.node, room, mirror, grace_until, self.presence_limit);
                 }
             }
             return false;
@@ -515,7 +517,7 @@ impl Rooms {
                 return mirror.local.get(peer).is_some_and(|l| matches!(l.state, LocalState::Active));
             }
         }
-        apply_room_event(mirror, event);
+        apply_room_event(mirror, event, self.presence_limit);
         false
     }
 }
@@ -548,7 +550,7 @@ fn subject_of(event: &BusEvent) -> Option<&PeerId> {
 }
 
 /// Mirror update plus delivery, for one membership or broadcast event.
-fn apply_room_event(mirror: &mut RoomMirror, event: &BusEvent) {
+fn apply_room_event(mirror: &mut RoomMirror, event: &BusEvent, presence_limit: usize) {
     let delivered = match event {
         BusEvent::Joined { room, member, nonce } => {
             let member = Arc::new(member.clone());
@@ -556,7 +558,7 @@ fn apply_room_event(mirror: &mut RoomMirror, event: &BusEvent) {
             mirror.members.insert(member.peer.clone(), member.clone());
             mirror.suspects.remove(&member.peer);
             if *nonce != 0 {
-                mark_join_marker(mirror, room, &member.peer, *nonce);
+                mark_join_marker(mirror, room, &member.peer, *nonce, presence_limit);
             }
             (!duplicate).then(|| Event::PeerJoined { room: room.clone(), member, frames: Frames::default() })
         }
@@ -612,17 +614,40 @@ fn apply_room_event(mirror: &mut RoomMirror, event: &BusEvent) {
         | BusEvent::Forward { .. } => None,
     };
     if let Some(event) = delivered {
-        deliver(mirror, Arc::new(event));
+        deliver(mirror, Arc::new(event), presence_limit);
     }
 }
 
-/// Sends an event to every local member except its subject: active members get it
-/// now, members mid-handshake keep it for after their `joined`, and members whose
-/// marker has not arrived yet skip it (their snapshot will include its effect).
-fn deliver(mirror: &mut RoomMirror, event: Arc<Event>) {
+/// The role whose members everyone hears of, and who hear of everyone, in a quiet room.
+const HOST_ROLE: &str = "host";
+
+fn is_host(member: &MemberInfo) -> bool {
+    member.role.as_str() == HOST_ROLE
+}
+
+/// Whether `event` is news of a member (joined, left, updated) that is not a host. In a
+/// room of more than PRESENCE_LIMIT members such news goes to hosts only, and a joiner
+/// that is not a host is told of the hosts only: presence to everyone would cost each
+/// join a delivery to every member (a 10,000-member room: 50 million to fill it).
+fn is_news_of_a_non_host(event: &Event) -> bool {
+    match event {
+        Event::PeerJoined { member, .. } | Event::PeerUpdated { member, .. } => !is_host(member),
+        Event::PeerLeft { member, .. } => !member.as_deref().is_some_and(is_host),
+        _ => false,
+    }
+}
+
+/// Sends an event to every local member except its subject (and, in a quiet room, news
+/// of a non-host to hosts only): active members get it now, members mid-handshake keep
+/// it for after their `joined`, and members whose marker has not arrived yet skip it
+/// (their snapshot will include its effect).
+fn deliver(mirror: &mut RoomMirror, event: Arc<Event>, presence_limit: usize) {
     let subject = event.subject().cloned();
+    // The room's size with the subject in it: a leave is as quiet as the join was.
+    let size = mirror.members.len() + usize::from(matches!(*event, Event::PeerLeft { .. }));
+    let hosts_only = size > presence_limit && is_news_of_a_non_host(&event);
     for (peer, local) in mirror.local.iter_mut() {
-        if Some(peer) == subject.as_ref() {
+        if Some(peer) == subject.as_ref() || (hosts_only && !is_host(&local.record)) {
             continue;
         }
         match &mut local.state {
@@ -638,8 +663,8 @@ fn deliver(mirror: &mut RoomMirror, event: Arc<Event>) {
     }
 }
 
-fn mark_join_marker(mirror: &mut RoomMirror, room: &RoomId, peer: &PeerId, nonce: u64) {
-    let Some(Local { state: LocalState::Joining(j), .. }) = mirror.local.get_mut(peer) else { return };
+fn mark_join_marker(mirror: &mut RoomMirror, room: &RoomId, peer: &PeerId, nonce: u64, presence_limit: usize) {
+    let Some(Local { state: LocalState::Joining(j), record, .. }) = mirror.local.get_mut(peer) else { return };
     if j.nonce != nonce {
         return;
     }
@@ -648,15 +673,17 @@ fn mark_join_marker(mirror: &mut RoomMirror, room: &RoomId, peer: &PeerId, nonce
         previous.session.push(Arc::new(Event::HandOver { room: room.clone(), mark: HandOverMark::RoomDone }));
     }
     if mirror.synced {
-        j.view = Some(mirror.members.values().filter(|m| &m.peer != peer).cloned().collect());
+        let everyone = mirror.members.len() <= presence_limit || is_host(record);
+        let told = |m: &&Arc<MemberInfo>| &m.peer != peer && (everyone || is_host(m));
+        j.view = Some(mirror.members.values().filter(told).cloned().collect());
     }
     if j.snapshot.is_some() {
-        complete_join(mirror, peer);
+        complete_join(mirror, peer, presence_limit);
     }
 }
 
 /// Both halves of the handshake are here: activate the member and hand it its view.
-fn complete_join(mirror: &mut RoomMirror, peer: &PeerId) {
+fn complete_join(mirror: &mut RoomMirror, peer: &PeerId, presence_limit: usize) {
     let Some(local) = mirror.local.get_mut(peer) else { return };
     let LocalState::Joining(mut j) = mem::replace(&mut local.state, LocalState::Active) else { return };
     let others = j.view.take().or_else(|| j.snapshot.take()).unwrap_or_default();
@@ -688,6 +715,12 @@ fn complete_join(mirror: &mut RoomMirror, peer: &PeerId) {
         }
         mirror.synced = true;
     }
+    // In a quiet room a joiner that is not a host is told of the hosts only.
+    let others = if mirror.members.len() <= presence_limit || is_host(&local.record) {
+        others
+    } else {
+        others.into_iter().filter(|m| is_host(m)).collect()
+    };
     let mut backlog = j.backlog;
     if j.resume {
         // A resumed member's session holds what arrives until its hand-over is
@@ -704,7 +737,7 @@ fn complete_join(mirror: &mut RoomMirror, peer: &PeerId) {
 
 /// After a resync's marker and snapshot: members Redis has that we missed are
 /// announced now; members we have that Redis lacks become suspects.
-fn reconcile(node: &NodeId, room: &RoomId, mirror: &mut RoomMirror, grace_until: Instant) {
+fn reconcile(node: &NodeId, room: &RoomId, mirror: &mut RoomMirror, grace_until: Instant, presence_limit: usize) {
     let Some(resync) = mirror.resync.take() else { return };
     let records = resync.records.unwrap_or_default();
     let in_redis: HashSet<PeerId> = records.iter().map(|m| m.peer.clone()).collect();
@@ -713,7 +746,11 @@ fn reconcile(node: &NodeId, room: &RoomId, mirror: &mut RoomMirror, grace_until:
             continue;
         }
         mirror.members.insert(member.peer.clone(), member.clone());
-        deliver(mirror, Arc::new(Event::PeerJoined { room: room.clone(), member, frames: Frames::default() }));
+        deliver(
+            mirror,
+            Arc::new(Event::PeerJoined { room: room.clone(), member, frames: Frames::default() }),
+            presence_limit,
+        );
     }
     let missing: Vec<PeerId> = mirror
         .members
@@ -759,7 +796,7 @@ mod tests {
     /// This node's member "me" has begun joining room "r" with nonce 7.
     fn joining() -> Fixture {
         let node = NodeId::parse("n1").unwrap();
-        let rooms = Rooms::new(node.clone());
+        let rooms = Rooms::new(node.clone(), 100);
         let room = RoomId::parse("r").unwrap();
         let me = member(&PeerId::new_on(&node), "me");
         let (handle, inbox) = SessionHandle::new(me.peer.clone(), 16);
@@ -838,5 +875,52 @@ mod tests {
             Arc::new(MemberInfo { node: Some(NodeId::parse("n3").unwrap()), ..(*member(&stranger, "x")).clone() });
         f.rooms.apply(&joined(&f.room, &moved, 9), later());
         assert_eq!(route(&f.rooms), (true, Some("n3".to_owned())));
+    }
+
+    #[test]
+    fn beyond_the_presence_limit_news_of_non_hosts_reaches_hosts_only() {
+        let (n1, n2) = (NodeId::parse("n1").unwrap(), NodeId::parse("n2").unwrap());
+        let rooms = Rooms::new(n1.clone(), 3);
+        let room = RoomId::parse("webinar").unwrap();
+        let with_role =
+            |m: Arc<MemberInfo>, role: &str| Arc::new(MemberInfo { role: Role::parse(role).unwrap(), ..(*m).clone() });
+        // Joins a local member; its session's inbox and the others it was told of.
+        let join_local = |name: &str, role: &str, nonce: u64| {
+            let me = with_role(member(&PeerId::new_on(&n1), name), role);
+            let (handle, inbox) = SessionHandle::new(me.peer.clone(), 64);
+            let mut done = rooms.begin_join(&room, handle, me.clone(), nonce, &Removals::default()).unwrap();
+            rooms.apply(&joined(&room, &me, nonce), later());
+            rooms.join_snapshot(&room, &me.peer, Vec::new(), None);
+            (me, inbox, names(&done.try_recv().expect("joined").others).join(","))
+        };
+        let news = |inbox: &SessionInbox| {
+            let mut got = Vec::new();
+            while let Some(event) = inbox.try_pop() {
+                match event.as_ref() {
+                    Event::PeerJoined { member, .. } => got.push(format!("+{}", member.name.as_str())),
+                    Event::PeerLeft { member, .. } => got.push(format!("-{}", member.as_ref().unwrap().name.as_str())),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            got.join(" ")
+        };
+        let (_host, host_inbox, _) = join_local("host", "host", 1);
+        let (_p, p_inbox, told_p) = join_local("p", "participant", 2);
+        assert_eq!(told_p, "host");
+        let remote = |name: &str, role: &str| with_role(member(&PeerId::new_on(&n2), name), role);
+        let (r1, r2, speaker) = (remote("r1", "participant"), remote("r2", "participant"), remote("speaker", "host"));
+        rooms.apply(&joined(&room, &r1, 0), later()); // 3 members: everyone hears
+        rooms.apply(&joined(&room, &r2, 0), later()); // 4: beyond the limit
+        rooms.apply(&joined(&room, &speaker, 0), later()); // a host: everyone hears
+        rooms.apply(&BusEvent::Left { room: room.clone(), peer: r1.peer.clone(), reason: LeftReason::Left }, later());
+        assert_eq!(news(&host_inbox), "+p +r1 +r2 +speaker -r1");
+        assert_eq!(news(&p_inbox), "+r1 +speaker");
+        // A joiner is told of the hosts only, unless it is one.
+        let (_, _, told_q) = join_local("q", "participant", 3);
+        assert_eq!(told_q, "host,speaker");
+        let (_, _, told_h2) = join_local("h2", "host", 4);
+        assert_eq!(told_h2, "host,p,q,r2,speaker");
+        assert_eq!(news(&p_inbox), "+h2", "q is news to hosts only");
+        assert_eq!(news(&host_inbox), "+q +h2");
     }
 }
