@@ -100,7 +100,7 @@ impl Relay {
         } else {
             (None, None)
         };
-        self.publisher.queue(publisher::Outgoing { node, envelope, kind_slot, answer, routing })?;
+        self.publisher.queue(publisher::Outgoing { node, envelope, kind_slot, answer, routing, span })?;
         match outcome {
             // The publisher ended without publishing it: the node is stopping.
             Some(outcome) => outcome.await.unwrap_or(Err(CoreError::Internal("the node is stopping"))),

@@ -21,7 +21,7 @@ use futures::future::join_all;
 use protocol::{BusEvent, Envelope, NodeId, PeerId, RoomId};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, Instrument};
 
 use super::gate::InFlight;
 use crate::core::CoreError;
@@ -48,6 +48,9 @@ pub struct Outgoing {
     pub answer: Option<oneshot::Sender<Result<(), CoreError>>>,
     /// Counted in since its route: a resume's fence waits until it is published.
     pub routing: InFlight,
+    /// Its `publish` span when it is traced (else `Span::none()`): its Redis call is
+    /// made inside it.
+    pub span: tracing::Span,
 }
 
 /// What the publisher's queue holds.
@@ -191,7 +194,10 @@ impl Publisher {
         group: &[Outgoing],
     ) -> Vec<Result<u64, BackendError>> {
         let node = &group[0].node;
-        if group.len() > 1 && self.reads_batches(node) {
+        // A traced signal is published alone, so that its trace shows its own Redis
+        // call (traces are sampled: batching rarely loses anything to this).
+        let traced = group.iter().any(|o| !o.span.is_none());
+        if group.len() > 1 && !traced && self.reads_batches(node) {
             metrics.signals_per_publish.observe(group.len() as f64);
             let envelopes: Vec<&[u8]> = group.iter().map(|o| o.envelope.as_ref()).collect();
             let message = Bytes::from(protocol::batch::encode(&envelopes));
@@ -201,7 +207,8 @@ impl Publisher {
         let mut outcomes = Vec::with_capacity(group.len());
         for outgoing in group {
             metrics.signals_per_publish.observe(1.0);
-            outcomes.push(store.publish_node(node, outgoing.envelope.clone()).await);
+            let publish = store.publish_node(node, outgoing.envelope.clone());
+            outcomes.push(publish.instrument(outgoing.span.clone()).await);
         }
         outcomes
     }
@@ -269,7 +276,14 @@ mod tests {
                 data: Payload::from_json(seq.to_string()).unwrap(),
             };
             let envelope = Bytes::from(Envelope::new(node("n1"), event).sent_at(seq).encode());
-            let outgoing = Outgoing { node: node(to_node), envelope, kind_slot: 0, answer, routing: self.gate.enter() };
+            let outgoing = Outgoing {
+                node: node(to_node),
+                envelope,
+                kind_slot: 0,
+                answer,
+                routing: self.gate.enter(),
+                span: tracing::Span::none(),
+            };
             self.publisher.queue(outgoing).unwrap();
         }
 
@@ -363,8 +377,14 @@ mod tests {
         let run = s.start();
         assert_eq!(s.next_message().await, [1]);
         tokio::time::timeout(WAIT, run).await.unwrap().unwrap();
-        let outgoing =
-            Outgoing { node: node("n2"), envelope: Bytes::new(), kind_slot: 0, answer: None, routing: s.gate.enter() };
+        let outgoing = Outgoing {
+            node: node("n2"),
+            envelope: Bytes::new(),
+            kind_slot: 0,
+            answer: None,
+            routing: s.gate.enter(),
+            span: tracing::Span::none(),
+        };
         assert!(matches!(s.publisher.queue(outgoing), Err(CoreError::Unavailable(_))));
     }
 }
