@@ -3,7 +3,7 @@
 # binary: the relay, fan-out and memory figures of docs/benchmarks.md ("How to
 # reproduce"), each round running the "before" build then the "after" build against a
 # fresh private redis-server and two nodes on loopback. Prints one line per run and
-# keeps the JSON reports in $OUT. Everything it started is stopped on exit.
+# keeps the JSON reports and the nodes' logs in $OUT. Everything it started is stopped on exit.
 #
 #   bash loadtest/compare-builds.sh BEFORE_SIGNAL AFTER_SIGNAL LOADTEST [ROUNDS]
 #
@@ -62,6 +62,7 @@ run() {
   start_cluster "$build"
   "$loadtest" "$@" --url "$URLS" --server-pid "$PIDS" --quiet --json "$OUT/$label-$name.json" >/dev/null || true
   stop_all
+  for log in "$work"/node*.log; do cp "$log" "$OUT/$label-$name-$(basename "$log")"; done
   python3 - "$OUT/$label-$name.json" "$label" "$name" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

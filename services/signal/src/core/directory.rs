@@ -17,6 +17,7 @@
 mod removals;
 mod room_probes;
 mod rooms;
+mod snapshots;
 mod subs;
 
 use std::sync::Arc;
@@ -58,6 +59,7 @@ pub struct RoomDirectory {
     subs: subs::RoomSubs,
     removals: removals::Removals,
     probes: room_probes::RoomProbes,
+    snapshots: snapshots::SnapshotLeads,
 }
 
 /// A resumed member's record in a room it moved here, and the others there.
@@ -74,6 +76,7 @@ impl RoomDirectory {
             subs: subs::RoomSubs::default(),
             removals: removals::Removals::default(),
             probes: room_probes::RoomProbes::default(),
+            snapshots: snapshots::SnapshotLeads::default(),
         }
     }
 
@@ -215,6 +218,9 @@ impl RoomDirectory {
             record: Bytes::from(record.encode()),
             announcement: self.envelope(BusEvent::Joined { room: room.clone(), member: (**record).clone(), nonce }),
         };
+        // One snapshot of the room per node at a time: held until this join is done.
+        let mirrored = || self.mirror.is_synced(room);
+        let _lead = self.snapshots.lead_unless_mirrored(room, mirrored, self.settings.join_timeout).await;
         let policy = JoinPolicy {
             capacity: self.settings.room_capacity,
             token_hash,

@@ -242,3 +242,22 @@ async fn a_lost_room_channel_subscription_is_noticed_and_repaired() {
     }
     assert!(node1.metric("signal_bus_gaps_total").await >= 1.0);
 }
+
+/// A burst of joins into one room reads its members from Redis once per node: the
+/// first join takes the snapshot, the others wait for the node's mirror of the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_joins_into_one_room_takes_one_member_snapshot_per_node() {
+    let redis = TestRedis::start().await;
+    let quiet = [("HEARTBEAT_INTERVAL_MS", "60000"), ("NODE_TTL_MS", "120000")];
+    let cluster = TestCluster::start_with(&Backend::Redis(redis.url()), 2, &quiet).await;
+    let mut clients = Vec::new();
+    for i in 0..60 {
+        clients.push(cluster.client(i % 2).await);
+    }
+    assert_eq!(redis.cli(&["CONFIG", "RESETSTAT"]).await, "OK");
+    let joins = clients.iter_mut().map(|c| c.join("burst"));
+    let joined = futures::future::join_all(joins).await;
+    assert_eq!(joined.len(), 60);
+    let calls = command_calls(&redis).await;
+    assert_eq!(calls.get("hgetall"), Some(&2), "one snapshot per node: {calls:?}");
+}

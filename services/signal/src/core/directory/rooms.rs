@@ -642,12 +642,16 @@ fn is_news_of_a_non_host(event: &Event) -> bool {
 /// it for after their `joined`, and members whose marker has not arrived yet skip it
 /// (their snapshot will include its effect).
 fn deliver(mirror: &mut RoomMirror, event: Arc<Event>, presence_limit: usize) {
-    let subject = event.subject().cloned();
+    // Compared with each member only when it is one of ours (a remote subject, the
+    // common case, costs no comparison per member).
+    let subject = event.subject().filter(|s| mirror.local.contains_key(*s)).cloned();
     // The room's size with the subject in it: a leave is as quiet as the join was.
     let size = mirror.members.len() + usize::from(matches!(*event, Event::PeerLeft { .. }));
     let hosts_only = size > presence_limit && is_news_of_a_non_host(&event);
     for (peer, local) in mirror.local.iter_mut() {
-        if Some(peer) == subject.as_ref() || (hosts_only && !is_host(&local.record)) {
+        // The role first: in a quiet room most members are skipped by it alone, without
+        // comparing their ids.
+        if (hosts_only && !is_host(&local.record)) || Some(peer) == subject.as_ref() {
             continue;
         }
         match &mut local.state {
@@ -674,7 +678,7 @@ fn mark_join_marker(mirror: &mut RoomMirror, room: &RoomId, peer: &PeerId, nonce
     }
     if mirror.synced {
         let everyone = mirror.members.len() <= presence_limit || is_host(record);
-        let told = |m: &&Arc<MemberInfo>| &m.peer != peer && (everyone || is_host(m));
+        let told = |m: &&Arc<MemberInfo>| (everyone || is_host(m)) && &m.peer != peer;
         j.view = Some(mirror.members.values().filter(told).cloned().collect());
     }
     if j.snapshot.is_some() {
