@@ -10,8 +10,8 @@
 # Settings (environment): REDIS_PORT (7400), NODE_PORTS ("7411 7412"), OUT
 # (target/compare-builds), SCENARIOS (default "relay5k relay20k fanout connect"; also
 # relay10k, relay30k; sio5k, sio20k, plain5k, plain20k: the relay in the Socket.IO and plain
-# dialects; bigroom: a 2,000-member room filled at 200 joins a second; webinar: a
-# 10,000-member room filled at 1,000 joins a second).
+# dialects; bigroom: a 2,000-member room; webinar: a 10,000-member room; in both the
+# members connect first, then all join at once).
 set -euo pipefail
 
 before=$1 after=$2 loadtest=$3 rounds=${4:-2}
@@ -105,8 +105,8 @@ for round in $(seq 1 "$rounds"); do
         # A room twice the default capacity, filled at 200 joins a second (docs/benchmarks.md, Set 6).
         bigroom) ROOM_CAPACITY=20000 run "$side-r$round" "$build" bigroom fanout --rooms 1 --room-size 2000 --rate 2 \
           --duration 10s --connect-rate 200 --setup-timeout 600s ;;
-        # One webinar: a 10,000-member room (beyond PRESENCE_LIMIT, so quiet) filled at
-        # 1,000 joins a second, then 2 broadcasts a second to all of it.
+        # One webinar: a 10,000-member room (beyond PRESENCE_LIMIT, so quiet), connected at
+        # 1,000 a second, then every member joining at once, then 2 broadcasts a second.
         webinar) ROOM_CAPACITY=20000 run "$side-r$round" "$build" webinar fanout --rooms 1 --room-size 10000 --rate 2 \
           --duration 10s --connect-rate 1000 --setup-timeout 600s ;;
         connect) run "$side-r$round" "$build" connect connect --connections 10000 --connect-rate 2000 --hold 5s ;;
