@@ -1,6 +1,7 @@
 //! Lets a fence wait until every signal routed before it has been published, without
-//! costing signals more than two atomic operations: each signal counts itself in the
-//! current epoch for as long as it routes and publishes; a fence moves on to the next
+//! costing signals more than a few atomic operations (the count, and the guard's hold on
+//! the gate, which travels with a signal queued for the publisher): each signal counts
+//! itself in the current epoch for as long as it routes and publishes; a fence moves on to the next
 //! epoch and waits until the previous one's count drains to zero. Signals that start
 //! after the move count in the new epoch, so a busy node cannot keep a fence waiting.
 
