@@ -38,13 +38,16 @@ pub struct FanoutArgs {
     pub duration: Duration,
     /// The nodes' PRESENCE_LIMIT: a larger room is quiet (members do not hear of each
     /// other), so a member is ready once joined rather than once it knows everyone.
-    #[arg(long, env = "LOADTEST_PRESENCE_LIMIT", default_value_t = 1000)]
+    #[arg(long, env = "LOADTEST_PRESENCE_LIMIT", default_value_t = DEFAULT_PRESENCE_LIMIT)]
     #[serde(default = "default_presence_limit")]
     pub presence_limit: usize,
 }
 
+/// The nodes' default PRESENCE_LIMIT.
+const DEFAULT_PRESENCE_LIMIT: usize = 1000;
+
 fn default_presence_limit() -> usize {
-    1000
+    DEFAULT_PRESENCE_LIMIT
 }
 
 /// Broadcasts not yet delivered to every member: (src, seq) → (members still to
